@@ -1,0 +1,102 @@
+//! API keys: create (secret shown once), list, revoke.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::api::resolve_me;
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::{api_keys, users};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// A label for the key, 1-100 characters.
+    pub name: String,
+    /// Optional expiry time (RFC 3339).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key_info: api_keys::ApiKeyView,
+    /// The secret, shown only in this response. Use as `Authorization: Bearer <key>`
+    /// or as the password of HTTP Basic.
+    pub key: String,
+}
+
+/// A user's API keys (never the secrets). The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}/api-keys", tag = "api-keys", params(("username" = String, Path)),
+    responses((status = 200, body = [api_keys::ApiKeyView])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
+    Ok(HttpResponse::Ok().json(api_keys::list(&mut conn, user.id).await?))
+}
+
+/// Creates an API key; the secret (`key`) is in this response only.
+/// The user themself or USER_MANAGEMENT.
+#[utoipa::path(post, path = "/api/v1/users/{username}/api-keys", tag = "api-keys", request_body = CreateKey,
+    params(("username" = String, Path)), responses((status = 201, body = CreatedKey)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<CreateKey>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "name must be 1-100 characters with no control characters",
+        ));
+    }
+    if body.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(ApiError::unprocessable(
+            "invalid_expiry",
+            "expires_at must be in the future",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;
+    let (view, key) =
+        api_keys::create(&mut tx, &audit, &state.keys, user.id, name, body.expires_at).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(CreatedKey {
+            key_info: view,
+            key,
+        }))
+}
+
+/// Revokes an API key at once. The user themself or USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/api-keys/{id}", tag = "api-keys",
+    params(("username" = String, Path), ("id" = Uuid, Path)), responses((status = 204, description = "revoked"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, id) = path.into_inner();
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError::not_found("api_key_not_found", "no such active API key for this user")
+    })?;
+    let mut tx = state.pool.begin().await?;
+    let user = users::get(&mut tx, resolve_me(&caller.0, &username), false).await?;
+    api_keys::revoke(&mut tx, &audit, user.id, id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

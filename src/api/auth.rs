@@ -1,0 +1,160 @@
+//! Password login, token refresh, logout.
+
+use actix_web::cookie::{time, Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::sessions::{self, Refreshed};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Username or email address.
+    pub username: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub session_id: uuid::Uuid,
+}
+
+fn user_agent(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+}
+
+pub fn session_cookie(state: &AppState, value: String, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build(state.settings.auth.session_cookie_name.clone(), value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.settings.auth.cookie_secure)
+        .max_age(time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+/// Logs in with a username (or email) and password. Public. The same 401
+/// answers an unknown user, a wrong password and a disabled account; 429 with
+/// Retry-After while the account is locked.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+    (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: Audit,
+    body: web::Json<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let user_id =
+        crate::store::users::verify_login(&state, &audit, body.username.trim(), body.password)
+            .await?;
+    let mut tx = state.pool.begin().await?;
+    let user = crate::store::users::get_by_id(&mut tx, user_id).await?;
+    let audit = audit.as_user(user.id, &user.username);
+    let s = sessions::create(
+        &mut tx,
+        &audit,
+        user.id,
+        "password",
+        state.settings.auth.session_ttl_secs,
+        user_agent(&req),
+    )
+    .await?;
+    tx.commit().await?;
+    let access = state
+        .keys
+        .issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
+    let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .cookie(session_cookie(&state, s.cookie_secret, ttl))
+        .json(TokenResponse {
+            access_token: access,
+            refresh_token: s.refresh_token,
+            token_type: "Bearer",
+            expires_in: state.keys.access_ttl_secs,
+            session_id: s.id,
+        }))
+}
+
+/// Trades a refresh token for a new access token and a new refresh token.
+/// Public. Presenting an already used refresh token revokes the session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    audit: Audit,
+    body: web::Json<RefreshRequest>,
+) -> ApiResult<HttpResponse> {
+    use secrecy::ExposeSecret;
+    let mut tx = state.pool.begin().await?;
+    let outcome = sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret()).await?;
+    tx.commit().await?;
+    match outcome {
+        Refreshed::Ok {
+            session_id,
+            user_id,
+            refresh_token,
+        } => {
+            let access =
+                state
+                    .keys
+                    .issue_access(user_id, session_id, chrono::Utc::now().timestamp())?;
+            Ok(HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(TokenResponse {
+                    access_token: access,
+                    refresh_token,
+                    token_type: "Bearer",
+                    expires_in: state.keys.access_ttl_secs,
+                    session_id,
+                }))
+        }
+        Refreshed::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")
+            .with_code("invalid_refresh_token")),
+        Refreshed::Reused => Err(ApiError::unauthorized(
+            "refresh token already used: the session has been revoked",
+        )
+        .with_code("refresh_token_reused")),
+    }
+}
+
+/// Ends the caller's current session (its tokens and cookie stop working).
+/// Any authenticated caller.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "logged out")),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn logout(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+) -> ApiResult<HttpResponse> {
+    if let Some(sid) = caller.0.session_id {
+        let mut tx = state.pool.begin().await?;
+        sessions::revoke(&mut tx, &audit, sid, "logout").await?;
+        tx.commit().await?;
+    }
+    let mut gone = session_cookie(&state, String::new(), 0);
+    gone.make_removal();
+    Ok(HttpResponse::NoContent().cookie(gone).finish())
+}

@@ -1,0 +1,91 @@
+//! The OpenAPI document and its viewer.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or API key")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        c.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("registrar_session"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "registrar", description = "User management: users, roles, sessions, API keys, change log."),
+    paths(
+        api::health::healthz, api::health::readyz, openapi_json, viewer,
+        api::auth::login, api::auth::refresh, api::auth::logout,
+        api::users::list, api::users::create, api::users::usernames, api::users::read, api::users::update,
+        api::users::delete, api::users::set_password, api::users::unlock, api::users::roles,
+        api::users::add_roles, api::users::remove_roles, api::users::add_role, api::users::remove_role,
+        api::sessions::list, api::sessions::revoke_all, api::sessions::revoke_one,
+        api::api_keys::list, api::api_keys::create, api::api_keys::revoke,
+        api::change_log::about, api::change_log::actions, api::change_log::all,
+        api::meta::permissions, api::meta::roles,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, with each operation's access rule (`x-access`)
+/// taken from the route table, so the document cannot disagree with it.
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+        for (method, path, rule) in crate::startup::route_table().entries {
+            if let Some(op) = doc.pointer_mut(&format!(
+                "/paths/{}/{}",
+                path.replace('~', "~0").replace('/', "~1"),
+                method.as_str().to_lowercase()
+            )) {
+                if let Some(obj) = op.as_object_mut() {
+                    obj.insert("x-access".into(), Value::String(rule.describe()));
+                }
+            }
+        }
+        doc
+    })
+}
+
+/// The OpenAPI 3.1 document of this server. Public.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI document")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(document())
+}
+
+/// Interactive API viewer (Scalar). Public.
+#[utoipa::path(get, path = "/api/v1/docs", tag = "operations", responses((status = 200, description = "HTML page")))]
+pub async fn viewer() -> HttpResponse {
+    static HTML: OnceLock<String> = OnceLock::new();
+    let html = HTML.get_or_init(|| utoipa_scalar::Scalar::new(document().clone()).to_html());
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html.clone())
+}

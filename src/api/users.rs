@@ -1,0 +1,535 @@
+//! Users: create, read, list, update, delete, password, unlock, roles.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::api::{page_limit, resolve_me};
+use crate::audit::Audit;
+use crate::auth::principal::{Caller, Principal};
+use crate::domain::{parse_name, Email, Permission, Username};
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::users::{self, ItemResult, Patch, User, UserView, ADMIN_ROLE};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Case-insensitive text found in username, email or name.
+    pub q: Option<String>,
+    pub enabled: Option<bool>,
+    /// Only users holding this role.
+    pub role: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub email: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    /// Omit for an account that logs in only through OpenID Connect.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub verified: Option<bool>,
+    pub admin: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// Required when changing one's own password.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<SecretString>,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RolesResult {
+    pub user: UserView,
+    pub results: Vec<ItemResult>,
+}
+
+/// A list of role names, as a bare array or `{"roles": [...]}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum RoleList {
+    Bare(Vec<String>),
+    Wrapped { roles: Vec<String> },
+}
+
+impl RoleList {
+    fn into_vec(self) -> Result<Vec<String>, ApiError> {
+        let v = match self {
+            RoleList::Bare(v) | RoleList::Wrapped { roles: v } => v,
+        };
+        if v.is_empty() || v.len() > 100 {
+            return Err(ApiError::bad_request(
+                "invalid_roles",
+                "give between 1 and 100 role names",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// Managing an administrator (or granting the Administrator role) takes ADMIN:
+/// a UserManager must not be able to take over or mint an administrator.
+fn require_admin_for(caller: &Principal, target: &User) -> Result<(), ApiError> {
+    if target.admin() && !caller.is_admin() && target.id != caller.user_id {
+        return Err(ApiError::forbidden(
+            "only an administrator may manage an administrator account",
+        ));
+    }
+    Ok(())
+}
+
+fn encode_cursor(u: &User) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}", u.username.to_lowercase(), u.id))
+}
+
+/// Decodes a user-list cursor; any malformed input is a 400.
+pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server issued");
+    if c.len() > 256 {
+        return Err(bad());
+    }
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (name, id) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((name.to_string(), id.parse().map_err(|_| bad())?))
+}
+
+/// Lists users with their details, a page at a time (keyset pagination by
+/// username). Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), responses((status = 200, body = UserPage)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let limit = page_limit(q.limit)?;
+    let filter = users::ListFilter {
+        q: q.q
+            .filter(|s| !s.is_empty())
+            .map(|s| s.chars().take(200).collect()),
+        enabled: q.enabled,
+        role: q.role,
+        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut items = users::list(&state.pool, &filter).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(UserPage {
+        items: items.into_iter().map(UserView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// All usernames. Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/usernames", tag = "users", responses((status = 200, body = [String])))]
+pub async fn usernames(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
+}
+
+/// Parses and checks a creation request into a `NewUser` (hashing the password).
+pub async fn new_user(
+    state: &AppState,
+    caller: &Principal,
+    body: CreateUser,
+) -> Result<users::NewUser, ApiError> {
+    let username = Username::parse(body.username.trim())?;
+    let email = Email::parse(&body.email)?;
+    let mut roles = body.roles;
+    if body.admin && !roles.iter().any(|r| r == ADMIN_ROLE) {
+        roles.push(ADMIN_ROLE.into());
+    }
+    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
+        return Err(ApiError::forbidden(
+            "only an administrator may create an administrator",
+        ));
+    }
+    let password_hash = match body.password {
+        Some(p) => {
+            state
+                .hasher
+                .check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
+            Some(state.hasher.hash(p).await?)
+        }
+        None => None,
+    };
+    Ok(users::NewUser {
+        username,
+        email,
+        first_name: parse_name("first_name", &body.first_name)?,
+        last_name: parse_name("last_name", &body.last_name)?,
+        password_hash,
+        enabled: body.enabled,
+        verified: body.verified,
+        roles,
+    })
+}
+
+/// Creates a user. Needs USER_MANAGEMENT (ADMIN to create an administrator).
+/// 409 when the username or email (case-insensitive) is taken.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser, responses(
+    (status = 201, body = UserView), (status = 400, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    body: web::Json<CreateUser>,
+) -> ApiResult<HttpResponse> {
+    let new = new_user(&state, &caller.0, body.into_inner()).await?;
+    let mut tx = state.pool.begin().await?;
+    let user = users::create(&mut tx, &audit, new).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/users/{}", user.username)))
+        .json(UserView::from(user)))
+}
+
+/// Reads a user. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}", tag = "users", params(("username" = String, Path, description = "username or `me`")),
+    responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(&caller.0, &path);
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, name, false).await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// Updates profile fields, and (USER_MANAGEMENT only) `enabled`, `verified`;
+/// `admin` needs ADMIN. A user edits their own profile but not their own
+/// privileged fields. The last enabled administrator cannot be disabled or demoted.
+#[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users", request_body = UpdateUser,
+    params(("username" = String, Path, description = "username or `me`")),
+    responses((status = 200, body = UserView), (status = 403, body = crate::error::ErrorBody),
+    (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<UpdateUser>,
+) -> ApiResult<HttpResponse> {
+    let caller = caller.0;
+    let name = resolve_me(&caller, &path).to_string();
+    let body = body.into_inner();
+    let patch = Patch {
+        email: body.email.as_deref().map(Email::parse).transpose()?,
+        first_name: body
+            .first_name
+            .as_deref()
+            .map(|n| parse_name("first_name", n))
+            .transpose()?,
+        last_name: body
+            .last_name
+            .as_deref()
+            .map(|n| parse_name("last_name", n))
+            .transpose()?,
+        enabled: body.enabled,
+        verified: body.verified,
+        admin: body.admin,
+    };
+    let is_self = caller.is(&name);
+    if patch.touches_privileged() && (is_self || !caller.has(Permission::UserManagement)) {
+        return Err(ApiError::forbidden(
+            "you cannot change your own enabled, verified or admin state",
+        ));
+    }
+    if patch.admin.is_some() && !caller.is_admin() {
+        return Err(ApiError::forbidden(
+            "only an administrator may change the admin flag",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, &name, false).await?;
+    require_admin_for(&caller, &target)?;
+    let user = users::update(&mut tx, &audit, &name, patch).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// Deletes a user with their sessions and API keys. Needs USER_MANAGEMENT
+/// (ADMIN for an administrator). The last enabled administrator cannot be deleted.
+#[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(&caller.0, &path).to_string();
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, &name, false).await?;
+    require_admin_for(&caller.0, &target)?;
+    let user = users::delete(&mut tx, &audit, &name).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// Changes a password. The user themself (with `current_password`; other
+/// sessions are revoked) or USER_MANAGEMENT (a reset: every session is revoked).
+#[utoipa::path(put, path = "/api/v1/users/{username}/password", tag = "users", request_body = PasswordChange,
+    params(("username" = String, Path)), responses((status = 204, description = "changed"),
+    (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn set_password(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<PasswordChange>,
+) -> ApiResult<HttpResponse> {
+    let caller = caller.0;
+    let name = resolve_me(&caller, &path).to_string();
+    let body = body.into_inner();
+    let mut conn = state.pool.acquire().await?;
+    let target = users::get(&mut conn, &name, false).await?;
+    drop(conn);
+    let is_self = target.id == caller.user_id;
+    if !is_self {
+        require_admin_for(&caller, &target)?;
+    }
+    state.hasher.check_policy(
+        body.new_password.expose_secret(),
+        &target.username,
+        &target.email,
+    )?;
+    if is_self {
+        let current = body.current_password.ok_or_else(|| {
+            ApiError::unprocessable(
+                "current_password_required",
+                "give current_password to change your own password",
+            )
+        })?;
+        let mut conn = state.pool.acquire().await?;
+        let stored = users::password_hash(&mut conn, target.id).await?;
+        drop(conn);
+        if stored.is_some()
+            && state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No
+        {
+            return Err(
+                ApiError::forbidden("current password is wrong").with_code("wrong_password")
+            );
+        }
+    }
+    let hash = state.hasher.hash(body.new_password).await?;
+    let mut tx = state.pool.begin().await?;
+    let (keep, action) = if is_self {
+        (caller.session_id, "password.changed")
+    } else {
+        (None, "password.reset")
+    };
+    users::set_password(&mut tx, &audit, &target, hash, keep, action).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Lifts a lockout. Needs USER_MANAGEMENT.
+#[utoipa::path(post, path = "/api/v1/users/{username}/unlock", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = UserView)))]
+pub async fn unlock(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(&caller.0, &path).to_string();
+    let mut tx = state.pool.begin().await?;
+    let user = users::unlock(&mut tx, &audit, &name).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// A user's roles. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}/roles", tag = "roles", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(&caller.0, &path);
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(users::get(&mut conn, name, false).await?.roles))
+}
+
+async fn change_roles(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    roles: Vec<String>,
+    grant: bool,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(caller, username).to_string();
+    if caller.is(&name) {
+        return Err(ApiError::forbidden("you cannot change your own roles"));
+    }
+    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
+        return Err(ApiError::forbidden(
+            "only an administrator may grant or remove the Administrator role",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, &name, false).await?;
+    require_admin_for(caller, &target)?;
+    let (user, results) = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
+    tx.commit().await?;
+    let status = if results.iter().all(|r| r.ok) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(HttpResponse::build(status).json(RolesResult {
+        user: UserView::from(user),
+        results,
+    }))
+}
+
+/// Grants several roles. 200 when all applied, 202 when only some were (see
+/// `results`). Needs USER_MANAGEMENT (ADMIN for the Administrator role).
+#[utoipa::path(put, path = "/api/v1/users/{username}/roles", tag = "roles", request_body = RoleList,
+    params(("username" = String, Path)), responses((status = 200, body = RolesResult), (status = 202, body = RolesResult)))]
+pub async fn add_roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<RoleList>,
+) -> ApiResult<HttpResponse> {
+    change_roles(
+        &state,
+        &caller.0,
+        &audit,
+        &path,
+        body.into_inner().into_vec()?,
+        true,
+    )
+    .await
+}
+
+/// Removes several roles; 200 or 202 as for granting.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/roles", tag = "roles", request_body = RoleList,
+    params(("username" = String, Path)), responses((status = 200, body = RolesResult), (status = 202, body = RolesResult)))]
+pub async fn remove_roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<RoleList>,
+) -> ApiResult<HttpResponse> {
+    change_roles(
+        &state,
+        &caller.0,
+        &audit,
+        &path,
+        body.into_inner().into_vec()?,
+        false,
+    )
+    .await
+}
+
+/// Grants one role (404 if the role does not exist).
+#[utoipa::path(put, path = "/api/v1/users/{username}/roles/{role}", tag = "roles",
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = RolesResult), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn add_role(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, role) = path.into_inner();
+    one_role(&state, &caller.0, &audit, &user, role, true).await
+}
+
+/// Removes one role.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/roles/{role}", tag = "roles",
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = RolesResult), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_role(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, role) = path.into_inner();
+    one_role(&state, &caller.0, &audit, &user, role, false).await
+}
+
+async fn one_role(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    user: &str,
+    role: String,
+    grant: bool,
+) -> ApiResult<HttpResponse> {
+    let resp = change_roles(state, caller, audit, user, vec![role.clone()], grant).await?;
+    if resp.status() == StatusCode::ACCEPTED {
+        // The single change failed: report it as the error it was.
+        let mut tx = state.pool.begin().await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+                .bind(&role)
+                .fetch_one(&mut *tx)
+                .await?;
+        return Err(if exists {
+            ApiError::conflict("last_admin", "cannot demote the last enabled administrator")
+        } else {
+            ApiError::not_found("role_not_found", format!("role '{role}' does not exist"))
+        });
+    }
+    Ok(resp)
+}

@@ -1,0 +1,141 @@
+//! The change log: who did what to which record, when, with before and after
+//! values. Entries are written on the same transaction as the change.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::auth::principal::Principal;
+use crate::error::ApiError;
+use crate::telemetry::RequestId;
+
+/// The acting party and request of a change.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub actor_id: Option<Uuid>,
+    pub actor_username: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl Audit {
+    pub fn anonymous(request_id: Option<String>, client_ip: Option<String>) -> Audit {
+        Audit {
+            request_id,
+            client_ip,
+            ..Audit::default()
+        }
+    }
+    pub fn system() -> Audit {
+        Audit {
+            actor_username: Some("system".into()),
+            ..Audit::default()
+        }
+    }
+    pub fn as_user(mut self, id: Uuid, username: &str) -> Audit {
+        self.actor_id = Some(id);
+        self.actor_username = Some(username.to_string());
+        self
+    }
+}
+
+pub fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+impl FromRequest for Audit {
+    type Error = ApiError;
+    type Future = Ready<Result<Audit, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ext = req.extensions();
+        let principal = ext.get::<Principal>();
+        ready(Ok(Audit {
+            actor_id: principal.map(|p| p.user_id),
+            actor_username: principal.map(|p| p.username.clone()),
+            session_id: principal.and_then(|p| p.session_id),
+            api_key_id: principal.and_then(|p| p.api_key_id),
+            request_id: ext.get::<RequestId>().map(|r| r.0.clone()),
+            client_ip: client_ip(req),
+        }))
+    }
+}
+
+/// Field-level differences: `{"field": {"before": .., "after": ..}}`.
+#[derive(Default)]
+pub struct Changes(Map<String, Value>);
+
+impl Changes {
+    pub fn new() -> Changes {
+        Changes(Map::new())
+    }
+    pub fn field(
+        mut self,
+        name: &str,
+        before: impl Into<Value>,
+        after: impl Into<Value>,
+    ) -> Changes {
+        let (b, a) = (before.into(), after.into());
+        if b != a {
+            self.0
+                .insert(name.to_string(), json!({"before": b, "after": a}));
+        }
+        self
+    }
+    /// A secret that changed: recorded as changed, never its value.
+    pub fn secret(mut self, name: &str) -> Changes {
+        self.0.insert(
+            name.to_string(),
+            json!({"before": "[redacted]", "after": "[redacted]"}),
+        );
+        self
+    }
+    pub fn set(mut self, name: &str, value: impl Into<Value>) -> Changes {
+        self.0.insert(name.to_string(), value.into());
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+/// Appends one entry. Pass the request's transaction so the entry commits or
+/// rolls back with the change it describes.
+pub async fn record<'e, E>(
+    exec: E,
+    audit: &Audit,
+    subject_type: &str,
+    subject_id: &str,
+    action: &str,
+    changes: Changes,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    sqlx::query(
+        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                 subject_type, subject_id, action, changes, request_id, client_ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(audit.actor_id)
+    .bind(&audit.actor_username)
+    .bind(audit.session_id)
+    .bind(audit.api_key_id)
+    .bind(subject_type)
+    .bind(subject_id)
+    .bind(action)
+    .bind(changes.into_value())
+    .bind(&audit.request_id)
+    .bind(&audit.client_ip)
+    .execute(exec)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Access rules: every route declares who may call it where it is registered
+//! (see `startup::routes`). One middleware enforces the rule before the
+//! handler runs; a route that declares no rule is denied.
+
+use std::collections::HashMap;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, ResponseError};
+
+use crate::audit::{self, Audit, Changes};
+use crate::auth::principal::{self, Principal};
+use crate::domain::Permission;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::telemetry::RequestId;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone, with or without credentials.
+    Public,
+    /// Any enabled, authenticated user.
+    Authenticated,
+    /// Holders of the permission (`ADMIN` implies all).
+    Permission(Permission),
+    /// The user named by the `{username}` path segment (or `me`), or holders
+    /// of the permission.
+    SelfOr(Permission),
+}
+
+impl Rule {
+    pub fn describe(&self) -> String {
+        match self {
+            Rule::Public => "public".into(),
+            Rule::Authenticated => "authenticated".into(),
+            Rule::Permission(p) => format!("permission:{p}"),
+            Rule::SelfOr(p) => format!("self-or-permission:{p}"),
+        }
+    }
+}
+
+/// The declared rule of every (method, path pattern) the app serves.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    rules: HashMap<String, HashMap<Method, Rule>>,
+    pub entries: Vec<(Method, String, Rule)>,
+}
+
+impl RouteTable {
+    pub fn insert(&mut self, method: Method, path: &str, rule: Rule) {
+        self.rules
+            .entry(path.to_string())
+            .or_default()
+            .insert(method.clone(), rule);
+        self.entries.push((method, path.to_string(), rule));
+    }
+}
+
+/// Resolves the caller and enforces the route's declared rule.
+pub async fn enforce(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let (Some(table), Some(state)) = (
+        req.app_data::<web::Data<RouteTable>>().cloned(),
+        req.app_data::<web::Data<AppState>>().cloned(),
+    ) else {
+        return Ok(deny(
+            req,
+            ApiError::internal(anyhow::anyhow!("access table missing")),
+        ));
+    };
+    // The pattern comes from the app's resource map, so this works before routing.
+    let Some(pattern) = req.match_pattern() else {
+        // Unknown path: the router answers 404.
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let rule = match table.rules.get(&pattern) {
+        Some(methods) => match methods.get(req.method()) {
+            Some(rule) => *rule,
+            None if req.method() == Method::HEAD && methods.contains_key(&Method::GET) => {
+                methods[&Method::GET]
+            }
+            // The resource answers 405 for methods it does not have.
+            None => return Ok(next.call(req).await?.map_into_boxed_body()),
+        },
+        None => {
+            tracing::error!(%pattern, "route registered without an access rule: denied");
+            return Ok(deny(
+                req,
+                ApiError::forbidden("this route declares no access rule"),
+            ));
+        }
+    };
+    if rule == Rule::Public {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let creds = principal::credentials(req.request(), &state.settings.auth.session_cookie_name);
+    let ip = crate::audit::client_ip(req.request());
+    let principal = match principal::resolve(&state, creds, ip).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(deny(req, ApiError::unauthorized("authentication required"))),
+        Err(e) => return Ok(deny(req, e)),
+    };
+    let allowed = match rule {
+        Rule::Public | Rule::Authenticated => true,
+        Rule::Permission(p) => principal.has(p),
+        Rule::SelfOr(p) => {
+            principal.has(p) || path_user(&pattern, req.path()).is_some_and(|u| principal.is(&u))
+        }
+    };
+    if !allowed {
+        log_denied(&state, &req, &principal, &pattern).await;
+        return Ok(deny(
+            req,
+            ApiError::forbidden("you are not allowed to do this"),
+        ));
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
+    req.into_response(err.error_response())
+}
+
+/// The value of the `{username}` segment of `path` under `pattern`.
+pub fn path_user(pattern: &str, path: &str) -> Option<String> {
+    let idx = pattern.split('/').position(|s| s == "{username}")?;
+    let seg = path.split('/').nth(idx)?;
+    Some(percent_decode(seg))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, pattern: &str) {
+    let audit = Audit {
+        actor_id: Some(p.user_id),
+        actor_username: Some(p.username.clone()),
+        session_id: p.session_id,
+        api_key_id: p.api_key_id,
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        client_ip: crate::audit::client_ip(req.request()),
+    };
+    let subject = format!("{} {}", req.method(), pattern);
+    if let Err(e) = audit::record(
+        &state.pool,
+        &audit,
+        "route",
+        &subject,
+        "authorization.denied",
+        Changes::new().set("path", req.path()),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "could not log a denied authorization");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_username_segment() {
+        assert_eq!(
+            path_user(
+                "/api/v1/users/{username}/roles",
+                "/api/v1/users/alice/roles"
+            )
+            .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            path_user("/api/v1/users/{username}", "/api/v1/users/a%2Eb").as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(path_user("/api/v1/users", "/api/v1/users"), None);
+    }
+}

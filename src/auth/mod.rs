@@ -1,0 +1,6 @@
+//! Authentication: password hashing, tokens, the principal, access rules.
+
+pub mod access;
+pub mod password;
+pub mod principal;
+pub mod tokens;

@@ -1,0 +1,309 @@
+//! argon2id hashing off the async workers, with a bound on concurrent hashes
+//! (each holds `memory_kib` of memory) and on the queue in front of them, plus
+//! the password policy (NIST SP 800-63B-4, OWASP ASVS 5 6.2).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordSettings;
+use crate::error::ApiError;
+
+/// Top common and breached passwords (Django's list of 19,640, lower-case).
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+fn blocklist() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| {
+        COMMON_PASSWORDS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
+}
+
+#[derive(Clone)]
+pub struct Hasher {
+    params: Params,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    dummy_hash: Arc<String>,
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+/// Outcome of verifying a password against a stored hash.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified {
+    No,
+    Yes,
+    /// Correct, and the stored hash used other parameters: here is a new one.
+    YesRehashed(String),
+}
+
+impl Hasher {
+    pub fn new(settings: &PasswordSettings, concurrency: usize) -> anyhow::Result<Hasher> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let dummy = argon
+            .hash_password(b"registrar dummy password for timing", &salt)
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+            .to_string();
+        Ok(Hasher {
+            params,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: settings.max_queued_hashes,
+            dummy_hash: Arc::new(dummy),
+            min_length: settings.min_length,
+            max_length: settings.max_length,
+        })
+    }
+
+    fn argon(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// Runs `f` on the blocking pool once a hashing slot is free. Answers 503
+    /// at once when too many requests already wait (a login flood must not
+    /// pile up memory or latency).
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = if queued >= self.max_waiting + self.slots.available_permits() {
+            None
+        } else {
+            self.slots.clone().acquire_owned().await.ok()
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(permit) = permit else {
+            return Err(ApiError::unavailable(
+                "busy",
+                "too many logins in progress, try again shortly",
+                1,
+            ));
+        };
+        let argon = self.argon();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let out = f(argon);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing task failed: {e}")))
+    }
+
+    /// Hashes a password (PHC string with a random salt).
+    pub async fn hash(&self, password: SecretString) -> Result<String, ApiError> {
+        self.run(move |argon| {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            argon
+                .hash_password(password.expose_secret().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("argon2: {e}")))
+        })
+        .await?
+    }
+
+    /// Verifies `password` against `stored`; with no stored hash (unknown
+    /// user, no password) it verifies against a dummy hash so timing does not
+    /// tell the cases apart, and answers `No`.
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<Verified, ApiError> {
+        let dummy = self.dummy_hash.clone();
+        let wanted = self.params.clone();
+        self.run(move |argon| {
+            let (phc, real) = match &stored {
+                Some(s) => (s.as_str(), true),
+                None => (dummy.as_str(), false),
+            };
+            let Ok(parsed) = PasswordHash::new(phc) else {
+                return Verified::No;
+            };
+            let ok = argon
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok();
+            if !(ok && real) {
+                return Verified::No;
+            }
+            let same = Params::try_from(&parsed).is_ok_and(|p| {
+                p.m_cost() == wanted.m_cost()
+                    && p.t_cost() == wanted.t_cost()
+                    && p.p_cost() == wanted.p_cost()
+            }) && parsed.algorithm.as_str() == "argon2id";
+            if same {
+                return Verified::Yes;
+            }
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            match argon.hash_password(password.expose_secret().as_bytes(), &salt) {
+                Ok(h) => Verified::YesRehashed(h.to_string()),
+                Err(_) => Verified::Yes,
+            }
+        })
+        .await
+    }
+
+    /// The password policy: length in code points between min and max, not a
+    /// common or breached password, not containing the username or email.
+    /// No composition rules; the password is used exactly as received.
+    pub fn check_policy(
+        &self,
+        password: &str,
+        username: &str,
+        email: &str,
+    ) -> Result<(), ApiError> {
+        let len = password.chars().count();
+        if len < self.min_length {
+            return Err(ApiError::unprocessable(
+                "password_too_short",
+                format!(
+                    "password must be at least {} characters long",
+                    self.min_length
+                ),
+            ));
+        }
+        if len > self.max_length {
+            return Err(ApiError::unprocessable(
+                "password_too_long",
+                format!(
+                    "password must be at most {} characters long",
+                    self.max_length
+                ),
+            ));
+        }
+        let lower = password.to_lowercase();
+        if blocklist().contains(lower.as_str()) {
+            return Err(ApiError::unprocessable(
+                "password_too_common",
+                "this password is in a list of common or breached passwords; choose another",
+            ));
+        }
+        let contains = |needle: &str| !needle.is_empty() && lower.contains(&needle.to_lowercase());
+        if contains(username) || contains(email) {
+            return Err(ApiError::unprocessable(
+                "password_contains_identity",
+                "password must not contain the username or email address",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Hasher {
+        let s = PasswordSettings {
+            min_length: 15,
+            max_length: 256,
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent_hashes: 1,
+            max_queued_hashes: 4,
+        };
+        Hasher::new(&s, 1).expect("hasher")
+    }
+
+    #[test]
+    fn blocklist_is_large() {
+        assert!(blocklist().len() >= 10_000);
+        assert!(blocklist().contains("password"));
+    }
+
+    #[test]
+    fn policy() {
+        let h = cheap();
+        assert_eq!(
+            h.check_policy("short", "u", "e@x.org").unwrap_err().code,
+            "password_too_short"
+        );
+        assert!(h
+            .check_policy("correct horse battery staple", "alice", "alice@x.org")
+            .is_ok());
+        assert_eq!(
+            h.check_policy("my name is alice and that is it", "alice", "a@x.org")
+                .unwrap_err()
+                .code,
+            "password_contains_identity"
+        );
+        // Code points, not bytes: 15 emoji are 60 bytes but 15 characters.
+        assert!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").is_ok());
+        assert_eq!(
+            h.check_policy(&"🔑".repeat(14), "bob", "b@x.org")
+                .unwrap_err()
+                .code,
+            "password_too_short"
+        );
+    }
+
+    #[tokio::test]
+    async fn hash_verify_rehash() {
+        let h = cheap();
+        let hash = h
+            .hash(SecretString::from("correct horse battery staple"))
+            .await
+            .expect("hash");
+        assert_eq!(
+            h.verify(
+                SecretString::from("correct horse battery staple"),
+                Some(hash.clone())
+            )
+            .await
+            .expect("v"),
+            Verified::Yes
+        );
+        assert_eq!(
+            h.verify(SecretString::from("wrong"), Some(hash.clone()))
+                .await
+                .expect("v"),
+            Verified::No
+        );
+        assert_eq!(
+            h.verify(SecretString::from("x"), None).await.expect("v"),
+            Verified::No
+        );
+        let mut other = PasswordSettings {
+            min_length: 15,
+            max_length: 256,
+            memory_kib: 128,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent_hashes: 1,
+            max_queued_hashes: 4,
+        };
+        other.memory_kib = 128;
+        let h2 = Hasher::new(&other, 1).expect("hasher");
+        assert!(matches!(
+            h2.verify(
+                SecretString::from("correct horse battery staple"),
+                Some(hash)
+            )
+            .await
+            .expect("v"),
+            Verified::YesRehashed(_)
+        ));
+    }
+}

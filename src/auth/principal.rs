@@ -1,0 +1,318 @@
+//! Who is calling: resolved once per request from, in order, the session
+//! cookie, `Authorization: Bearer <JWT>`, `Bearer <API key>`, or `Basic`
+//! (username with password or API key). Each path is one indexed query.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::tokens;
+use crate::domain::Permission;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    Cookie,
+    Jwt,
+    ApiKey,
+    Basic,
+}
+
+/// An authenticated caller. Only ever built by `resolve`.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub session_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub method: AuthMethod,
+}
+
+impl Principal {
+    /// `ADMIN` implies every permission.
+    pub fn has(&self, p: Permission) -> bool {
+        self.permissions.contains(&Permission::Admin) || self.permissions.contains(&p)
+    }
+    pub fn is_admin(&self) -> bool {
+        self.permissions.contains(&Permission::Admin)
+    }
+    pub fn is(&self, username: &str) -> bool {
+        username == crate::domain::ME || username.eq_ignore_ascii_case(&self.username)
+    }
+}
+
+/// Credentials presented with a request.
+pub enum Credentials {
+    None,
+    Cookie(String),
+    Bearer(String),
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+    Malformed,
+}
+
+pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Credentials {
+    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let Ok(h) = h.to_str() else {
+            return Credentials::Malformed;
+        };
+        if let Some(token) = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+        {
+            return Credentials::Bearer(token.trim().to_string());
+        }
+        if let Some(b64) = h
+            .strip_prefix("Basic ")
+            .or_else(|| h.strip_prefix("basic "))
+        {
+            return parse_basic(b64.trim()).unwrap_or(Credentials::Malformed);
+        }
+        return Credentials::Malformed;
+    }
+    if let Some(c) = req.cookie(cookie_name) {
+        return Credentials::Cookie(c.value().to_string());
+    }
+    Credentials::None
+}
+
+/// Decodes the payload of `Authorization: Basic`; `None` if malformed.
+pub fn parse_basic(b64: &str) -> Option<Credentials> {
+    if b64.len() > 4096 {
+        return None;
+    }
+    let raw = STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some(Credentials::Basic {
+        username: user.to_string(),
+        password: SecretString::from(pass.to_string()),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    username: String,
+    enabled: bool,
+    locked_until: Option<DateTime<Utc>>,
+    tokens_not_before: DateTime<Utc>,
+    roles: Vec<String>,
+    permissions: Vec<String>,
+    // session or key state
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    touched_at: Option<DateTime<Utc>>,
+    ref_id: Uuid,
+    secret_hash: Option<Vec<u8>>,
+}
+
+const USER_PART: &str = "u.id, u.username, u.enabled, u.locked_until, u.tokens_not_before,
+    ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
+    ARRAY(SELECT DISTINCT p FROM user_roles ur JOIN roles r ON r.name = ur.role, unnest(r.permissions) p WHERE ur.user_id = u.id) AS permissions";
+
+fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid or expired credentials");
+    if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
+        return Err(invalid());
+    }
+    if !row.enabled {
+        return Err(ApiError::unauthorized("account disabled"));
+    }
+    if row.locked_until.is_some_and(|l| l > now) {
+        return Err(ApiError::unauthorized("account locked"));
+    }
+    let (session_id, api_key_id) = match method {
+        AuthMethod::ApiKey => (None, Some(row.ref_id)),
+        AuthMethod::Basic => (None, None),
+        _ => (Some(row.ref_id), None),
+    };
+    Ok(Principal {
+        user_id: row.id,
+        username: row.username,
+        roles: row.roles,
+        permissions: row
+            .permissions
+            .iter()
+            .filter_map(|p| Permission::from_name(p))
+            .collect(),
+        session_id,
+        api_key_id,
+        method,
+    })
+}
+
+/// Resolves credentials to a principal. `Ok(None)` means anonymous;
+/// presented but invalid credentials are an error (401).
+pub async fn resolve(
+    state: &AppState,
+    creds: Credentials,
+    client_ip: Option<String>,
+) -> Result<Option<Principal>, ApiError> {
+    let now = Utc::now();
+    match creds {
+        Credentials::None => Ok(None),
+        Credentials::Malformed => Err(ApiError::unauthorized("malformed Authorization header")),
+        Credentials::Cookie(secret) => {
+            if secret.len() > 128 {
+                return Err(ApiError::unauthorized("invalid or expired credentials"));
+            }
+            let row = session_row(
+                state,
+                "s.cookie_hash = $1",
+                SessionKey::Hash(tokens::sha256(&secret)),
+            )
+            .await?;
+            let row =
+                row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            touch_session(state, &row, now).await;
+            principal_from(row, AuthMethod::Cookie, now).map(Some)
+        }
+        Credentials::Bearer(token) => {
+            if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
+                return api_key_principal(state, prefix, secret, None, now)
+                    .await
+                    .map(Some);
+            }
+            let claims = state
+                .keys
+                .verify_access(&token)
+                .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            let row = session_row(state, "s.id = $1", SessionKey::Id(claims.sid)).await?;
+            let row =
+                row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            if row.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
+                return Err(ApiError::unauthorized("invalid or expired credentials"));
+            }
+            touch_session(state, &row, now).await;
+            principal_from(row, AuthMethod::Jwt, now).map(Some)
+        }
+        Credentials::Basic { username, password } => {
+            use secrecy::ExposeSecret;
+            let pw = password.expose_secret();
+            if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
+                return api_key_principal(state, prefix, secret, Some(&username), now)
+                    .await
+                    .map(Some);
+            }
+            let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
+            let user_id =
+                crate::store::users::verify_login(state, &ctx, &username, password).await?;
+            let row = sqlx::query_as::<_, Row>(&format!(
+                "SELECT {USER_PART}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
+                        NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
+                 FROM users u WHERE u.id = $1"
+            ))
+            .bind(user_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            principal_from(row, AuthMethod::Basic, now).map(Some)
+        }
+    }
+}
+
+enum SessionKey {
+    Id(Uuid),
+    Hash(Vec<u8>),
+}
+
+async fn session_row(
+    state: &AppState,
+    cond: &str,
+    key: SessionKey,
+) -> Result<Option<Row>, ApiError> {
+    let sql = format!(
+        "SELECT {USER_PART}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
+                NULL::bytea AS secret_hash
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE {cond}"
+    );
+    let q = sqlx::query_as::<_, Row>(&sql);
+    let q = match key {
+        SessionKey::Id(id) => q.bind(id),
+        SessionKey::Hash(h) => q.bind(h),
+    };
+    Ok(q.fetch_optional(&state.pool).await?)
+}
+
+/// Records "last seen" at most once a minute per session, so reads stay reads.
+async fn touch_session(state: &AppState, row: &Row, now: DateTime<Utc>) {
+    if row.touched_at.is_some_and(|t| (now - t).num_seconds() < 60) {
+        return;
+    }
+    let _ = sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id = $1")
+        .bind(row.ref_id)
+        .execute(&state.pool)
+        .await;
+}
+
+async fn api_key_principal(
+    state: &AppState,
+    prefix: &str,
+    secret: &str,
+    basic_user: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid or expired credentials");
+    let row = sqlx::query_as::<_, Row>(&format!(
+        "SELECT {USER_PART}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
+                k.secret_hash
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
+    ))
+    .bind(prefix)
+    .fetch_optional(&state.pool)
+    .await?;
+    // Hash even when the prefix is unknown: the timing is the same either way.
+    let presented = state.keys.api_key_hash(secret);
+    let row = row.ok_or_else(invalid)?;
+    let stored = row.secret_hash.clone().unwrap_or_default();
+    if !tokens::constant_time_eq(&presented, &stored) {
+        return Err(invalid());
+    }
+    if let Some(user) = basic_user {
+        if !user.eq_ignore_ascii_case(&row.username) {
+            return Err(invalid());
+        }
+    }
+    if row.touched_at.is_none_or(|t| (now - t).num_seconds() >= 60) {
+        let _ = sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
+            .bind(row.ref_id)
+            .execute(&state.pool)
+            .await;
+    }
+    principal_from(row, AuthMethod::ApiKey, now)
+}
+
+/// Extractor for handlers: the authenticated caller (401 if anonymous).
+pub struct Caller(pub Principal);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .map(Caller)
+                .ok_or_else(|| ApiError::unauthorized("authentication required")),
+        )
+    }
+}

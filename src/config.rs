@@ -1,0 +1,314 @@
+//! Settings: `config/default.toml` (compiled in), then the file named by
+//! `REGISTRAR_CONFIG`, then `REGISTRAR_*` environment variables.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults file, compiled into the binary so it is always present.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub public_url: String,
+    pub database_url: SecretString,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub admin_username: String,
+    pub admin_email: String,
+    pub admin_password: SecretString,
+    pub database: DatabaseSettings,
+    pub local_db: LocalDbSettings,
+    pub auth: AuthSettings,
+    pub password: PasswordSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LocalDbSettings {
+    pub auto_install: bool,
+    pub bin_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub access_token_ttl_secs: u64,
+    pub session_ttl_secs: u64,
+    pub session_cookie_name: String,
+    pub cookie_secure: bool,
+    pub max_failed_logins: u32,
+    pub lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PasswordSettings {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub max_concurrent_hashes: usize,
+    pub max_queued_hashes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub body_bytes: usize,
+}
+
+/// A configuration problem, always naming the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Load from the compiled-in defaults, `REGISTRAR_CONFIG` and the process environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Self::load_from(std::env::var("REGISTRAR_CONFIG").ok().map(PathBuf::from))
+    }
+
+    /// The compiled-in defaults only (no file, no environment).
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(describe_figment_error)
+    }
+
+    pub fn load_from(extra_file: Option<PathBuf>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = extra_file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "REGISTRAR_CONFIG = {}: no such file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("REGISTRAR_")
+                .split("__")
+                .ignore(&["CONFIG", "TEST_DATABASE_URL"]),
+        );
+        warn_unknown_keys(&figment);
+        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that need more than a type: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(ConfigError(format!("{key} = {value}: {why}")))
+        };
+        let p = &self.password;
+        if p.min_length < 8 {
+            return bad("password.min_length", &p.min_length, "must be at least 8");
+        }
+        if p.max_length < 64 || p.max_length < p.min_length {
+            return bad(
+                "password.max_length",
+                &p.max_length,
+                "must be at least 64 and at least password.min_length",
+            );
+        }
+        if p.parallelism == 0 || p.parallelism > 16 {
+            return bad("password.parallelism", &p.parallelism, "must be 1..=16");
+        }
+        if p.iterations == 0 {
+            return bad("password.iterations", &p.iterations, "must be at least 1");
+        }
+        if p.memory_kib < 8 * p.parallelism {
+            return bad(
+                "password.memory_kib",
+                &p.memory_kib,
+                "must be at least 8 * password.parallelism",
+            );
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
+            return bad(
+                "auth.access_token_ttl_secs",
+                &self.auth.access_token_ttl_secs,
+                "must be between 1 and 86400",
+            );
+        }
+        if self.auth.session_ttl_secs < 60 {
+            return bad(
+                "auth.session_ttl_secs",
+                &self.auth.session_ttl_secs,
+                "must be at least 60",
+            );
+        }
+        if self.auth.max_failed_logins == 0 {
+            return bad("auth.max_failed_logins", &0, "must be at least 1");
+        }
+        let secret = self.auth.jwt_secret.expose_secret();
+        if !secret.is_empty() && secret.len() < 32 {
+            return bad(
+                "auth.jwt_secret",
+                &"<redacted>",
+                "must be at least 32 bytes",
+            );
+        }
+        if !self
+            .auth
+            .session_cookie_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || self.auth.session_cookie_name.is_empty()
+        {
+            return bad(
+                "auth.session_cookie_name",
+                &self.auth.session_cookie_name,
+                "letters, digits, '_' and '-' only",
+            );
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return bad(
+                "public_url",
+                &self.public_url,
+                "must start with http:// or https://",
+            );
+        }
+        if crate::domain::Username::parse(&self.admin_username).is_err() {
+            return bad(
+                "admin_username",
+                &self.admin_username,
+                "not a valid username",
+            );
+        }
+        if crate::domain::Email::parse(&self.admin_email).is_err() {
+            return bad(
+                "admin_email",
+                &self.admin_email,
+                "not a valid email address",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", &0, "must be at least 1");
+        }
+        if self.limits.body_bytes < 1024 {
+            return bad(
+                "limits.body_bytes",
+                &self.limits.body_bytes,
+                "must be at least 1024",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn hash_workers(&self) -> usize {
+        match self.password.max_concurrent_hashes {
+            0 => num_cpus::get().max(1),
+            n => n,
+        }
+    }
+
+    pub fn http_workers(&self) -> usize {
+        match self.workers {
+            0 => num_cpus::get().max(1),
+            n => n,
+        }
+    }
+}
+
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let mut parts = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let env_name = format!(
+            "REGISTRAR_{}",
+            e.path
+                .iter()
+                .map(|p| p.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        );
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                _ if m.name.contains("environment") => {
+                    format!(" (from environment variable {env_name})")
+                }
+                Some(src) => format!(" (from {} {})", m.name, src),
+                None => format!(" (from {})", m.name),
+            })
+            .unwrap_or_default();
+        let kind = e.kind.to_string();
+        if key.is_empty() {
+            parts.push(format!("{kind}{source}"));
+        } else {
+            parts.push(format!("{key}: {kind}{source}"));
+        }
+    }
+    ConfigError(parts.join("; "))
+}
+
+/// lldap's habit: a misspelt key is reported, not silently ignored.
+fn warn_unknown_keys(figment: &Figment) {
+    let known = known_keys();
+    let Ok(value) = figment.extract::<figment::value::Value>() else {
+        return;
+    };
+    let mut found = Vec::new();
+    collect_keys(&value, "", &mut found);
+    for key in found {
+        if !known.contains(key.as_str()) {
+            let source = figment
+                .find_metadata(&key)
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            // Telemetry may not be up yet; this goes to stderr either way.
+            eprintln!("warning: unknown configuration key `{key}` ({source}) is ignored");
+        }
+    }
+}
+
+fn collect_keys(value: &figment::value::Value, prefix: &str, out: &mut Vec<String>) {
+    if let figment::value::Value::Dict(_, dict) = value {
+        for (k, v) in dict {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if matches!(v, figment::value::Value::Dict(..)) {
+                collect_keys(v, &key, out);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+}
+
+fn known_keys() -> BTreeSet<String> {
+    let mut out = Vec::new();
+    if let Ok(value) = Figment::from(Toml::string(DEFAULT_TOML)).extract::<figment::value::Value>()
+    {
+        collect_keys(&value, "", &mut out);
+    }
+    out.into_iter().collect()
+}

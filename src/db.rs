@@ -1,0 +1,100 @@
+//! Connection pool, migrations and server secrets.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rand::RngCore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Advisory lock key for start-up work other than migrations (bootstrap,
+/// secret generation). sqlx's migrator takes its own advisory lock.
+const BOOTSTRAP_LOCK: i64 = 0x7265_6769_7374_7261; // "registra"
+
+/// A lazily connecting pool: the server starts (and `/readyz` answers 503)
+/// even while the database is down, and recovers when it returns.
+pub fn pool(options: PgConnectOptions, settings: &DatabaseSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .test_before_acquire(false)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // Bound every statement so a stuck query can't hold a connection forever.
+                conn.execute("SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
+}
+
+/// Applies pending migrations. Safe when several instances start at once:
+/// the migrator holds a Postgres advisory lock while it works.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")?;
+    Ok(())
+}
+
+/// True when every migration this binary knows is applied.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    Ok(applied.unwrap_or(0) >= latest)
+}
+
+/// Runs `f` while holding the bootstrap advisory lock on one connection.
+pub async fn with_bootstrap_lock<T, F>(pool: &PgPool, f: F) -> Result<T>
+where
+    F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> futures_util::future::BoxFuture<'c, Result<T>>,
+{
+    let mut conn = pool.acquire().await.context("connecting to the database")?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let result = f(&mut conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+/// Returns the named server secret, generating and storing 32 random bytes
+/// the first time. Every instance reads the same value.
+pub async fn server_secret(conn: &mut sqlx::PgConnection, name: &str) -> Result<Vec<u8>> {
+    let mut fresh = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    let inserted = sqlx::query(
+        "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(&fresh)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        tracing::info!(
+            secret = name,
+            "generated a new server secret and stored it in the database"
+        );
+    }
+    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(value)
+}

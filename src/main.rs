@@ -1,0 +1,205 @@
+//! The `registrar` command: `serve` (default), `migrate`, `admin ...`.
+#![forbid(unsafe_code)]
+
+use std::io::BufRead;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use registrar::config::Settings;
+use registrar::startup::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "registrar",
+    version,
+    about = "Self-hosted user management server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage administrator accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator. The password is read from stdin with
+    /// --password-stdin, otherwise generated and printed once.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password for a user and end their sessions.
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("registrar: {e}");
+            std::process::exit(2);
+        }
+    };
+    registrar::telemetry::init(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("registrar: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings));
+    if let Err(e) = result {
+        eprintln!("registrar: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn read_password(from_stdin: bool) -> Result<(SecretString, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_string();
+        return Ok((SecretString::from(pw), false));
+    }
+    Ok((
+        SecretString::from(registrar::auth::tokens::random_secret()),
+        true,
+    ))
+}
+
+async fn run(command: Command, settings: Settings) -> Result<()> {
+    let (pool, local) = registrar::open_database(&settings).await?;
+    let outcome = match command {
+        Command::Serve => serve(settings, pool.clone()).await,
+        Command::Migrate => registrar::db::migrate(&pool)
+            .await
+            .map(|_| println!("migrations applied")),
+        Command::Admin { command } => admin(command, &settings, &pool).await,
+    };
+    pool.close().await;
+    if let Some(pg) = local.filter(|pg| pg.started_here) {
+        if let Err(e) = tokio::task::spawn_blocking(move || pg.stop()).await? {
+            tracing::warn!(error = %e, "could not stop the private PostgreSQL");
+        }
+    }
+    outcome
+}
+
+async fn serve(settings: Settings, pool: sqlx::PgPool) -> Result<()> {
+    let bind = settings.bind;
+    let app = Application::build(settings, pool).await?;
+    tracing::info!("registrar listening on http://{}:{}", bind.ip(), app.port());
+    app.run_until_stopped().await?;
+    tracing::info!("registrar stopped");
+    Ok(())
+}
+
+async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) -> Result<()> {
+    registrar::db::migrate(pool).await?;
+    registrar::startup::bootstrap(settings, pool).await?;
+    let hasher = registrar::auth::password::Hasher::new(&settings.password, 1)?;
+    match command {
+        AdminCommand::Create {
+            username,
+            email,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            let shown =
+                generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
+            let mut conn = pool.acquire().await?;
+            registrar::startup::create_admin(
+                &mut conn, settings, &hasher, &username, &email, password, !generated,
+            )
+            .await?;
+            println!("administrator '{username}' created");
+            if let Some(pw) = shown {
+                println!("password: {pw}\n(shown only now)");
+            }
+        }
+        AdminCommand::ResetPassword {
+            username,
+            password_stdin,
+        } => {
+            let (password, generated) = read_password(password_stdin)?;
+            let shown =
+                generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
+            let mut tx = pool.begin().await?;
+            let user = registrar::store::users::get(&mut tx, &username, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if !generated {
+                hasher
+                    .check_policy(
+                        secrecy::ExposeSecret::expose_secret(&password),
+                        &user.username,
+                        &user.email,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
+            let hash = hasher
+                .hash(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let audit = registrar::audit::Audit::system();
+            registrar::store::users::set_password(
+                &mut tx,
+                &audit,
+                &user,
+                hash,
+                None,
+                "password.reset",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            registrar::store::sessions::revoke_all(
+                &mut tx,
+                &audit,
+                user.id,
+                "password reset from the command line",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            tx.commit().await?;
+            println!(
+                "password of '{}' reset; their sessions are revoked",
+                user.username
+            );
+            if let Some(pw) = shown {
+                println!("password: {pw}\n(shown only now)");
+            }
+        }
+    }
+    Ok(())
+}

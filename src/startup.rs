@@ -1,0 +1,502 @@
+//! The Application: state, start-up work, and the route table in one place.
+
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Route};
+use anyhow::{Context, Result};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+
+use crate::api;
+use crate::auth::access::{self, RouteTable, Rule};
+use crate::auth::password::Hasher;
+use crate::auth::tokens::Keys;
+use crate::config::Settings;
+use crate::domain::Permission::{Admin, UserManagement};
+use crate::error::ApiError;
+
+/// Shared by every worker. Cheap to clone; no globals.
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub hasher: Hasher,
+    pub keys: Keys,
+}
+
+/// One route: method, path pattern, who may call it, handler.
+pub type RouteDef = (Method, &'static str, Rule, Route);
+
+fn r(method: Method, path: &'static str, rule: Rule, route: Route) -> RouteDef {
+    (method, path, rule, route)
+}
+
+/// Every route of the server and its access rule. The rule is enforced by
+/// `auth::access::enforce`; the handlers add target-specific checks.
+pub fn routes() -> Vec<RouteDef> {
+    use Method as M;
+    use Rule::*;
+    vec![
+        // operations
+        r(
+            M::GET,
+            "/healthz",
+            Public,
+            web::get().to(api::health::healthz),
+        ),
+        r(
+            M::GET,
+            "/readyz",
+            Public,
+            web::get().to(api::health::readyz),
+        ),
+        r(
+            M::GET,
+            "/api/v1/openapi.json",
+            Public,
+            web::get().to(api::docs::openapi_json),
+        ),
+        r(
+            M::GET,
+            "/api/v1/docs",
+            Public,
+            web::get().to(api::docs::viewer),
+        ),
+        // authentication
+        r(
+            M::POST,
+            "/api/v1/auth/login",
+            Public,
+            web::post().to(api::auth::login),
+        ),
+        r(
+            M::POST,
+            "/api/v1/auth/refresh",
+            Public,
+            web::post().to(api::auth::refresh),
+        ),
+        r(
+            M::POST,
+            "/api/v1/auth/logout",
+            Authenticated,
+            web::post().to(api::auth::logout),
+        ),
+        // users
+        r(
+            M::GET,
+            "/api/v1/users",
+            Permission(UserManagement),
+            web::get().to(api::users::list),
+        ),
+        r(
+            M::POST,
+            "/api/v1/users",
+            Permission(UserManagement),
+            web::post().to(api::users::create),
+        ),
+        r(
+            M::GET,
+            "/api/v1/usernames",
+            Permission(UserManagement),
+            web::get().to(api::users::usernames),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}",
+            SelfOr(UserManagement),
+            web::get().to(api::users::read),
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/users/{username}",
+            SelfOr(UserManagement),
+            web::patch().to(api::users::update),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{username}",
+            Permission(UserManagement),
+            web::delete().to(api::users::delete),
+        ),
+        r(
+            M::PUT,
+            "/api/v1/users/{username}/password",
+            SelfOr(UserManagement),
+            web::put().to(api::users::set_password),
+        ),
+        r(
+            M::POST,
+            "/api/v1/users/{username}/unlock",
+            Permission(UserManagement),
+            web::post().to(api::users::unlock),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}/roles",
+            SelfOr(UserManagement),
+            web::get().to(api::users::roles),
+        ),
+        r(
+            M::PUT,
+            "/api/v1/users/{username}/roles",
+            Permission(UserManagement),
+            web::put().to(api::users::add_roles),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{username}/roles",
+            Permission(UserManagement),
+            web::delete().to(api::users::remove_roles),
+        ),
+        r(
+            M::PUT,
+            "/api/v1/users/{username}/roles/{role}",
+            Permission(UserManagement),
+            web::put().to(api::users::add_role),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{username}/roles/{role}",
+            Permission(UserManagement),
+            web::delete().to(api::users::remove_role),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}/sessions",
+            SelfOr(UserManagement),
+            web::get().to(api::sessions::list),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{username}/sessions",
+            SelfOr(UserManagement),
+            web::delete().to(api::sessions::revoke_all),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/sessions/{id}",
+            Authenticated,
+            web::delete().to(api::sessions::revoke_one),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}/api-keys",
+            SelfOr(UserManagement),
+            web::get().to(api::api_keys::list),
+        ),
+        r(
+            M::POST,
+            "/api/v1/users/{username}/api-keys",
+            SelfOr(UserManagement),
+            web::post().to(api::api_keys::create),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/users/{username}/api-keys/{id}",
+            SelfOr(UserManagement),
+            web::delete().to(api::api_keys::revoke),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}/log",
+            SelfOr(UserManagement),
+            web::get().to(api::change_log::about),
+        ),
+        r(
+            M::GET,
+            "/api/v1/users/{username}/actions",
+            SelfOr(UserManagement),
+            web::get().to(api::change_log::actions),
+        ),
+        r(
+            M::GET,
+            "/api/v1/permissions",
+            Authenticated,
+            web::get().to(api::meta::permissions),
+        ),
+        r(
+            M::GET,
+            "/api/v1/roles",
+            Authenticated,
+            web::get().to(api::meta::roles),
+        ),
+        r(
+            M::GET,
+            "/api/v1/admin/change-log",
+            Permission(Admin),
+            web::get().to(api::change_log::all),
+        ),
+    ]
+}
+
+/// The (method, pattern, rule) table, without handlers.
+pub fn route_table() -> RouteTable {
+    let mut table = RouteTable::default();
+    for (m, p, rule, _) in routes() {
+        table.insert(m, p, rule);
+    }
+    table
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Migrates, bootstraps, and binds the HTTP server on `settings.bind`
+    /// (port 0 picks a free port, as the tests do).
+    pub async fn build(settings: Settings, pool: PgPool) -> Result<Application> {
+        crate::db::migrate(&pool).await?;
+        let keys = bootstrap(&settings, &pool).await?;
+        let hasher = Hasher::new(&settings.password, settings.hash_workers())?;
+        Self::build_with(settings, pool, hasher, keys)
+    }
+
+    pub fn build_with(
+        settings: Settings,
+        pool: PgPool,
+        hasher: Hasher,
+        keys: Keys,
+    ) -> Result<Application> {
+        let state = web::Data::new(AppState {
+            pool,
+            settings: Arc::new(settings.clone()),
+            hasher,
+            keys,
+        });
+        let table = web::Data::new(route_table());
+        let listener = std::net::TcpListener::bind(settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = settings.limits.body_bytes;
+        let server = HttpServer::new(move || {
+            let mut app = App::new()
+                .app_data(state.clone())
+                .app_data(table.clone())
+                .app_data(json_config(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .wrap(from_fn(access::enforce))
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("Referrer-Policy", "no-referrer")),
+                )
+                .wrap(from_fn(crate::telemetry::request_id_middleware))
+                .default_service(web::to(not_found));
+            let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
+            for (_, path, _, route) in routes() {
+                match by_path.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, list)) => list.push(route),
+                    None => by_path.push((path, vec![route])),
+                }
+            }
+            for (path, list) in by_path {
+                let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+                for route in list {
+                    resource = resource.route(route);
+                }
+                app = app.service(resource);
+            }
+            app
+        })
+        .workers(settings.http_workers())
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Start-up work that must happen once, whichever instance gets there first:
+/// server secrets and the bootstrap administrator.
+pub async fn bootstrap(settings: &Settings, pool: &PgPool) -> Result<Keys> {
+    let configured = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
+    let settings2 = settings.clone();
+    let (jwt, pepper) = crate::db::with_bootstrap_lock(pool, move |conn| {
+        Box::pin(async move {
+            let jwt = if configured.is_empty() {
+                crate::db::server_secret(conn, "jwt_signing_key").await?
+            } else {
+                configured
+            };
+            let pepper = crate::db::server_secret(conn, "api_key_pepper").await?;
+            ensure_admin(conn, &settings2).await?;
+            Ok((jwt, pepper))
+        })
+    })
+    .await?;
+    Ok(Keys::new(&jwt, pepper, settings.auth.access_token_ttl_secs))
+}
+
+/// Creates the administrator when the database has no user at all. The
+/// password is the configured one, or a generated one printed once.
+async fn ensure_admin(conn: &mut sqlx::PgConnection, settings: &Settings) -> Result<()> {
+    if crate::store::users::count(conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        > 0
+    {
+        return Ok(());
+    }
+    let configured = settings.admin_password.expose_secret().to_string();
+    let (password, generated) = if configured.is_empty() {
+        (crate::auth::tokens::random_secret(), true)
+    } else {
+        (configured, false)
+    };
+    let hasher = Hasher::new(&settings.password, 1)?;
+    create_admin(
+        conn,
+        settings,
+        &hasher,
+        &settings.admin_username,
+        &settings.admin_email,
+        SecretString::from(password.clone()),
+        !generated,
+    )
+    .await?;
+    if generated {
+        // Printed to the console once, never logged.
+        println!(
+            "\n  Bootstrap administrator created.\n    username: {}\n    password: {}\n  Shown only now: store it, then change it.\n",
+            settings.admin_username, password
+        );
+    } else {
+        tracing::info!(username = %settings.admin_username, "bootstrap administrator created with the configured password");
+    }
+    Ok(())
+}
+
+/// Creates an enabled, verified administrator (used by bootstrap and the CLI).
+pub async fn create_admin(
+    conn: &mut sqlx::PgConnection,
+    settings: &Settings,
+    hasher: &Hasher,
+    username: &str,
+    email: &str,
+    password: SecretString,
+    check_policy: bool,
+) -> Result<()> {
+    let to_anyhow = |e: ApiError| anyhow::anyhow!("{}", e.message);
+    let username = crate::domain::Username::parse(username).map_err(to_anyhow)?;
+    let email = crate::domain::Email::parse(email).map_err(to_anyhow)?;
+    if check_policy {
+        hasher
+            .check_policy(password.expose_secret(), username.as_str(), email.as_str())
+            .map_err(to_anyhow)?;
+    }
+    let _ = settings;
+    let hash = hasher.hash(password).await.map_err(to_anyhow)?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    crate::store::users::create(
+        &mut tx,
+        &crate::audit::Audit::system(),
+        crate::store::users::NewUser {
+            username,
+            email,
+            first_name: String::new(),
+            last_name: String::new(),
+            password_hash: Some(hash),
+            enabled: true,
+            verified: true,
+            roles: vec![crate::store::users::ADMIN_ROLE.to_string()],
+        },
+    )
+    .await
+    .map_err(to_anyhow)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req| json_error(err).into())
+}
+
+/// Maps body problems to 400/413/415 without echoing values (they may be secrets).
+pub fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected a JSON body with Content-Type: application/json",
+        ),
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::Deserialize(e) => {
+            let msg = e.to_string();
+            let safe = ["missing field", "unknown field", "duplicate field"]
+                .iter()
+                .any(|k| msg.contains(k));
+            let text = if safe {
+                let head = msg.split(" at line").next().unwrap_or(&msg);
+                format!("invalid request body: {head}")
+            } else if e.is_syntax() || e.is_eof() {
+                format!("malformed JSON at line {} column {}", e.line(), e.column())
+            } else {
+                format!(
+                    "a field has an invalid value or type (line {} column {})",
+                    e.line(),
+                    e.column()
+                )
+            };
+            ApiError::bad_request("invalid_json", text)
+        }
+        JsonPayloadError::Serialize(e) => ApiError::internal(e),
+        JsonPayloadError::Payload(_) => {
+            ApiError::bad_request("invalid_body", "could not read the request body")
+        }
+        _ => ApiError::bad_request("invalid_body", "invalid request body"),
+    }
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let msg = match &err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        _ => "invalid query string".into(),
+    };
+    ApiError::bad_request("invalid_query", format!("invalid query parameters: {msg}")).into()
+}
+
+fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::not_found("not_found", "no such resource").into()
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("not_found", "no such route"))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+    .error_response()
+}

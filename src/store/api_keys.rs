@@ -1,0 +1,102 @@
+//! API keys: named, long-lived secrets for scripts. Only an HMAC of the
+//! secret is stored; the public prefix finds the row.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::auth::tokens::{self, Keys};
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// Public part of the key (`rk_<prefix>_...`), safe to show.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
+
+pub async fn create(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    keys: &Keys,
+    user_id: Uuid,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(ApiKeyView, String), ApiError> {
+    let (prefix, secret, full) = tokens::new_api_key();
+    let id = Uuid::now_v7();
+    let view = sqlx::query_as::<_, ApiKeyView>(&format!(
+        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .bind(name)
+    .bind(&prefix)
+    .bind(keys.api_key_hash(&secret))
+    .bind(expires_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    let changes = Changes::new()
+        .set("user_id", user_id.to_string())
+        .set("name", name)
+        .set("prefix", prefix)
+        .set("expires_at", expires_at.map(|e| e.to_rfc3339()));
+    audit::record(
+        &mut *conn,
+        audit,
+        "api_key",
+        &id.to_string(),
+        "api_key.created",
+        changes,
+    )
+    .await?;
+    Ok((view, full))
+}
+
+pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyView>, ApiError> {
+    Ok(sqlx::query_as::<_, ApiKeyView>(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC"
+    ))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn revoke(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let res = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(ApiError::not_found(
+            "api_key_not_found",
+            "no such active API key for this user",
+        ));
+    }
+    audit::record(
+        &mut *conn,
+        audit,
+        "api_key",
+        &id.to_string(),
+        "api_key.revoked",
+        Changes::new().set("user_id", user_id.to_string()),
+    )
+    .await?;
+    Ok(())
+}

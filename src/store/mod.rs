@@ -1,0 +1,8 @@
+//! Storage: SQL and the rules that live next to it, one file per aggregate.
+//! Write functions take the request's transaction (`&mut PgConnection`) and
+//! an `Audit`, and log their change on that same transaction.
+
+pub mod api_keys;
+pub mod change_log;
+pub mod sessions;
+pub mod users;

@@ -1,0 +1,272 @@
+//! Sessions and refresh tokens. A session is one login; its access tokens
+//! (JWTs) name it, so revoking it ends them at the next request.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::auth::tokens;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub method: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A new session's secrets, returned to the client once.
+pub struct NewSession {
+    pub id: Uuid,
+    pub refresh_token: String,
+    pub cookie_secret: String,
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    method: &str,
+    ttl_secs: u64,
+    user_agent: Option<&str>,
+) -> Result<NewSession, ApiError> {
+    let id = Uuid::new_v4();
+    let refresh = tokens::random_secret();
+    let cookie = tokens::random_secret();
+    let expires = Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(86_400));
+    let ua: Option<String> = user_agent.map(|s| s.chars().take(512).collect());
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(method)
+    .bind(expires)
+    .bind(&audit.client_ip)
+    .bind(ua)
+    .bind(tokens::sha256(&cookie))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
+        .bind(tokens::sha256(&refresh))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let mut audit = audit.clone();
+    audit.session_id = Some(id);
+    audit::record(
+        &mut *conn,
+        &audit,
+        "session",
+        &id.to_string(),
+        "session.created",
+        Changes::new().set("method", method),
+    )
+    .await?;
+    Ok(NewSession {
+        id,
+        refresh_token: refresh,
+        cookie_secret: cookie,
+    })
+}
+
+/// Outcome of presenting a refresh token.
+pub enum Refreshed {
+    Ok {
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh_token: String,
+    },
+    /// Unknown, expired, or its session is revoked.
+    Invalid,
+    /// An already used token: the session has been revoked.
+    Reused,
+}
+
+/// Rotates a refresh token. Presenting an old (used) token again revokes the
+/// whole session: someone else holds a copy.
+pub async fn refresh(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    presented: &str,
+) -> Result<Refreshed, ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        session_id: Uuid,
+        used_at: Option<DateTime<Utc>>,
+        user_id: Uuid,
+        username: String,
+        enabled: bool,
+        revoked_at: Option<DateTime<Utc>>,
+        expires_at: DateTime<Utc>,
+    }
+    if presented.len() > 128 {
+        return Ok(Refreshed::Invalid);
+    }
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT t.session_id, t.used_at, s.user_id, u.username, u.enabled, s.revoked_at, s.expires_at
+         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+         WHERE t.token_hash = $1 FOR UPDATE OF t, s",
+    )
+    .bind(tokens::sha256(presented))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Refreshed::Invalid);
+    };
+    let mut audit = audit.clone().as_user(row.user_id, &row.username);
+    audit.session_id = Some(row.session_id);
+    if row.revoked_at.is_some() || row.expires_at <= Utc::now() || !row.enabled {
+        return Ok(Refreshed::Invalid);
+    }
+    if row.used_at.is_some() {
+        revoke(conn, &audit, row.session_id, "refresh token reused").await?;
+        return Ok(Refreshed::Reused);
+    }
+    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1")
+        .bind(tokens::sha256(presented))
+        .execute(&mut *conn)
+        .await?;
+    let next = tokens::random_secret();
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
+        .bind(tokens::sha256(&next))
+        .bind(row.session_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id = $1")
+        .bind(row.session_id)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        &mut *conn,
+        &audit,
+        "session",
+        &row.session_id.to_string(),
+        "session.refreshed",
+        Changes::new(),
+    )
+    .await?;
+    Ok(Refreshed::Ok {
+        session_id: row.session_id,
+        user_id: row.user_id,
+        refresh_token: next,
+    })
+}
+
+/// Revokes one session. Returns false if it was unknown or already revoked.
+pub async fn revoke(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    id: Uuid,
+    reason: &str,
+) -> Result<bool, ApiError> {
+    let res =
+        sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    if res.rows_affected() == 0 {
+        return Ok(false);
+    }
+    audit::record(
+        &mut *conn,
+        audit,
+        "session",
+        &id.to_string(),
+        "session.revoked",
+        Changes::new().set("reason", reason),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Revokes every session of a user and invalidates every access token issued
+/// until now ("not before").
+pub async fn revoke_all(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    reason: &str,
+) -> Result<u64, ApiError> {
+    let n = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE users SET tokens_not_before = now() WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &user_id.to_string(),
+        "sessions.revoked_all",
+        Changes::new().set("reason", reason).set("sessions", n),
+    )
+    .await?;
+    Ok(n)
+}
+
+/// Revokes every session of a user but `keep` (e.g. after a password change).
+pub async fn revoke_others(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<u64, ApiError> {
+    let n = sqlx::query(
+        "UPDATE sessions SET revoked_at = now()
+         WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2)",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        audit::record(
+            &mut *conn,
+            audit,
+            "user",
+            &user_id.to_string(),
+            "sessions.revoked_others",
+            Changes::new().set("sessions", n),
+        )
+        .await?;
+    }
+    Ok(n)
+}
+
+pub async fn list_active(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Vec<SessionView>, ApiError> {
+    Ok(sqlx::query_as::<_, SessionView>(
+        "SELECT id, method, created_at, last_seen_at, expires_at, client_ip, user_agent FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The owner of a session, for the permission check on revoke-one.
+pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, String)>, ApiError> {
+    Ok(sqlx::query_as::<_, (Uuid, String)>(
+        "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}

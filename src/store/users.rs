@@ -1,0 +1,766 @@
+//! Users: SQL and the rules around it (uniqueness, last-admin protection,
+//! lockout). Every write takes the request's transaction and logs itself.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::auth::password::Verified;
+use crate::domain::{Email, Username};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub const ADMIN_ROLE: &str = "Administrator";
+
+/// Serialises admin-set changes so two requests cannot each remove "the
+/// other" last administrator.
+const ADMIN_SET_LOCK: i64 = 0x6164_6d69_6e73; // "admins"
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub verified: bool,
+    pub roles: Vec<String>,
+    pub has_password: bool,
+    pub password_updated: Option<DateTime<Utc>>,
+    pub failed_login_attempts: i32,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub last_login_attempt: Option<DateTime<Utc>>,
+    pub last_successful_login: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+}
+
+impl User {
+    pub fn admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ADMIN_ROLE)
+    }
+    pub fn locked(&self) -> bool {
+        self.locked_until.is_some_and(|l| l > Utc::now())
+    }
+}
+
+/// The native API's user object. No password hash, salt or other secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub verified: bool,
+    pub admin: bool,
+    pub roles: Vec<String>,
+    pub locked: bool,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub failed_login_attempts: i32,
+    pub last_successful_login: Option<DateTime<Utc>>,
+    pub last_login_attempt: Option<DateTime<Utc>>,
+    pub password_updated: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> UserView {
+        UserView {
+            admin: u.admin(),
+            locked: u.locked(),
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            enabled: u.enabled,
+            verified: u.verified,
+            roles: u.roles,
+            locked_until: u.locked_until,
+            failed_login_attempts: u.failed_login_attempts,
+            last_successful_login: u.last_successful_login,
+            last_login_attempt: u.last_login_attempt,
+            password_updated: u.password_updated,
+            created_at: u.created_at,
+            last_modified: u.last_modified,
+        }
+    }
+}
+
+pub const USER_COLUMNS: &str =
+    "u.id, u.username, u.email, u.first_name, u.last_name, u.enabled, u.verified,
+    ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
+    (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts,
+    u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified";
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("user_not_found", format!("user '{name}' not found"))
+}
+
+/// Maps the unique indexes on users to 409s.
+pub fn unique_violation(err: sqlx::Error) -> ApiError {
+    ApiError::on_constraint(err, |c| match c {
+        "users_username_key" => Some(ApiError::conflict(
+            "username_taken",
+            "a user with this username already exists",
+        )),
+        "users_email_key" => Some(ApiError::conflict(
+            "email_taken",
+            "a user with this email already exists",
+        )),
+        "users_pkey" => Some(ApiError::conflict("user_exists", "user already exists")),
+        _ => None,
+    })
+}
+
+pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, ApiError> {
+    Ok(sqlx::query_as::<_, User>(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)"
+    ))
+    .bind(username)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
+pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, ApiError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1){}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as::<_, User>(&sql)
+        .bind(username)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found(username))
+}
+
+pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
+    sqlx::query_as::<_, User>(&format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found(&id.to_string()))
+}
+
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: Option<String>,
+    pub enabled: bool,
+    pub verified: bool,
+    pub roles: Vec<String>,
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    new: NewUser,
+) -> Result<User, ApiError> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END)",
+    )
+    .bind(id)
+    .bind(new.username.as_str())
+    .bind(new.email.as_str())
+    .bind(&new.first_name)
+    .bind(&new.last_name)
+    .bind(new.enabled)
+    .bind(new.verified)
+    .bind(&new.password_hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(unique_violation)?;
+    for role in &new.roles {
+        insert_role(conn, id, role).await?;
+    }
+    let mut changes = Changes::new()
+        .field("username", serde_json::Value::Null, new.username.as_str())
+        .field("email", serde_json::Value::Null, new.email.as_str())
+        .field(
+            "first_name",
+            serde_json::Value::Null,
+            new.first_name.as_str(),
+        )
+        .field("last_name", serde_json::Value::Null, new.last_name.as_str())
+        .field("enabled", serde_json::Value::Null, new.enabled)
+        .field("verified", serde_json::Value::Null, new.verified);
+    if !new.roles.is_empty() {
+        changes = changes.field("roles", serde_json::Value::Null, new.roles.clone());
+    }
+    if new.password_hash.is_some() {
+        changes = changes.secret("password");
+    }
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &id.to_string(),
+        "user.created",
+        changes,
+    )
+    .await?;
+    get_by_id(conn, id).await
+}
+
+async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, ApiError> {
+    let res = sqlx::query("INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING")
+        .bind(user)
+        .bind(role)
+        .execute(&mut *conn)
+        .await?;
+    if res.rows_affected() == 0 {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+                .bind(role)
+                .fetch_one(&mut *conn)
+                .await?;
+        if !exists {
+            return Err(ApiError::not_found(
+                "role_not_found",
+                format!("role '{role}' does not exist"),
+            ));
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Takes the admin-set lock and fails if `user` is the last enabled admin.
+async fn ensure_not_last_admin(
+    conn: &mut PgConnection,
+    user: &User,
+    what: &str,
+) -> Result<(), ApiError> {
+    if !(user.admin() && user.enabled) {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ADMIN_SET_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users u JOIN user_roles r ON r.user_id = u.id
+         WHERE r.role = $1 AND u.enabled AND u.id <> $2",
+    )
+    .bind(ADMIN_ROLE)
+    .bind(user.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if others == 0 {
+        return Err(ApiError::conflict(
+            "last_admin",
+            format!("cannot {what} the last enabled administrator"),
+        ));
+    }
+    Ok(())
+}
+
+/// A partial update. `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct Patch {
+    pub email: Option<Email>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub verified: Option<bool>,
+    pub admin: Option<bool>,
+}
+
+impl Patch {
+    pub fn touches_privileged(&self) -> bool {
+        self.enabled.is_some() || self.verified.is_some() || self.admin.is_some()
+    }
+}
+
+/// Applies `patch` to the locked row and logs the differences. Disabling a
+/// user revokes their sessions. Returns the updated user.
+pub async fn update(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    username: &str,
+    patch: Patch,
+) -> Result<User, ApiError> {
+    let before = get(conn, username, true).await?;
+    if patch.enabled == Some(false) && before.enabled {
+        ensure_not_last_admin(conn, &before, "disable").await?;
+    }
+    if patch.admin == Some(false) && before.admin() {
+        ensure_not_last_admin(conn, &before, "demote").await?;
+    }
+    let email = patch
+        .email
+        .as_ref()
+        .map(|e| e.as_str().to_string())
+        .unwrap_or_else(|| before.email.clone());
+    let first = patch
+        .first_name
+        .clone()
+        .unwrap_or_else(|| before.first_name.clone());
+    let last = patch
+        .last_name
+        .clone()
+        .unwrap_or_else(|| before.last_name.clone());
+    let enabled = patch.enabled.unwrap_or(before.enabled);
+    // A changed email is no longer verified, unless the same request says so.
+    let email_changed = !email.eq_ignore_ascii_case(&before.email);
+    let verified = patch.verified.unwrap_or(if email_changed {
+        false
+    } else {
+        before.verified
+    });
+    let mut changes = Changes::new()
+        .field("email", before.email.as_str(), email.as_str())
+        .field("first_name", before.first_name.as_str(), first.as_str())
+        .field("last_name", before.last_name.as_str(), last.as_str())
+        .field("enabled", before.enabled, enabled)
+        .field("verified", before.verified, verified);
+    if !changes.is_empty() {
+        sqlx::query(
+            "UPDATE users SET email = $2, first_name = $3, last_name = $4, enabled = $5, verified = $6,
+                    last_modified = now() WHERE id = $1",
+        )
+        .bind(before.id)
+        .bind(&email)
+        .bind(&first)
+        .bind(&last)
+        .bind(enabled)
+        .bind(verified)
+        .execute(&mut *conn)
+        .await
+        .map_err(unique_violation)?;
+    }
+    if let Some(admin) = patch.admin {
+        if admin != before.admin() {
+            if admin {
+                insert_role(conn, before.id, ADMIN_ROLE).await?;
+            } else {
+                delete_role(conn, before.id, ADMIN_ROLE).await?;
+            }
+            touch(conn, before.id).await?;
+            changes = changes.field("admin", before.admin(), admin);
+        }
+    }
+    if changes.is_empty() {
+        return Ok(before);
+    }
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &before.id.to_string(),
+        "user.updated",
+        changes,
+    )
+    .await?;
+    if before.enabled && !enabled {
+        crate::store::sessions::revoke_all(conn, audit, before.id, "user disabled").await?;
+    }
+    get_by_id(conn, before.id).await
+}
+
+async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), ApiError> {
+    sqlx::query("UPDATE users SET last_modified = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, ApiError> {
+    let res = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+        .bind(user)
+        .bind(role)
+        .execute(conn)
+        .await?;
+    Ok(res.rows_affected() > 0)
+}
+
+pub async fn delete(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    username: &str,
+) -> Result<User, ApiError> {
+    let user = get(conn, username, true).await?;
+    ensure_not_last_admin(conn, &user, "delete").await?;
+    // Logged before the row goes; the log keeps the subject id and values.
+    let changes = Changes::new()
+        .field("username", user.username.as_str(), serde_json::Value::Null)
+        .field("email", user.email.as_str(), serde_json::Value::Null)
+        .field("roles", user.roles.clone(), serde_json::Value::Null);
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &user.id.to_string(),
+        "user.deleted",
+        changes,
+    )
+    .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(user)
+}
+
+/// Outcome of applying several role changes at once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ItemResult {
+    pub name: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Adds (`grant = true`) or removes roles, reporting per role. Unknown roles
+/// fail alone; removing the Administrator role of the last admin fails alone.
+pub async fn change_roles(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    username: &str,
+    roles: &[String],
+    grant: bool,
+) -> Result<(User, Vec<ItemResult>), ApiError> {
+    let user = get(conn, username, true).await?;
+    let mut results = Vec::new();
+    let mut changed = false;
+    for role in roles {
+        let outcome = if grant {
+            insert_role(conn, user.id, role).await.map(|_| ())
+        } else if role == ADMIN_ROLE && user.roles.iter().any(|r| r == ADMIN_ROLE) {
+            match ensure_not_last_admin(conn, &user, "demote").await {
+                Ok(()) => delete_role(conn, user.id, role).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        } else if user.roles.contains(role) {
+            delete_role(conn, user.id, role).await.map(|_| ())
+        } else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+                    .bind(role)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            if exists {
+                Ok(())
+            } else {
+                Err(ApiError::not_found(
+                    "role_not_found",
+                    format!("role '{role}' does not exist"),
+                ))
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                changed = true;
+                results.push(ItemResult {
+                    name: role.clone(),
+                    ok: true,
+                    error: None,
+                })
+            }
+            Err(e) if e.status.is_client_error() => results.push(ItemResult {
+                name: role.clone(),
+                ok: false,
+                error: Some(e.message),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    let after = get_by_id(conn, user.id).await?;
+    if changed && after.roles != user.roles {
+        touch(conn, user.id).await?;
+        let changes = Changes::new().field("roles", user.roles.clone(), after.roles.clone());
+        audit::record(
+            &mut *conn,
+            audit,
+            "user",
+            &user.id.to_string(),
+            "user.roles_changed",
+            changes,
+        )
+        .await?;
+    }
+    Ok((get_by_id(conn, user.id).await?, results))
+}
+
+/// Sets a new password hash, revokes the user's sessions other than
+/// `keep_session`, and logs it (without the secret).
+pub async fn set_password(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user: &User,
+    hash: String,
+    keep_session: Option<Uuid>,
+    action: &str,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE users SET password_hash = $2, password_updated = now(), last_modified = now(),
+                failed_login_attempts = 0, locked_until = NULL WHERE id = $1",
+    )
+    .bind(user.id)
+    .bind(hash)
+    .execute(&mut *conn)
+    .await?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &user.id.to_string(),
+        action,
+        Changes::new().secret("password"),
+    )
+    .await?;
+    crate::store::sessions::revoke_others(conn, audit, user.id, keep_session).await?;
+    Ok(())
+}
+
+pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub async fn unlock(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    username: &str,
+) -> Result<User, ApiError> {
+    let user = get(conn, username, true).await?;
+    sqlx::query("UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1")
+        .bind(user.id)
+        .execute(&mut *conn)
+        .await?;
+    let changes = Changes::new()
+        .field("failed_login_attempts", user.failed_login_attempts, 0)
+        .field(
+            "locked_until",
+            serde_json::to_value(user.locked_until).unwrap_or_default(),
+            serde_json::Value::Null,
+        );
+    audit::record(
+        &mut *conn,
+        audit,
+        "user",
+        &user.id.to_string(),
+        "user.unlocked",
+        changes,
+    )
+    .await?;
+    get_by_id(conn, user.id).await
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    id: Uuid,
+    username: String,
+    enabled: bool,
+    password_hash: Option<String>,
+}
+
+/// Checks a login (username or email) and password. Unknown user, wrong
+/// password and disabled account give the same error after the same work
+/// (a dummy hash is verified when there is no real one). Failed attempts are
+/// counted *before* hashing, in one conditional UPDATE, so N parallel wrong
+/// passwords can never get more than `max_failed_logins` verifications.
+pub async fn verify_login(
+    state: &AppState,
+    audit: &Audit,
+    login: &str,
+    password: SecretString,
+) -> Result<Uuid, ApiError> {
+    let invalid =
+        || ApiError::unauthorized("invalid username or password").with_code("invalid_credentials");
+    let max = i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5);
+    let lockout = i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900);
+    if login.len() > 254 {
+        let _ = state.hasher.verify(password, None).await?;
+        return Err(invalid());
+    }
+    let row = sqlx::query_as::<_, LoginRow>(
+        "SELECT id, username, enabled, password_hash FROM users
+         WHERE lower(username) = lower($1) OR lower(email) = lower($1) LIMIT 1",
+    )
+    .bind(login)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(row) = row else {
+        let _ = state.hasher.verify(password, None).await?;
+        return Err(invalid());
+    };
+    // Reserve an attempt; refuse at once when locked.
+    let reserved: Option<i32> = sqlx::query_scalar(
+        "UPDATE users SET
+            failed_login_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN 1
+                                         ELSE failed_login_attempts + 1 END,
+            locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN NULL ELSE locked_until END,
+            last_login_attempt = now()
+         WHERE id = $1
+           AND ((locked_until IS NOT NULL AND locked_until <= now())
+                OR (locked_until IS NULL AND failed_login_attempts < $2))
+         RETURNING failed_login_attempts",
+    )
+    .bind(row.id)
+    .bind(max)
+    .fetch_optional(&state.pool)
+    .await?;
+    if reserved.is_none() {
+        let until: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+                .bind(row.id)
+                .fetch_one(&state.pool)
+                .await?;
+        let retry = until
+            .map(|u| (u - Utc::now()).num_seconds())
+            .unwrap_or(lockout)
+            .max(1);
+        return Err(ApiError::too_many(
+            "account_locked",
+            "too many failed logins; the account is locked for a while",
+            u64::try_from(retry).unwrap_or(1),
+        ));
+    }
+    let verdict = state
+        .hasher
+        .verify(password, row.password_hash.clone())
+        .await?;
+    let audit = audit.clone().as_user(row.id, &row.username);
+    let mut tx = state.pool.begin().await?;
+    let ok = !matches!(verdict, Verified::No) && row.enabled;
+    if ok {
+        sqlx::query(
+            "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                    password_hash = COALESCE($2, password_hash) WHERE id = $1",
+        )
+        .bind(row.id)
+        .bind(match &verdict {
+            Verified::YesRehashed(h) => Some(h.clone()),
+            _ => None,
+        })
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut *tx,
+            &audit,
+            "user",
+            &row.id.to_string(),
+            "login.succeeded",
+            Changes::new(),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(row.id);
+    }
+    let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE users SET locked_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
+    )
+    .bind(row.id)
+    .bind(max)
+    .bind(lockout as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let reason = if row.enabled {
+        "bad_password"
+    } else {
+        "account_disabled"
+    };
+    audit::record(
+        &mut *tx,
+        &audit,
+        "user",
+        &row.id.to_string(),
+        "login.failed",
+        Changes::new().set("reason", reason),
+    )
+    .await?;
+    if let Some(until) = locked {
+        audit::record(
+            &mut *tx,
+            &audit,
+            "user",
+            &row.id.to_string(),
+            "user.locked",
+            Changes::new().set("locked_until", until.to_rfc3339()),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Err(invalid())
+}
+
+/// Filters of the user list.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub q: Option<String>,
+    pub enabled: Option<bool>,
+    pub role: Option<String>,
+    /// Keyset cursor: the last (lower(username), id) of the previous page.
+    pub after: Option<(String, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> {
+    let pattern = f.q.as_ref().map(|q| {
+        format!(
+            "%{}%",
+            q.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u
+         WHERE ($1::text IS NULL OR lower(u.username) LIKE $1 OR lower(u.email) LIKE $1
+                OR lower(u.first_name) LIKE $1 OR lower(u.last_name) LIKE $1)
+           AND ($2::boolean IS NULL OR u.enabled = $2)
+           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $3))
+           AND ($4::text IS NULL OR (lower(u.username), u.id) > ($4, $5))
+         ORDER BY lower(u.username), u.id
+         LIMIT $6"
+    );
+    let (after_name, after_id) = match &f.after {
+        Some((n, i)) => (Some(n.clone()), Some(*i)),
+        None => (None, None),
+    };
+    Ok(sqlx::query_as::<_, User>(&sql)
+        .bind(pattern)
+        .bind(f.enabled)
+        .bind(&f.role)
+        .bind(after_name)
+        .bind(after_id)
+        .bind(f.limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, ApiError> {
+    Ok(
+        sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub async fn count(conn: &mut PgConnection) -> Result<i64, ApiError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(conn)
+        .await?)
+}

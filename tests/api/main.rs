@@ -1,0 +1,8 @@
+//! One test binary: the modules below, sharing `helpers`.
+
+mod helpers;
+
+mod access;
+mod accounts;
+mod authn;
+mod foundation;
