@@ -25,17 +25,10 @@ pub struct Audit {
 
 impl Audit {
     pub fn anonymous(request_id: Option<String>, client_ip: Option<String>) -> Audit {
-        Audit {
-            request_id,
-            client_ip,
-            ..Audit::default()
-        }
+        Audit { request_id, client_ip, ..Audit::default() }
     }
     pub fn system() -> Audit {
-        Audit {
-            actor_username: Some("system".into()),
-            ..Audit::default()
-        }
+        Audit { actor_username: Some("system".into()), ..Audit::default() }
     }
     pub fn as_user(mut self, id: Uuid, username: &str) -> Audit {
         self.actor_id = Some(id);
@@ -74,25 +67,16 @@ impl Changes {
     pub fn new() -> Changes {
         Changes(Map::new())
     }
-    pub fn field(
-        mut self,
-        name: &str,
-        before: impl Into<Value>,
-        after: impl Into<Value>,
-    ) -> Changes {
+    pub fn field(mut self, name: &str, before: impl Into<Value>, after: impl Into<Value>) -> Changes {
         let (b, a) = (before.into(), after.into());
         if b != a {
-            self.0
-                .insert(name.to_string(), json!({"before": b, "after": a}));
+            self.0.insert(name.to_string(), json!({"before": b, "after": a}));
         }
         self
     }
     /// A secret that changed: recorded as changed, never its value.
     pub fn secret(mut self, name: &str) -> Changes {
-        self.0.insert(
-            name.to_string(),
-            json!({"before": "[redacted]", "after": "[redacted]"}),
-        );
+        self.0.insert(name.to_string(), json!({"before": "[redacted]", "after": "[redacted]"}));
         self
     }
     pub fn set(mut self, name: &str, value: impl Into<Value>) -> Changes {

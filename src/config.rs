@@ -91,27 +91,18 @@ impl Settings {
 
     /// The compiled-in defaults only (no file, no environment).
     pub fn defaults() -> Result<Settings, ConfigError> {
-        Figment::from(Toml::string(DEFAULT_TOML))
-            .extract()
-            .map_err(describe_figment_error)
+        Figment::from(Toml::string(DEFAULT_TOML)).extract().map_err(describe_figment_error)
     }
 
     pub fn load_from(extra_file: Option<PathBuf>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = extra_file {
             if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "REGISTRAR_CONFIG = {}: no such file",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("REGISTRAR_CONFIG = {}: no such file", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(
-            Env::prefixed("REGISTRAR_")
-                .split("__")
-                .ignore(&["CONFIG", "TEST_DATABASE_URL"]),
-        );
+        figment = figment.merge(Env::prefixed("REGISTRAR_").split("__").ignore(&["CONFIG", "TEST_DATABASE_URL"]));
         warn_unknown_keys(&figment);
         let settings: Settings = figment.extract().map_err(describe_figment_error)?;
         settings.validate()?;
@@ -120,19 +111,14 @@ impl Settings {
 
     /// Checks that need more than a type: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
-            Err(ConfigError(format!("{key} = {value}: {why}")))
-        };
+        let bad =
+            |key: &str, value: &dyn std::fmt::Display, why: &str| Err(ConfigError(format!("{key} = {value}: {why}")));
         let p = &self.password;
         if p.min_length < 8 {
             return bad("password.min_length", &p.min_length, "must be at least 8");
         }
         if p.max_length < 64 || p.max_length < p.min_length {
-            return bad(
-                "password.max_length",
-                &p.max_length,
-                "must be at least 64 and at least password.min_length",
-            );
+            return bad("password.max_length", &p.max_length, "must be at least 64 and at least password.min_length");
         }
         if p.parallelism == 0 || p.parallelism > 16 {
             return bad("password.parallelism", &p.parallelism, "must be 1..=16");
@@ -141,42 +127,22 @@ impl Settings {
             return bad("password.iterations", &p.iterations, "must be at least 1");
         }
         if p.memory_kib < 8 * p.parallelism {
-            return bad(
-                "password.memory_kib",
-                &p.memory_kib,
-                "must be at least 8 * password.parallelism",
-            );
+            return bad("password.memory_kib", &p.memory_kib, "must be at least 8 * password.parallelism");
         }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
-            return bad(
-                "auth.access_token_ttl_secs",
-                &self.auth.access_token_ttl_secs,
-                "must be between 1 and 86400",
-            );
+            return bad("auth.access_token_ttl_secs", &self.auth.access_token_ttl_secs, "must be between 1 and 86400");
         }
         if self.auth.session_ttl_secs < 60 {
-            return bad(
-                "auth.session_ttl_secs",
-                &self.auth.session_ttl_secs,
-                "must be at least 60",
-            );
+            return bad("auth.session_ttl_secs", &self.auth.session_ttl_secs, "must be at least 60");
         }
         if self.auth.max_failed_logins == 0 {
             return bad("auth.max_failed_logins", &0, "must be at least 1");
         }
         let secret = self.auth.jwt_secret.expose_secret();
         if !secret.is_empty() && secret.len() < 32 {
-            return bad(
-                "auth.jwt_secret",
-                &"<redacted>",
-                "must be at least 32 bytes",
-            );
+            return bad("auth.jwt_secret", &"<redacted>", "must be at least 32 bytes");
         }
-        if !self
-            .auth
-            .session_cookie_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        if !self.auth.session_cookie_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             || self.auth.session_cookie_name.is_empty()
         {
             return bad(
@@ -186,35 +152,19 @@ impl Settings {
             );
         }
         if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
-            return bad(
-                "public_url",
-                &self.public_url,
-                "must start with http:// or https://",
-            );
+            return bad("public_url", &self.public_url, "must start with http:// or https://");
         }
         if crate::domain::Username::parse(&self.admin_username).is_err() {
-            return bad(
-                "admin_username",
-                &self.admin_username,
-                "not a valid username",
-            );
+            return bad("admin_username", &self.admin_username, "not a valid username");
         }
         if crate::domain::Email::parse(&self.admin_email).is_err() {
-            return bad(
-                "admin_email",
-                &self.admin_email,
-                "not a valid email address",
-            );
+            return bad("admin_email", &self.admin_email, "not a valid email address");
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", &0, "must be at least 1");
         }
         if self.limits.body_bytes < 1024 {
-            return bad(
-                "limits.body_bytes",
-                &self.limits.body_bytes,
-                "must be at least 1024",
-            );
+            return bad("limits.body_bytes", &self.limits.body_bytes, "must be at least 1024");
         }
         Ok(())
     }
@@ -238,14 +188,7 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
     let mut parts = Vec::new();
     for e in err {
         let key = e.path.join(".");
-        let env_name = format!(
-            "REGISTRAR_{}",
-            e.path
-                .iter()
-                .map(|p| p.to_uppercase())
-                .collect::<Vec<_>>()
-                .join("__")
-        );
+        let env_name = format!("REGISTRAR_{}", e.path.iter().map(|p| p.to_uppercase()).collect::<Vec<_>>().join("__"));
         let source = e
             .metadata
             .as_ref()
@@ -277,10 +220,7 @@ fn warn_unknown_keys(figment: &Figment) {
     collect_keys(&value, "", &mut found);
     for key in found {
         if !known.contains(key.as_str()) {
-            let source = figment
-                .find_metadata(&key)
-                .map(|m| m.name.to_string())
-                .unwrap_or_default();
+            let source = figment.find_metadata(&key).map(|m| m.name.to_string()).unwrap_or_default();
             // Telemetry may not be up yet; this goes to stderr either way.
             eprintln!("warning: unknown configuration key `{key}` ({source}) is ignored");
         }
@@ -290,11 +230,7 @@ fn warn_unknown_keys(figment: &Figment) {
 fn collect_keys(value: &figment::value::Value, prefix: &str, out: &mut Vec<String>) {
     if let figment::value::Value::Dict(_, dict) = value {
         for (k, v) in dict {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
             if matches!(v, figment::value::Value::Dict(..)) {
                 collect_keys(v, &key, out);
             } else {
@@ -306,8 +242,7 @@ fn collect_keys(value: &figment::value::Value, prefix: &str, out: &mut Vec<Strin
 
 fn known_keys() -> BTreeSet<String> {
     let mut out = Vec::new();
-    if let Ok(value) = Figment::from(Toml::string(DEFAULT_TOML)).extract::<figment::value::Value>()
-    {
+    if let Ok(value) = Figment::from(Toml::string(DEFAULT_TOML)).extract::<figment::value::Value>() {
         collect_keys(&value, "", &mut out);
     }
     out.into_iter().collect()

@@ -27,8 +27,7 @@ pub fn pool(options: PgConnectOptions, settings: &DatabaseSettings) -> PgPool {
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // Bound every statement so a stuck query can't hold a connection forever.
-                conn.execute("SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'")
-                    .await?;
+                conn.execute("SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '60s'").await?;
                 Ok(())
             })
         })
@@ -38,10 +37,7 @@ pub fn pool(options: PgConnectOptions, settings: &DatabaseSettings) -> PgPool {
 /// Applies pending migrations. Safe when several instances start at once:
 /// the migrator holds a Postgres advisory lock while it works.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("applying database migrations")?;
+    MIGRATOR.run(pool).await.context("applying database migrations")?;
     Ok(())
 }
 
@@ -49,9 +45,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await?;
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
     Ok(applied.unwrap_or(0) >= latest)
 }
 
@@ -61,15 +55,9 @@ where
     F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> futures_util::future::BoxFuture<'c, Result<T>>,
 {
     let mut conn = pool.acquire().await.context("connecting to the database")?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(BOOTSTRAP_LOCK)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *conn).await?;
     let result = f(&mut conn).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(BOOTSTRAP_LOCK)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *conn).await?;
     result
 }
 
@@ -78,23 +66,17 @@ where
 pub async fn server_secret(conn: &mut sqlx::PgConnection, name: &str) -> Result<Vec<u8>> {
     let mut fresh = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut fresh);
-    let inserted = sqlx::query(
-        "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(&fresh)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let inserted =
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(&fresh)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if inserted == 1 {
-        tracing::info!(
-            secret = name,
-            "generated a new server secret and stored it in the database"
-        );
+        tracing::info!(secret = name, "generated a new server secret and stored it in the database");
     }
-    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
+    let value: Vec<u8> =
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&mut *conn).await?;
     Ok(value)
 }

@@ -21,9 +21,7 @@ impl Username {
         let ok_len = (1..=64).contains(&raw.len());
         let mut chars = raw.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let rest_ok = raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !(ok_len && first_ok && rest_ok) {
             return Err(ApiError::unprocessable(
                 "invalid_username",
@@ -31,10 +29,7 @@ impl Username {
             ));
         }
         if raw.eq_ignore_ascii_case(ME) {
-            return Err(ApiError::bad_request(
-                "reserved_username",
-                "'me' is reserved and can't be used as a username",
-            ));
+            return Err(ApiError::bad_request("reserved_username", "'me' is reserved and can't be used as a username"));
         }
         Ok(Username(raw.to_string()))
     }
@@ -58,17 +53,9 @@ impl Email {
     /// A pragmatic check (one `@`, a non-empty local part, a dotted or
     /// `localhost` domain, no spaces or control characters, at most 254 bytes).
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
-        let err = || {
-            ApiError::unprocessable(
-                "invalid_email",
-                "email must be a valid address such as name@example.org",
-            )
-        };
+        let err = || ApiError::unprocessable("invalid_email", "email must be a valid address such as name@example.org");
         let raw = raw.trim();
-        if raw.len() < 3
-            || raw.len() > 254
-            || raw.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if raw.len() < 3 || raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(err());
         }
         let (local, domain) = raw.split_once('@').ok_or_else(err)?;
@@ -131,7 +118,9 @@ impl Permission {
     pub fn description(self) -> &'static str {
         match self {
             Permission::Admin => "Everything, including site configuration and other administrators",
-            Permission::UserManagement => "Create, edit, disable and delete other users; manage their roles, groups, sessions and API keys",
+            Permission::UserManagement => {
+                "Create, edit, disable and delete other users; manage their roles, groups, sessions and API keys"
+            }
         }
     }
 
@@ -146,6 +135,90 @@ impl fmt::Display for Permission {
     }
 }
 
+/// A project id: 1-64 ASCII letters, digits, `_` or `-`, starting with a
+/// letter or digit (XNAT project ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn parse(raw: &str) -> Result<ProjectId, ApiError> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(ApiError::unprocessable(
+                "invalid_project_id",
+                "project id must be 1-64 characters: letters, digits, '_' or '-', starting with a letter or digit",
+            ));
+        }
+        Ok(ProjectId(raw.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A group name: 1-128 ASCII letters, digits, `_`, `.` or `-`.
+pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
+    let ok = (1..=128).contains(&raw.len())
+        && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(ApiError::unprocessable(
+            "invalid_group_name",
+            "group name must be 1-128 characters: letters, digits, '_', '.' or '-', starting with a letter or digit",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+/// Free text such as a project name or description: bounded, no control
+/// characters other than newlines and tabs.
+pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
+    let t = raw.trim();
+    if t.chars().count() > max || t.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+        return Err(ApiError::unprocessable(
+            "invalid_text",
+            format!("{field} must be at most {max} characters with no control characters"),
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// Access level of a user in a project, from most to least privileged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Owner,
+    Member,
+    Collaborator,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Owner, Level::Member, Level::Collaborator];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Owner => "owner",
+            Level::Member => "member",
+            Level::Collaborator => "collaborator",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Level, ApiError> {
+        Level::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(raw))
+            .ok_or_else(|| ApiError::unprocessable("invalid_level", "level must be owner, member or collaborator"))
+    }
+
+    /// The group that carries this level in `project`: `{project}_{level}`.
+    pub fn group(self, project: &str) -> String {
+        format!("{project}_{}", self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,18 +228,7 @@ mod tests {
         for ok in ["a", "alice", "Bob.Smith", "x_1-2", &"a".repeat(64)] {
             assert!(Username::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "me",
-            "ME",
-            "-a",
-            ".a",
-            "a b",
-            "a/b",
-            "é",
-            &"a".repeat(65),
-            "a\0",
-        ] {
+        for bad in ["", "me", "ME", "-a", ".a", "a b", "a/b", "é", &"a".repeat(65), "a\0"] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -176,9 +238,7 @@ mod tests {
         for ok in ["a@b.co", "admin@localhost", "first.last+tag@example.org"] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "<a@b.c>",
-        ] {
+        for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "<a@b.c>"] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -47,14 +47,7 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-            details: None,
-            source: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after: None, details: None, source: None }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -79,21 +72,13 @@ impl ApiError {
         e.retry_after = Some(retry_after.max(1));
         e
     }
-    pub fn unavailable(
-        code: &'static str,
-        message: impl Into<String>,
-        retry_after: u64,
-    ) -> ApiError {
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> ApiError {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         e.retry_after = Some(retry_after.max(1));
         e
     }
     pub fn internal(source: impl Into<anyhow::Error>) -> ApiError {
-        let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal server error",
-        );
+        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error");
         e.source = Some(source.into());
         e
     }
@@ -121,13 +106,7 @@ impl ApiError {
 
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )?;
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)?;
         if let Some(src) = &self.source {
             write!(f, " (caused by: {src:#})")?;
         }
@@ -150,34 +129,23 @@ impl From<sqlx::Error> for ApiError {
                 tracing::warn!("database pool exhausted");
                 ApiError::unavailable("database_busy", "the server is busy, try again shortly", 1)
             }
-            sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => {
                 tracing::warn!(error = %err, "database unreachable");
-                ApiError::unavailable(
-                    "database_unavailable",
-                    "the database is unavailable, try again shortly",
-                    2,
-                )
+                ApiError::unavailable("database_unavailable", "the database is unavailable, try again shortly", 2)
             }
             sqlx::Error::Database(db)
-                if db.code().as_deref() == Some("40001")
-                    || db.code().as_deref() == Some("40P01") =>
+                if db.code().as_deref() == Some("40001") || db.code().as_deref() == Some("40P01") =>
             {
-                ApiError::conflict(
-                    "concurrent_update",
-                    "the record was changed concurrently; retry the request",
-                )
+                ApiError::conflict("concurrent_update", "the record was changed concurrently; retry the request")
             }
             sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+                if db.code().as_deref().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
             {
-                ApiError::unavailable(
-                    "database_unavailable",
-                    "the database is unavailable, try again shortly",
-                    2,
-                )
+                ApiError::unavailable("database_unavailable", "the database is unavailable, try again shortly", 2)
             }
             _ => ApiError::internal(err),
         }
@@ -213,10 +181,7 @@ impl ResponseError for ApiError {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.insert_header((
-                header::WWW_AUTHENTICATE,
-                "Bearer, Basic realm=\"registrar\"",
-            ));
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"registrar\""));
         }
         resp.insert_header((header::CACHE_CONTROL, "no-store"));
         resp.json(body)

@@ -33,28 +33,16 @@ pub struct LocalPostgres {
 impl LocalPostgres {
     /// Finds (or installs) the PostgreSQL binaries, creates the cluster on
     /// first use and starts it unless it is already running. Blocking.
-    pub fn ensure_started(
-        data_dir: &Path,
-        bin_dir: &str,
-        auto_install: bool,
-    ) -> Result<LocalPostgres> {
+    pub fn ensure_started(data_dir: &Path, bin_dir: &str, auto_install: bool) -> Result<LocalPostgres> {
         let bin_dir = find_binaries(bin_dir, auto_install)?;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data folder {}", data_dir.display()))?;
-        let data_dir = data_dir
-            .canonicalize()
-            .with_context(|| format!("resolving {}", data_dir.display()))?;
-        let run_as = if is_root() {
-            Some(ensure_pg_user()?)
-        } else {
-            None
-        };
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data folder {}", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+        let run_as = if is_root() { Some(ensure_pg_user()?) } else { None };
         let mut cluster_dir = data_dir.join("postgres");
         if let Some(user) = &run_as {
             if !reachable_by(user, &data_dir) {
                 // e.g. a checkout under /root, which `postgres` cannot enter.
-                let alt =
-                    PathBuf::from("/var/lib/registrar").join(format!("pg-{:016x}", fnv(&data_dir)));
+                let alt = PathBuf::from("/var/lib/registrar").join(format!("pg-{:016x}", fnv(&data_dir)));
                 tracing::info!(
                     "{} is not reachable by the '{user}' user; keeping the cluster in {}",
                     data_dir.display(),
@@ -63,14 +51,8 @@ impl LocalPostgres {
                 cluster_dir = alt;
             }
         }
-        let mut pg = LocalPostgres {
-            cluster_dir,
-            bin_dir,
-            run_as,
-            port: 0,
-            password: String::new(),
-            started_here: false,
-        };
+        let mut pg =
+            LocalPostgres { cluster_dir, bin_dir, run_as, port: 0, password: String::new(), started_here: false };
         pg.init_if_needed()?;
         pg.password = std::fs::read_to_string(pg.password_file())
             .context("reading the local database password")?
@@ -109,17 +91,10 @@ impl LocalPostgres {
         if self.pgdata().join("PG_VERSION").is_file() {
             return Ok(());
         }
-        tracing::info!(
-            "creating a private PostgreSQL cluster in {}",
-            self.cluster_dir.display()
-        );
+        tracing::info!("creating a private PostgreSQL cluster in {}", self.cluster_dir.display());
         std::fs::create_dir_all(&self.cluster_dir)?;
         std::fs::set_permissions(&self.cluster_dir, std::fs::Permissions::from_mode(0o700))?;
-        let password: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
+        let password: String = rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
         let pwfile = self.password_file();
         std::fs::write(&pwfile, &password)?;
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
@@ -168,16 +143,10 @@ impl LocalPostgres {
     }
 
     fn start_if_needed(&mut self) -> Result<()> {
-        let stored_port = std::fs::read_to_string(self.port_file())
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok());
+        let stored_port = std::fs::read_to_string(self.port_file()).ok().and_then(|s| s.trim().parse::<u16>().ok());
         if self.is_running() {
-            self.port = stored_port
-                .ok_or_else(|| anyhow!("local database is running but its port file is missing"))?;
-            tracing::info!(
-                port = self.port,
-                "private PostgreSQL already running; reusing it"
-            );
+            self.port = stored_port.ok_or_else(|| anyhow!("local database is running but its port file is missing"))?;
+            tracing::info!(port = self.port, "private PostgreSQL already running; reusing it");
             return Ok(());
         }
         let port = match stored_port {
@@ -231,10 +200,7 @@ impl LocalPostgres {
             .output()
             .context("running pg_ctl stop")?;
         if !out.status.success() {
-            bail!(
-                "pg_ctl stop failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         tracing::info!("stopped private PostgreSQL");
         Ok(())
@@ -251,26 +217,16 @@ impl LocalPostgres {
 
     /// `postgres://` URL of a database of this cluster (contains the password).
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
-            self.password, self.port
-        )
+        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}", self.password, self.port)
     }
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 fn run_ok(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 fn ensure_pg_user() -> Result<String> {
@@ -279,37 +235,18 @@ fn ensure_pg_user() -> Result<String> {
         return Ok(user.to_string());
     }
     tracing::info!("creating system user '{user}' to run the private PostgreSQL");
-    if !run_ok(Command::new("useradd").args([
-        "--system",
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-        user,
-    ])) {
+    if !run_ok(Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])) {
         bail!("running as root, and could not create the unprivileged '{user}' user that PostgreSQL needs");
     }
     Ok(user.to_string())
 }
 
 fn reachable_by(user: &str, dir: &Path) -> bool {
-    run_ok(
-        Command::new("runuser")
-            .arg("-u")
-            .arg(user)
-            .arg("--")
-            .arg("test")
-            .arg("-x")
-            .arg(dir),
-    )
+    run_ok(Command::new("runuser").arg("-u").arg(user).arg("--").arg("test").arg("-x").arg(dir))
 }
 
 fn chown_recursive(user: &str, dir: &Path) -> Result<()> {
-    if !run_ok(
-        Command::new("chown")
-            .arg("-R")
-            .arg(format!("{user}:"))
-            .arg(dir),
-    ) {
+    if !run_ok(Command::new("chown").arg("-R").arg(format!("{user}:")).arg(dir)) {
         bail!("could not give {} to user {user}", dir.display());
     }
     Ok(())
@@ -406,11 +343,5 @@ fn install_postgres() -> Result<()> {
         Ok(())
     };
     apt(&["update", "-q"])?;
-    apt(&[
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "postgresql",
-    ])
+    apt(&["install", "-y", "-q", "--no-install-recommends", "postgresql"])
 }

@@ -11,11 +11,7 @@ use registrar::config::Settings;
 use registrar::startup::Application;
 
 #[derive(Parser)]
-#[command(
-    name = "registrar",
-    version,
-    about = "Self-hosted user management server"
-)]
+#[command(name = "registrar", version, about = "Self-hosted user management server")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,10 +61,7 @@ fn main() {
         }
     };
     registrar::telemetry::init(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("registrar: cannot start the async runtime: {e}");
@@ -85,26 +78,18 @@ fn main() {
 fn read_password(from_stdin: bool) -> Result<(SecretString, bool)> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
         let pw = line.trim_end_matches(['\n', '\r']).to_string();
         return Ok((SecretString::from(pw), false));
     }
-    Ok((
-        SecretString::from(registrar::auth::tokens::random_secret()),
-        true,
-    ))
+    Ok((SecretString::from(registrar::auth::tokens::random_secret()), true))
 }
 
 async fn run(command: Command, settings: Settings) -> Result<()> {
     let (pool, local) = registrar::open_database(&settings).await?;
     let outcome = match command {
         Command::Serve => serve(settings, pool.clone()).await,
-        Command::Migrate => registrar::db::migrate(&pool)
-            .await
-            .map(|_| println!("migrations applied")),
+        Command::Migrate => registrar::db::migrate(&pool).await.map(|_| println!("migrations applied")),
         Command::Admin { command } => admin(command, &settings, &pool).await,
     };
     pool.close().await;
@@ -130,72 +115,39 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
     registrar::startup::bootstrap(settings, pool).await?;
     let hasher = registrar::auth::password::Hasher::new(&settings.password, 1)?;
     match command {
-        AdminCommand::Create {
-            username,
-            email,
-            password_stdin,
-        } => {
+        AdminCommand::Create { username, email, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            let shown =
-                generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
+            let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
             let mut conn = pool.acquire().await?;
-            registrar::startup::create_admin(
-                &mut conn, settings, &hasher, &username, &email, password, !generated,
-            )
-            .await?;
+            registrar::startup::create_admin(&mut conn, settings, &hasher, &username, &email, password, !generated)
+                .await?;
             println!("administrator '{username}' created");
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");
             }
         }
-        AdminCommand::ResetPassword {
-            username,
-            password_stdin,
-        } => {
+        AdminCommand::ResetPassword { username, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            let shown =
-                generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
+            let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
             let mut tx = pool.begin().await?;
             let user = registrar::store::users::get(&mut tx, &username, true)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             if !generated {
                 hasher
-                    .check_policy(
-                        secrecy::ExposeSecret::expose_secret(&password),
-                        &user.username,
-                        &user.email,
-                    )
+                    .check_policy(secrecy::ExposeSecret::expose_secret(&password), &user.username, &user.email)
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
-            let hash = hasher
-                .hash(password)
+            let hash = hasher.hash(password).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let audit = registrar::audit::Audit::system();
+            registrar::store::users::set_password(&mut tx, &audit, &user, hash, None, "password.reset")
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let audit = registrar::audit::Audit::system();
-            registrar::store::users::set_password(
-                &mut tx,
-                &audit,
-                &user,
-                hash,
-                None,
-                "password.reset",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            registrar::store::sessions::revoke_all(
-                &mut tx,
-                &audit,
-                user.id,
-                "password reset from the command line",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            registrar::store::sessions::revoke_all(&mut tx, &audit, user.id, "password reset from the command line")
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             tx.commit().await?;
-            println!(
-                "password of '{}' reset; their sessions are revoked",
-                user.username
-            );
+            println!("password of '{}' reset; their sessions are revoked", user.username);
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");
             }

@@ -36,199 +36,71 @@ fn r(method: Method, path: &'static str, rule: Rule, route: Route) -> RouteDef {
 
 /// Every route of the server and its access rule. The rule is enforced by
 /// `auth::access::enforce`; the handlers add target-specific checks.
+#[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {
     use Method as M;
     use Rule::*;
     vec![
         // operations
-        r(
-            M::GET,
-            "/healthz",
-            Public,
-            web::get().to(api::health::healthz),
-        ),
-        r(
-            M::GET,
-            "/readyz",
-            Public,
-            web::get().to(api::health::readyz),
-        ),
-        r(
-            M::GET,
-            "/api/v1/openapi.json",
-            Public,
-            web::get().to(api::docs::openapi_json),
-        ),
-        r(
-            M::GET,
-            "/api/v1/docs",
-            Public,
-            web::get().to(api::docs::viewer),
-        ),
+        r(M::GET, "/healthz", Public, web::get().to(api::health::healthz)),
+        r(M::GET, "/readyz", Public, web::get().to(api::health::readyz)),
+        r(M::GET, "/api/v1/openapi.json", Public, web::get().to(api::docs::openapi_json)),
+        r(M::GET, "/api/v1/docs", Public, web::get().to(api::docs::viewer)),
         // authentication
-        r(
-            M::POST,
-            "/api/v1/auth/login",
-            Public,
-            web::post().to(api::auth::login),
-        ),
-        r(
-            M::POST,
-            "/api/v1/auth/refresh",
-            Public,
-            web::post().to(api::auth::refresh),
-        ),
-        r(
-            M::POST,
-            "/api/v1/auth/logout",
-            Authenticated,
-            web::post().to(api::auth::logout),
-        ),
+        r(M::POST, "/api/v1/auth/login", Public, web::post().to(api::auth::login)),
+        r(M::POST, "/api/v1/auth/refresh", Public, web::post().to(api::auth::refresh)),
+        r(M::POST, "/api/v1/auth/logout", Authenticated, web::post().to(api::auth::logout)),
         // users
-        r(
-            M::GET,
-            "/api/v1/users",
-            Permission(UserManagement),
-            web::get().to(api::users::list),
-        ),
-        r(
-            M::POST,
-            "/api/v1/users",
-            Permission(UserManagement),
-            web::post().to(api::users::create),
-        ),
-        r(
-            M::GET,
-            "/api/v1/usernames",
-            Permission(UserManagement),
-            web::get().to(api::users::usernames),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}",
-            SelfOr(UserManagement),
-            web::get().to(api::users::read),
-        ),
-        r(
-            M::PATCH,
-            "/api/v1/users/{username}",
-            SelfOr(UserManagement),
-            web::patch().to(api::users::update),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/users/{username}",
-            Permission(UserManagement),
-            web::delete().to(api::users::delete),
-        ),
-        r(
-            M::PUT,
-            "/api/v1/users/{username}/password",
-            SelfOr(UserManagement),
-            web::put().to(api::users::set_password),
-        ),
-        r(
-            M::POST,
-            "/api/v1/users/{username}/unlock",
-            Permission(UserManagement),
-            web::post().to(api::users::unlock),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}/roles",
-            SelfOr(UserManagement),
-            web::get().to(api::users::roles),
-        ),
-        r(
-            M::PUT,
-            "/api/v1/users/{username}/roles",
-            Permission(UserManagement),
-            web::put().to(api::users::add_roles),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/users/{username}/roles",
-            Permission(UserManagement),
-            web::delete().to(api::users::remove_roles),
-        ),
-        r(
-            M::PUT,
-            "/api/v1/users/{username}/roles/{role}",
-            Permission(UserManagement),
-            web::put().to(api::users::add_role),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/users/{username}/roles/{role}",
-            Permission(UserManagement),
-            web::delete().to(api::users::remove_role),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}/sessions",
-            SelfOr(UserManagement),
-            web::get().to(api::sessions::list),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/users/{username}/sessions",
-            SelfOr(UserManagement),
-            web::delete().to(api::sessions::revoke_all),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/sessions/{id}",
-            Authenticated,
-            web::delete().to(api::sessions::revoke_one),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}/api-keys",
-            SelfOr(UserManagement),
-            web::get().to(api::api_keys::list),
-        ),
-        r(
-            M::POST,
-            "/api/v1/users/{username}/api-keys",
-            SelfOr(UserManagement),
-            web::post().to(api::api_keys::create),
-        ),
-        r(
-            M::DELETE,
-            "/api/v1/users/{username}/api-keys/{id}",
-            SelfOr(UserManagement),
-            web::delete().to(api::api_keys::revoke),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}/log",
-            SelfOr(UserManagement),
-            web::get().to(api::change_log::about),
-        ),
-        r(
-            M::GET,
-            "/api/v1/users/{username}/actions",
-            SelfOr(UserManagement),
-            web::get().to(api::change_log::actions),
-        ),
-        r(
-            M::GET,
-            "/api/v1/permissions",
-            Authenticated,
-            web::get().to(api::meta::permissions),
-        ),
-        r(
-            M::GET,
-            "/api/v1/roles",
-            Authenticated,
-            web::get().to(api::meta::roles),
-        ),
-        r(
-            M::GET,
-            "/api/v1/admin/change-log",
-            Permission(Admin),
-            web::get().to(api::change_log::all),
-        ),
+        r(M::GET, "/api/v1/users", Permission(UserManagement), web::get().to(api::users::list)),
+        r(M::POST, "/api/v1/users", Permission(UserManagement), web::post().to(api::users::create)),
+        r(M::GET, "/api/v1/usernames", Permission(UserManagement), web::get().to(api::users::usernames)),
+        r(M::GET, "/api/v1/users/{username}", SelfOr(UserManagement), web::get().to(api::users::read)),
+        r(M::PATCH, "/api/v1/users/{username}", SelfOr(UserManagement), web::patch().to(api::users::update)),
+        r(M::DELETE, "/api/v1/users/{username}", Permission(UserManagement), web::delete().to(api::users::delete)),
+        r(M::PUT, "/api/v1/users/{username}/password", SelfOr(UserManagement), web::put().to(api::users::set_password)),
+        r(M::POST, "/api/v1/users/{username}/unlock", Permission(UserManagement), web::post().to(api::users::unlock)),
+        r(M::GET, "/api/v1/users/{username}/roles", SelfOr(UserManagement), web::get().to(api::users::roles)),
+        r(M::PUT, "/api/v1/users/{username}/roles", Permission(UserManagement), web::put().to(api::users::add_roles)),
+        r(M::DELETE, "/api/v1/users/{username}/roles", Permission(UserManagement), web::delete().to(api::users::remove_roles)),
+        r(M::PUT, "/api/v1/users/{username}/roles/{role}", Permission(UserManagement), web::put().to(api::users::add_role)),
+        r(M::DELETE, "/api/v1/users/{username}/roles/{role}", Permission(UserManagement), web::delete().to(api::users::remove_role)),
+        r(M::GET, "/api/v1/users/{username}/sessions", SelfOr(UserManagement), web::get().to(api::sessions::list)),
+        r(M::DELETE, "/api/v1/users/{username}/sessions", SelfOr(UserManagement), web::delete().to(api::sessions::revoke_all)),
+        r(M::DELETE, "/api/v1/sessions/{id}", Authenticated, web::delete().to(api::sessions::revoke_one)),
+        r(M::GET, "/api/v1/users/{username}/api-keys", SelfOr(UserManagement), web::get().to(api::api_keys::list)),
+        r(M::POST, "/api/v1/users/{username}/api-keys", SelfOr(UserManagement), web::post().to(api::api_keys::create)),
+        r(M::DELETE, "/api/v1/users/{username}/api-keys/{id}", SelfOr(UserManagement), web::delete().to(api::api_keys::revoke)),
+        r(M::GET, "/api/v1/users/{username}/log", SelfOr(UserManagement), web::get().to(api::change_log::about)),
+        r(M::GET, "/api/v1/users/{username}/actions", SelfOr(UserManagement), web::get().to(api::change_log::actions)),
+        r(M::GET, "/api/v1/permissions", Authenticated, web::get().to(api::meta::permissions)),
+        r(M::GET, "/api/v1/roles", Authenticated, web::get().to(api::meta::roles)),
+        r(M::GET, "/api/v1/admin/change-log", Permission(Admin), web::get().to(api::change_log::all)),
+        // groups
+        r(M::GET, "/api/v1/groups", Permission(UserManagement), web::get().to(api::groups::list)),
+        r(M::POST, "/api/v1/groups", Permission(UserManagement), web::post().to(api::groups::create)),
+        r(M::GET, "/api/v1/groups/{group}", Permission(UserManagement), web::get().to(api::groups::read)),
+        r(M::DELETE, "/api/v1/groups/{group}", Permission(UserManagement), web::delete().to(api::groups::delete)),
+        r(M::GET, "/api/v1/groups/{group}/members", Permission(UserManagement), web::get().to(api::groups::members)),
+        r(M::GET, "/api/v1/users/{username}/groups", SelfOr(UserManagement), web::get().to(api::groups::of_user)),
+        r(M::PUT, "/api/v1/users/{username}/groups", Permission(UserManagement), web::put().to(api::groups::add_many)),
+        r(M::DELETE, "/api/v1/users/{username}/groups", Permission(UserManagement), web::delete().to(api::groups::remove_many)),
+        r(M::PUT, "/api/v1/users/{username}/groups/{group}", Permission(UserManagement), web::put().to(api::groups::add_one)),
+        r(M::DELETE, "/api/v1/users/{username}/groups/{group}", Permission(UserManagement), web::delete().to(api::groups::remove_one)),
+        // projects
+        r(M::GET, "/api/v1/projects", Authenticated, web::get().to(api::projects::list)),
+        r(M::POST, "/api/v1/projects", Authenticated, web::post().to(api::projects::create)),
+        r(M::GET, "/api/v1/projects/{project}", ProjectReaderOr(UserManagement), web::get().to(api::projects::read)),
+        r(M::PATCH, "/api/v1/projects/{project}", ProjectOwnerOr(UserManagement), web::patch().to(api::projects::update)),
+        r(M::DELETE, "/api/v1/projects/{project}", ProjectOwnerOr(UserManagement), web::delete().to(api::projects::delete)),
+        r(M::GET, "/api/v1/projects/{project}/members", ProjectReaderOr(UserManagement), web::get().to(api::projects::members)),
+        r(M::PUT, "/api/v1/projects/{project}/members/{username}", ProjectOwnerOr(UserManagement), web::put().to(api::projects::set_member)),
+        r(M::DELETE, "/api/v1/projects/{project}/members/{username}", ProjectOwnerOr(UserManagement), web::delete().to(api::projects::remove_member)),
+        r(M::GET, "/api/v1/users/{username}/projects", SelfOr(UserManagement), web::get().to(api::projects::of_user)),
+        // project access requests
+        r(M::POST, "/api/v1/projects/{project}/access-requests", Authenticated, web::post().to(api::projects::create_request)),
+        r(M::GET, "/api/v1/projects/{project}/access-requests", ProjectOwnerOr(UserManagement), web::get().to(api::projects::project_requests)),
+        r(M::GET, "/api/v1/access-requests", Authenticated, web::get().to(api::projects::mine)),
+        r(M::PUT, "/api/v1/access-requests/{par_id}", Authenticated, web::put().to(api::projects::answer)),
     ]
 }
 
@@ -256,21 +128,11 @@ impl Application {
         Self::build_with(settings, pool, hasher, keys)
     }
 
-    pub fn build_with(
-        settings: Settings,
-        pool: PgPool,
-        hasher: Hasher,
-        keys: Keys,
-    ) -> Result<Application> {
-        let state = web::Data::new(AppState {
-            pool,
-            settings: Arc::new(settings.clone()),
-            hasher,
-            keys,
-        });
+    pub fn build_with(settings: Settings, pool: PgPool, hasher: Hasher, keys: Keys) -> Result<Application> {
+        let state = web::Data::new(AppState { pool, settings: Arc::new(settings.clone()), hasher, keys });
         let table = web::Data::new(route_table());
-        let listener = std::net::TcpListener::bind(settings.bind)
-            .with_context(|| format!("binding {}", settings.bind))?;
+        let listener =
+            std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let body_limit = settings.limits.body_bytes;
         let server = HttpServer::new(move || {
@@ -351,19 +213,12 @@ pub async fn bootstrap(settings: &Settings, pool: &PgPool) -> Result<Keys> {
 /// Creates the administrator when the database has no user at all. The
 /// password is the configured one, or a generated one printed once.
 async fn ensure_admin(conn: &mut sqlx::PgConnection, settings: &Settings) -> Result<()> {
-    if crate::store::users::count(conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        > 0
-    {
+    if crate::store::users::count(conn).await.map_err(|e| anyhow::anyhow!("{e}"))? > 0 {
         return Ok(());
     }
     let configured = settings.admin_password.expose_secret().to_string();
-    let (password, generated) = if configured.is_empty() {
-        (crate::auth::tokens::random_secret(), true)
-    } else {
-        (configured, false)
-    };
+    let (password, generated) =
+        if configured.is_empty() { (crate::auth::tokens::random_secret(), true) } else { (configured, false) };
     let hasher = Hasher::new(&settings.password, 1)?;
     create_admin(
         conn,
@@ -401,9 +256,7 @@ pub async fn create_admin(
     let username = crate::domain::Username::parse(username).map_err(to_anyhow)?;
     let email = crate::domain::Email::parse(email).map_err(to_anyhow)?;
     if check_policy {
-        hasher
-            .check_policy(password.expose_secret(), username.as_str(), email.as_str())
-            .map_err(to_anyhow)?;
+        hasher.check_policy(password.expose_secret(), username.as_str(), email.as_str()).map_err(to_anyhow)?;
     }
     let _ = settings;
     let hash = hasher.hash(password).await.map_err(to_anyhow)?;
@@ -429,9 +282,7 @@ pub async fn create_admin(
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, _req| json_error(err).into())
+    web::JsonConfig::default().limit(limit).error_handler(|err, _req| json_error(err).into())
 }
 
 /// Maps body problems to 400/413/415 without echoing values (they may be secrets).
@@ -442,35 +293,26 @@ pub fn json_error(err: JsonPayloadError) -> ApiError {
             "unsupported_media_type",
             "expected a JSON body with Content-Type: application/json",
         ),
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         ),
         JsonPayloadError::Deserialize(e) => {
             let msg = e.to_string();
-            let safe = ["missing field", "unknown field", "duplicate field"]
-                .iter()
-                .any(|k| msg.contains(k));
+            let safe = ["missing field", "unknown field", "duplicate field"].iter().any(|k| msg.contains(k));
             let text = if safe {
                 let head = msg.split(" at line").next().unwrap_or(&msg);
                 format!("invalid request body: {head}")
             } else if e.is_syntax() || e.is_eof() {
                 format!("malformed JSON at line {} column {}", e.line(), e.column())
             } else {
-                format!(
-                    "a field has an invalid value or type (line {} column {})",
-                    e.line(),
-                    e.column()
-                )
+                format!("a field has an invalid value or type (line {} column {})", e.line(), e.column())
             };
             ApiError::bad_request("invalid_json", text)
         }
         JsonPayloadError::Serialize(e) => ApiError::internal(e),
-        JsonPayloadError::Payload(_) => {
-            ApiError::bad_request("invalid_body", "could not read the request body")
-        }
+        JsonPayloadError::Payload(_) => ApiError::bad_request("invalid_body", "could not read the request body"),
         _ => ApiError::bad_request("invalid_body", "invalid request body"),
     }
 }

@@ -16,9 +16,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -41,32 +39,21 @@ pub async fn request_id_middleware(
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
-    let result = REQUEST_ID
-        .scope(id.clone(), next.call(req))
-        .instrument(span.clone())
-        .await;
+    let result = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
     let _enter = span.enter();
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
-            tracing::info!(
-                status,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "served"
-            );
+            tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "served");
             if let Ok(v) = HeaderValue::from_str(&id) {
-                res.headers_mut()
-                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+                res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
             }
             Ok(res)
         }

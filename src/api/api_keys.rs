@@ -33,11 +33,7 @@ pub struct CreatedKey {
 /// A user's API keys (never the secrets). The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users/{username}/api-keys", tag = "api-keys", params(("username" = String, Path)),
     responses((status = 200, body = [api_keys::ApiKeyView])))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-) -> ApiResult<HttpResponse> {
+pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     Ok(HttpResponse::Ok().json(api_keys::list(&mut conn, user.id).await?))
@@ -63,22 +59,13 @@ pub async fn create(
         ));
     }
     if body.expires_at.is_some_and(|e| e <= Utc::now()) {
-        return Err(ApiError::unprocessable(
-            "invalid_expiry",
-            "expires_at must be in the future",
-        ));
+        return Err(ApiError::unprocessable("invalid_expiry", "expires_at must be in the future"));
     }
     let mut tx = state.pool.begin().await?;
     let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;
-    let (view, key) =
-        api_keys::create(&mut tx, &audit, &state.keys, user.id, name, body.expires_at).await?;
+    let (view, key) = api_keys::create(&mut tx, &audit, &state.keys, user.id, name, body.expires_at).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(CreatedKey {
-            key_info: view,
-            key,
-        }))
+    Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(CreatedKey { key_info: view, key }))
 }
 
 /// Revokes an API key at once. The user themself or USER_MANAGEMENT.
@@ -91,9 +78,8 @@ pub async fn revoke(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (username, id) = path.into_inner();
-    let id: Uuid = id.parse().map_err(|_| {
-        ApiError::not_found("api_key_not_found", "no such active API key for this user")
-    })?;
+    let id: Uuid =
+        id.parse().map_err(|_| ApiError::not_found("api_key_not_found", "no such active API key for this user"))?;
     let mut tx = state.pool.begin().await?;
     let user = users::get(&mut tx, resolve_me(&caller.0, &username), false).await?;
     api_keys::revoke(&mut tx, &audit, user.id, id).await?;

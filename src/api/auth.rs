@@ -38,9 +38,7 @@ pub struct TokenResponse {
 }
 
 fn user_agent(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
+    req.headers().get("user-agent").and_then(|v| v.to_str().ok())
 }
 
 pub fn session_cookie(state: &AppState, value: String, max_age_secs: i64) -> Cookie<'static> {
@@ -66,25 +64,15 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let user_id =
-        crate::store::users::verify_login(&state, &audit, body.username.trim(), body.password)
-            .await?;
+    let user_id = crate::store::users::verify_login(&state, &audit, body.username.trim(), body.password).await?;
     let mut tx = state.pool.begin().await?;
     let user = crate::store::users::get_by_id(&mut tx, user_id).await?;
     let audit = audit.as_user(user.id, &user.username);
-    let s = sessions::create(
-        &mut tx,
-        &audit,
-        user.id,
-        "password",
-        state.settings.auth.session_ttl_secs,
-        user_agent(&req),
-    )
-    .await?;
+    let s =
+        sessions::create(&mut tx, &audit, user.id, "password", state.settings.auth.session_ttl_secs, user_agent(&req))
+            .await?;
     tx.commit().await?;
-    let access = state
-        .keys
-        .issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
+    let access = state.keys.issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
@@ -112,31 +100,21 @@ pub async fn refresh(
     let outcome = sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret()).await?;
     tx.commit().await?;
     match outcome {
-        Refreshed::Ok {
-            session_id,
-            user_id,
-            refresh_token,
-        } => {
-            let access =
-                state
-                    .keys
-                    .issue_access(user_id, session_id, chrono::Utc::now().timestamp())?;
-            Ok(HttpResponse::Ok()
-                .insert_header(("Cache-Control", "no-store"))
-                .json(TokenResponse {
-                    access_token: access,
-                    refresh_token,
-                    token_type: "Bearer",
-                    expires_in: state.keys.access_ttl_secs,
-                    session_id,
-                }))
+        Refreshed::Ok { session_id, user_id, refresh_token } => {
+            let access = state.keys.issue_access(user_id, session_id, chrono::Utc::now().timestamp())?;
+            Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(TokenResponse {
+                access_token: access,
+                refresh_token,
+                token_type: "Bearer",
+                expires_in: state.keys.access_ttl_secs,
+                session_id,
+            }))
         }
-        Refreshed::Invalid => Err(ApiError::unauthorized("invalid or expired refresh token")
-            .with_code("invalid_refresh_token")),
-        Refreshed::Reused => Err(ApiError::unauthorized(
-            "refresh token already used: the session has been revoked",
-        )
-        .with_code("refresh_token_reused")),
+        Refreshed::Invalid => {
+            Err(ApiError::unauthorized("invalid or expired refresh token").with_code("invalid_refresh_token"))
+        }
+        Refreshed::Reused => Err(ApiError::unauthorized("refresh token already used: the session has been revoked")
+            .with_code("refresh_token_reused")),
     }
 }
 
@@ -144,11 +122,7 @@ pub async fn refresh(
 /// Any authenticated caller.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "logged out")),
     security(("bearer" = []), ("cookie" = [])))]
-pub async fn logout(
-    state: web::Data<AppState>,
-    caller: Caller,
-    audit: Audit,
-) -> ApiResult<HttpResponse> {
+pub async fn logout(state: web::Data<AppState>, caller: Caller, audit: Audit) -> ApiResult<HttpResponse> {
     if let Some(sid) = caller.0.session_id {
         let mut tx = state.pool.begin().await?;
         sessions::revoke(&mut tx, &audit, sid, "logout").await?;

@@ -28,9 +28,10 @@ fn parse(q: &LogQuery) -> Result<(Option<i64>, i64), ApiError> {
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::bad_request("invalid_cursor", "cursor is not one this server issued")
-            })
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this server issued"))
         })
         .transpose()?;
     Ok((before, page_limit(q.limit)?))
@@ -59,10 +60,7 @@ pub async fn about(
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
-    Ok(HttpResponse::Ok().json(page(
-        change_log::about_user(&state.pool, user.id, before, limit + 1).await?,
-        limit,
-    )))
+    Ok(HttpResponse::Ok().json(page(change_log::about_user(&state.pool, user.id, before, limit + 1).await?, limit)))
 }
 
 /// Changes made by a user, newest first. The user themself or USER_MANAGEMENT.
@@ -78,18 +76,12 @@ pub async fn actions(
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
-    Ok(HttpResponse::Ok().json(page(
-        change_log::by_actor(&state.pool, user.id, before, limit + 1).await?,
-        limit,
-    )))
+    Ok(HttpResponse::Ok().json(page(change_log::by_actor(&state.pool, user.id, before, limit + 1).await?, limit)))
 }
 
 /// The whole change log, newest first. ADMIN.
 #[utoipa::path(get, path = "/api/v1/admin/change-log", tag = "change-log", params(LogQuery), responses((status = 200, body = LogPage)))]
 pub async fn all(state: web::Data<AppState>, q: web::Query<LogQuery>) -> ApiResult<HttpResponse> {
     let (before, limit) = parse(&q)?;
-    Ok(HttpResponse::Ok().json(page(
-        change_log::all(&state.pool, before, limit + 1).await?,
-        limit,
-    )))
+    Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, before, limit + 1).await?, limit)))
 }

@@ -17,20 +17,11 @@ impl Modify for Security {
         c.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT or API key")
-                    .build(),
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or API key").build(),
             ),
         );
-        c.add_security_scheme(
-            "basic",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
-        );
-        c.add_security_scheme(
-            "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("registrar_session"))),
-        );
+        c.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
+        c.add_security_scheme("cookie", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("registrar_session"))));
     }
 }
 
@@ -47,6 +38,11 @@ impl Modify for Security {
         api::api_keys::list, api::api_keys::create, api::api_keys::revoke,
         api::change_log::about, api::change_log::actions, api::change_log::all,
         api::meta::permissions, api::meta::roles,
+        api::groups::list, api::groups::create, api::groups::read, api::groups::delete, api::groups::members,
+        api::groups::of_user, api::groups::add_many, api::groups::remove_many, api::groups::add_one, api::groups::remove_one,
+        api::projects::list, api::projects::create, api::projects::read, api::projects::update, api::projects::delete,
+        api::projects::members, api::projects::set_member, api::projects::remove_member, api::projects::of_user,
+        api::projects::create_request, api::projects::project_requests, api::projects::mine, api::projects::answer,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Security),
@@ -85,7 +81,5 @@ pub async fn openapi_json() -> HttpResponse {
 pub async fn viewer() -> HttpResponse {
     static HTML: OnceLock<String> = OnceLock::new();
     let html = HTML.get_or_init(|| utoipa_scalar::Scalar::new(document().clone()).to_html());
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(html.clone())
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html.clone())
 }

@@ -15,11 +15,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "ready"), (status = 503, description = "database unreachable or not migrated")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let check = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        crate::db::migrations_current(&state.pool),
-    )
-    .await;
+    let check =
+        tokio::time::timeout(std::time::Duration::from_secs(2), crate::db::migrations_current(&state.pool)).await;
     match check {
         Ok(Ok(true)) => HttpResponse::Ok().json(json!({"status": "ready", "database": "ok"})),
         Ok(Ok(false)) => HttpResponse::ServiceUnavailable()

@@ -24,23 +24,17 @@ pub struct RoleInfo {
 /// Every permission type (the data tracker's `get_permission_info`). Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/permissions", tag = "roles", responses((status = 200, body = [PermissionInfo])))]
 pub async fn permissions() -> HttpResponse {
-    let list: Vec<PermissionInfo> = Permission::ALL
-        .iter()
-        .map(|p| PermissionInfo {
-            name: p.as_str(),
-            description: p.description(),
-        })
-        .collect();
+    let list: Vec<PermissionInfo> =
+        Permission::ALL.iter().map(|p| PermissionInfo { name: p.as_str(), description: p.description() }).collect();
     HttpResponse::Ok().json(list)
 }
 
 /// Roles with the permissions they grant. Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", responses((status = 200, body = [RoleInfo])))]
 pub async fn roles(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let roles = sqlx::query_as::<_, RoleInfo>(
-        "SELECT name, description, permissions, builtin FROM roles ORDER BY name",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let roles =
+        sqlx::query_as::<_, RoleInfo>("SELECT name, description, permissions, builtin FROM roles ORDER BY name")
+            .fetch_all(&state.pool)
+            .await?;
     Ok(HttpResponse::Ok().json(roles))
 }

@@ -14,11 +14,7 @@ use crate::store::{sessions, users};
 /// A user's active sessions. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path)),
     responses((status = 200, body = [sessions::SessionView])))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-) -> ApiResult<HttpResponse> {
+pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     Ok(HttpResponse::Ok().json(sessions::list_active(&mut conn, user.id).await?))

@@ -104,10 +104,7 @@ impl RoleList {
             RoleList::Bare(v) | RoleList::Wrapped { roles: v } => v,
         };
         if v.is_empty() || v.len() > 100 {
-            return Err(ApiError::bad_request(
-                "invalid_roles",
-                "give between 1 and 100 role names",
-            ));
+            return Err(ApiError::bad_request("invalid_roles", "give between 1 and 100 role names"));
         }
         Ok(v)
     }
@@ -117,9 +114,7 @@ impl RoleList {
 /// a UserManager must not be able to take over or mint an administrator.
 fn require_admin_for(caller: &Principal, target: &User) -> Result<(), ApiError> {
     if target.admin() && !caller.is_admin() && target.id != caller.user_id {
-        return Err(ApiError::forbidden(
-            "only an administrator may manage an administrator account",
-        ));
+        return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
     }
     Ok(())
 }
@@ -143,16 +138,11 @@ pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
 /// Lists users with their details, a page at a time (keyset pagination by
 /// username). Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), responses((status = 200, body = UserPage)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> ApiResult<HttpResponse> {
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let filter = users::ListFilter {
-        q: q.q
-            .filter(|s| !s.is_empty())
-            .map(|s| s.chars().take(200).collect()),
+        q: q.q.filter(|s| !s.is_empty()).map(|s| s.chars().take(200).collect()),
         enabled: q.enabled,
         role: q.role,
         after: q.cursor.as_deref().map(decode_cursor).transpose()?,
@@ -165,10 +155,7 @@ pub async fn list(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(UserPage {
-        items: items.into_iter().map(UserView::from).collect(),
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(UserPage { items: items.into_iter().map(UserView::from).collect(), next_cursor }))
 }
 
 /// All usernames. Needs USER_MANAGEMENT.
@@ -178,11 +165,7 @@ pub async fn usernames(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 }
 
 /// Parses and checks a creation request into a `NewUser` (hashing the password).
-pub async fn new_user(
-    state: &AppState,
-    caller: &Principal,
-    body: CreateUser,
-) -> Result<users::NewUser, ApiError> {
+pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, ApiError> {
     let username = Username::parse(body.username.trim())?;
     let email = Email::parse(&body.email)?;
     let mut roles = body.roles;
@@ -190,15 +173,11 @@ pub async fn new_user(
         roles.push(ADMIN_ROLE.into());
     }
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden(
-            "only an administrator may create an administrator",
-        ));
+        return Err(ApiError::forbidden("only an administrator may create an administrator"));
     }
     let password_hash = match body.password {
         Some(p) => {
-            state
-                .hasher
-                .check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
+            state.hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
             Some(state.hasher.hash(p).await?)
         }
         None => None,
@@ -238,11 +217,7 @@ pub async fn create(
 /// Reads a user. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users/{username}", tag = "users", params(("username" = String, Path, description = "username or `me`")),
     responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn read(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-) -> ApiResult<HttpResponse> {
+pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path);
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, name, false).await?;
@@ -268,30 +243,18 @@ pub async fn update(
     let body = body.into_inner();
     let patch = Patch {
         email: body.email.as_deref().map(Email::parse).transpose()?,
-        first_name: body
-            .first_name
-            .as_deref()
-            .map(|n| parse_name("first_name", n))
-            .transpose()?,
-        last_name: body
-            .last_name
-            .as_deref()
-            .map(|n| parse_name("last_name", n))
-            .transpose()?,
+        first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
+        last_name: body.last_name.as_deref().map(|n| parse_name("last_name", n)).transpose()?,
         enabled: body.enabled,
         verified: body.verified,
         admin: body.admin,
     };
     let is_self = caller.is(&name);
     if patch.touches_privileged() && (is_self || !caller.has(Permission::UserManagement)) {
-        return Err(ApiError::forbidden(
-            "you cannot change your own enabled, verified or admin state",
-        ));
+        return Err(ApiError::forbidden("you cannot change your own enabled, verified or admin state"));
     }
     if patch.admin.is_some() && !caller.is_admin() {
-        return Err(ApiError::forbidden(
-            "only an administrator may change the admin flag",
-        ));
+        return Err(ApiError::forbidden("only an administrator may change the admin flag"));
     }
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
@@ -342,36 +305,21 @@ pub async fn set_password(
     if !is_self {
         require_admin_for(&caller, &target)?;
     }
-    state.hasher.check_policy(
-        body.new_password.expose_secret(),
-        &target.username,
-        &target.email,
-    )?;
+    state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
     if is_self {
         let current = body.current_password.ok_or_else(|| {
-            ApiError::unprocessable(
-                "current_password_required",
-                "give current_password to change your own password",
-            )
+            ApiError::unprocessable("current_password_required", "give current_password to change your own password")
         })?;
         let mut conn = state.pool.acquire().await?;
         let stored = users::password_hash(&mut conn, target.id).await?;
         drop(conn);
-        if stored.is_some()
-            && state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No
-        {
-            return Err(
-                ApiError::forbidden("current password is wrong").with_code("wrong_password")
-            );
+        if stored.is_some() && state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No {
+            return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
         }
     }
     let hash = state.hasher.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
-    let (keep, action) = if is_self {
-        (caller.session_id, "password.changed")
-    } else {
-        (None, "password.reset")
-    };
+    let (keep, action) = if is_self { (caller.session_id, "password.changed") } else { (None, "password.reset") };
     users::set_password(&mut tx, &audit, &target, hash, keep, action).await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
@@ -396,11 +344,7 @@ pub async fn unlock(
 /// A user's roles. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users/{username}/roles", tag = "roles", params(("username" = String, Path)),
     responses((status = 200, body = [String])))]
-pub async fn roles(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-) -> ApiResult<HttpResponse> {
+pub async fn roles(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path);
     let mut conn = state.pool.acquire().await?;
     Ok(HttpResponse::Ok().json(users::get(&mut conn, name, false).await?.roles))
@@ -419,24 +363,15 @@ async fn change_roles(
         return Err(ApiError::forbidden("you cannot change your own roles"));
     }
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden(
-            "only an administrator may grant or remove the Administrator role",
-        ));
+        return Err(ApiError::forbidden("only an administrator may grant or remove the Administrator role"));
     }
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
     require_admin_for(caller, &target)?;
     let (user, results) = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
     tx.commit().await?;
-    let status = if results.iter().all(|r| r.ok) {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok(HttpResponse::build(status).json(RolesResult {
-        user: UserView::from(user),
-        results,
-    }))
+    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
 }
 
 /// Grants several roles. 200 when all applied, 202 when only some were (see
@@ -450,15 +385,7 @@ pub async fn add_roles(
     path: web::Path<String>,
     body: web::Json<RoleList>,
 ) -> ApiResult<HttpResponse> {
-    change_roles(
-        &state,
-        &caller.0,
-        &audit,
-        &path,
-        body.into_inner().into_vec()?,
-        true,
-    )
-    .await
+    change_roles(&state, &caller.0, &audit, &path, body.into_inner().into_vec()?, true).await
 }
 
 /// Removes several roles; 200 or 202 as for granting.
@@ -471,15 +398,7 @@ pub async fn remove_roles(
     path: web::Path<String>,
     body: web::Json<RoleList>,
 ) -> ApiResult<HttpResponse> {
-    change_roles(
-        &state,
-        &caller.0,
-        &audit,
-        &path,
-        body.into_inner().into_vec()?,
-        false,
-    )
-    .await
+    change_roles(&state, &caller.0, &audit, &path, body.into_inner().into_vec()?, false).await
 }
 
 /// Grants one role (404 if the role does not exist).
@@ -520,11 +439,10 @@ async fn one_role(
     if resp.status() == StatusCode::ACCEPTED {
         // The single change failed: report it as the error it was.
         let mut tx = state.pool.begin().await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-                .bind(&role)
-                .fetch_one(&mut *tx)
-                .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+            .bind(&role)
+            .fetch_one(&mut *tx)
+            .await?;
         return Err(if exists {
             ApiError::conflict("last_admin", "cannot demote the last enabled administrator")
         } else {

@@ -29,6 +29,12 @@ pub enum Rule {
     /// The user named by the `{username}` path segment (or `me`), or holders
     /// of the permission.
     SelfOr(Permission),
+    /// An owner of the project named by the `{project}` path segment, or
+    /// holders of the permission.
+    ProjectOwnerOr(Permission),
+    /// Any member (owner, member, collaborator) of the `{project}`, or
+    /// holders of the permission.
+    ProjectReaderOr(Permission),
 }
 
 impl Rule {
@@ -38,6 +44,8 @@ impl Rule {
             Rule::Authenticated => "authenticated".into(),
             Rule::Permission(p) => format!("permission:{p}"),
             Rule::SelfOr(p) => format!("self-or-permission:{p}"),
+            Rule::ProjectOwnerOr(p) => format!("project-owner-or-permission:{p}"),
+            Rule::ProjectReaderOr(p) => format!("project-member-or-permission:{p}"),
         }
     }
 }
@@ -51,10 +59,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     pub fn insert(&mut self, method: Method, path: &str, rule: Rule) {
-        self.rules
-            .entry(path.to_string())
-            .or_default()
-            .insert(method.clone(), rule);
+        self.rules.entry(path.to_string()).or_default().insert(method.clone(), rule);
         self.entries.push((method, path.to_string(), rule));
     }
 }
@@ -64,14 +69,10 @@ pub async fn enforce(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let (Some(table), Some(state)) = (
-        req.app_data::<web::Data<RouteTable>>().cloned(),
-        req.app_data::<web::Data<AppState>>().cloned(),
-    ) else {
-        return Ok(deny(
-            req,
-            ApiError::internal(anyhow::anyhow!("access table missing")),
-        ));
+    let (Some(table), Some(state)) =
+        (req.app_data::<web::Data<RouteTable>>().cloned(), req.app_data::<web::Data<AppState>>().cloned())
+    else {
+        return Ok(deny(req, ApiError::internal(anyhow::anyhow!("access table missing"))));
     };
     // The pattern comes from the app's resource map, so this works before routing.
     let Some(pattern) = req.match_pattern() else {
@@ -81,18 +82,13 @@ pub async fn enforce(
     let rule = match table.rules.get(&pattern) {
         Some(methods) => match methods.get(req.method()) {
             Some(rule) => *rule,
-            None if req.method() == Method::HEAD && methods.contains_key(&Method::GET) => {
-                methods[&Method::GET]
-            }
+            None if req.method() == Method::HEAD && methods.contains_key(&Method::GET) => methods[&Method::GET],
             // The resource answers 405 for methods it does not have.
             None => return Ok(next.call(req).await?.map_into_boxed_body()),
         },
         None => {
             tracing::error!(%pattern, "route registered without an access rule: denied");
-            return Ok(deny(
-                req,
-                ApiError::forbidden("this route declares no access rule"),
-            ));
+            return Ok(deny(req, ApiError::forbidden("this route declares no access rule")));
         }
     };
     if rule == Rule::Public {
@@ -109,15 +105,23 @@ pub async fn enforce(
         Rule::Public | Rule::Authenticated => true,
         Rule::Permission(p) => principal.has(p),
         Rule::SelfOr(p) => {
-            principal.has(p) || path_user(&pattern, req.path()).is_some_and(|u| principal.is(&u))
+            principal.has(p) || path_param(&pattern, req.path(), "{username}").is_some_and(|u| principal.is(&u))
+        }
+        Rule::ProjectOwnerOr(p) | Rule::ProjectReaderOr(p) if principal.has(p) => true,
+        Rule::ProjectOwnerOr(_) | Rule::ProjectReaderOr(_) => {
+            let Some(project) = path_param(&pattern, req.path(), "{project}") else {
+                return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
+            };
+            match crate::store::projects::level_in(&state.pool, principal.user_id, &project).await {
+                Ok(level) if matches!(rule, Rule::ProjectOwnerOr(_)) => level == Some(crate::domain::Level::Owner),
+                Ok(level) => level.is_some(),
+                Err(e) => return Ok(deny(req, e)),
+            }
         }
     };
     if !allowed {
         log_denied(&state, &req, &principal, &pattern).await;
-        return Ok(deny(
-            req,
-            ApiError::forbidden("you are not allowed to do this"),
-        ));
+        return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
     }
     req.extensions_mut().insert(principal);
     Ok(next.call(req).await?.map_into_boxed_body())
@@ -127,9 +131,9 @@ fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
     req.into_response(err.error_response())
 }
 
-/// The value of the `{username}` segment of `path` under `pattern`.
-pub fn path_user(pattern: &str, path: &str) -> Option<String> {
-    let idx = pattern.split('/').position(|s| s == "{username}")?;
+/// The value of the `name` segment (e.g. `{username}`) of `path` under `pattern`.
+pub fn path_param(pattern: &str, path: &str, name: &str) -> Option<String> {
+    let idx = pattern.split('/').position(|s| s == name)?;
     let seg = path.split('/').nth(idx)?;
     Some(percent_decode(seg))
 }
@@ -140,9 +144,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
             {
                 out.push(b);
                 i += 3;
@@ -184,19 +186,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_username_segment() {
-        assert_eq!(
-            path_user(
-                "/api/v1/users/{username}/roles",
-                "/api/v1/users/alice/roles"
-            )
-            .as_deref(),
-            Some("alice")
-        );
-        assert_eq!(
-            path_user("/api/v1/users/{username}", "/api/v1/users/a%2Eb").as_deref(),
-            Some("a.b")
-        );
-        assert_eq!(path_user("/api/v1/users", "/api/v1/users"), None);
+    fn finds_path_segments() {
+        let p = "/api/v1/users/{username}/roles";
+        assert_eq!(path_param(p, "/api/v1/users/alice/roles", "{username}").as_deref(), Some("alice"));
+        let p = "/api/v1/users/{username}";
+        assert_eq!(path_param(p, "/api/v1/users/a%2Eb", "{username}").as_deref(), Some("a.b"));
+        assert_eq!(path_param("/api/v1/users", "/api/v1/users", "{username}"), None);
+        let p = "/api/v1/projects/{project}/members/{username}";
+        assert_eq!(path_param(p, "/api/v1/projects/P1/members/bob", "{project}").as_deref(), Some("P1"));
     }
 }

@@ -19,13 +19,7 @@ const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
 fn blocklist() -> &'static HashSet<&'static str> {
     static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    SET.get_or_init(|| {
-        COMMON_PASSWORDS
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect()
-    })
+    SET.get_or_init(|| COMMON_PASSWORDS.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
 }
 
 #[derive(Clone)]
@@ -50,13 +44,8 @@ pub enum Verified {
 
 impl Hasher {
     pub fn new(settings: &PasswordSettings, concurrency: usize) -> anyhow::Result<Hasher> {
-        let params = Params::new(
-            settings.memory_kib,
-            settings.iterations,
-            settings.parallelism,
-            None,
-        )
-        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let params = Params::new(settings.memory_kib, settings.iterations, settings.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         let dummy = argon
@@ -93,11 +82,7 @@ impl Hasher {
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         let Some(permit) = permit else {
-            return Err(ApiError::unavailable(
-                "busy",
-                "too many logins in progress, try again shortly",
-                1,
-            ));
+            return Err(ApiError::unavailable("busy", "too many logins in progress, try again shortly", 1));
         };
         let argon = self.argon();
         let span = tracing::Span::current();
@@ -126,11 +111,7 @@ impl Hasher {
     /// Verifies `password` against `stored`; with no stored hash (unknown
     /// user, no password) it verifies against a dummy hash so timing does not
     /// tell the cases apart, and answers `No`.
-    pub async fn verify(
-        &self,
-        password: SecretString,
-        stored: Option<String>,
-    ) -> Result<Verified, ApiError> {
+    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Result<Verified, ApiError> {
         let dummy = self.dummy_hash.clone();
         let wanted = self.params.clone();
         self.run(move |argon| {
@@ -141,16 +122,12 @@ impl Hasher {
             let Ok(parsed) = PasswordHash::new(phc) else {
                 return Verified::No;
             };
-            let ok = argon
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let ok = argon.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok();
             if !(ok && real) {
                 return Verified::No;
             }
             let same = Params::try_from(&parsed).is_ok_and(|p| {
-                p.m_cost() == wanted.m_cost()
-                    && p.t_cost() == wanted.t_cost()
-                    && p.p_cost() == wanted.p_cost()
+                p.m_cost() == wanted.m_cost() && p.t_cost() == wanted.t_cost() && p.p_cost() == wanted.p_cost()
             }) && parsed.algorithm.as_str() == "argon2id";
             if same {
                 return Verified::Yes;
@@ -167,29 +144,18 @@ impl Hasher {
     /// The password policy: length in code points between min and max, not a
     /// common or breached password, not containing the username or email.
     /// No composition rules; the password is used exactly as received.
-    pub fn check_policy(
-        &self,
-        password: &str,
-        username: &str,
-        email: &str,
-    ) -> Result<(), ApiError> {
+    pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), ApiError> {
         let len = password.chars().count();
         if len < self.min_length {
             return Err(ApiError::unprocessable(
                 "password_too_short",
-                format!(
-                    "password must be at least {} characters long",
-                    self.min_length
-                ),
+                format!("password must be at least {} characters long", self.min_length),
             ));
         }
         if len > self.max_length {
             return Err(ApiError::unprocessable(
                 "password_too_long",
-                format!(
-                    "password must be at most {} characters long",
-                    self.max_length
-                ),
+                format!("password must be at most {} characters long", self.max_length),
             ));
         }
         let lower = password.to_lowercase();
@@ -236,55 +202,27 @@ mod tests {
     #[test]
     fn policy() {
         let h = cheap();
+        assert_eq!(h.check_policy("short", "u", "e@x.org").unwrap_err().code, "password_too_short");
+        assert!(h.check_policy("correct horse battery staple", "alice", "alice@x.org").is_ok());
         assert_eq!(
-            h.check_policy("short", "u", "e@x.org").unwrap_err().code,
-            "password_too_short"
-        );
-        assert!(h
-            .check_policy("correct horse battery staple", "alice", "alice@x.org")
-            .is_ok());
-        assert_eq!(
-            h.check_policy("my name is alice and that is it", "alice", "a@x.org")
-                .unwrap_err()
-                .code,
+            h.check_policy("my name is alice and that is it", "alice", "a@x.org").unwrap_err().code,
             "password_contains_identity"
         );
         // Code points, not bytes: 15 emoji are 60 bytes but 15 characters.
         assert!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").is_ok());
-        assert_eq!(
-            h.check_policy(&"🔑".repeat(14), "bob", "b@x.org")
-                .unwrap_err()
-                .code,
-            "password_too_short"
-        );
+        assert_eq!(h.check_policy(&"🔑".repeat(14), "bob", "b@x.org").unwrap_err().code, "password_too_short");
     }
 
     #[tokio::test]
     async fn hash_verify_rehash() {
         let h = cheap();
-        let hash = h
-            .hash(SecretString::from("correct horse battery staple"))
-            .await
-            .expect("hash");
+        let hash = h.hash(SecretString::from("correct horse battery staple")).await.expect("hash");
         assert_eq!(
-            h.verify(
-                SecretString::from("correct horse battery staple"),
-                Some(hash.clone())
-            )
-            .await
-            .expect("v"),
+            h.verify(SecretString::from("correct horse battery staple"), Some(hash.clone())).await.expect("v"),
             Verified::Yes
         );
-        assert_eq!(
-            h.verify(SecretString::from("wrong"), Some(hash.clone()))
-                .await
-                .expect("v"),
-            Verified::No
-        );
-        assert_eq!(
-            h.verify(SecretString::from("x"), None).await.expect("v"),
-            Verified::No
-        );
+        assert_eq!(h.verify(SecretString::from("wrong"), Some(hash.clone())).await.expect("v"), Verified::No);
+        assert_eq!(h.verify(SecretString::from("x"), None).await.expect("v"), Verified::No);
         let mut other = PasswordSettings {
             min_length: 15,
             max_length: 256,
@@ -297,12 +235,7 @@ mod tests {
         other.memory_kib = 128;
         let h2 = Hasher::new(&other, 1).expect("hasher");
         assert!(matches!(
-            h2.verify(
-                SecretString::from("correct horse battery staple"),
-                Some(hash)
-            )
-            .await
-            .expect("v"),
+            h2.verify(SecretString::from("correct horse battery staple"), Some(hash)).await.expect("v"),
             Verified::YesRehashed(_)
         ));
     }

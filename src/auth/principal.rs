@@ -57,10 +57,7 @@ pub enum Credentials {
     None,
     Cookie(String),
     Bearer(String),
-    Basic {
-        username: String,
-        password: SecretString,
-    },
+    Basic { username: String, password: SecretString },
     Malformed,
 }
 
@@ -69,16 +66,10 @@ pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Credentials {
         let Ok(h) = h.to_str() else {
             return Credentials::Malformed;
         };
-        if let Some(token) = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
-        {
+        if let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
             return Credentials::Bearer(token.trim().to_string());
         }
-        if let Some(b64) = h
-            .strip_prefix("Basic ")
-            .or_else(|| h.strip_prefix("basic "))
-        {
+        if let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) {
             return parse_basic(b64.trim()).unwrap_or(Credentials::Malformed);
         }
         return Credentials::Malformed;
@@ -100,10 +91,7 @@ pub fn parse_basic(b64: &str) -> Option<Credentials> {
     if user.is_empty() {
         return None;
     }
-    Some(Credentials::Basic {
-        username: user.to_string(),
-        password: SecretString::from(pass.to_string()),
-    })
+    Some(Credentials::Basic { username: user.to_string(), password: SecretString::from(pass.to_string()) })
 }
 
 #[derive(sqlx::FromRow)]
@@ -147,11 +135,7 @@ fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Pr
         user_id: row.id,
         username: row.username,
         roles: row.roles,
-        permissions: row
-            .permissions
-            .iter()
-            .filter_map(|p| Permission::from_name(p))
-            .collect(),
+        permissions: row.permissions.iter().filter_map(|p| Permission::from_name(p)).collect(),
         session_id,
         api_key_id,
         method,
@@ -173,30 +157,21 @@ pub async fn resolve(
             if secret.len() > 128 {
                 return Err(ApiError::unauthorized("invalid or expired credentials"));
             }
-            let row = session_row(
-                state,
-                "s.cookie_hash = $1",
-                SessionKey::Hash(tokens::sha256(&secret)),
-            )
-            .await?;
-            let row =
-                row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            let row = session_row(state, "s.cookie_hash = $1", SessionKey::Hash(tokens::sha256(&secret))).await?;
+            let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
             touch_session(state, &row, now).await;
             principal_from(row, AuthMethod::Cookie, now).map(Some)
         }
         Credentials::Bearer(token) => {
             if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
-                return api_key_principal(state, prefix, secret, None, now)
-                    .await
-                    .map(Some);
+                return api_key_principal(state, prefix, secret, None, now).await.map(Some);
             }
             let claims = state
                 .keys
                 .verify_access(&token)
                 .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
             let row = session_row(state, "s.id = $1", SessionKey::Id(claims.sid)).await?;
-            let row =
-                row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
             if row.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
                 return Err(ApiError::unauthorized("invalid or expired credentials"));
             }
@@ -207,13 +182,10 @@ pub async fn resolve(
             use secrecy::ExposeSecret;
             let pw = password.expose_secret();
             if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
-                return api_key_principal(state, prefix, secret, Some(&username), now)
-                    .await
-                    .map(Some);
+                return api_key_principal(state, prefix, secret, Some(&username), now).await.map(Some);
             }
             let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
-            let user_id =
-                crate::store::users::verify_login(state, &ctx, &username, password).await?;
+            let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
             let row = sqlx::query_as::<_, Row>(&format!(
                 "SELECT {USER_PART}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
                         NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
@@ -233,11 +205,7 @@ enum SessionKey {
     Hash(Vec<u8>),
 }
 
-async fn session_row(
-    state: &AppState,
-    cond: &str,
-    key: SessionKey,
-) -> Result<Option<Row>, ApiError> {
+async fn session_row(state: &AppState, cond: &str, key: SessionKey) -> Result<Option<Row>, ApiError> {
     let sql = format!(
         "SELECT {USER_PART}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
                 NULL::bytea AS secret_hash

@@ -60,22 +60,15 @@ impl Keys {
             iss: ISSUER.into(),
             jti: Uuid::new_v4(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
     pub fn verify_access(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
     }
 
     pub fn api_key_hash(&self, secret: &str) -> Vec<u8> {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
         mac.update(secret.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -111,12 +104,9 @@ pub fn parse_api_key(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(API_KEY_PREFIX)?;
     let (prefix, secret) = rest.split_once('_')?;
     let ok = |s: &str, n: std::ops::RangeInclusive<usize>| {
-        n.contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    (ok(prefix, 8..=16) && ok(secret, 40..=64) && !prefix.contains(['-', '_']))
-        .then_some((prefix, secret))
+    (ok(prefix, 8..=16) && ok(secret, 40..=64) && !prefix.contains(['-', '_'])).then_some((prefix, secret))
 }
 
 #[cfg(test)]
@@ -127,10 +117,7 @@ mod tests {
     fn api_key_roundtrip() {
         for _ in 0..200 {
             let (prefix, secret, full) = new_api_key();
-            assert_eq!(
-                parse_api_key(&full),
-                Some((prefix.as_str(), secret.as_str()))
-            );
+            assert_eq!(parse_api_key(&full), Some((prefix.as_str(), secret.as_str())));
         }
         for bad in [
             "",

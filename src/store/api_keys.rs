@@ -51,15 +51,7 @@ pub async fn create(
         .set("name", name)
         .set("prefix", prefix)
         .set("expires_at", expires_at.map(|e| e.to_rfc3339()));
-    audit::record(
-        &mut *conn,
-        audit,
-        "api_key",
-        &id.to_string(),
-        "api_key.created",
-        changes,
-    )
-    .await?;
+    audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.created", changes).await?;
     Ok((view, full))
 }
 
@@ -72,22 +64,15 @@ pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyVi
     .await?)
 }
 
-pub async fn revoke(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    user_id: Uuid,
-    id: Uuid,
-) -> Result<(), ApiError> {
-    let res = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let res =
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
     if res.rows_affected() == 0 {
-        return Err(ApiError::not_found(
-            "api_key_not_found",
-            "no such active API key for this user",
-        ));
+        return Err(ApiError::not_found("api_key_not_found", "no such active API key for this user"));
     }
     audit::record(
         &mut *conn,

@@ -24,17 +24,11 @@ pub struct Entry {
     pub client_ip: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
+const COLUMNS: &str = "id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
     subject_id, action, changes, request_id, client_ip";
 
 /// Entries about a user, newest first, before the cursor `before` (an id).
-pub async fn about_user(
-    pool: &PgPool,
-    user_id: Uuid,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<Entry>, ApiError> {
+pub async fn about_user(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, ApiError> {
     Ok(sqlx::query_as::<_, Entry>(&format!(
         "SELECT {COLUMNS} FROM change_log WHERE subject_type = 'user' AND subject_id = $1
            AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
@@ -47,12 +41,7 @@ pub async fn about_user(
 }
 
 /// Entries made by a user, newest first.
-pub async fn by_actor(
-    pool: &PgPool,
-    user_id: Uuid,
-    before: Option<i64>,
-    limit: i64,
-) -> Result<Vec<Entry>, ApiError> {
+pub async fn by_actor(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, ApiError> {
     Ok(sqlx::query_as::<_, Entry>(&format!(
         "SELECT {COLUMNS} FROM change_log WHERE actor_id = $1
            AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"

@@ -2,7 +2,10 @@
 //! Write functions take the request's transaction (`&mut PgConnection`) and
 //! an `Audit`, and log their change on that same transaction.
 
+pub mod access_requests;
 pub mod api_keys;
 pub mod change_log;
+pub mod groups;
+pub mod projects;
 pub mod sessions;
 pub mod users;

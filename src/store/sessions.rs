@@ -70,11 +70,7 @@ pub async fn create(
         Changes::new().set("method", method),
     )
     .await?;
-    Ok(NewSession {
-        id,
-        refresh_token: refresh,
-        cookie_secret: cookie,
-    })
+    Ok(NewSession { id, refresh_token: refresh, cookie_secret: cookie })
 }
 
 /// Outcome of presenting a refresh token.
@@ -92,11 +88,7 @@ pub enum Refreshed {
 
 /// Rotates a refresh token. Presenting an old (used) token again revokes the
 /// whole session: someone else holds a copy.
-pub async fn refresh(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    presented: &str,
-) -> Result<Refreshed, ApiError> {
+pub async fn refresh(conn: &mut PgConnection, audit: &Audit, presented: &str) -> Result<Refreshed, ApiError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         session_id: Uuid,
@@ -144,34 +136,17 @@ pub async fn refresh(
         .bind(row.session_id)
         .execute(&mut *conn)
         .await?;
-    audit::record(
-        &mut *conn,
-        &audit,
-        "session",
-        &row.session_id.to_string(),
-        "session.refreshed",
-        Changes::new(),
-    )
-    .await?;
-    Ok(Refreshed::Ok {
-        session_id: row.session_id,
-        user_id: row.user_id,
-        refresh_token: next,
-    })
+    audit::record(&mut *conn, &audit, "session", &row.session_id.to_string(), "session.refreshed", Changes::new())
+        .await?;
+    Ok(Refreshed::Ok { session_id: row.session_id, user_id: row.user_id, refresh_token: next })
 }
 
 /// Revokes one session. Returns false if it was unknown or already revoked.
-pub async fn revoke(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    id: Uuid,
-    reason: &str,
-) -> Result<bool, ApiError> {
-    let res =
-        sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &str) -> Result<bool, ApiError> {
+    let res = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     if res.rows_affected() == 0 {
         return Ok(false);
     }
@@ -189,23 +164,13 @@ pub async fn revoke(
 
 /// Revokes every session of a user and invalidates every access token issued
 /// until now ("not before").
-pub async fn revoke_all(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    user_id: Uuid,
-    reason: &str,
-) -> Result<u64, ApiError> {
-    let n = sqlx::query(
-        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(user_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE users SET tokens_not_before = now() WHERE id = $1")
+pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, reason: &str) -> Result<u64, ApiError> {
+    let n = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(user_id)
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+    sqlx::query("UPDATE users SET tokens_not_before = now() WHERE id = $1").bind(user_id).execute(&mut *conn).await?;
     audit::record(
         &mut *conn,
         audit,
@@ -248,10 +213,7 @@ pub async fn revoke_others(
     Ok(n)
 }
 
-pub async fn list_active(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-) -> Result<Vec<SessionView>, ApiError> {
+pub async fn list_active(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<SessionView>, ApiError> {
     Ok(sqlx::query_as::<_, SessionView>(
         "SELECT id, method, created_at, last_seen_at, expires_at, client_ip, user_agent FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY created_at DESC",

@@ -94,8 +94,7 @@ impl From<User> for UserView {
     }
 }
 
-pub const USER_COLUMNS: &str =
-    "u.id, u.username, u.email, u.first_name, u.last_name, u.enabled, u.verified,
+pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.first_name, u.last_name, u.enabled, u.verified,
     ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
     (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts,
     u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified";
@@ -107,26 +106,18 @@ fn not_found(name: &str) -> ApiError {
 /// Maps the unique indexes on users to 409s.
 pub fn unique_violation(err: sqlx::Error) -> ApiError {
     ApiError::on_constraint(err, |c| match c {
-        "users_username_key" => Some(ApiError::conflict(
-            "username_taken",
-            "a user with this username already exists",
-        )),
-        "users_email_key" => Some(ApiError::conflict(
-            "email_taken",
-            "a user with this email already exists",
-        )),
+        "users_username_key" => Some(ApiError::conflict("username_taken", "a user with this username already exists")),
+        "users_email_key" => Some(ApiError::conflict("email_taken", "a user with this email already exists")),
         "users_pkey" => Some(ApiError::conflict("user_exists", "user already exists")),
         _ => None,
     })
 }
 
 pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, ApiError> {
-    Ok(sqlx::query_as::<_, User>(&format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)"
-    ))
-    .bind(username)
-    .fetch_optional(conn)
-    .await?)
+    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)"))
+        .bind(username)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
@@ -135,21 +126,15 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
         "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1){}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    sqlx::query_as::<_, User>(&sql)
-        .bind(username)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| not_found(username))
+    sqlx::query_as::<_, User>(&sql).bind(username).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
 }
 
 pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
-    sqlx::query_as::<_, User>(&format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| not_found(&id.to_string()))
+    sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found(&id.to_string()))
 }
 
 pub struct NewUser {
@@ -163,11 +148,7 @@ pub struct NewUser {
     pub roles: Vec<String>,
 }
 
-pub async fn create(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    new: NewUser,
-) -> Result<User, ApiError> {
+pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, ApiError> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated)
@@ -190,11 +171,7 @@ pub async fn create(
     let mut changes = Changes::new()
         .field("username", serde_json::Value::Null, new.username.as_str())
         .field("email", serde_json::Value::Null, new.email.as_str())
-        .field(
-            "first_name",
-            serde_json::Value::Null,
-            new.first_name.as_str(),
-        )
+        .field("first_name", serde_json::Value::Null, new.first_name.as_str())
         .field("last_name", serde_json::Value::Null, new.last_name.as_str())
         .field("enabled", serde_json::Value::Null, new.enabled)
         .field("verified", serde_json::Value::Null, new.verified);
@@ -204,35 +181,28 @@ pub async fn create(
     if new.password_hash.is_some() {
         changes = changes.secret("password");
     }
-    audit::record(
-        &mut *conn,
-        audit,
-        "user",
-        &id.to_string(),
-        "user.created",
-        changes,
-    )
-    .await?;
+    audit::record(&mut *conn, audit, "user", &id.to_string(), "user.created", changes).await?;
+    if new.verified && new.enabled {
+        crate::store::access_requests::attach_email_invitations(conn, audit, id, new.email.as_str()).await?;
+    }
     get_by_id(conn, id).await
 }
 
 async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, ApiError> {
-    let res = sqlx::query("INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING")
-        .bind(user)
-        .bind(role)
-        .execute(&mut *conn)
-        .await?;
+    let res = sqlx::query(
+        "INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
+    )
+    .bind(user)
+    .bind(role)
+    .execute(&mut *conn)
+    .await?;
     if res.rows_affected() == 0 {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-                .bind(role)
-                .fetch_one(&mut *conn)
-                .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+            .bind(role)
+            .fetch_one(&mut *conn)
+            .await?;
         if !exists {
-            return Err(ApiError::not_found(
-                "role_not_found",
-                format!("role '{role}' does not exist"),
-            ));
+            return Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")));
         }
         return Ok(false);
     }
@@ -240,18 +210,11 @@ async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
 }
 
 /// Takes the admin-set lock and fails if `user` is the last enabled admin.
-async fn ensure_not_last_admin(
-    conn: &mut PgConnection,
-    user: &User,
-    what: &str,
-) -> Result<(), ApiError> {
+async fn ensure_not_last_admin(conn: &mut PgConnection, user: &User, what: &str) -> Result<(), ApiError> {
     if !(user.admin() && user.enabled) {
         return Ok(());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(ADMIN_SET_LOCK)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ADMIN_SET_LOCK).execute(&mut *conn).await?;
     let others: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM users u JOIN user_roles r ON r.user_id = u.id
          WHERE r.role = $1 AND u.enabled AND u.id <> $2",
@@ -261,10 +224,7 @@ async fn ensure_not_last_admin(
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
-        return Err(ApiError::conflict(
-            "last_admin",
-            format!("cannot {what} the last enabled administrator"),
-        ));
+        return Err(ApiError::conflict("last_admin", format!("cannot {what} the last enabled administrator")));
     }
     Ok(())
 }
@@ -288,12 +248,7 @@ impl Patch {
 
 /// Applies `patch` to the locked row and logs the differences. Disabling a
 /// user revokes their sessions. Returns the updated user.
-pub async fn update(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    username: &str,
-    patch: Patch,
-) -> Result<User, ApiError> {
+pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patch: Patch) -> Result<User, ApiError> {
     let before = get(conn, username, true).await?;
     if patch.enabled == Some(false) && before.enabled {
         ensure_not_last_admin(conn, &before, "disable").await?;
@@ -301,27 +256,13 @@ pub async fn update(
     if patch.admin == Some(false) && before.admin() {
         ensure_not_last_admin(conn, &before, "demote").await?;
     }
-    let email = patch
-        .email
-        .as_ref()
-        .map(|e| e.as_str().to_string())
-        .unwrap_or_else(|| before.email.clone());
-    let first = patch
-        .first_name
-        .clone()
-        .unwrap_or_else(|| before.first_name.clone());
-    let last = patch
-        .last_name
-        .clone()
-        .unwrap_or_else(|| before.last_name.clone());
+    let email = patch.email.as_ref().map(|e| e.as_str().to_string()).unwrap_or_else(|| before.email.clone());
+    let first = patch.first_name.clone().unwrap_or_else(|| before.first_name.clone());
+    let last = patch.last_name.clone().unwrap_or_else(|| before.last_name.clone());
     let enabled = patch.enabled.unwrap_or(before.enabled);
     // A changed email is no longer verified, unless the same request says so.
     let email_changed = !email.eq_ignore_ascii_case(&before.email);
-    let verified = patch.verified.unwrap_or(if email_changed {
-        false
-    } else {
-        before.verified
-    });
+    let verified = patch.verified.unwrap_or(if email_changed { false } else { before.verified });
     let mut changes = Changes::new()
         .field("email", before.email.as_str(), email.as_str())
         .field("first_name", before.first_name.as_str(), first.as_str())
@@ -357,26 +298,18 @@ pub async fn update(
     if changes.is_empty() {
         return Ok(before);
     }
-    audit::record(
-        &mut *conn,
-        audit,
-        "user",
-        &before.id.to_string(),
-        "user.updated",
-        changes,
-    )
-    .await?;
+    audit::record(&mut *conn, audit, "user", &before.id.to_string(), "user.updated", changes).await?;
     if before.enabled && !enabled {
         crate::store::sessions::revoke_all(conn, audit, before.id, "user disabled").await?;
+    }
+    if verified && enabled && !(before.verified && before.enabled && !email_changed) {
+        crate::store::access_requests::attach_email_invitations(conn, audit, before.id, &email).await?;
     }
     get_by_id(conn, before.id).await
 }
 
 async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), ApiError> {
-    sqlx::query("UPDATE users SET last_modified = now() WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query("UPDATE users SET last_modified = now() WHERE id = $1").bind(id).execute(conn).await?;
     Ok(())
 }
 
@@ -389,11 +322,7 @@ async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
     Ok(res.rows_affected() > 0)
 }
 
-pub async fn delete(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    username: &str,
-) -> Result<User, ApiError> {
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, ApiError> {
     let user = get(conn, username, true).await?;
     ensure_not_last_admin(conn, &user, "delete").await?;
     // Logged before the row goes; the log keeps the subject id and values.
@@ -401,19 +330,8 @@ pub async fn delete(
         .field("username", user.username.as_str(), serde_json::Value::Null)
         .field("email", user.email.as_str(), serde_json::Value::Null)
         .field("roles", user.roles.clone(), serde_json::Value::Null);
-    audit::record(
-        &mut *conn,
-        audit,
-        "user",
-        &user.id.to_string(),
-        "user.deleted",
-        changes,
-    )
-    .await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(user.id)
-        .execute(&mut *conn)
-        .await?;
+    audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.deleted", changes).await?;
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *conn).await?;
     Ok(user)
 }
 
@@ -449,34 +367,24 @@ pub async fn change_roles(
         } else if user.roles.contains(role) {
             delete_role(conn, user.id, role).await.map(|_| ())
         } else {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-                    .bind(role)
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+                .bind(role)
+                .fetch_one(&mut *conn)
+                .await?;
             if exists {
                 Ok(())
             } else {
-                Err(ApiError::not_found(
-                    "role_not_found",
-                    format!("role '{role}' does not exist"),
-                ))
+                Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")))
             }
         };
         match outcome {
             Ok(()) => {
                 changed = true;
-                results.push(ItemResult {
-                    name: role.clone(),
-                    ok: true,
-                    error: None,
-                })
+                results.push(ItemResult { name: role.clone(), ok: true, error: None })
             }
-            Err(e) if e.status.is_client_error() => results.push(ItemResult {
-                name: role.clone(),
-                ok: false,
-                error: Some(e.message),
-            }),
+            Err(e) if e.status.is_client_error() => {
+                results.push(ItemResult { name: role.clone(), ok: false, error: Some(e.message) })
+            }
             Err(e) => return Err(e),
         }
     }
@@ -484,15 +392,7 @@ pub async fn change_roles(
     if changed && after.roles != user.roles {
         touch(conn, user.id).await?;
         let changes = Changes::new().field("roles", user.roles.clone(), after.roles.clone());
-        audit::record(
-            &mut *conn,
-            audit,
-            "user",
-            &user.id.to_string(),
-            "user.roles_changed",
-            changes,
-        )
-        .await?;
+        audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.roles_changed", changes).await?;
     }
     Ok((get_by_id(conn, user.id).await?, results))
 }
@@ -515,54 +415,27 @@ pub async fn set_password(
     .bind(hash)
     .execute(&mut *conn)
     .await?;
-    audit::record(
-        &mut *conn,
-        audit,
-        "user",
-        &user.id.to_string(),
-        action,
-        Changes::new().secret("password"),
-    )
-    .await?;
+    audit::record(&mut *conn, audit, "user", &user.id.to_string(), action, Changes::new().secret("password")).await?;
     crate::store::sessions::revoke_others(conn, audit, user.id, keep_session).await?;
     Ok(())
 }
 
 pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_one(conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_one(conn).await?)
 }
 
-pub async fn unlock(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    username: &str,
-) -> Result<User, ApiError> {
+pub async fn unlock(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, ApiError> {
     let user = get(conn, username, true).await?;
     sqlx::query("UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1")
         .bind(user.id)
         .execute(&mut *conn)
         .await?;
-    let changes = Changes::new()
-        .field("failed_login_attempts", user.failed_login_attempts, 0)
-        .field(
-            "locked_until",
-            serde_json::to_value(user.locked_until).unwrap_or_default(),
-            serde_json::Value::Null,
-        );
-    audit::record(
-        &mut *conn,
-        audit,
-        "user",
-        &user.id.to_string(),
-        "user.unlocked",
-        changes,
-    )
-    .await?;
+    let changes = Changes::new().field("failed_login_attempts", user.failed_login_attempts, 0).field(
+        "locked_until",
+        serde_json::to_value(user.locked_until).unwrap_or_default(),
+        serde_json::Value::Null,
+    );
+    audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.unlocked", changes).await?;
     get_by_id(conn, user.id).await
 }
 
@@ -585,8 +458,7 @@ pub async fn verify_login(
     login: &str,
     password: SecretString,
 ) -> Result<Uuid, ApiError> {
-    let invalid =
-        || ApiError::unauthorized("invalid username or password").with_code("invalid_credentials");
+    let invalid = || ApiError::unauthorized("invalid username or password").with_code("invalid_credentials");
     let max = i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5);
     let lockout = i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900);
     if login.len() > 254 {
@@ -621,25 +493,18 @@ pub async fn verify_login(
     .fetch_optional(&state.pool)
     .await?;
     if reserved.is_none() {
-        let until: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
-                .bind(row.id)
-                .fetch_one(&state.pool)
-                .await?;
-        let retry = until
-            .map(|u| (u - Utc::now()).num_seconds())
-            .unwrap_or(lockout)
-            .max(1);
+        let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&state.pool)
+            .await?;
+        let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(lockout).max(1);
         return Err(ApiError::too_many(
             "account_locked",
             "too many failed logins; the account is locked for a while",
             u64::try_from(retry).unwrap_or(1),
         ));
     }
-    let verdict = state
-        .hasher
-        .verify(password, row.password_hash.clone())
-        .await?;
+    let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = state.pool.begin().await?;
     let ok = !matches!(verdict, Verified::No) && row.enabled;
@@ -655,15 +520,7 @@ pub async fn verify_login(
         })
         .execute(&mut *tx)
         .await?;
-        audit::record(
-            &mut *tx,
-            &audit,
-            "user",
-            &row.id.to_string(),
-            "login.succeeded",
-            Changes::new(),
-        )
-        .await?;
+        audit::record(&mut *tx, &audit, "user", &row.id.to_string(), "login.succeeded", Changes::new()).await?;
         tx.commit().await?;
         return Ok(row.id);
     }
@@ -676,20 +533,9 @@ pub async fn verify_login(
     .bind(lockout as f64)
     .fetch_optional(&mut *tx)
     .await?;
-    let reason = if row.enabled {
-        "bad_password"
-    } else {
-        "account_disabled"
-    };
-    audit::record(
-        &mut *tx,
-        &audit,
-        "user",
-        &row.id.to_string(),
-        "login.failed",
-        Changes::new().set("reason", reason),
-    )
-    .await?;
+    let reason = if row.enabled { "bad_password" } else { "account_disabled" };
+    audit::record(&mut *tx, &audit, "user", &row.id.to_string(), "login.failed", Changes::new().set("reason", reason))
+        .await?;
     if let Some(until) = locked {
         audit::record(
             &mut *tx,
@@ -717,15 +563,9 @@ pub struct ListFilter {
 }
 
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> {
-    let pattern = f.q.as_ref().map(|q| {
-        format!(
-            "%{}%",
-            q.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    let pattern =
+        f.q.as_ref()
+            .map(|q| format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users u
          WHERE ($1::text IS NULL OR lower(u.username) LIKE $1 OR lower(u.email) LIKE $1
@@ -752,15 +592,9 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> 
 }
 
 pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)")
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)").fetch_all(pool).await?)
 }
 
 pub async fn count(conn: &mut PgConnection) -> Result<i64, ApiError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(conn)
-        .await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await?)
 }

@@ -11,6 +11,9 @@ fn concrete(path: &str, victim: &str) -> String {
     path.replace("{username}", victim)
         .replace("{role}", "UserManager")
         .replace("{id}", "00000000-0000-0000-0000-000000000001")
+        .replace("{project}", "SWEEP")
+        .replace("{group}", "SWEEP_member")
+        .replace("{par_id}", "1")
 }
 
 #[tokio::test]
@@ -18,29 +21,20 @@ async fn every_route_enforces_its_declared_rule() {
     let app = spawn_app().await;
     let user = app.user("ordinary").await;
     app.create_user("victim", json!({})).await;
-    let doc = app
-        .send(Method::GET, "/api/v1/openapi.json", &Auth::None, None)
-        .await
-        .expect(200)
-        .json();
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
+    let doc = app.send(Method::GET, "/api/v1/openapi.json", &Auth::None, None).await.expect(200).json();
     let paths = doc["paths"].as_object().expect("paths");
 
     // The document and the route table list exactly the same routes.
     let mut documented: Vec<(String, String)> = Vec::new();
     for (path, item) in paths {
         for (method, op) in item.as_object().expect("item") {
-            assert!(
-                op.get("x-access").is_some(),
-                "{method} {path} has no x-access"
-            );
+            assert!(op.get("x-access").is_some(), "{method} {path} has no x-access");
             documented.push((method.to_uppercase(), path.clone()));
         }
     }
-    let mut table: Vec<(String, String)> = registrar::startup::route_table()
-        .entries
-        .iter()
-        .map(|(m, p, _)| (m.to_string(), p.clone()))
-        .collect();
+    let mut table: Vec<(String, String)> =
+        registrar::startup::route_table().entries.iter().map(|(m, p, _)| (m.to_string(), p.clone())).collect();
     documented.sort();
     table.sort();
     assert_eq!(documented, table, "route table and OpenAPI document differ");
@@ -57,47 +51,28 @@ async fn every_route_enforces_its_declared_rule() {
                 assert_ne!(anon.status, 401, "{method} {path} is public");
                 assert_ne!(anon.status, 403, "{method} {path} is public");
             } else {
-                assert_eq!(
-                    anon.status, 401,
-                    "anonymous {method} {path} ({access}): {}",
-                    anon.text
-                );
+                assert_eq!(anon.status, 401, "anonymous {method} {path} ({access}): {}", anon.text);
                 assert_eq!(anon.code(), "unauthenticated");
             }
             // Logging out would end the sweeping user's session: use a throwaway one.
-            let token = if path == "/api/v1/auth/logout" {
-                app.login("ordinary", PASSWORD).await
-            } else {
-                user.clone()
-            };
-            let as_user = app
-                .send(m.clone(), &url, &Auth::Bearer(token), body.clone())
-                .await;
-            if access.starts_with("permission:") || access.starts_with("self-or-permission:") {
-                assert_eq!(
-                    as_user.status, 403,
-                    "ordinary user {method} {path} ({access}): {}",
-                    as_user.text
-                );
+            let token =
+                if path == "/api/v1/auth/logout" { app.login("ordinary", PASSWORD).await } else { user.clone() };
+            let as_user = app.send(m.clone(), &url, &Auth::Bearer(token), body.clone()).await;
+            if access.contains("permission:") {
+                assert_eq!(as_user.status, 403, "ordinary user {method} {path} ({access}): {}", as_user.text);
                 assert_eq!(as_user.code(), "forbidden");
             } else {
-                assert_ne!(
-                    as_user.status, 403,
-                    "ordinary user {method} {path} ({access}) allowed: {}",
-                    as_user.text
-                );
+                assert_ne!(as_user.status, 403, "ordinary user {method} {path} ({access}) allowed: {}", as_user.text);
             }
-            assert!(
-                as_user.status.as_u16() < 500,
-                "{method} {path}: {}",
-                as_user.text
-            );
+            assert!(as_user.status.as_u16() < 500, "{method} {path}: {}", as_user.text);
             checked += 1;
         }
     }
     assert!(checked >= 30, "only {checked} operations");
     // Denials are logged with the actor.
-    let denied = app.count("SELECT count(*) FROM change_log WHERE action = 'authorization.denied' AND actor_username = 'ordinary'").await;
+    let denied = app
+        .count("SELECT count(*) FROM change_log WHERE action = 'authorization.denied' AND actor_username = 'ordinary'")
+        .await;
     assert!(denied >= 15, "{denied}");
 }
 
@@ -105,86 +80,37 @@ async fn every_route_enforces_its_declared_rule() {
 async fn change_log_about_and_by_a_user() {
     let app = spawn_app().await;
     let t = app.user("lou").await;
-    app.patch(
-        "/api/v1/users/me",
-        &t,
-        json!({"first_name": "Lou", "last_name": "Reed"}),
-    )
-    .await
-    .expect(200);
-    app.patch(
-        "/api/v1/users/lou",
-        &app.admin_token,
-        json!({"verified": true}),
-    )
-    .await
-    .expect(200);
+    app.patch("/api/v1/users/me", &t, json!({"first_name": "Lou", "last_name": "Reed"})).await.expect(200);
+    app.patch("/api/v1/users/lou", &app.admin_token, json!({"verified": true})).await.expect(200);
     let log = app.get("/api/v1/users/me/log", &t).await.expect(200).json();
     let items = log["items"].as_array().expect("items");
     // Newest first: the admin's verification, then lou's own edit, ...
     assert_eq!(items[0]["action"], "user.updated");
     assert_eq!(items[0]["actor_username"], ADMIN);
-    assert_eq!(
-        items[0]["changes"]["verified"],
-        json!({"before": false, "after": true})
-    );
-    assert_eq!(
-        items[1]["changes"]["first_name"],
-        json!({"before": "", "after": "Lou"})
-    );
+    assert_eq!(items[0]["changes"]["verified"], json!({"before": false, "after": true}));
+    assert_eq!(items[1]["changes"]["first_name"], json!({"before": "", "after": "Lou"}));
     assert!(items[1]["request_id"].is_string() && items[1]["client_ip"] == "127.0.0.1");
     assert!(items[1]["actor_session_id"].is_string());
     assert!(items.iter().any(|e| e["action"] == "user.created"));
     // Actions by lou: her own edit and her login.
-    let actions = app
-        .get("/api/v1/users/lou/actions", &t)
-        .await
-        .expect(200)
-        .json();
-    let acts: Vec<&str> = actions["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|e| e["action"].as_str().expect("a"))
-        .collect();
-    assert!(
-        acts.contains(&"user.updated") && acts.contains(&"login.succeeded"),
-        "{acts:?}"
-    );
+    let actions = app.get("/api/v1/users/lou/actions", &t).await.expect(200).json();
+    let acts: Vec<&str> =
+        actions["items"].as_array().expect("items").iter().map(|e| e["action"].as_str().expect("a")).collect();
+    assert!(acts.contains(&"user.updated") && acts.contains(&"login.succeeded"), "{acts:?}");
     // Others may not read it; managers may.
     let other = app.user("other").await;
     app.get("/api/v1/users/lou/log", &other).await.expect(403);
-    app.get("/api/v1/users/lou/log", &app.admin_token)
-        .await
-        .expect(200);
+    app.get("/api/v1/users/lou/log", &app.admin_token).await.expect(200);
     // Pagination, newest first, no overlap.
-    let p1 = app
-        .get("/api/v1/users/lou/log?limit=2", &t)
-        .await
-        .expect(200)
-        .json();
+    let p1 = app.get("/api/v1/users/lou/log?limit=2", &t).await.expect(200).json();
     let cursor = p1["next_cursor"].as_str().expect("more pages");
-    let p2 = app
-        .get(
-            &format!("/api/v1/users/lou/log?limit=2&cursor={cursor}"),
-            &t,
-        )
-        .await
-        .expect(200)
-        .json();
+    let p2 = app.get(&format!("/api/v1/users/lou/log?limit=2&cursor={cursor}"), &t).await.expect(200).json();
     let id1 = p1["items"][1]["id"].as_i64().expect("id");
     let id2 = p2["items"][0]["id"].as_i64().expect("id");
     assert!(id2 < id1);
     // No route changes the log.
     for m in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
-        let r = app
-            .send(
-                m,
-                "/api/v1/users/lou/log",
-                &Auth::Bearer(app.admin_token.clone()),
-                Some(json!({})),
-            )
-            .await;
+        let r = app.send(m, "/api/v1/users/lou/log", &Auth::Bearer(app.admin_token.clone()), Some(json!({}))).await;
         assert_eq!(r.status, 405);
     }
 }
@@ -201,18 +127,12 @@ async fn a_change_and_its_log_entry_commit_or_roll_back_together() {
     .execute(&app.pool)
     .await
     .expect("fn");
-    sqlx::query(
-        "CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("trigger");
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse()")
+        .execute(&app.pool)
+        .await
+        .expect("trigger");
     let r = app
-        .patch(
-            "/api/v1/users/tx",
-            &app.admin_token,
-            json!({"first_name": "After", "verified": true}),
-        )
+        .patch("/api/v1/users/tx", &app.admin_token, json!({"first_name": "After", "verified": true}))
         .await
         .expect(500);
     assert!(!r.text.contains("log refused"));
@@ -221,48 +141,22 @@ async fn a_change_and_its_log_entry_commit_or_roll_back_together() {
             .fetch_one(&app.pool)
             .await
             .expect("q");
-    assert_eq!(
-        (first.as_str(), verified),
-        ("Before", false),
-        "the change rolled back with its log entry"
-    );
+    assert_eq!((first.as_str(), verified), ("Before", false), "the change rolled back with its log entry");
     // A rejected change writes neither.
-    sqlx::query("DROP TRIGGER refuse ON change_log")
-        .execute(&app.pool)
-        .await
-        .expect("drop");
+    sqlx::query("DROP TRIGGER refuse ON change_log").execute(&app.pool).await.expect("drop");
     app.create_user("taken", json!({})).await;
     let before = app.count("SELECT count(*) FROM change_log").await;
-    app.patch(
-        "/api/v1/users/tx",
-        &app.admin_token,
-        json!({"email": "TAKEN@example.org"}),
-    )
-    .await
-    .expect(409);
+    app.patch("/api/v1/users/tx", &app.admin_token, json!({"email": "TAKEN@example.org"})).await.expect(409);
     assert_eq!(app.count("SELECT count(*) FROM change_log").await, before);
-    app.patch(
-        "/api/v1/users/tx",
-        &app.admin_token,
-        json!({"first_name": "After"}),
-    )
-    .await
-    .expect(200);
-    assert_eq!(
-        app.count("SELECT count(*) FROM change_log").await,
-        before + 1
-    );
+    app.patch("/api/v1/users/tx", &app.admin_token, json!({"first_name": "After"})).await.expect(200);
+    assert_eq!(app.count("SELECT count(*) FROM change_log").await, before + 1);
 }
 
 #[tokio::test]
 async fn no_secret_in_any_response() {
     let app = spawn_app().await;
     let t = app.user("sec").await;
-    let key = app
-        .post("/api/v1/users/me/api-keys", &t, json!({"name": "k"}))
-        .await
-        .expect(201)
-        .json()["key"]
+    let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k"})).await.expect(201).json()["key"]
         .as_str()
         .expect("k")
         .to_string();

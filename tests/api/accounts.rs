@@ -8,12 +8,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn create_and_read_user() {
     let app = spawn_app().await;
-    let u = app
-        .create_user(
-            "Alice",
-            json!({"first_name": "Alice", "last_name": "Liddell", "verified": true}),
-        )
-        .await;
+    let u = app.create_user("Alice", json!({"first_name": "Alice", "last_name": "Liddell", "verified": true})).await;
     for field in [
         "id",
         "username",
@@ -34,27 +29,22 @@ async fn create_and_read_user() {
     assert_eq!(u["admin"], false);
     assert!(u.get("password").is_none() && u.get("password_hash").is_none());
     // Read back, by any case.
-    let r = app
-        .get("/api/v1/users/alice", &app.admin_token)
-        .await
-        .expect(200);
+    let r = app.get("/api/v1/users/alice", &app.admin_token).await.expect(200);
     assert_eq!(r.json()["id"], u["id"]);
     // The password stored is an argon2id hash, not the password.
-    let hash: String =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'Alice'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("q");
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'Alice'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("q");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(PASSWORD));
     // Created is logged with the actor.
-    let actor: String = sqlx::query_scalar(
-        "SELECT actor_username FROM change_log WHERE action = 'user.created' AND subject_id = $1",
-    )
-    .bind(u["id"].as_str().expect("id"))
-    .fetch_one(&app.pool)
-    .await
-    .expect("log entry");
+    let actor: String =
+        sqlx::query_scalar("SELECT actor_username FROM change_log WHERE action = 'user.created' AND subject_id = $1")
+            .bind(u["id"].as_str().expect("id"))
+            .fetch_one(&app.pool)
+            .await
+            .expect("log entry");
     assert_eq!(actor, ADMIN);
 }
 
@@ -65,81 +55,25 @@ async fn create_validation_and_duplicates() {
     let t = &app.admin_token;
     let base = |u: &str, e: &str, p: &str| json!({"username": u, "email": e, "password": p});
     let cases = [
-        (
-            base("BOB", "other@example.org", PASSWORD),
-            409,
-            "username_taken",
-        ),
-        (
-            base("bobby", "BOB@example.org", PASSWORD),
-            409,
-            "email_taken",
-        ),
-        (
-            base("me", "me@example.org", PASSWORD),
-            400,
-            "reserved_username",
-        ),
-        (
-            base("ME", "me2@example.org", PASSWORD),
-            400,
-            "reserved_username",
-        ),
-        (
-            base("no spaces", "x@example.org", PASSWORD),
-            422,
-            "invalid_username",
-        ),
-        (
-            base(&"a".repeat(65), "x@example.org", PASSWORD),
-            422,
-            "invalid_username",
-        ),
-        (
-            base("-dash", "x@example.org", PASSWORD),
-            422,
-            "invalid_username",
-        ),
-        (
-            base("carol", "not-an-email", PASSWORD),
-            422,
-            "invalid_email",
-        ),
-        (
-            base("carol", "carol@example.org", "too short"),
-            422,
-            "password_too_short",
-        ),
-        (
-            base("carol", "carol@example.org", "1q2w3e4r5t6y7u8i9o0p"),
-            422,
-            "password_too_common",
-        ),
-        (
-            base(
-                "carol",
-                "carol@example.org",
-                "my name is carol, hello there",
-            ),
-            422,
-            "password_contains_identity",
-        ),
-        (
-            base("carol", "carol@example.org", &"x".repeat(300)),
-            422,
-            "password_too_long",
-        ),
+        (base("BOB", "other@example.org", PASSWORD), 409, "username_taken"),
+        (base("bobby", "BOB@example.org", PASSWORD), 409, "email_taken"),
+        (base("me", "me@example.org", PASSWORD), 400, "reserved_username"),
+        (base("ME", "me2@example.org", PASSWORD), 400, "reserved_username"),
+        (base("no spaces", "x@example.org", PASSWORD), 422, "invalid_username"),
+        (base(&"a".repeat(65), "x@example.org", PASSWORD), 422, "invalid_username"),
+        (base("-dash", "x@example.org", PASSWORD), 422, "invalid_username"),
+        (base("carol", "not-an-email", PASSWORD), 422, "invalid_email"),
+        (base("carol", "carol@example.org", "too short"), 422, "password_too_short"),
+        (base("carol", "carol@example.org", "1q2w3e4r5t6y7u8i9o0p"), 422, "password_too_common"),
+        (base("carol", "carol@example.org", "my name is carol, hello there"), 422, "password_contains_identity"),
+        (base("carol", "carol@example.org", &"x".repeat(300)), 422, "password_too_long"),
         (json!({"username": "carol"}), 400, "invalid_json"),
         (
             json!({"username": "carol", "email": "c@example.org", "password": PASSWORD, "isAdmin": true}),
             400,
             "invalid_json",
         ),
-        (
-            json!({"username": 5, "email": "c@example.org"}),
-            400,
-            "invalid_json",
-        ),
+        (json!({"username": 5, "email": "c@example.org"}), 400, "invalid_json"),
     ];
     let before = app.count("SELECT count(*) FROM users").await;
     for (body, status, code) in cases {
@@ -147,20 +81,12 @@ async fn create_validation_and_duplicates() {
         assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
         assert_eq!(r.code(), code, "{body}");
     }
-    assert_eq!(
-        app.count("SELECT count(*) FROM users").await,
-        before,
-        "nothing written by rejected creates"
-    );
+    assert_eq!(app.count("SELECT count(*) FROM users").await, before, "nothing written by rejected creates");
     // 64 characters of any Unicode are accepted and verified exactly.
     let pw = "ключ-🔑-".repeat(8);
-    app.post(
-        "/api/v1/users",
-        t,
-        json!({"username": "dora", "email": "dora@example.org", "password": pw}),
-    )
-    .await
-    .expect(201);
+    app.post("/api/v1/users", t, json!({"username": "dora", "email": "dora@example.org", "password": pw}))
+        .await
+        .expect(201);
     app.login("dora", &pw).await;
     // No truncation: a prefix of the password does not work.
     let prefix: String = pw.chars().take(40).collect();
@@ -171,26 +97,10 @@ async fn create_validation_and_duplicates() {
 async fn list_paginates_and_filters() {
     let app = spawn_app().await;
     for name in ["u1", "u2", "u3", "u4", "u5"] {
-        app.create_user(
-            name,
-            json!({"first_name": if name == "u3" { "Zelda" } else { "Plain" }}),
-        )
-        .await;
+        app.create_user(name, json!({"first_name": if name == "u3" { "Zelda" } else { "Plain" }})).await;
     }
-    app.patch(
-        "/api/v1/users/u5",
-        &app.admin_token,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(200);
-    app.put(
-        "/api/v1/users/u4/roles/UserManager",
-        &app.admin_token,
-        json!(null),
-    )
-    .await
-    .expect(200);
+    app.patch("/api/v1/users/u5", &app.admin_token, json!({"enabled": false})).await.expect(200);
+    app.put("/api/v1/users/u4/roles/UserManager", &app.admin_token, json!(null)).await.expect(200);
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -201,11 +111,7 @@ async fn list_paginates_and_filters() {
         let page = app.get(&path, &app.admin_token).await.expect(200).json();
         let items = page["items"].as_array().expect("items");
         assert!(items.len() <= 2);
-        seen.extend(
-            items
-                .iter()
-                .map(|u| u["username"].as_str().expect("name").to_string()),
-        );
+        seen.extend(items.iter().map(|u| u["username"].as_str().expect("name").to_string()));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -213,67 +119,16 @@ async fn list_paginates_and_filters() {
     }
     assert_eq!(seen, ["admin", "u1", "u2", "u3", "u4", "u5"]);
     let names = |v: serde_json::Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|u| u["username"].as_str().expect("n").to_string())
-            .collect()
+        v["items"].as_array().expect("items").iter().map(|u| u["username"].as_str().expect("n").to_string()).collect()
     };
-    assert_eq!(
-        names(
-            app.get("/api/v1/users?q=zeld", &app.admin_token)
-                .await
-                .expect(200)
-                .json()
-        ),
-        ["u3"]
-    );
-    assert_eq!(
-        names(
-            app.get("/api/v1/users?enabled=false", &app.admin_token)
-                .await
-                .expect(200)
-                .json()
-        ),
-        ["u5"]
-    );
-    assert_eq!(
-        names(
-            app.get("/api/v1/users?role=UserManager", &app.admin_token)
-                .await
-                .expect(200)
-                .json()
-        ),
-        ["u4"]
-    );
+    assert_eq!(names(app.get("/api/v1/users?q=zeld", &app.admin_token).await.expect(200).json()), ["u3"]);
+    assert_eq!(names(app.get("/api/v1/users?enabled=false", &app.admin_token).await.expect(200).json()), ["u5"]);
+    assert_eq!(names(app.get("/api/v1/users?role=UserManager", &app.admin_token).await.expect(200).json()), ["u4"]);
     // A pattern character is literal.
-    assert!(names(
-        app.get("/api/v1/users?q=%25", &app.admin_token)
-            .await
-            .expect(200)
-            .json()
-    )
-    .is_empty());
-    assert_eq!(
-        app.get("/api/v1/users?cursor=garbage!", &app.admin_token)
-            .await
-            .expect(400)
-            .code(),
-        "invalid_cursor"
-    );
-    assert_eq!(
-        app.get("/api/v1/users?limit=0", &app.admin_token)
-            .await
-            .expect(400)
-            .code(),
-        "invalid_limit"
-    );
-    let all = app
-        .get("/api/v1/usernames", &app.admin_token)
-        .await
-        .expect(200)
-        .json();
+    assert!(names(app.get("/api/v1/users?q=%25", &app.admin_token).await.expect(200).json()).is_empty());
+    assert_eq!(app.get("/api/v1/users?cursor=garbage!", &app.admin_token).await.expect(400).code(), "invalid_cursor");
+    assert_eq!(app.get("/api/v1/users?limit=0", &app.admin_token).await.expect(400).code(), "invalid_limit");
+    let all = app.get("/api/v1/usernames", &app.admin_token).await.expect(200).json();
     assert_eq!(all.as_array().expect("list").len(), 6);
 }
 
@@ -286,40 +141,19 @@ async fn self_service_and_its_limits() {
     let me = app.get("/api/v1/users/me", &alice).await.expect(200).json();
     assert_eq!(me["username"], "alice");
     app.get("/api/v1/users/alice", &alice).await.expect(200);
-    let r = app
-        .patch(
-            "/api/v1/users/me",
-            &alice,
-            json!({"first_name": "Alice", "last_name": "L"}),
-        )
-        .await
-        .expect(200);
+    let r = app.patch("/api/v1/users/me", &alice, json!({"first_name": "Alice", "last_name": "L"})).await.expect(200);
     assert_eq!(r.json()["first_name"], "Alice");
     // Not others, not privileged fields, not own roles.
     app.get("/api/v1/users/bob", &alice).await.expect(403);
-    app.patch("/api/v1/users/bob", &alice, json!({"first_name": "x"}))
-        .await
-        .expect(403);
+    app.patch("/api/v1/users/bob", &alice, json!({"first_name": "x"})).await.expect(403);
     app.get("/api/v1/users", &alice).await.expect(403);
-    app.post(
-        "/api/v1/users",
-        &alice,
-        json!({"username": "eve", "email": "eve@example.org", "password": PASSWORD}),
-    )
-    .await
-    .expect(403);
-    for body in [
-        json!({"enabled": false}),
-        json!({"verified": true}),
-        json!({"admin": true}),
-    ] {
-        app.patch("/api/v1/users/me", &alice, body.clone())
-            .await
-            .expect(403);
-    }
-    app.put("/api/v1/users/me/roles", &alice, json!(["UserManager"]))
+    app.post("/api/v1/users", &alice, json!({"username": "eve", "email": "eve@example.org", "password": PASSWORD}))
         .await
         .expect(403);
+    for body in [json!({"enabled": false}), json!({"verified": true}), json!({"admin": true})] {
+        app.patch("/api/v1/users/me", &alice, body.clone()).await.expect(403);
+    }
+    app.put("/api/v1/users/me/roles", &alice, json!(["UserManager"])).await.expect(403);
     app.delete("/api/v1/users/bob", &alice).await.expect(403);
     let after = app.get("/api/v1/users/me", &alice).await.json();
     assert_eq!(after["verified"], me["verified"]);
@@ -330,40 +164,27 @@ async fn self_service_and_its_limits() {
 #[tokio::test]
 async fn user_manager_manages_users_but_not_admins() {
     let app = spawn_app().await;
-    app.create_user("manager", json!({"roles": ["UserManager"]}))
-        .await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
     let m = app.login("manager", PASSWORD).await;
     app.create_user("plain", json!({})).await;
     app.get("/api/v1/users", &m).await.expect(200);
+    app.post("/api/v1/users", &m, json!({"username": "newbie", "email": "newbie@example.org", "password": PASSWORD}))
+        .await
+        .expect(201);
+    app.patch("/api/v1/users/plain", &m, json!({"enabled": false, "verified": true})).await.expect(200);
+    // No minting or touching administrators.
     app.post(
         "/api/v1/users",
         &m,
-        json!({"username": "newbie", "email": "newbie@example.org", "password": PASSWORD}),
-    )
-    .await
-    .expect(201);
-    app.patch(
-        "/api/v1/users/plain",
-        &m,
-        json!({"enabled": false, "verified": true}),
-    )
-    .await
-    .expect(200);
-    // No minting or touching administrators.
-    app.post("/api/v1/users", &m, json!({"username": "boss", "email": "boss@example.org", "password": PASSWORD, "admin": true})).await.expect(403);
-    app.put("/api/v1/users/plain/roles/Administrator", &m, json!(null))
-        .await
-        .expect(403);
-    app.patch("/api/v1/users/admin", &m, json!({"enabled": false}))
-        .await
-        .expect(403);
-    app.put(
-        "/api/v1/users/admin/password",
-        &m,
-        json!({"new_password": "another long passphrase here"}),
+        json!({"username": "boss", "email": "boss@example.org", "password": PASSWORD, "admin": true}),
     )
     .await
     .expect(403);
+    app.put("/api/v1/users/plain/roles/Administrator", &m, json!(null)).await.expect(403);
+    app.patch("/api/v1/users/admin", &m, json!({"enabled": false})).await.expect(403);
+    app.put("/api/v1/users/admin/password", &m, json!({"new_password": "another long passphrase here"}))
+        .await
+        .expect(403);
     app.delete("/api/v1/users/admin", &m).await.expect(403);
     app.get("/api/v1/admin/change-log", &m).await.expect(403);
     app.delete("/api/v1/users/newbie", &m).await.expect(200);
@@ -373,53 +194,28 @@ async fn user_manager_manages_users_but_not_admins() {
 #[tokio::test]
 async fn last_admin_is_protected() {
     let app = spawn_app().await;
-    let r = app
-        .delete("/api/v1/users/admin", &app.admin_token)
-        .await
-        .expect(409);
+    let r = app.delete("/api/v1/users/admin", &app.admin_token).await.expect(409);
     assert_eq!(r.code(), "last_admin");
     // An admin cannot change their own admin flag or enabled state either.
-    app.patch(
-        "/api/v1/users/me",
-        &app.admin_token,
-        json!({"admin": false}),
-    )
-    .await
-    .expect(403);
-    app.patch(
-        "/api/v1/users/me",
-        &app.admin_token,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(403);
+    app.patch("/api/v1/users/me", &app.admin_token, json!({"admin": false})).await.expect(403);
+    app.patch("/api/v1/users/me", &app.admin_token, json!({"enabled": false})).await.expect(403);
     // Two admins deleting each other at once: exactly one succeeds.
     app.create_user("admin2", json!({"admin": true})).await;
     let t2 = app.login("admin2", PASSWORD).await;
-    let (a, b) = tokio::join!(
-        app.delete("/api/v1/users/admin2", &app.admin_token),
-        app.delete("/api/v1/users/admin", &t2)
-    );
+    let (a, b) =
+        tokio::join!(app.delete("/api/v1/users/admin2", &app.admin_token), app.delete("/api/v1/users/admin", &t2));
     let mut statuses = [a.status.as_u16(), b.status.as_u16()];
     statuses.sort();
-    assert!(
-        statuses == [200, 401] || statuses == [200, 409],
-        "{statuses:?}"
-    );
+    assert!(statuses == [200, 401] || statuses == [200, 409], "{statuses:?}");
     let admins = app
         .count("SELECT count(*) FROM users u JOIN user_roles r ON r.user_id = u.id WHERE r.role = 'Administrator' AND u.enabled")
         .await;
     assert_eq!(admins, 1);
     // Demoting the other admin works while one remains.
-    app.create_user("admin3", json!({"admin": true})).await;
-    let survivor = if a.status == 200 {
-        app.admin_token.clone()
-    } else {
-        t2.clone()
-    };
-    app.patch("/api/v1/users/admin3", &survivor, json!({"admin": false}))
-        .await
-        .expect(200);
+    let survivor = if a.status == 200 { app.admin_token.clone() } else { t2.clone() };
+    let body = json!({"username": "admin3", "email": "admin3@example.org", "password": PASSWORD, "admin": true});
+    app.post("/api/v1/users", &survivor, body).await.expect(201);
+    app.patch("/api/v1/users/admin3", &survivor, json!({"admin": false})).await.expect(200);
 }
 
 #[tokio::test]
@@ -427,18 +223,8 @@ async fn roles_many_and_one() {
     let app = spawn_app().await;
     app.create_user("rita", json!({})).await;
     let t = &app.admin_token;
-    let r = app
-        .put(
-            "/api/v1/users/rita/roles",
-            t,
-            json!(["UserManager", "Non-Expiring"]),
-        )
-        .await
-        .expect(200);
-    assert_eq!(
-        r.json()["user"]["roles"],
-        json!(["Non-Expiring", "UserManager"])
-    );
+    let r = app.put("/api/v1/users/rita/roles", t, json!(["UserManager", "Non-Expiring"])).await.expect(200);
+    assert_eq!(r.json()["user"]["roles"], json!(["Non-Expiring", "UserManager"]));
     // Partial: one unknown role -> 202 naming it; the known one applied.
     let r = app.delete("/api/v1/users/rita/roles", t).await;
     assert!(r.status.is_client_error(), "a body is required: {}", r.text);
@@ -454,32 +240,14 @@ async fn roles_many_and_one() {
     let results = r.json()["results"].clone();
     assert_eq!(results[0]["ok"], true);
     assert_eq!(results[1]["ok"], false);
-    assert!(results[1]["error"]
-        .as_str()
-        .expect("error")
-        .contains("Wizard"));
-    assert_eq!(
-        app.get("/api/v1/users/rita/roles", t).await.json(),
-        json!(["UserManager"])
-    );
-    app.put("/api/v1/users/rita/roles/Wizard", t, json!(null))
-        .await
-        .expect(404);
-    app.delete("/api/v1/users/rita/roles/UserManager", t)
-        .await
-        .expect(200);
-    assert_eq!(
-        app.get("/api/v1/users/rita/roles", t).await.json(),
-        json!([])
-    );
+    assert!(results[1]["error"].as_str().expect("error").contains("Wizard"));
+    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json(), json!(["UserManager"]));
+    app.put("/api/v1/users/rita/roles/Wizard", t, json!(null)).await.expect(404);
+    app.delete("/api/v1/users/rita/roles/UserManager", t).await.expect(200);
+    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json(), json!([]));
     // The permission list and role list.
     let perms = app.get("/api/v1/permissions", t).await.expect(200).json();
-    let names: Vec<&str> = perms
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name"))
-        .collect();
+    let names: Vec<&str> = perms.as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name")).collect();
     assert!(names.contains(&"USER_MANAGEMENT") && names.contains(&"ADMIN"));
     let roles = app.get("/api/v1/roles", t).await.expect(200).json();
     assert!(roles
@@ -488,20 +256,9 @@ async fn roles_many_and_one() {
         .iter()
         .any(|r| r["name"] == "UserManager" && r["permissions"] == json!(["USER_MANAGEMENT"])));
     // Granting a role gives its permission at once.
-    app.put("/api/v1/users/rita/roles/UserManager", t, json!(null))
-        .await
-        .expect(200);
+    app.put("/api/v1/users/rita/roles/UserManager", t, json!(null)).await.expect(200);
     let rita = app.login("rita", PASSWORD).await;
     app.get("/api/v1/users", &rita).await.expect(200);
-    let log = app
-        .log_actions(
-            app.get("/api/v1/users/rita", t).await.json()["id"]
-                .as_str()
-                .expect("id"),
-        )
-        .await;
-    assert!(
-        log.iter().filter(|a| *a == "user.roles_changed").count() >= 3,
-        "{log:?}"
-    );
+    let log = app.log_actions(app.get("/api/v1/users/rita", t).await.json()["id"].as_str().expect("id")).await;
+    assert!(log.iter().filter(|a| *a == "user.roles_changed").count() >= 3, "{log:?}");
 }

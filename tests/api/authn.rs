@@ -11,25 +11,17 @@ async fn login_does_not_enumerate_users() {
     app.create_user("known", json!({})).await;
     app.create_user("disabled", json!({"enabled": false})).await;
     let unknown = app.login_full("nobody", PASSWORD).await.expect(401);
-    let wrong = app
-        .login_full("known", "a wrong but long passphrase")
-        .await
-        .expect(401);
+    let wrong = app.login_full("known", "a wrong but long passphrase").await.expect(401);
     let off = app.login_full("disabled", PASSWORD).await.expect(401);
     for r in [&unknown, &wrong, &off] {
         assert_eq!(r.json()["error"]["code"], "invalid_credentials");
-        assert_eq!(
-            r.json()["error"]["message"],
-            unknown.json()["error"]["message"]
-        );
+        assert_eq!(r.json()["error"]["message"], unknown.json()["error"]["message"]);
         assert!(r.headers.get("set-cookie").is_none());
     }
     // By email too, any case.
     app.login("KNOWN@example.org", PASSWORD).await;
     // Failures are logged against the account; the unknown name leaves no row.
-    let failed = app
-        .count("SELECT count(*) FROM change_log WHERE action = 'login.failed'")
-        .await;
+    let failed = app.count("SELECT count(*) FROM change_log WHERE action = 'login.failed'").await;
     assert_eq!(failed, 2);
 }
 
@@ -38,37 +30,23 @@ async fn lockout_and_unlock() {
     let app = spawn_app().await;
     app.create_user("lock", json!({})).await;
     for _ in 0..5 {
-        app.login_full("lock", "a wrong but long passphrase")
-            .await
-            .expect(401);
+        app.login_full("lock", "a wrong but long passphrase").await.expect(401);
     }
     // Locked: even the right password gets 429 with Retry-After.
     let r = app.login_full("lock", PASSWORD).await.expect(429);
     assert_eq!(r.code(), "account_locked");
-    let retry: u64 = r.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
+    let retry: u64 = r.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     assert!(retry > 0 && retry <= 900);
     let u = app.get("/api/v1/users/lock", &app.admin_token).await.json();
     assert_eq!(u["locked"], true);
     assert_eq!(u["failed_login_attempts"], 5);
     let id = u["id"].as_str().expect("id").to_string();
-    app.post("/api/v1/users/lock/unlock", &app.admin_token, json!({}))
-        .await
-        .expect(200);
+    app.post("/api/v1/users/lock/unlock", &app.admin_token, json!({})).await.expect(200);
     app.login("lock", PASSWORD).await;
     let log = app.log_actions(&id).await;
-    assert!(
-        log.contains(&"user.locked".to_string()) && log.contains(&"user.unlocked".to_string()),
-        "{log:?}"
-    );
+    assert!(log.contains(&"user.locked".to_string()) && log.contains(&"user.unlocked".to_string()), "{log:?}");
     // A success resets the count.
-    assert_eq!(
-        app.get("/api/v1/users/lock", &app.admin_token).await.json()["failed_login_attempts"],
-        0
-    );
+    assert_eq!(app.get("/api/v1/users/lock", &app.admin_token).await.json()["failed_login_attempts"], 0);
 }
 
 #[tokio::test]
@@ -81,11 +59,10 @@ async fn parallel_guesses_get_at_most_n_checks() {
     let refused = results.iter().filter(|r| r.status == 429).count();
     assert!(checked <= 5, "{checked} passwords were checked");
     assert_eq!(checked + refused, 50);
-    let n: i32 =
-        sqlx::query_scalar("SELECT failed_login_attempts FROM users WHERE username = 'target'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("q");
+    let n: i32 = sqlx::query_scalar("SELECT failed_login_attempts FROM users WHERE username = 'target'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("q");
     assert_eq!(n, 5);
 }
 
@@ -98,17 +75,13 @@ async fn lockout_expires() {
     .await;
     app.create_user("brief", json!({})).await;
     for _ in 0..2 {
-        app.login_full("brief", "a wrong but long passphrase")
-            .await
-            .expect(401);
+        app.login_full("brief", "a wrong but long passphrase").await.expect(401);
     }
     app.login_full("brief", PASSWORD).await.expect(429);
-    sqlx::query(
-        "UPDATE users SET locked_until = now() - interval '1 second' WHERE username = 'brief'",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("q");
+    sqlx::query("UPDATE users SET locked_until = now() - interval '1 second' WHERE username = 'brief'")
+        .execute(&app.pool)
+        .await
+        .expect("q");
     app.login("brief", PASSWORD).await;
 }
 
@@ -119,12 +92,7 @@ async fn refresh_rotates_and_detects_reuse() {
     let first = app.login_full("rot", PASSWORD).await.expect(200).json();
     let r1 = first["refresh_token"].as_str().expect("rt").to_string();
     let second = app
-        .send(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            &Auth::None,
-            Some(json!({"refresh_token": r1})),
-        )
+        .send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": r1})))
         .await
         .expect(200)
         .json();
@@ -135,38 +103,16 @@ async fn refresh_rotates_and_detects_reuse() {
     app.get("/api/v1/users/me", &access2).await.expect(200);
     // The old token again: reuse -> the whole session is revoked.
     let r = app
-        .send(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            &Auth::None,
-            Some(json!({"refresh_token": r1})),
-        )
+        .send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": r1})))
         .await
         .expect(401);
     assert_eq!(r.code(), "refresh_token_reused");
-    app.send(
-        Method::POST,
-        "/api/v1/auth/refresh",
-        &Auth::None,
-        Some(json!({"refresh_token": r2})),
-    )
-    .await
-    .expect(401);
+    app.send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": r2}))).await.expect(401);
     app.get("/api/v1/users/me", &access2).await.expect(401);
-    app.get(
-        "/api/v1/users/me",
-        first["access_token"].as_str().expect("at"),
-    )
-    .await
-    .expect(401);
+    app.get("/api/v1/users/me", first["access_token"].as_str().expect("at")).await.expect(401);
     // Garbage is simply invalid.
     let r = app
-        .send(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            &Auth::None,
-            Some(json!({"refresh_token": "nope"})),
-        )
+        .send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": "nope"})))
         .await
         .expect(401);
     assert_eq!(r.code(), "invalid_refresh_token");
@@ -186,98 +132,40 @@ async fn revoked_sessions_are_rejected_at_once() {
     app.create_user("sam", json!({})).await;
     let a = app.login_full("sam", PASSWORD).await.expect(200).json();
     let b = app.login_full("sam", PASSWORD).await.expect(200);
-    let cookie = b.headers["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
-        "{cookie}"
-    );
-    let cookie_value = cookie
-        .split(';')
-        .next()
-        .expect("pair")
-        .split_once('=')
-        .expect("kv")
-        .1
-        .to_string();
+    let cookie = b.headers["set-cookie"].to_str().expect("cookie").to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    let cookie_value = cookie.split(';').next().expect("pair").split_once('=').expect("kv").1.to_string();
     let b = b.json();
     assert_ne!(a["session_id"], b["session_id"], "a new session per login");
     let ta = a["access_token"].as_str().expect("t").to_string();
     let tb = b["access_token"].as_str().expect("t").to_string();
     // The cookie alone authenticates.
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Cookie(cookie_value.clone()),
-        None,
-    )
-    .await
-    .expect(200);
-    let sessions = app
-        .get("/api/v1/users/me/sessions", &ta)
-        .await
-        .expect(200)
-        .json();
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Cookie(cookie_value.clone()), None).await.expect(200);
+    let sessions = app.get("/api/v1/users/me/sessions", &ta).await.expect(200).json();
     assert_eq!(sessions.as_array().expect("list").len(), 2);
     assert!(sessions[0].get("user_agent").is_some() && sessions[0].get("client_ip").is_some());
     // Revoke A: its token dies, B's lives.
-    app.delete(
-        &format!(
-            "/api/v1/sessions/{}",
-            a["session_id"].as_str().expect("sid")
-        ),
-        &tb,
-    )
-    .await
-    .expect(204);
+    app.delete(&format!("/api/v1/sessions/{}", a["session_id"].as_str().expect("sid")), &tb).await.expect(204);
     app.get("/api/v1/users/me", &ta).await.expect(401);
     app.get("/api/v1/users/me", &tb).await.expect(200);
     // Another user cannot revoke (or see) sam's session.
     let other = app.user("other").await;
-    app.delete(
-        &format!(
-            "/api/v1/sessions/{}",
-            b["session_id"].as_str().expect("sid")
-        ),
-        &other,
-    )
-    .await
-    .expect(404);
+    app.delete(&format!("/api/v1/sessions/{}", b["session_id"].as_str().expect("sid")), &other).await.expect(404);
     // Revoke all: every token and the cookie die, including ones issued for sessions not listed.
-    let r = app
-        .delete("/api/v1/users/sam/sessions", &app.admin_token)
-        .await
-        .expect(200);
+    let r = app.delete("/api/v1/users/sam/sessions", &app.admin_token).await.expect(200);
     assert_eq!(r.json()["revoked"], 1);
     app.get("/api/v1/users/me", &tb).await.expect(401);
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Cookie(cookie_value),
-        None,
-    )
-    .await
-    .expect(401);
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Cookie(cookie_value), None).await.expect(401);
 }
 
 #[tokio::test]
 async fn logout_ends_the_session() {
     let app = spawn_app().await;
     let t = app.user("leo").await;
-    let r = app
-        .post("/api/v1/auth/logout", &t, json!({}))
-        .await
-        .expect(204);
-    assert!(r.headers["set-cookie"]
-        .to_str()
-        .expect("c")
-        .contains("Max-Age=0"));
+    let r = app.post("/api/v1/auth/logout", &t, json!({})).await.expect(204);
+    assert!(r.headers["set-cookie"].to_str().expect("c").contains("Max-Age=0"));
     app.get("/api/v1/users/me", &t).await.expect(401);
-    app.send(Method::POST, "/api/v1/auth/logout", &Auth::None, None)
-        .await
-        .expect(401);
+    app.send(Method::POST, "/api/v1/auth/logout", &Auth::None, None).await.expect(401);
     // Tampered and foreign tokens are refused.
     let t2 = app.login("leo", PASSWORD).await;
     let mut tampered = t2.clone();
@@ -291,66 +179,29 @@ async fn logout_ends_the_session() {
 async fn disabling_or_deleting_ends_access() {
     let app = spawn_app().await;
     let t = app.user("dan").await;
-    let key = app
-        .post("/api/v1/users/me/api-keys", &t, json!({"name": "script"}))
-        .await
-        .expect(201)
-        .json()["key"]
+    let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "script"})).await.expect(201).json()["key"]
         .as_str()
         .expect("key")
         .to_string();
     app.get("/api/v1/users/me", &key).await.expect(200);
-    app.patch(
-        "/api/v1/users/dan",
-        &app.admin_token,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(200);
+    app.patch("/api/v1/users/dan", &app.admin_token, json!({"enabled": false})).await.expect(200);
     app.get("/api/v1/users/me", &t).await.expect(401);
     app.get("/api/v1/users/me", &key).await.expect(401);
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Basic("dan".into(), PASSWORD.into()),
-        None,
-    )
-    .await
-    .expect(401);
-    app.patch(
-        "/api/v1/users/dan",
-        &app.admin_token,
-        json!({"enabled": true}),
-    )
-    .await
-    .expect(200);
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Basic("dan".into(), PASSWORD.into()), None).await.expect(401);
+    app.patch("/api/v1/users/dan", &app.admin_token, json!({"enabled": true})).await.expect(200);
     // Re-enabling does not resurrect revoked sessions; the key works again.
     app.get("/api/v1/users/me", &t).await.expect(401);
     app.get("/api/v1/users/me", &key).await.expect(200);
-    app.delete("/api/v1/users/dan", &app.admin_token)
-        .await
-        .expect(200);
+    app.delete("/api/v1/users/dan", &app.admin_token).await.expect(200);
     app.get("/api/v1/users/me", &key).await.expect(401);
-    assert_eq!(
-        app.count("SELECT count(*) FROM sessions WHERE user_id NOT IN (SELECT id FROM users)")
-            .await,
-        0
-    );
+    assert_eq!(app.count("SELECT count(*) FROM sessions WHERE user_id NOT IN (SELECT id FROM users)").await, 0);
 }
 
 #[tokio::test]
 async fn api_keys_bearer_and_basic() {
     let app = spawn_app().await;
     let t = app.user("kim").await;
-    let created = app
-        .post(
-            "/api/v1/users/kim/api-keys",
-            &t,
-            json!({"name": "nightly sync"}),
-        )
-        .await
-        .expect(201)
-        .json();
+    let created = app.post("/api/v1/users/kim/api-keys", &t, json!({"name": "nightly sync"})).await.expect(201).json();
     let key = created["key"].as_str().expect("key").to_string();
     assert!(key.starts_with("rk_"));
     assert!(key.contains(created["prefix"].as_str().expect("prefix")));
@@ -358,7 +209,7 @@ async fn api_keys_bearer_and_basic() {
     let list = app.get("/api/v1/users/kim/api-keys", &t).await.expect(200);
     assert!(!list.text.contains(&key[key.len() - 20..]));
     assert_eq!(list.json()[0]["name"], "nightly sync");
-    let secret_part = key.rsplit('_').next().expect("secret");
+    let secret_part = key[3..].split_once('_').expect("secret").1;
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM api_keys WHERE encode(secret_hash, 'escape') LIKE '%{}%'",
@@ -368,43 +219,14 @@ async fn api_keys_bearer_and_basic() {
         0
     );
     // Bearer, and Basic with the username and the key.
-    assert_eq!(
-        app.get("/api/v1/users/me", &key).await.expect(200).json()["username"],
-        "kim"
-    );
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Basic("kim".into(), key.clone()),
-        None,
-    )
-    .await
-    .expect(200);
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Basic("someone".into(), key.clone()),
-        None,
-    )
-    .await
-    .expect(401);
+    assert_eq!(app.get("/api/v1/users/me", &key).await.expect(200).json()["username"], "kim");
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Basic("kim".into(), key.clone()), None).await.expect(200);
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Basic("someone".into(), key.clone()), None).await.expect(401);
     // Basic with the password works too.
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Basic("kim".into(), PASSWORD.into()),
-        None,
-    )
-    .await
-    .expect(200);
-    app.send(
-        Method::GET,
-        "/api/v1/users/me",
-        &Auth::Basic("kim".into(), "a wrong but long passphrase".into()),
-        None,
-    )
-    .await
-    .expect(401);
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Basic("kim".into(), PASSWORD.into()), None).await.expect(200);
+    app.send(Method::GET, "/api/v1/users/me", &Auth::Basic("kim".into(), "a wrong but long passphrase".into()), None)
+        .await
+        .expect(401);
     // A key that differs in its secret is refused.
     let mut forged = key.clone();
     forged.pop();
@@ -415,34 +237,18 @@ async fn api_keys_bearer_and_basic() {
     assert!(used[0]["last_used_at"].is_string());
     // A manager may create one for kim; another user may not.
     let eve = app.user("eve").await;
-    app.post("/api/v1/users/kim/api-keys", &eve, json!({"name": "x"}))
-        .await
-        .expect(403);
-    app.post(
-        "/api/v1/users/kim/api-keys",
-        &app.admin_token,
-        json!({"name": "by admin"}),
-    )
-    .await
-    .expect(201);
+    app.post("/api/v1/users/kim/api-keys", &eve, json!({"name": "x"})).await.expect(403);
+    app.post("/api/v1/users/kim/api-keys", &app.admin_token, json!({"name": "by admin"})).await.expect(201);
     // Expired keys and revoked keys stop working.
     let past = app
-        .post(
-            "/api/v1/users/kim/api-keys",
-            &t,
-            json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}),
-        )
+        .post("/api/v1/users/kim/api-keys", &t, json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}))
         .await
         .expect(422);
     assert_eq!(past.code(), "invalid_expiry");
     let id = created["id"].as_str().expect("id");
-    app.delete(&format!("/api/v1/users/kim/api-keys/{id}"), &t)
-        .await
-        .expect(204);
+    app.delete(&format!("/api/v1/users/kim/api-keys/{id}"), &t).await.expect(204);
     app.get("/api/v1/users/me", &key).await.expect(401);
-    app.delete(&format!("/api/v1/users/kim/api-keys/{id}"), &t)
-        .await
-        .expect(404);
+    app.delete(&format!("/api/v1/users/kim/api-keys/{id}"), &t).await.expect(404);
     let log = app.log_actions(id).await;
     assert_eq!(log, ["api_key.created", "api_key.revoked"]);
 }
@@ -452,20 +258,13 @@ async fn expired_api_key_is_refused() {
     let app = spawn_app().await;
     let t = app.user("exp").await;
     let created = app
-        .post(
-            "/api/v1/users/me/api-keys",
-            &t,
-            json!({"name": "short", "expires_at": "2099-01-01T00:00:00Z"}),
-        )
+        .post("/api/v1/users/me/api-keys", &t, json!({"name": "short", "expires_at": "2099-01-01T00:00:00Z"}))
         .await
         .expect(201)
         .json();
     let key = created["key"].as_str().expect("key");
     app.get("/api/v1/users/me", key).await.expect(200);
-    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second'")
-        .execute(&app.pool)
-        .await
-        .expect("q");
+    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second'").execute(&app.pool).await.expect("q");
     app.get("/api/v1/users/me", key).await.expect(401);
 }
 
@@ -477,14 +276,7 @@ async fn password_change_and_reset() {
     let s2 = app.login("pat", PASSWORD).await;
     let new = "a brand new long passphrase";
     // Own change needs the current password.
-    let r = app
-        .put(
-            "/api/v1/users/me/password",
-            &s1,
-            json!({"new_password": new}),
-        )
-        .await
-        .expect(422);
+    let r = app.put("/api/v1/users/me/password", &s1, json!({"new_password": new})).await.expect(422);
     assert_eq!(r.code(), "current_password_required");
     let r = app
         .put(
@@ -495,20 +287,12 @@ async fn password_change_and_reset() {
         .await
         .expect(403);
     assert_eq!(r.code(), "wrong_password");
-    app.put(
-        "/api/v1/users/me/password",
-        &s1,
-        json!({"current_password": PASSWORD, "new_password": "password"}),
-    )
-    .await
-    .expect(422);
-    app.put(
-        "/api/v1/users/me/password",
-        &s1,
-        json!({"current_password": PASSWORD, "new_password": new}),
-    )
-    .await
-    .expect(204);
+    app.put("/api/v1/users/me/password", &s1, json!({"current_password": PASSWORD, "new_password": "password"}))
+        .await
+        .expect(422);
+    app.put("/api/v1/users/me/password", &s1, json!({"current_password": PASSWORD, "new_password": new}))
+        .await
+        .expect(204);
     // This session lives on, the other is revoked; the old password is dead.
     app.get("/api/v1/users/me", &s1).await.expect(200);
     app.get("/api/v1/users/me", &s2).await.expect(401);
@@ -516,26 +300,16 @@ async fn password_change_and_reset() {
     app.login("pat", new).await;
     // Admin reset: every session ends.
     let reset = "reset by the administrator ok";
-    app.put(
-        "/api/v1/users/pat/password",
-        &app.admin_token,
-        json!({"new_password": reset}),
-    )
-    .await
-    .expect(204);
+    app.put("/api/v1/users/pat/password", &app.admin_token, json!({"new_password": reset})).await.expect(204);
     app.get("/api/v1/users/me", &s1).await.expect(401);
     app.login("pat", reset).await;
-    let id = app.get("/api/v1/users/pat", &app.admin_token).await.json()["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let changes: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT changes FROM change_log WHERE subject_id = $1 AND action LIKE 'password.%'",
-    )
-    .bind(&id)
-    .fetch_all(&app.pool)
-    .await
-    .expect("q");
+    let id = app.get("/api/v1/users/pat", &app.admin_token).await.json()["id"].as_str().expect("id").to_string();
+    let changes: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT changes FROM change_log WHERE subject_id = $1 AND action LIKE 'password.%'")
+            .bind(&id)
+            .fetch_all(&app.pool)
+            .await
+            .expect("q");
     assert_eq!(changes.len(), 2);
     for c in changes {
         assert_eq!(c["password"]["after"], "[redacted]");
@@ -546,22 +320,20 @@ async fn password_change_and_reset() {
 async fn hashes_are_upgraded_when_parameters_change() {
     let app = spawn_app().await;
     app.create_user("old", json!({})).await;
-    let before: String =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'old'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("q");
+    let before: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'old'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("q");
     assert!(before.contains("m=256,t=1,p=1"), "{before}");
     let mut settings = test_settings();
     settings.password.memory_kib = 512;
     settings.password.iterations = 2;
     let app2 = spawn_on(app.db.clone(), app.db.clone(), settings).await;
     app2.login("old", PASSWORD).await;
-    let after: String =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'old'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("q");
+    let after: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'old'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("q");
     assert!(after.contains("m=512,t=2,p=1"), "{after}");
     app2.login("old", PASSWORD).await;
     app2.handle.stop(true).await;

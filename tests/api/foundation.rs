@@ -12,44 +12,22 @@ use crate::helpers::*;
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    let r = app
-        .send(Method::GET, "/healthz", &Auth::None, None)
-        .await
-        .expect(200);
+    let r = app.send(Method::GET, "/healthz", &Auth::None, None).await.expect(200);
     assert_eq!(r.json()["status"], "ok");
-    let r = app
-        .send(Method::GET, "/readyz", &Auth::None, None)
-        .await
-        .expect(200);
+    let r = app.send(Method::GET, "/readyz", &Auth::None, None).await.expect(200);
     assert_eq!(r.json()["status"], "ready");
-    let id = r
-        .headers
-        .get("x-request-id")
-        .expect("request id header")
-        .to_str()
-        .expect("ascii");
+    let id = r.headers.get("x-request-id").expect("request id header").to_str().expect("ascii");
     assert_eq!(id.len(), 36, "a UUID: {id}");
 }
 
 #[tokio::test]
 async fn client_request_id_is_echoed() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/healthz"))
-        .header("X-Request-Id", "trace-abc_123")
-        .send()
-        .await
-        .expect("send");
+    let r = app.client.get(app.url("/healthz")).header("X-Request-Id", "trace-abc_123").send().await.expect("send");
     assert_eq!(r.headers()["x-request-id"], "trace-abc_123");
     // A hostile one is replaced.
-    let r = app
-        .client
-        .get(app.url("/healthz"))
-        .header("X-Request-Id", "bad id\twith spaces")
-        .send()
-        .await
-        .expect("send");
+    let r =
+        app.client.get(app.url("/healthz")).header("X-Request-Id", "bad id\twith spaces").send().await.expect("send");
     assert_ne!(r.headers()["x-request-id"], "bad id\twith spaces");
 }
 
@@ -61,63 +39,40 @@ async fn readiness_follows_the_database_without_restart() {
     settings.database.acquire_timeout_ms = 1000;
     let app = spawn_on(db.clone().port(proxy.port), db, settings).await;
 
-    app.send(Method::GET, "/readyz", &Auth::None, None)
-        .await
-        .expect(200);
+    app.send(Method::GET, "/readyz", &Auth::None, None).await.expect(200);
     proxy.cut();
-    let r = app
-        .send(Method::GET, "/readyz", &Auth::None, None)
-        .await
-        .expect(503);
+    let r = app.send(Method::GET, "/readyz", &Auth::None, None).await.expect(503);
     assert_eq!(r.json()["status"], "not_ready");
     assert!(r.headers.contains_key("retry-after"));
     // Liveness does not depend on the database.
-    app.send(Method::GET, "/healthz", &Auth::None, None)
-        .await
-        .expect(200);
+    app.send(Method::GET, "/healthz", &Auth::None, None).await.expect(200);
     // A request needing the database fails fast with 503, not a hang or a 500.
-    let r = app
-        .get("/api/v1/users/me", &app.admin_token)
-        .await
-        .expect(503);
+    let r = app.get("/api/v1/users/me", &app.admin_token).await.expect(503);
     assert!(r.code().starts_with("database_"), "{}", r.text);
 
     proxy.restore();
     let mut ok = false;
     for _ in 0..50 {
-        if app
-            .send(Method::GET, "/readyz", &Auth::None, None)
-            .await
-            .status
-            == 200
-        {
+        if app.send(Method::GET, "/readyz", &Auth::None, None).await.status == 200 {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "readyz did not recover after the database came back");
-    app.get("/api/v1/users/me", &app.admin_token)
-        .await
-        .expect(200);
+    app.get("/api/v1/users/me", &app.admin_token).await.expect(200);
 }
 
 #[tokio::test]
 async fn error_bodies() {
     let app = spawn_app().await;
     // Unknown route: 404 JSON.
-    let r = app
-        .send(Method::GET, "/no/such/route", &Auth::None, None)
-        .await
-        .expect(404);
+    let r = app.send(Method::GET, "/no/such/route", &Auth::None, None).await.expect(404);
     assert_eq!(r.code(), "not_found");
     assert!(r.json()["error"]["message"].is_string());
     assert!(r.json()["error"]["request_id"].is_string());
     // Known route, wrong method: 405 JSON.
-    let r = app
-        .send(Method::DELETE, "/healthz", &Auth::None, None)
-        .await
-        .expect(405);
+    let r = app.send(Method::DELETE, "/healthz", &Auth::None, None).await.expect(405);
     assert_eq!(r.code(), "method_not_allowed");
     // Malformed JSON: 400.
     let r = app
@@ -145,13 +100,7 @@ async fn error_bodies() {
     assert_eq!(body["error"]["code"], "unsupported_media_type");
     // Oversize body: 413.
     let big = json!({"username": "a".repeat(200_000), "password": "x"});
-    let r = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&big)
-        .send()
-        .await
-        .expect("send");
+    let r = app.client.post(app.url("/api/v1/auth/login")).json(&big).send().await.expect("send");
     assert_eq!(r.status(), 413);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "payload_too_large");
@@ -172,29 +121,15 @@ async fn error_bodies() {
 async fn internal_errors_say_nothing_internal() {
     let app = spawn_app().await;
     // Break the schema under the running server.
-    sqlx::query("ALTER TABLE roles RENAME COLUMN permissions TO perms")
-        .execute(&app.pool)
-        .await
-        .expect("alter");
+    sqlx::query("ALTER TABLE roles RENAME COLUMN permissions TO perms").execute(&app.pool).await.expect("alter");
     let r = app.get("/api/v1/roles", &app.admin_token).await.expect(500);
     let body = r.json();
     assert_eq!(body["error"]["code"], "internal_error");
     assert_eq!(body["error"]["message"], "internal server error");
     let rid = body["error"]["request_id"].as_str().expect("request id");
     assert_eq!(r.headers["x-request-id"], rid);
-    for leak in [
-        "perms",
-        "permissions",
-        "column",
-        "SELECT",
-        "sqlx",
-        "panicked",
-    ] {
-        assert!(
-            !r.text.contains(leak),
-            "500 body leaks `{leak}`: {}",
-            r.text
-        );
+    for leak in ["perms", "permissions", "column", "SELECT", "sqlx", "panicked"] {
+        assert!(!r.text.contains(leak), "500 body leaks `{leak}`: {}", r.text);
     }
 }
 
@@ -204,29 +139,18 @@ async fn concurrent_starts_migrate_once() {
     let start = |db: sqlx::postgres::PgConnectOptions| async move {
         let settings = test_settings();
         let pool = registrar::db::pool(db, &settings.database);
-        registrar::startup::Application::build(settings, pool)
-            .await
-            .map(|a| a.port())
+        registrar::startup::Application::build(settings, pool).await.map(|a| a.port())
     };
     let (a, b, c) = tokio::join!(start(db.clone()), start(db.clone()), start(db.clone()));
     a.expect("instance a");
     b.expect("instance b");
     c.expect("instance c");
     let pool = sqlx::PgPool::connect_with(db).await.expect("pool");
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(&pool)
-        .await
-        .expect("q");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&pool).await.expect("q");
     assert_eq!(applied as usize, registrar::db::MIGRATOR.iter().count());
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&pool)
-        .await
-        .expect("q");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.expect("q");
     assert_eq!(users, 1, "exactly one bootstrap admin");
-    let secrets: i64 = sqlx::query_scalar("SELECT count(*) FROM server_secrets")
-        .fetch_one(&pool)
-        .await
-        .expect("q");
+    let secrets: i64 = sqlx::query_scalar("SELECT count(*) FROM server_secrets").fetch_one(&pool).await.expect("q");
     assert_eq!(secrets, 2);
 }
 
@@ -248,11 +172,7 @@ fn config_error(envs: &[(&str, &str)]) -> String {
         c.env(k, v);
     }
     let out = c.stdin(Stdio::null()).output().expect("run registrar");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "config errors exit with 2: {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(2), "config errors exit with 2: {out:?}");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -268,37 +188,24 @@ fn config_errors_name_the_bad_key() {
     let file = dir.join("extra.toml");
     std::fs::write(&file, "[database]\nmax_connections = \"many\"\n").expect("write");
     let e = config_error(&[("REGISTRAR_CONFIG", file.to_str().expect("utf8"))]);
-    assert!(
-        e.contains("database.max_connections") && e.contains("extra.toml"),
-        "{e}"
-    );
+    assert!(e.contains("database.max_connections") && e.contains("extra.toml"), "{e}");
     let e = config_error(&[("REGISTRAR_CONFIG", "/nonexistent/registrar.toml")]);
     assert!(e.contains("REGISTRAR_CONFIG"), "{e}");
     // The environment wins over the file.
     std::fs::write(&file, "public_url = \"ftp://x\"\n").expect("write");
-    let e = config_error(&[
-        ("REGISTRAR_CONFIG", file.to_str().expect("utf8")),
-        ("REGISTRAR_PASSWORD__MAX_LENGTH", "10"),
-    ]);
-    assert!(
-        e.contains("password.max_length") || e.contains("public_url"),
-        "{e}"
-    );
+    let e =
+        config_error(&[("REGISTRAR_CONFIG", file.to_str().expect("utf8")), ("REGISTRAR_PASSWORD__MAX_LENGTH", "10")]);
+    assert!(e.contains("password.max_length") || e.contains("public_url"), "{e}");
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("t-{}", uuid::Uuid::new_v4().simple()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("t-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).expect("mkdir");
     d
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 async fn wait_ready(url: &str, child: &mut std::process::Child) {
@@ -318,11 +225,7 @@ async fn wait_ready(url: &str, child: &mut std::process::Child) {
 }
 
 fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
     for _ in 0..300 {
         if let Ok(Some(s)) = child.try_wait() {
             return s;
@@ -357,8 +260,7 @@ async fn local_default_database_lifecycle() {
     let status = sigterm_and_wait(&mut first);
     assert!(status.success(), "clean exit: {status}");
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut first.stdout.take().expect("stdout"), &mut out)
-        .expect("read");
+    std::io::Read::read_to_string(&mut first.stdout.take().expect("stdout"), &mut out).expect("read");
     let password = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("password: "))
@@ -366,10 +268,7 @@ async fn local_default_database_lifecycle() {
         .to_string();
     // The cluster was stopped with the server.
     let cluster = find_cluster(&dir);
-    assert!(
-        !cluster.join("pgdata").join("postmaster.pid").exists(),
-        "postgres still running after SIGTERM"
-    );
+    assert!(!cluster.join("pgdata").join("postmaster.pid").exists(), "postgres still running after SIGTERM");
 
     let mut second = spawn();
     wait_ready(&ready, &mut second).await;
@@ -382,8 +281,7 @@ async fn local_default_database_lifecycle() {
     assert_eq!(r.status(), 200, "the admin of the first run still exists");
     sigterm_and_wait(&mut second);
     let mut out2 = String::new();
-    std::io::Read::read_to_string(&mut second.stdout.take().expect("stdout"), &mut out2)
-        .expect("read");
+    std::io::Read::read_to_string(&mut second.stdout.take().expect("stdout"), &mut out2).expect("read");
     assert!(!out2.contains("password:"), "no second bootstrap: {out2}");
     assert!(!cluster.join("pgdata").join("postmaster.pid").exists());
 }

@@ -27,13 +27,8 @@ struct Server {
 static SERVER: OnceCell<Server> = OnceCell::const_new();
 
 fn server_options() -> Option<PgConnectOptions> {
-    let url = std::env::var("REGISTRAR_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()?;
-    Some(
-        PgConnectOptions::from_str(&url)
-            .expect("REGISTRAR_TEST_DATABASE_URL is not a valid PostgreSQL URL"),
-    )
+    let url = std::env::var("REGISTRAR_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).ok()?;
+    Some(PgConnectOptions::from_str(&url).expect("REGISTRAR_TEST_DATABASE_URL is not a valid PostgreSQL URL"))
 }
 
 async fn server() -> &'static Server {
@@ -42,9 +37,7 @@ async fn server() -> &'static Server {
             let admin = match server_options() {
                 Some(o) => o,
                 None => {
-                    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("target")
-                        .join("test-pg");
+                    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-pg");
                     let pg = tokio::task::spawn_blocking(move || {
                         registrar::localdb::LocalPostgres::ensure_started(&dir, "", true)
                     })
@@ -63,46 +56,29 @@ async fn server() -> &'static Server {
 
 /// A migrated database to clone, named after the migrations it holds.
 async fn prepare_template(admin: &PgConnectOptions) -> String {
-    let digest: u64 = registrar::db::MIGRATOR
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, m| {
-            m.checksum.iter().fold(h ^ m.version as u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-            })
-        });
+    let digest: u64 = registrar::db::MIGRATOR.iter().fold(0xcbf29ce484222325u64, |h, m| {
+        m.checksum.iter().fold(h ^ m.version as u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    });
     let name = format!("registrar_tpl_{digest:016x}");
-    let mut conn = PgConnection::connect_with(admin)
-        .await
-        .expect("connect to test PostgreSQL");
+    let mut conn = PgConnection::connect_with(admin).await.expect("connect to test PostgreSQL");
     // Databases of earlier runs.
-    let stale: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'rt\\_%'")
-            .fetch_all(&mut conn)
-            .await
-            .expect("list databases");
+    let stale: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'rt\\_%'")
+        .fetch_all(&mut conn)
+        .await
+        .expect("list databases");
     for db in stale {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\""))
-            .execute(&mut conn)
-            .await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\"")).execute(&mut conn).await;
     }
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await
-            .expect("query");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
     if !exists {
         let tmp = format!("rt_tpl_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE \"{tmp}\""))
-            .execute(&mut conn)
-            .await
-            .expect("create template");
-        let pool = PgPool::connect_with(admin.clone().database(&tmp))
-            .await
-            .expect("connect template");
-        registrar::db::migrate(&pool)
-            .await
-            .expect("migrate template");
+        sqlx::query(&format!("CREATE DATABASE \"{tmp}\"")).execute(&mut conn).await.expect("create template");
+        let pool = PgPool::connect_with(admin.clone().database(&tmp)).await.expect("connect template");
+        registrar::db::migrate(&pool).await.expect("migrate template");
         pool.close().await;
         sqlx::query(&format!("ALTER DATABASE \"{tmp}\" RENAME TO \"{name}\""))
             .execute(&mut conn)
@@ -118,10 +94,7 @@ pub async fn empty_database() -> PgConnectOptions {
     let s = server().await;
     let name = format!("rt_{}", uuid::Uuid::new_v4().simple());
     let mut conn = PgConnection::connect_with(&s.admin).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create database");
     conn.close().await.ok();
     s.admin.clone().database(&name)
 }
@@ -133,13 +106,7 @@ pub async fn fresh_database() -> PgConnectOptions {
     let mut conn = PgConnection::connect_with(&s.admin).await.expect("connect");
     let mut tries = 0;
     loop {
-        match sqlx::query(&format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
-            s.template
-        ))
-        .execute(&mut conn)
-        .await
-        {
+        match sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", s.template)).execute(&mut conn).await {
             Ok(_) => break,
             // Another test may be cloning the template this very moment.
             Err(e) if tries < 50 => {
@@ -191,31 +158,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the app with its pool on `app_db` (e.g. through a proxy) while the
 /// test's own pool talks to `db` directly.
-pub async fn spawn_on(
-    app_db: PgConnectOptions,
-    db: PgConnectOptions,
-    settings: Settings,
-) -> TestApp {
+pub async fn spawn_on(app_db: PgConnectOptions, db: PgConnectOptions, settings: Settings) -> TestApp {
     let app_pool = registrar::db::pool(app_db, &settings.database);
-    let app = Application::build(settings, app_pool)
-        .await
-        .expect("build app");
+    let app = Application::build(settings, app_pool).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let pool = PgPool::connect_with(db.clone()).await.expect("test pool");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let mut t = TestApp {
-        address,
-        pool,
-        db,
-        client,
-        admin_token: String::new(),
-        handle,
-    };
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut t = TestApp { address, pool, db, client, admin_token: String::new(), handle };
     t.admin_token = t.login(ADMIN, ADMIN_PASSWORD).await;
     t
 }
@@ -228,23 +179,14 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
     }
     pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
     }
     #[track_caller]
     pub fn expect(self, status: u16) -> Resp {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
         self
     }
 }
@@ -279,32 +221,23 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         assert_no_secret_leak(&text);
-        Resp {
-            status,
-            headers,
-            text,
-        }
+        Resp { status, headers, text }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.send(Method::GET, path, &Auth::Bearer(token.into()), None)
-            .await
+        self.send(Method::GET, path, &Auth::Bearer(token.into()), None).await
     }
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::POST, path, &Auth::Bearer(token.into()), Some(body))
-            .await
+        self.send(Method::POST, path, &Auth::Bearer(token.into()), Some(body)).await
     }
     pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::PUT, path, &Auth::Bearer(token.into()), Some(body))
-            .await
+        self.send(Method::PUT, path, &Auth::Bearer(token.into()), Some(body)).await
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::PATCH, path, &Auth::Bearer(token.into()), Some(body))
-            .await
+        self.send(Method::PATCH, path, &Auth::Bearer(token.into()), Some(body)).await
     }
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
-        self.send(Method::DELETE, path, &Auth::Bearer(token.into()), None)
-            .await
+        self.send(Method::DELETE, path, &Auth::Bearer(token.into()), None).await
     }
 
     pub async fn login_full(&self, username: &str, password: &str) -> Resp {
@@ -320,10 +253,7 @@ impl TestApp {
     /// Logs in and returns the access token.
     pub async fn login(&self, username: &str, password: &str) -> String {
         let r = self.login_full(username, password).await.expect(200);
-        r.json()["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_string()
+        r.json()["access_token"].as_str().expect("access_token").to_string()
     }
 
     /// Creates an ordinary user with `PASSWORD` and returns their token.
@@ -339,17 +269,11 @@ impl TestApp {
                 b.insert(k.clone(), v.clone());
             }
         }
-        self.post("/api/v1/users", &self.admin_token, body)
-            .await
-            .expect(201)
-            .json()
+        self.post("/api/v1/users", &self.admin_token, body).await.expect(201).json()
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count query")
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
     }
 
     /// The change-log actions recorded about a subject, oldest first.
@@ -365,14 +289,7 @@ impl TestApp {
 /// No response may carry a password hash or the test passwords.
 #[track_caller]
 pub fn assert_no_secret_leak(body: &str) {
-    for needle in [
-        "$argon2",
-        "password_hash",
-        "secret_hash",
-        ADMIN_PASSWORD,
-        PASSWORD,
-        "\"salt\":\"",
-    ] {
+    for needle in ["$argon2", "password_hash", "secret_hash", ADMIN_PASSWORD, PASSWORD, "\"salt\":\""] {
         assert!(!body.contains(needle), "response leaks `{needle}`: {body}");
     }
 }
@@ -387,9 +304,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target_host: String, target_port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();

@@ -6,3 +6,4 @@ mod access;
 mod accounts;
 mod authn;
 mod foundation;
+mod projects;

@@ -1,0 +1,195 @@
+//! Groups and a user's groups.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::resolve_me;
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::domain::parse_group_name;
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::users::{ItemResult, UserView};
+use crate::store::{groups, users};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+}
+
+/// A list of group names, as a bare array or `{"groups": [...]}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum GroupList {
+    Bare(Vec<String>),
+    Wrapped { groups: Vec<String> },
+}
+
+impl GroupList {
+    pub fn into_vec(self) -> Result<Vec<String>, ApiError> {
+        let v = match self {
+            GroupList::Bare(v) | GroupList::Wrapped { groups: v } => v,
+        };
+        if v.is_empty() || v.len() > 100 {
+            return Err(ApiError::bad_request("invalid_groups", "give between 1 and 100 group names"));
+        }
+        Ok(v)
+    }
+}
+
+/// Nobody but an administrator changes their own groups (MLTE's rule).
+fn forbid_self(caller: &Caller, username: &str) -> Result<String, ApiError> {
+    if caller.0.is(username) && !caller.0.is_admin() {
+        return Err(ApiError::forbidden("you cannot change your own groups"));
+    }
+    Ok(resolve_me(&caller.0, username).to_string())
+}
+
+/// Per-group outcome of a bulk change: 200 when every group applied, 202
+/// when only some did (XNAT's convention).
+pub fn bulk_response(results: Vec<ItemResult>) -> HttpResponse {
+    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let items: Vec<_> = results.into_iter().map(|r| json!({"group": r.name, "ok": r.ok, "error": r.error})).collect();
+    HttpResponse::build(status).json(json!({"results": items}))
+}
+
+/// Every group. Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = [groups::Group])))]
+pub async fn list(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(groups::list(&mut conn).await?))
+}
+
+/// Creates a plain group. Needs USER_MANAGEMENT.
+#[utoipa::path(post, path = "/api/v1/groups", tag = "groups", request_body = CreateGroup,
+    responses((status = 201, body = groups::Group), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn create(state: web::Data<AppState>, audit: Audit, body: web::Json<CreateGroup>) -> ApiResult<HttpResponse> {
+    let name = parse_group_name(body.name.trim())?;
+    let display = crate::domain::parse_text("display_name", &body.display_name, 200)?;
+    let mut tx = state.pool.begin().await?;
+    let g = groups::create(&mut tx, &audit, &name, &display).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(g))
+}
+
+/// One group. Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)),
+    responses((status = 200, body = groups::Group), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(groups::get(&mut conn, &path).await?))
+}
+
+/// Deletes a plain group (a project's groups go with the project: 409).
+/// Needs USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)),
+    responses((status = 200, body = groups::Group), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut tx = state.pool.begin().await?;
+    let g = groups::delete(&mut tx, &audit, &path).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(g))
+}
+
+/// A group's members. Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/groups/{group}/members", tag = "groups", params(("group" = String, Path)),
+    responses((status = 200, body = [UserView])))]
+pub async fn members(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let members: Vec<UserView> = groups::members(&mut conn, &path).await?.into_iter().map(UserView::from).collect();
+    Ok(HttpResponse::Ok().json(members))
+}
+
+/// A user's groups. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}/groups", tag = "groups", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn of_user(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
+    Ok(HttpResponse::Ok().json(groups::of_user(&mut conn, user.id).await?))
+}
+
+async fn bulk(
+    state: &AppState,
+    caller: &Caller,
+    audit: &Audit,
+    username: &str,
+    list: Vec<String>,
+    add: bool,
+) -> ApiResult<HttpResponse> {
+    let name = forbid_self(caller, username)?;
+    let mut tx = state.pool.begin().await?;
+    let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
+    tx.commit().await?;
+    Ok(bulk_response(results))
+}
+
+/// Adds a user to several groups: `{"results": [{"group", "ok", "error"}]}`,
+/// 200 when all applied, 202 when only some. Needs USER_MANAGEMENT.
+#[utoipa::path(put, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,
+    params(("username" = String, Path)), responses((status = 200, description = "all applied"), (status = 202, description = "some applied")))]
+pub async fn add_many(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<GroupList>,
+) -> ApiResult<HttpResponse> {
+    bulk(&state, &caller, &audit, &path, body.into_inner().into_vec()?, true).await
+}
+
+/// Removes a user from several groups; 200 or 202 as for adding.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,
+    params(("username" = String, Path)), responses((status = 200, description = "all applied"), (status = 202, description = "some applied")))]
+pub async fn remove_many(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<GroupList>,
+) -> ApiResult<HttpResponse> {
+    bulk(&state, &caller, &audit, &path, body.into_inner().into_vec()?, false).await
+}
+
+/// Adds a user to one group (for a project group: sets their level).
+#[utoipa::path(put, path = "/api/v1/users/{username}/groups/{group}", tag = "groups",
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, description = "added"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn add_one(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, group) = path.into_inner();
+    let name = forbid_self(&caller, &username)?;
+    let mut tx = state.pool.begin().await?;
+    groups::add(&mut tx, &audit, &name, &group).await?;
+    let user = users::get(&mut tx, &name, false).await?;
+    let list = groups::of_user(&mut tx, user.id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Removes a user from one group.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/groups/{group}", tag = "groups",
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, description = "removed"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_one(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, group) = path.into_inner();
+    let name = forbid_self(&caller, &username)?;
+    let mut tx = state.pool.begin().await?;
+    groups::remove(&mut tx, &audit, &name, &group).await?;
+    let user = users::get(&mut tx, &name, false).await?;
+    let list = groups::of_user(&mut tx, user.id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(list))
+}

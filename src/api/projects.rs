@@ -1,0 +1,384 @@
+//! Projects, their members, and project access requests.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::resolve_me;
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::domain::{parse_text, Email, Level, Permission, ProjectId};
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::access_requests::{self as pars, AccessRequest, Answerer, Invitee};
+use crate::store::projects::{self, Member, NewProject, Project, ProjectPatch, ProjectWithLevel};
+use crate::store::users;
+use crate::table::{Format, Table};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Principal investigator.
+    #[serde(default)]
+    pub pi: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub pi: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLevel {
+    pub level: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccessRequest {
+    /// Invite this user (owners only).
+    pub username: Option<String>,
+    /// Invite this email address, with or without an account (owners only).
+    pub email: Option<String>,
+    pub level: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// `accept` or `decline`.
+    pub action: String,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct FormatQuery {
+    /// json (default), csv, xml or html.
+    pub format: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemberList {
+    pub items: Vec<Member>,
+}
+
+fn name_field(raw: &str) -> Result<String, ApiError> {
+    let name = parse_text("name", raw, 200)?;
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("invalid_text", "name must not be empty"));
+    }
+    Ok(name)
+}
+
+/// Projects: all of them for USER_MANAGEMENT, else those the caller is a member of.
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", responses((status = 200, body = [Project])))]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    if caller.0.has(Permission::UserManagement) {
+        return Ok(HttpResponse::Ok().json(projects::list(&mut conn).await?));
+    }
+    Ok(HttpResponse::Ok().json(projects::of_user(&mut conn, caller.0.user_id).await?))
+}
+
+/// Creates a project, its groups `{id}_owner`, `{id}_member`,
+/// `{id}_collaborator`, and makes the caller its owner. Any authenticated user.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, body = Project), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    body: web::Json<CreateProject>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let new = NewProject {
+        id: ProjectId::parse(body.id.trim())?,
+        name: name_field(&body.name)?,
+        description: parse_text("description", &body.description, 4000)?,
+        pi: parse_text("pi", &body.pi, 200)?,
+    };
+    let mut tx = state.pool.begin().await?;
+    let p = projects::create(&mut tx, &audit, caller.0.user_id, new).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/projects/{}", p.id))).json(p))
+}
+
+/// A project. Its members or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
+    responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(projects::get(&mut conn, &path, false).await?))
+}
+
+/// Updates name, description or PI. Its owners or USER_MANAGEMENT.
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = UpdateProject,
+    params(("project" = String, Path)), responses((status = 200, body = Project)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<UpdateProject>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let patch = ProjectPatch {
+        name: body.name.as_deref().map(name_field).transpose()?,
+        description: body.description.as_deref().map(|d| parse_text("description", d, 4000)).transpose()?,
+        pi: body.pi.as_deref().map(|d| parse_text("pi", d, 200)).transpose()?,
+    };
+    let mut tx = state.pool.begin().await?;
+    let p = projects::update(&mut tx, &audit, &path, patch).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+/// Deletes a project with its groups, memberships and requests. Its owners or USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
+    responses((status = 200, body = Project)))]
+pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut tx = state.pool.begin().await?;
+    let p = projects::delete(&mut tx, &audit, &path).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+/// Members with their level. Its members or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path)),
+    responses((status = 200, body = MemberList)))]
+pub async fn members(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let p = projects::get(&mut conn, &path, false).await?;
+    Ok(HttpResponse::Ok().json(MemberList { items: projects::members(&mut conn, &p.id).await? }))
+}
+
+/// Adds a user at a level or changes their level (one level per project).
+/// The user must exist (404 `user_not_found`) and be enabled (409
+/// `user_disabled`). Its owners or USER_MANAGEMENT.
+#[utoipa::path(put, path = "/api/v1/projects/{project}/members/{username}", tag = "projects", request_body = SetLevel,
+    params(("project" = String, Path), ("username" = String, Path)),
+    responses((status = 200, body = MemberList), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn set_member(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+    body: web::Json<SetLevel>,
+) -> ApiResult<HttpResponse> {
+    let (project, username) = path.into_inner();
+    let level = Level::parse(&body.level)?;
+    let username = resolve_me(&caller.0, &username).to_string();
+    let mut tx = state.pool.begin().await?;
+    projects::set_level(&mut tx, &audit, &project, &username, level).await?;
+    let id = projects::get(&mut tx, &project, false).await?.id;
+    let items = projects::members(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(MemberList { items }))
+}
+
+/// Removes a member (a project keeps at least one owner). Its owners or USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/api/v1/projects/{project}/members/{username}", tag = "projects",
+    params(("project" = String, Path), ("username" = String, Path)), responses((status = 200, body = MemberList)))]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (project, username) = path.into_inner();
+    let username = resolve_me(&caller.0, &username).to_string();
+    let mut tx = state.pool.begin().await?;
+    projects::remove_member(&mut tx, &audit, &project, &username).await?;
+    let id = projects::get(&mut tx, &project, false).await?.id;
+    let items = projects::members(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(MemberList { items }))
+}
+
+/// The projects a user may read, with their level. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}/projects", tag = "projects", params(("username" = String, Path)),
+    responses((status = 200, body = [ProjectWithLevel])))]
+pub async fn of_user(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
+    Ok(HttpResponse::Ok().json(projects::of_user(&mut conn, user.id).await?))
+}
+
+/// An owner (or USER_MANAGEMENT) invites `{"username"}` or `{"email"}` at a
+/// level; anyone else asks to join at a level. Authenticated.
+#[utoipa::path(post, path = "/api/v1/projects/{project}/access-requests", tag = "access-requests", request_body = NewAccessRequest,
+    params(("project" = String, Path)), responses((status = 201, body = AccessRequest), (status = 403, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody)))]
+pub async fn create_request(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<NewAccessRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let level = Level::parse(&body.level)?;
+    let mut tx = state.pool.begin().await?;
+    let project = projects::get(&mut tx, &path, false).await?;
+    let owner = caller.0.has(Permission::UserManagement)
+        || projects::level_in(&mut *tx, caller.0.user_id, &project.id).await? == Some(Level::Owner);
+    let par = match (body.username, body.email) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable("invalid_invitee", "give either username or email, not both"))
+        }
+        (None, None) => pars::ask(&mut tx, &audit, &project.id, level, caller.0.user_id).await?,
+        (username, email) => {
+            if !owner {
+                return Err(ApiError::forbidden("only an owner of the project may invite people"));
+            }
+            let invitee = match (username, email) {
+                (Some(u), _) => Invitee::Username(u),
+                (_, Some(e)) => Invitee::Email(Email::parse(&e)?),
+                _ => unreachable!("handled above"),
+            };
+            pars::invite(&mut tx, &audit, &project.id, level, invitee, caller.0.user_id).await?
+        }
+    };
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(par))
+}
+
+pub const PROJECT_PAR_COLUMNS: [&str; 9] =
+    ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"];
+
+/// The rows XNAT's `GET /data/projects/{p}/pars` gives.
+pub fn project_par_table(project: &str, list: &[AccessRequest]) -> Table {
+    let mut t = Table::new(format!("Access requests of {project}"), &PROJECT_PAR_COLUMNS);
+    for r in list {
+        t.push(vec![
+            r.par_id.to_string(),
+            r.project_id.clone(),
+            r.level.clone(),
+            r.created_at.to_rfc3339(),
+            r.email.clone().unwrap_or_default(),
+            r.login.clone().unwrap_or_default(),
+            r.project_name.clone(),
+            r.approved.map(|a| a.to_string()).unwrap_or_default(),
+            r.approval_date.map(|d| d.to_rfc3339()).unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+pub const USER_PAR_COLUMNS: [&str; 12] = [
+    "par_id",
+    "proj_id",
+    "level",
+    "create_date",
+    "login",
+    "firstname",
+    "lastname",
+    "secondary_id",
+    "name",
+    "id",
+    "description",
+    "?column?",
+];
+
+/// The rows XNAT's `GET /data/pars` gives: login/firstname/lastname are the
+/// inviter's, `?column?` the project's investigator.
+pub fn user_par_table(list: &[AccessRequest]) -> Table {
+    let mut t = Table::new("Open project access requests", &USER_PAR_COLUMNS);
+    for r in list {
+        t.push(vec![
+            r.par_id.to_string(),
+            r.project_id.clone(),
+            r.level.clone(),
+            r.created_at.to_rfc3339(),
+            r.created_by.clone().unwrap_or_default(),
+            r.created_by_firstname.clone().unwrap_or_default(),
+            r.created_by_lastname.clone().unwrap_or_default(),
+            r.project_name.clone(),
+            r.project_name.clone(),
+            r.project_id.clone(),
+            r.project_description.clone(),
+            r.project_pi.clone(),
+        ]);
+    }
+    t
+}
+
+fn native_json(list: Vec<AccessRequest>) -> impl FnOnce(&Table) -> Value {
+    move |_| json!({"items": list})
+}
+
+/// Every access request of a project (approved, approval date, level,
+/// login, email) in `format` json (default), csv, xml or html. Its owners or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/projects/{project}/access-requests", tag = "access-requests",
+    params(("project" = String, Path), FormatQuery), responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
+pub async fn project_requests(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<FormatQuery>,
+) -> ApiResult<HttpResponse> {
+    let format = Format::parse(q.format.as_deref())?;
+    let mut conn = state.pool.acquire().await?;
+    let p = projects::get(&mut conn, &path, false).await?;
+    let list = pars::of_project(&mut conn, &p.id).await?;
+    project_par_table(&p.id, &list).respond(format, native_json(list))
+}
+
+/// The caller's open invitations, in `format` json (default), csv, xml or html. Authenticated.
+#[utoipa::path(get, path = "/api/v1/access-requests", tag = "access-requests", params(FormatQuery),
+    responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
+pub async fn mine(state: web::Data<AppState>, caller: Caller, q: web::Query<FormatQuery>) -> ApiResult<HttpResponse> {
+    let format = Format::parse(q.format.as_deref())?;
+    let mut conn = state.pool.acquire().await?;
+    let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
+    user_par_table(&list).respond(format, native_json(list))
+}
+
+/// Parses `accept`/`decline`.
+pub fn parse_action(raw: &str) -> Result<bool, ApiError> {
+    match raw.to_ascii_lowercase().as_str() {
+        "accept" | "approve" => Ok(true),
+        "decline" | "reject" => Ok(false),
+        _ => Err(ApiError::unprocessable("invalid_action", "action must be accept or decline")),
+    }
+}
+
+/// Answers a request: the invitee accepts or declines an invitation (accepting
+/// adds the membership in the same transaction); an owner answers a request
+/// to join. A second answer is 409 `already_answered`. Authenticated.
+#[utoipa::path(put, path = "/api/v1/access-requests/{par_id}", tag = "access-requests", request_body = Answer,
+    params(("par_id" = i64, Path)), responses((status = 200, body = AccessRequest), (status = 404, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody)))]
+pub async fn answer(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<Answer>,
+) -> ApiResult<HttpResponse> {
+    let accept = parse_action(&body.action)?;
+    let par = answer_par(&state, &caller, &audit, &path, accept).await?;
+    Ok(HttpResponse::Ok().json(par))
+}
+
+/// Shared by the native and XNAT routes.
+pub async fn answer_par(
+    state: &AppState,
+    caller: &Caller,
+    audit: &Audit,
+    par_id: &str,
+    accept: bool,
+) -> ApiResult<AccessRequest> {
+    let par_id: i64 =
+        par_id.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
+    let who = Answerer { user_id: caller.0.user_id, manages_users: caller.0.has(Permission::UserManagement) };
+    let mut tx = state.pool.begin().await?;
+    let par = pars::answer(&mut tx, audit, par_id, &who, accept).await?;
+    tx.commit().await?;
+    Ok(par)
+}

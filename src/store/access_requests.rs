@@ -1,0 +1,276 @@
+//! Project access requests (XNAT PARs): an owner's invitation (by username
+//! or by email, for a person who may not have an account yet) or a user's
+//! request to join. Accepting adds the membership on the same transaction.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::domain::{Email, Level};
+use crate::error::ApiError;
+use crate::store::{projects, users};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AccessRequest {
+    pub par_id: i64,
+    pub project_id: String,
+    pub project_name: String,
+    pub project_description: String,
+    pub project_pi: String,
+    pub level: String,
+    /// `invitation` (from an owner) or `request` (a user asking to join).
+    pub kind: String,
+    /// The invitee or requester, once they have an account.
+    pub login: Option<String>,
+    pub email: Option<String>,
+    pub firstname: Option<String>,
+    pub lastname: Option<String>,
+    /// Who created it (the inviting owner, or the requester).
+    pub created_by: Option<String>,
+    pub created_by_firstname: Option<String>,
+    pub created_by_lastname: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// `pending`, `accepted` or `declined`.
+    pub status: String,
+    pub approved: Option<bool>,
+    pub approval_date: Option<DateTime<Utc>>,
+}
+
+const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.description AS project_description,
+        p.pi AS project_pi, r.level, r.kind, u.username AS login, COALESCE(u.email, r.email) AS email,
+        u.first_name AS firstname, u.last_name AS lastname, c.username AS created_by,
+        c.first_name AS created_by_firstname, c.last_name AS created_by_lastname, r.created_at, r.status,
+        CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
+        r.decided_at AS approval_date
+    FROM access_requests r JOIN projects p ON p.id = r.project_id
+    LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by";
+
+pub async fn get(conn: &mut PgConnection, par_id: i64) -> Result<AccessRequest, ApiError> {
+    sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.par_id = $1"))
+        .bind(par_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| ApiError::not_found("access_request_not_found", format!("access request {par_id} not found")))
+}
+
+/// Every request of a project, newest first.
+pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<AccessRequest>, ApiError> {
+    Ok(sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.project_id = $1 ORDER BY r.par_id DESC"))
+        .bind(project)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// A user's open invitations.
+pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, ApiError> {
+    Ok(sqlx::query_as::<_, AccessRequest>(&format!(
+        "{SELECT} WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation' ORDER BY r.par_id"
+    ))
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Who an invitation is for.
+pub enum Invitee {
+    Username(String),
+    Email(Email),
+}
+
+fn duplicate(e: sqlx::Error) -> ApiError {
+    ApiError::on_constraint(e, |c| {
+        c.starts_with("access_requests_open").then(|| {
+            ApiError::conflict("request_exists", "an open access request for this person and project already exists")
+        })
+    })
+}
+
+/// An owner invites a person. An email that belongs to a user whose email is
+/// verified targets that user at once; otherwise the invitation waits for
+/// such an account.
+pub async fn invite(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    project: &str,
+    level: Level,
+    invitee: Invitee,
+    inviter: Uuid,
+) -> Result<AccessRequest, ApiError> {
+    let p = projects::get(conn, project, true).await?;
+    let (user_id, email) = match invitee {
+        Invitee::Username(name) => {
+            let u = users::get(conn, &name, false).await?;
+            if !u.enabled {
+                return Err(ApiError::conflict("user_disabled", format!("user '{}' is disabled", u.username)));
+            }
+            (Some(u.id), None)
+        }
+        Invitee::Email(email) => {
+            let verified: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND verified AND enabled")
+                    .bind(email.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            (verified, Some(email.as_str().to_string()))
+        }
+    };
+    if let Some(uid) = user_id {
+        if projects::level_in(&mut *conn, uid, &p.id).await?.is_some() {
+            return Err(ApiError::conflict("already_member", "this person is already a member of the project"));
+        }
+    }
+    let par_id: i64 = sqlx::query_scalar(
+        "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by)
+         VALUES ($1, $2, 'invitation', $3, $4, $5) RETURNING par_id",
+    )
+    .bind(&p.id)
+    .bind(level.as_str())
+    .bind(user_id)
+    .bind(&email)
+    .bind(inviter)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(duplicate)?;
+    let changes = Changes::new()
+        .set("project", p.id.as_str())
+        .set("level", level.as_str())
+        .set("user_id", user_id.map(|u| u.to_string()))
+        .set("email", email);
+    audit::record(&mut *conn, audit, "access_request", &par_id.to_string(), "access_request.invited", changes).await?;
+    get(conn, par_id).await
+}
+
+/// A user asks to join a project.
+pub async fn ask(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    project: &str,
+    level: Level,
+    requester: Uuid,
+) -> Result<AccessRequest, ApiError> {
+    let p = projects::get(conn, project, true).await?;
+    if projects::level_in(&mut *conn, requester, &p.id).await?.is_some() {
+        return Err(ApiError::conflict("already_member", "you are already a member of this project"));
+    }
+    let par_id: i64 = sqlx::query_scalar(
+        "INSERT INTO access_requests (project_id, level, kind, user_id, created_by)
+         VALUES ($1, $2, 'request', $3, $3) RETURNING par_id",
+    )
+    .bind(&p.id)
+    .bind(level.as_str())
+    .bind(requester)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(duplicate)?;
+    let changes = Changes::new().set("project", p.id.as_str()).set("level", level.as_str());
+    audit::record(&mut *conn, audit, "access_request", &par_id.to_string(), "access_request.requested", changes)
+        .await?;
+    get(conn, par_id).await
+}
+
+/// Who is answering a request: the invitee answers an invitation; an owner
+/// (or a USER_MANAGEMENT holder) answers a request to join.
+pub struct Answerer {
+    pub user_id: Uuid,
+    pub manages_users: bool,
+}
+
+/// Accepts or declines. The row is locked, so of two parallel accepts one
+/// wins and the other gets 409 `already_answered`.
+pub async fn answer(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    par_id: i64,
+    who: &Answerer,
+    accept: bool,
+) -> Result<AccessRequest, ApiError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        project_id: String,
+        level: String,
+        kind: String,
+        user_id: Option<Uuid>,
+        status: String,
+    }
+    let not_found = || ApiError::not_found("access_request_not_found", format!("access request {par_id} not found"));
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT project_id, level, kind, user_id, status FROM access_requests WHERE par_id = $1 FOR UPDATE",
+    )
+    .bind(par_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(not_found)?;
+    let allowed = match row.kind.as_str() {
+        "invitation" => row.user_id == Some(who.user_id),
+        _ => {
+            who.manages_users
+                || projects::level_in(&mut *conn, who.user_id, &row.project_id).await? == Some(Level::Owner)
+        }
+    };
+    if !allowed {
+        // Invitations of others are not disclosed.
+        return Err(not_found());
+    }
+    if row.status != "pending" {
+        return Err(ApiError::conflict(
+            "already_answered",
+            format!("access request {par_id} was already {}", row.status),
+        ));
+    }
+    if accept {
+        let user_id = row.user_id.ok_or_else(not_found)?;
+        let user = users::get_by_id(conn, user_id).await?;
+        projects::set_level(conn, audit, &row.project_id, &user.username, Level::parse(&row.level)?).await?;
+    }
+    let status = if accept { "accepted" } else { "declined" };
+    sqlx::query("UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1")
+        .bind(par_id)
+        .bind(status)
+        .bind(who.user_id)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "access_request",
+        &par_id.to_string(),
+        &format!("access_request.{status}"),
+        Changes::new().field("status", "pending", status),
+    )
+    .await?;
+    get(conn, par_id).await
+}
+
+/// Gives a user the pending email invitations addressed to their (verified)
+/// email. Called whenever a user ends up enabled with a verified email.
+pub async fn attach_email_invitations(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    email: &str,
+) -> Result<u64, ApiError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE access_requests r SET user_id = $1
+         WHERE r.user_id IS NULL AND r.status = 'pending' AND lower(r.email) = lower($2)
+           AND NOT EXISTS (SELECT 1 FROM access_requests o WHERE o.project_id = r.project_id AND o.user_id = $1 AND o.status = 'pending')
+         RETURNING r.par_id",
+    )
+    .bind(user_id)
+    .bind(email)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ids {
+        audit::record(
+            &mut *conn,
+            audit,
+            "access_request",
+            &id.to_string(),
+            "access_request.matched",
+            Changes::new().set("user_id", user_id.to_string()),
+        )
+        .await?;
+    }
+    Ok(ids.len() as u64)
+}

@@ -1,0 +1,211 @@
+//! Groups. Project groups (`{project}_{level}`) are managed through the
+//! project's membership rules; other groups are plain named sets of users.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::domain::Level;
+use crate::error::ApiError;
+use crate::store::projects;
+use crate::store::users::{self, ItemResult};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Group {
+    pub name: String,
+    pub display_name: String,
+    /// Set for a project's group.
+    pub project_id: Option<String>,
+    pub level: Option<String>,
+    pub members: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "g.name, g.display_name, g.project_id, g.level,
+    (SELECT count(*) FROM user_groups ug WHERE ug.group_name = g.name) AS members, g.created_at";
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found("group_not_found", format!("group '{name}' not found"))
+}
+
+pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Group, ApiError> {
+    sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g WHERE lower(g.name) = lower($1)"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found(name))
+}
+
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Group>, ApiError> {
+    Ok(sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g ORDER BY lower(g.name)"))
+        .fetch_all(conn)
+        .await?)
+}
+
+pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_name: &str) -> Result<Group, ApiError> {
+    sqlx::query("INSERT INTO groups (name, display_name) VALUES ($1, $2)")
+        .bind(name)
+        .bind(display_name)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            ApiError::on_constraint(e, |c| {
+                (c == "groups_pkey" || c == "groups_name_ci")
+                    .then(|| ApiError::conflict("group_exists", format!("group '{name}' already exists")))
+            })
+        })?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "group",
+        name,
+        "group.created",
+        Changes::new().field("display_name", serde_json::Value::Null, display_name),
+    )
+    .await?;
+    get(conn, name).await
+}
+
+/// Deletes a plain group; a project's groups go with their project (409).
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Result<Group, ApiError> {
+    let g = get(conn, name).await?;
+    if g.project_id.is_some() {
+        return Err(ApiError::conflict("project_group", "a project's groups are deleted with the project"));
+    }
+    let members = member_names(conn, &g.name).await?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "group",
+        &g.name,
+        "group.deleted",
+        Changes::new().field("members", members, serde_json::Value::Null),
+    )
+    .await?;
+    sqlx::query("DELETE FROM groups WHERE name = $1").bind(&g.name).execute(&mut *conn).await?;
+    Ok(g)
+}
+
+async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT u.username FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
+    )
+    .bind(group)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn members(conn: &mut PgConnection, group: &str) -> Result<Vec<users::User>, ApiError> {
+    let g = get(conn, group).await?;
+    Ok(sqlx::query_as::<_, users::User>(&format!(
+        "SELECT {} FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
+        users::USER_COLUMNS
+    ))
+    .bind(&g.name)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>, ApiError> {
+    Ok(sqlx::query_scalar("SELECT group_name FROM user_groups WHERE user_id = $1 ORDER BY lower(group_name)")
+        .bind(user)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Adds a user to one group. For a project group this sets the user's level
+/// in that project (replacing another level).
+pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), ApiError> {
+    let g = get(conn, group).await?;
+    if let (Some(project), Some(level)) = (&g.project_id, &g.level) {
+        projects::set_level(conn, audit, project, username, Level::parse(level)?).await?;
+        return Ok(());
+    }
+    let user = users::get(conn, username, false).await?;
+    let res = sqlx::query("INSERT INTO user_groups (user_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(user.id)
+        .bind(&g.name)
+        .execute(&mut *conn)
+        .await?;
+    if res.rows_affected() > 0 {
+        audit::record(
+            &mut *conn,
+            audit,
+            "group",
+            &g.name,
+            "group.member_added",
+            Changes::new().set("user", user.username.as_str()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn remove(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), ApiError> {
+    let g = get(conn, group).await?;
+    let user = users::get(conn, username, false).await?;
+    if let Some(project) = &g.project_id {
+        let current = projects::level_in(&mut *conn, user.id, project).await?;
+        if current.map(|l| l.group(project)).as_deref() != Some(g.name.as_str()) {
+            return Err(ApiError::not_found(
+                "not_a_member",
+                format!("'{}' is not in group '{}'", user.username, g.name),
+            ));
+        }
+        projects::remove_member(conn, audit, project, &user.username).await?;
+        return Ok(());
+    }
+    let res = sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND group_name = $2")
+        .bind(user.id)
+        .bind(&g.name)
+        .execute(&mut *conn)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(ApiError::not_found("not_a_member", format!("'{}' is not in group '{}'", user.username, g.name)));
+    }
+    audit::record(
+        &mut *conn,
+        audit,
+        "group",
+        &g.name,
+        "group.member_removed",
+        Changes::new().set("user", user.username.as_str()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies `add` or `remove` for each group in its own savepoint: what can be
+/// applied is, each failure is reported, and no group is left half-changed.
+pub async fn apply_many(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    username: &str,
+    groups: &[String],
+    add_to: bool,
+) -> Result<Vec<ItemResult>, ApiError> {
+    users::get(conn, username, false).await?;
+    let mut results = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut sp = conn.begin().await?;
+        let outcome = if add_to {
+            add(&mut sp, audit, username, group).await
+        } else {
+            remove(&mut sp, audit, username, group).await
+        };
+        match outcome {
+            Ok(()) => {
+                sp.commit().await?;
+                results.push(ItemResult { name: group.clone(), ok: true, error: None });
+            }
+            Err(e) if e.status.is_client_error() => {
+                sp.rollback().await?;
+                results.push(ItemResult { name: group.clone(), ok: false, error: Some(e.message) });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(results)
+}

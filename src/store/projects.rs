@@ -1,0 +1,304 @@
+//! Projects and membership. A member holds exactly one level, carried by the
+//! project's group `{project}_{level}` (XNAT naming).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::domain::{Level, ProjectId};
+use crate::error::ApiError;
+use crate::store::users;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub pi: String,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Member {
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub level: String,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ProjectWithLevel {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub pi: String,
+    /// The user's level: owner, member or collaborator.
+    pub level: String,
+}
+
+const COLUMNS: &str = "id, name, description, pi, created_at, last_modified";
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("project_not_found", format!("project '{id}' not found"))
+}
+
+pub async fn get(conn: &mut PgConnection, id: &str, lock: bool) -> Result<Project, ApiError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM projects WHERE lower(id) = lower($1){}", if lock { " FOR UPDATE" } else { "" });
+    sqlx::query_as::<_, Project>(&sql).bind(id).fetch_optional(conn).await?.ok_or_else(|| not_found(id))
+}
+
+/// A user's level in a project, if any (also used by the access middleware).
+pub async fn level_in<'e, E: sqlx::PgExecutor<'e>>(
+    exec: E,
+    user: Uuid,
+    project: &str,
+) -> Result<Option<Level>, ApiError> {
+    let level: Option<String> = sqlx::query_scalar(
+        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+         WHERE ug.user_id = $1 AND lower(ug.project_id) = lower($2)",
+    )
+    .bind(user)
+    .bind(project)
+    .fetch_optional(exec)
+    .await?;
+    Ok(level.and_then(|l| Level::parse(&l).ok()))
+}
+
+pub struct NewProject {
+    pub id: ProjectId,
+    pub name: String,
+    pub description: String,
+    pub pi: String,
+}
+
+/// Creates the project, its three groups, and makes `creator` its owner.
+pub async fn create(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    creator: Uuid,
+    new: NewProject,
+) -> Result<Project, ApiError> {
+    let id = new.id.as_str();
+    sqlx::query("INSERT INTO projects (id, name, description, pi, created_by) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(&new.name)
+        .bind(&new.description)
+        .bind(&new.pi)
+        .bind(creator)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            ApiError::on_constraint(e, |c| {
+                (c == "projects_pkey" || c == "projects_id_key")
+                    .then(|| ApiError::conflict("project_exists", format!("project '{id}' already exists")))
+            })
+        })?;
+    for level in Level::ALL {
+        sqlx::query("INSERT INTO groups (name, display_name, project_id, level) VALUES ($1, $2, $3, $4)")
+            .bind(level.group(id))
+            .bind(format!("{} {}s", new.name, level.as_str()))
+            .bind(id)
+            .bind(level.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                ApiError::on_constraint(e, |c| {
+                    (c == "groups_pkey" || c == "groups_name_ci").then(|| {
+                        ApiError::conflict(
+                            "group_exists",
+                            format!("a group named '{}' already exists", level.group(id)),
+                        )
+                    })
+                })
+            })?;
+    }
+    let changes = Changes::new()
+        .field("id", serde_json::Value::Null, id)
+        .field("name", serde_json::Value::Null, new.name.as_str())
+        .field("description", serde_json::Value::Null, new.description.as_str())
+        .field("pi", serde_json::Value::Null, new.pi.as_str());
+    audit::record(&mut *conn, audit, "project", id, "project.created", changes).await?;
+    let creator_name: String =
+        sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(creator).fetch_one(&mut *conn).await?;
+    set_level(conn, audit, id, &creator_name, Level::Owner).await?;
+    get(conn, id, false).await
+}
+
+#[derive(Debug, Default)]
+pub struct ProjectPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub pi: Option<String>,
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    id: &str,
+    patch: ProjectPatch,
+) -> Result<Project, ApiError> {
+    let before = get(conn, id, true).await?;
+    let name = patch.name.unwrap_or_else(|| before.name.clone());
+    let description = patch.description.unwrap_or_else(|| before.description.clone());
+    let pi = patch.pi.unwrap_or_else(|| before.pi.clone());
+    let changes = Changes::new()
+        .field("name", before.name.as_str(), name.as_str())
+        .field("description", before.description.as_str(), description.as_str())
+        .field("pi", before.pi.as_str(), pi.as_str());
+    if changes.is_empty() {
+        return Ok(before);
+    }
+    sqlx::query("UPDATE projects SET name = $2, description = $3, pi = $4, last_modified = now() WHERE id = $1")
+        .bind(&before.id)
+        .bind(&name)
+        .bind(&description)
+        .bind(&pi)
+        .execute(&mut *conn)
+        .await?;
+    audit::record(&mut *conn, audit, "project", &before.id, "project.updated", changes).await?;
+    get(conn, &before.id, false).await
+}
+
+/// Deletes the project with its groups, memberships and access requests.
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<Project, ApiError> {
+    let p = get(conn, id, true).await?;
+    let members = members(conn, &p.id).await?;
+    let changes = Changes::new().field("name", p.name.as_str(), serde_json::Value::Null).field(
+        "members",
+        members.iter().map(|m| format!("{}:{}", m.username, m.level)).collect::<Vec<_>>(),
+        serde_json::Value::Null,
+    );
+    audit::record(&mut *conn, audit, "project", &p.id, "project.deleted", changes).await?;
+    sqlx::query("DELETE FROM projects WHERE id = $1").bind(&p.id).execute(&mut *conn).await?;
+    Ok(p)
+}
+
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, ApiError> {
+    Ok(sqlx::query_as::<_, Project>(&format!("SELECT {COLUMNS} FROM projects ORDER BY lower(id)"))
+        .fetch_all(conn)
+        .await?)
+}
+
+pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Member>, ApiError> {
+    Ok(sqlx::query_as::<_, Member>(
+        "SELECT u.username, u.email, u.first_name, u.last_name, u.enabled, g.level
+         FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN users u ON u.id = ug.user_id
+         WHERE ug.project_id = $1
+         ORDER BY array_position(ARRAY['owner','member','collaborator'], g.level), lower(u.username)",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The projects a user may read, with their level.
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<ProjectWithLevel>, ApiError> {
+    Ok(sqlx::query_as::<_, ProjectWithLevel>(
+        "SELECT p.id, p.name, p.description, p.pi, g.level
+         FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN projects p ON p.id = ug.project_id
+         WHERE ug.user_id = $1 ORDER BY lower(p.id)",
+    )
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Gives `username` `level` in `project`, replacing any other level. The
+/// user must exist (404 `user_not_found`) and be enabled (409 `user_disabled`).
+/// Returns the previous level.
+pub async fn set_level(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    project: &str,
+    username: &str,
+    level: Level,
+) -> Result<Option<Level>, ApiError> {
+    let p = get(conn, project, true).await?;
+    let user = users::get(conn, username, false).await?;
+    if !user.enabled {
+        return Err(ApiError::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
+    }
+    let previous: Option<String> = sqlx::query_scalar(
+        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2",
+    )
+    .bind(user.id)
+    .bind(&p.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let previous = previous.and_then(|l| Level::parse(&l).ok());
+    if previous == Some(level) {
+        return Ok(previous);
+    }
+    if previous == Some(Level::Owner) {
+        ensure_other_owner(conn, &p.id, user.id).await?;
+    }
+    sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2")
+        .bind(user.id)
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO user_groups (user_id, group_name, project_id) VALUES ($1, $2, $3)")
+        .bind(user.id)
+        .bind(level.group(&p.id))
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+    let changes =
+        Changes::new().set("user", user.username.as_str()).field("level", previous.map(Level::as_str), level.as_str());
+    audit::record(&mut *conn, audit, "project", &p.id, "project.member_set", changes).await?;
+    Ok(previous)
+}
+
+/// A project always keeps one owner.
+async fn ensure_other_owner(conn: &mut PgConnection, project: &str, leaving: Uuid) -> Result<(), ApiError> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_groups WHERE project_id = $1 AND group_name = $2 AND user_id <> $3",
+    )
+    .bind(project)
+    .bind(Level::Owner.group(project))
+    .bind(leaving)
+    .fetch_one(&mut *conn)
+    .await?;
+    if others == 0 {
+        return Err(ApiError::conflict("last_owner", "a project must keep at least one owner"));
+    }
+    Ok(())
+}
+
+pub async fn remove_member(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    project: &str,
+    username: &str,
+) -> Result<Level, ApiError> {
+    let p = get(conn, project, true).await?;
+    let user = users::get(conn, username, false).await?;
+    let level: Option<String> = sqlx::query_scalar(
+        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2",
+    )
+    .bind(user.id)
+    .bind(&p.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let level = level.and_then(|l| Level::parse(&l).ok()).ok_or_else(|| {
+        ApiError::not_found("not_a_member", format!("'{}' is not a member of '{}'", user.username, p.id))
+    })?;
+    if level == Level::Owner {
+        ensure_other_owner(conn, &p.id, user.id).await?;
+    }
+    sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2")
+        .bind(user.id)
+        .bind(&p.id)
+        .execute(&mut *conn)
+        .await?;
+    let changes =
+        Changes::new().set("user", user.username.as_str()).field("level", level.as_str(), serde_json::Value::Null);
+    audit::record(&mut *conn, audit, "project", &p.id, "project.member_removed", changes).await?;
+    Ok(level)
+}

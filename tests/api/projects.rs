@@ -1,0 +1,396 @@
+//! Groups, projects, membership levels and project access requests.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn project(app: &TestApp, owner_token: &str, id: &str) -> Value {
+    app.post(
+        "/api/v1/projects",
+        owner_token,
+        json!({"id": id, "name": format!("Project {id}"), "description": "d", "pi": "Dr. P"}),
+    )
+    .await
+    .expect(201)
+    .json()
+}
+
+fn levels(members: &Value) -> Vec<(String, String)> {
+    members["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|m| (m["username"].as_str().expect("u").to_string(), m["level"].as_str().expect("l").to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn creating_a_project_creates_its_groups_and_owner() {
+    let app = spawn_app().await;
+    let olga = app.user("olga").await;
+    let p = project(&app, &olga, "P1").await;
+    assert_eq!(p["id"], "P1");
+    assert_eq!(p["pi"], "Dr. P");
+    for g in ["P1_owner", "P1_member", "P1_collaborator"] {
+        let group = app.get(&format!("/api/v1/groups/{g}"), &app.admin_token).await.expect(200).json();
+        assert_eq!(group["project_id"], "P1");
+    }
+    assert_eq!(app.get("/api/v1/users/olga/groups", &olga).await.expect(200).json(), json!(["P1_owner"]));
+    let mine = app.get("/api/v1/users/me/projects", &olga).await.expect(200).json();
+    assert_eq!(mine[0]["id"], "P1");
+    assert_eq!(mine[0]["level"], "owner");
+    // Duplicates (any case) and bad ids are refused, writing nothing.
+    assert_eq!(project_err(&app, &olga, json!({"id": "p1", "name": "x"})).await, (409, "project_exists".into()));
+    assert_eq!(
+        project_err(&app, &olga, json!({"id": "bad id!", "name": "x"})).await,
+        (422, "invalid_project_id".into())
+    );
+    assert_eq!(project_err(&app, &olga, json!({"id": "P2", "name": ""})).await, (422, "invalid_text".into()));
+    assert_eq!(app.count("SELECT count(*) FROM projects").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM groups").await, 3);
+    let log = app.log_actions("P1").await;
+    assert_eq!(log, ["project.created", "project.member_set"]);
+}
+
+async fn project_err(app: &TestApp, token: &str, body: Value) -> (u16, String) {
+    let r = app.post("/api/v1/projects", token, body).await;
+    (r.status.as_u16(), r.code())
+}
+
+#[tokio::test]
+async fn levels_and_add_user_checks() {
+    let app = spawn_app().await;
+    let olga = app.user("olga").await;
+    app.create_user("mia", json!({})).await;
+    app.create_user("off", json!({"enabled": false})).await;
+    project(&app, &olga, "P1").await;
+    let r = app.put("/api/v1/projects/P1/members/mia", &olga, json!({"level": "member"})).await.expect(200);
+    assert_eq!(levels(&r.json()), [("olga".into(), "owner".into()), ("mia".into(), "member".into())]);
+    // One level per project: changing it replaces the old one.
+    let r = app.put("/api/v1/projects/P1/members/mia", &olga, json!({"level": "collaborator"})).await.expect(200);
+    assert_eq!(levels(&r.json())[1], ("mia".into(), "collaborator".into()));
+    let mia_groups: Vec<String> =
+        serde_json::from_value(app.get("/api/v1/users/mia/groups", &app.admin_token).await.json()).expect("list");
+    assert_eq!(mia_groups, ["P1_collaborator"]);
+    // The checks say which one failed.
+    let r = app.put("/api/v1/projects/P1/members/ghost", &olga, json!({"level": "member"})).await.expect(404);
+    assert_eq!(r.code(), "user_not_found");
+    let r = app.put("/api/v1/projects/P1/members/off", &olga, json!({"level": "member"})).await.expect(409);
+    assert_eq!(r.code(), "user_disabled");
+    let r = app.put("/api/v1/projects/P1/members/mia", &olga, json!({"level": "emperor"})).await.expect(422);
+    assert_eq!(r.code(), "invalid_level");
+    // The last owner stays.
+    let r = app.delete("/api/v1/projects/P1/members/olga", &olga).await.expect(409);
+    assert_eq!(r.code(), "last_owner");
+    app.put("/api/v1/projects/P1/members/olga", &olga, json!({"level": "member"})).await.expect(409);
+    app.delete("/api/v1/projects/P1/members/mia", &olga).await.expect(200);
+    let log = app.log_actions("P1").await;
+    assert_eq!(log.iter().filter(|a| *a == "project.member_set").count(), 3, "{log:?}");
+    assert!(log.contains(&"project.member_removed".to_string()));
+}
+
+#[tokio::test]
+async fn owner_member_outsider_permissions() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let member = app.user("member").await;
+    let outsider = app.user("outsider").await;
+    project(&app, &owner, "P1").await;
+    app.put("/api/v1/projects/P1/members/member", &owner, json!({"level": "member"})).await.expect(200);
+    // Read: owner and member yes, outsider no.
+    for t in [&owner, &member] {
+        app.get("/api/v1/projects/P1", t).await.expect(200);
+        app.get("/api/v1/projects/P1/members", t).await.expect(200);
+    }
+    app.get("/api/v1/projects/P1", &outsider).await.expect(403);
+    app.get("/api/v1/projects/P1/members", &outsider).await.expect(403);
+    // Manage: owner only.
+    app.patch("/api/v1/projects/P1", &member, json!({"name": "x"})).await.expect(403);
+    app.put("/api/v1/projects/P1/members/outsider", &member, json!({"level": "member"})).await.expect(403);
+    app.get("/api/v1/projects/P1/access-requests", &member).await.expect(403);
+    app.delete("/api/v1/projects/P1", &member).await.expect(403);
+    let r = app.patch("/api/v1/projects/P1", &owner, json!({"name": "Renamed", "pi": "Dr. Q"})).await.expect(200);
+    assert_eq!(r.json()["name"], "Renamed");
+    // A member cannot invite; they can only ask for themselves.
+    app.post("/api/v1/projects/P1/access-requests", &member, json!({"username": "outsider", "level": "member"}))
+        .await
+        .expect(403);
+    // Lists: outsider sees none, member sees P1, admin sees all.
+    assert_eq!(app.get("/api/v1/projects", &outsider).await.expect(200).json(), json!([]));
+    assert_eq!(app.get("/api/v1/projects", &member).await.json()[0]["level"], "member");
+    assert_eq!(app.get("/api/v1/projects", &app.admin_token).await.json().as_array().expect("list").len(), 1);
+    // Another user's project list is private.
+    app.get("/api/v1/users/member/projects", &outsider).await.expect(403);
+    // Admin may manage any project; the owner may delete theirs.
+    app.put("/api/v1/projects/P1/members/outsider", &app.admin_token, json!({"level": "collaborator"}))
+        .await
+        .expect(200);
+    app.delete("/api/v1/projects/P1", &owner).await.expect(200);
+    app.get("/api/v1/projects/P1", &app.admin_token).await.expect(404);
+    assert_eq!(app.count("SELECT count(*) FROM groups").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM user_groups").await, 0);
+    assert!(app.log_actions("P1").await.contains(&"project.deleted".to_string()));
+}
+
+#[tokio::test]
+async fn invite_by_username_accept_and_decline() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let ivy = app.user("ivy").await;
+    project(&app, &owner, "P1").await;
+    project(&app, &owner, "P2").await;
+    let par = app
+        .post("/api/v1/projects/P1/access-requests", &owner, json!({"username": "ivy", "level": "member"}))
+        .await
+        .expect(201)
+        .json();
+    let par2 = app
+        .post("/api/v1/projects/P2/access-requests", &owner, json!({"username": "ivy", "level": "collaborator"}))
+        .await
+        .expect(201)
+        .json();
+    assert!(par["par_id"].is_i64());
+    // A second open invitation for the same person and project is refused.
+    app.post("/api/v1/projects/P1/access-requests", &owner, json!({"username": "ivy", "level": "owner"}))
+        .await
+        .expect(409);
+    let mine = app.get("/api/v1/access-requests", &ivy).await.expect(200).json();
+    assert_eq!(mine["items"].as_array().expect("items").len(), 2);
+    // Someone else cannot answer ivy's invitation.
+    let other = app.user("other").await;
+    let id = par["par_id"].as_i64().expect("id");
+    app.put(&format!("/api/v1/access-requests/{id}"), &other, json!({"action": "accept"})).await.expect(404);
+    // Accept: membership at the invited level, at once.
+    let r = app.put(&format!("/api/v1/access-requests/{id}"), &ivy, json!({"action": "accept"})).await.expect(200);
+    assert_eq!(r.json()["status"], "accepted");
+    assert_eq!(r.json()["approved"], true);
+    app.get("/api/v1/projects/P1", &ivy).await.expect(200);
+    // Twice: refused.
+    let r = app.put(&format!("/api/v1/access-requests/{id}"), &ivy, json!({"action": "accept"})).await.expect(409);
+    assert_eq!(r.code(), "already_answered");
+    // Decline: no membership.
+    let id2 = par2["par_id"].as_i64().expect("id");
+    let r = app.put(&format!("/api/v1/access-requests/{id2}"), &ivy, json!({"action": "decline"})).await.expect(200);
+    assert_eq!(r.json()["approved"], false);
+    app.get("/api/v1/projects/P2", &ivy).await.expect(403);
+    app.put(&format!("/api/v1/access-requests/{id2}"), &ivy, json!({"action": "accept"})).await.expect(409);
+    assert_eq!(app.get("/api/v1/access-requests", &ivy).await.json()["items"], json!([]));
+    // The project's list shows both, with approval data.
+    let list = app.get("/api/v1/projects/P1/access-requests", &owner).await.expect(200).json();
+    assert_eq!(list["items"][0]["login"], "ivy");
+    assert!(list["items"][0]["approval_date"].is_string());
+    assert_eq!(app.log_actions(&id.to_string()).await, ["access_request.invited", "access_request.accepted"]);
+    assert_eq!(app.log_actions(&id2.to_string()).await, ["access_request.invited", "access_request.declined"]);
+}
+
+#[tokio::test]
+async fn join_request_answered_by_owner() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let jo = app.user("jo").await;
+    project(&app, &owner, "P1").await;
+    let par =
+        app.post("/api/v1/projects/P1/access-requests", &jo, json!({"level": "collaborator"})).await.expect(201).json();
+    assert_eq!(par["kind"], "request");
+    let id = par["par_id"].as_i64().expect("id");
+    // The requester cannot approve themself.
+    app.put(&format!("/api/v1/access-requests/{id}"), &jo, json!({"action": "accept"})).await.expect(404);
+    app.put(&format!("/api/v1/access-requests/{id}"), &owner, json!({"action": "accept"})).await.expect(200);
+    let members = app.get("/api/v1/projects/P1/members", &jo).await.expect(200).json();
+    assert!(levels(&members).contains(&("jo".into(), "collaborator".into())));
+    app.post("/api/v1/projects/P1/access-requests", &jo, json!({"level": "owner"})).await.expect(409);
+}
+
+#[tokio::test]
+async fn email_invitation_waits_for_a_verified_account() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    project(&app, &owner, "P1").await;
+    project(&app, &owner, "P2").await;
+    app.post(
+        "/api/v1/projects/P1/access-requests",
+        &owner,
+        json!({"email": "New.Person@example.org", "level": "member"}),
+    )
+    .await
+    .expect(201);
+    app.post(
+        "/api/v1/projects/P2/access-requests",
+        &owner,
+        json!({"email": "new.person@example.org", "level": "owner"}),
+    )
+    .await
+    .expect(201);
+    // An account with that email but unverified does not get them...
+    app.create_user("newbie", json!({"email": "new.person@example.org", "verified": false})).await;
+    let t = app.login("newbie", PASSWORD).await;
+    assert_eq!(app.get("/api/v1/access-requests", &t).await.json()["items"], json!([]));
+    // ...until the email is verified.
+    app.patch("/api/v1/users/newbie", &app.admin_token, json!({"verified": true})).await.expect(200);
+    let mine = app.get("/api/v1/access-requests", &t).await.expect(200).json();
+    assert_eq!(mine["items"].as_array().expect("items").len(), 2);
+    let id = mine["items"][0]["par_id"].as_i64().expect("id");
+    app.put(&format!("/api/v1/access-requests/{id}"), &t, json!({"action": "accept"})).await.expect(200);
+    app.get("/api/v1/projects/P1", &t).await.expect(200);
+    // A user created already verified picks theirs up at once.
+    app.post(
+        "/api/v1/projects/P1/access-requests",
+        &owner,
+        json!({"email": "later@example.org", "level": "collaborator"}),
+    )
+    .await
+    .expect(201);
+    app.create_user("later", json!({"email": "LATER@example.org", "verified": true})).await;
+    let t2 = app.login("later", PASSWORD).await;
+    assert_eq!(app.get("/api/v1/access-requests", &t2).await.json()["items"][0]["level"], "collaborator");
+    // Inviting an email that already has a verified account targets it directly.
+    app.post("/api/v1/projects/P2/access-requests", &owner, json!({"email": "later@example.org", "level": "member"}))
+        .await
+        .expect(201);
+    assert_eq!(app.get("/api/v1/access-requests", &t2).await.json()["items"].as_array().expect("items").len(), 2);
+}
+
+#[tokio::test]
+async fn parallel_accepts_add_one_membership() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let pam = app.user("pam").await;
+    project(&app, &owner, "P1").await;
+    let par = app
+        .post("/api/v1/projects/P1/access-requests", &owner, json!({"username": "pam", "level": "member"}))
+        .await
+        .expect(201)
+        .json();
+    let path = format!("/api/v1/access-requests/{}", par["par_id"]);
+    let body = json!({"action": "accept"});
+    let results = futures_util::future::join_all((0..10).map(|_| app.put(&path, &pam, body.clone()))).await;
+    assert_eq!(results.iter().filter(|r| r.status == 200).count(), 1);
+    assert_eq!(results.iter().filter(|r| r.status == 409).count(), 9);
+    assert_eq!(app.count("SELECT count(*) FROM user_groups WHERE project_id = 'P1'").await, 2);
+}
+
+#[tokio::test]
+async fn bulk_group_changes_report_per_group() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.create_user("gus", json!({})).await;
+    project(&app, &owner, "P1").await;
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "readers", "display_name": "Readers"}))
+        .await
+        .expect(201);
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "READERS"})).await.expect(409);
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "bad name"})).await.expect(422);
+    let t = &app.admin_token;
+    let r = app.put("/api/v1/users/gus/groups", t, json!(["readers", "nope", "P1_member"])).await.expect(202);
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0], json!({"group": "readers", "ok": true, "error": null}));
+    assert_eq!(results[1]["ok"], false);
+    assert!(results[1]["error"].as_str().expect("e").contains("nope"));
+    assert_eq!(results[2]["ok"], true);
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_member", "readers"]));
+    // All fine -> 200; a project group replaces the level.
+    app.put("/api/v1/users/gus/groups", t, json!({"groups": ["P1_owner"]})).await.expect(200);
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_owner", "readers"]));
+    let members = app.get("/api/v1/groups/readers/members", t).await.expect(200).json();
+    assert_eq!(members[0]["username"], "gus");
+    // Removing: partial again.
+    let r = app
+        .send(
+            Method::DELETE,
+            "/api/v1/users/gus/groups",
+            &Auth::Bearer(t.clone()),
+            Some(json!(["readers", "P1_member"])),
+        )
+        .await
+        .expect(202);
+    assert_eq!(r.json()["results"][1]["ok"], false);
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_owner"]));
+    // One at a time.
+    app.put("/api/v1/users/gus/groups/readers", t, json!(null)).await.expect(200);
+    app.delete("/api/v1/users/gus/groups/readers", t).await.expect(200);
+    app.delete("/api/v1/users/gus/groups/readers", t).await.expect(404);
+    // Project groups go only with their project; plain groups may be deleted.
+    app.delete("/api/v1/groups/P1_owner", t).await.expect(409);
+    app.delete("/api/v1/groups/readers", t).await.expect(200);
+    // Users cannot change their own groups.
+    let gus = app.login("gus", PASSWORD).await;
+    app.put("/api/v1/users/me/groups/P1_member", &gus, json!(null)).await.expect(403);
+    let log = app.log_actions("readers").await;
+    assert_eq!(
+        log,
+        [
+            "group.created",
+            "group.member_added",
+            "group.member_removed",
+            "group.member_added",
+            "group.member_removed",
+            "group.deleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn access_request_lists_in_four_formats() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.user("ivy").await;
+    app.post(
+        "/api/v1/projects",
+        &owner,
+        json!({"id": "P1", "name": "Evil, \"quoted\" <b>", "description": "<script>alert('x')</script>", "pi": "A, \"B\""}),
+    )
+    .await
+    .expect(201);
+    app.post("/api/v1/projects/P1/access-requests", &owner, json!({"username": "ivy", "level": "member"}))
+        .await
+        .expect(201);
+    app.post(
+        "/api/v1/projects/P1/access-requests",
+        &owner,
+        json!({"email": "o'brien+x@example.org", "level": "owner"}),
+    )
+    .await
+    .expect(201);
+    let get = |fmt: &str| {
+        let path = format!("/api/v1/projects/P1/access-requests?format={fmt}");
+        let owner = owner.clone();
+        let app = &app;
+        async move { app.get(&path, &owner).await }
+    };
+    // CSV parses with a CSV reader, values intact.
+    let csv_text = get("csv").await.expect(200);
+    assert!(csv_text.headers["content-type"].to_str().expect("ct").starts_with("text/csv"));
+    let mut rd = csv::Reader::from_reader(csv_text.text.as_bytes());
+    let header: Vec<String> = rd.headers().expect("header").iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"]
+    );
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[0][4], "o'brien+x@example.org");
+    assert_eq!(&rows[0][6], "Evil, \"quoted\" <b>");
+    assert_eq!(&rows[1][5], "ivy");
+    // XML parses.
+    let xml = get("xml").await.expect(200).text;
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut cells = 0;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"cell" => cells += 1,
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(cells, 18);
+    // HTML escapes.
+    let user_html =
+        app.get("/api/v1/access-requests?format=html", &app.login("ivy", PASSWORD).await).await.expect(200).text;
+    assert!(!user_html.contains("<script>"), "{user_html}");
+    assert!(user_html.contains("&lt;script&gt;"));
+    assert!(!user_html.contains("Evil <b>"));
+    // JSON is the default; unknown formats are refused.
+    assert_eq!(get("json").await.expect(200).json()["items"].as_array().expect("items").len(), 2);
+    assert_eq!(get("yaml").await.expect(400).code(), "invalid_format");
+}
