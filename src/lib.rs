@@ -13,6 +13,7 @@ pub mod startup;
 pub mod store;
 pub mod table;
 pub mod telemetry;
+pub mod xnat;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;

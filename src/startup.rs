@@ -18,6 +18,7 @@ use crate::auth::tokens::Keys;
 use crate::config::Settings;
 use crate::domain::Permission::{Admin, UserManagement};
 use crate::error::ApiError;
+use crate::xnat;
 
 /// Shared by every worker. Cheap to clone; no globals.
 pub struct AppState {
@@ -101,6 +102,50 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/v1/projects/{project}/access-requests", ProjectOwnerOr(UserManagement), web::get().to(api::projects::project_requests)),
         r(M::GET, "/api/v1/access-requests", Authenticated, web::get().to(api::projects::mine)),
         r(M::PUT, "/api/v1/access-requests/{par_id}", Authenticated, web::put().to(api::projects::answer)),
+        // XNAT compatibility: login handshake and version
+        r(M::GET, "/", Public, web::get().to(xnat::root)),
+        r(M::GET, "/data/version", Public, web::get().to(xnat::version)),
+        r(M::GET, "/xapi/siteConfig/buildInfo", Public, web::get().to(xnat::build_info)),
+        r(M::PUT, "/data/services/auth", Public, web::put().to(xnat::services_auth)),
+        r(M::GET, "/data/JSESSION", Authenticated, web::get().to(xnat::jsession)),
+        r(M::DELETE, "/data/JSESSION", Authenticated, web::delete().to(xnat::jsession_delete)),
+        r(M::GET, "/data/auth", Authenticated, web::get().to(xnat::auth_status)),
+        // XNAT user API (static paths before `{username}`)
+        r(M::GET, "/xapi/users", Permission(UserManagement), web::get().to(xnat::users::usernames)),
+        r(M::POST, "/xapi/users", Permission(UserManagement), web::post().to(xnat::users::create)),
+        r(M::GET, "/xapi/users/profiles", Permission(UserManagement), web::get().to(xnat::users::profiles)),
+        r(M::GET, "/xapi/users/current", Permission(UserManagement), web::get().to(xnat::users::current)),
+        r(M::GET, "/xapi/users/active", Permission(UserManagement), web::get().to(xnat::users::active)),
+        r(M::GET, "/xapi/users/active/{username}", SelfOr(UserManagement), web::get().to(xnat::users::active_of)),
+        r(M::DELETE, "/xapi/users/active/{username}", SelfOr(UserManagement), web::delete().to(xnat::users::invalidate)),
+        r(M::GET, "/xapi/users/profile/{username}", SelfOr(UserManagement), web::get().to(xnat::users::profile)),
+        r(M::GET, "/xapi/users/{username}", SelfOr(UserManagement), web::get().to(xnat::users::read)),
+        r(M::PUT, "/xapi/users/{username}", SelfOr(UserManagement), web::put().to(xnat::users::update)),
+        r(M::GET, "/xapi/users/{username}/enabled", SelfOr(UserManagement), web::get().to(xnat::users::enabled)),
+        r(M::PUT, "/xapi/users/{username}/enabled/{flag}", Permission(UserManagement), web::put().to(xnat::users::set_enabled)),
+        r(M::GET, "/xapi/users/{username}/verified", SelfOr(UserManagement), web::get().to(xnat::users::verified)),
+        r(M::PUT, "/xapi/users/{username}/verified/{flag}", Permission(UserManagement), web::put().to(xnat::users::set_verified)),
+        r(M::GET, "/xapi/users/{username}/groups", SelfOr(UserManagement), web::get().to(xnat::users::groups_of)),
+        r(M::PUT, "/xapi/users/{username}/groups", Permission(UserManagement), web::put().to(xnat::users::add_groups)),
+        r(M::DELETE, "/xapi/users/{username}/groups", Permission(UserManagement), web::delete().to(xnat::users::remove_groups)),
+        r(M::PUT, "/xapi/users/{username}/groups/{group}", Permission(UserManagement), web::put().to(xnat::users::add_group)),
+        r(M::DELETE, "/xapi/users/{username}/groups/{group}", Permission(UserManagement), web::delete().to(xnat::users::remove_group)),
+        r(M::GET, "/xapi/users/{username}/roles", SelfOr(UserManagement), web::get().to(xnat::users::roles_of)),
+        r(M::PUT, "/xapi/users/{username}/roles", Permission(UserManagement), web::put().to(xnat::users::add_roles)),
+        r(M::DELETE, "/xapi/users/{username}/roles", Permission(UserManagement), web::delete().to(xnat::users::remove_roles)),
+        r(M::PUT, "/xapi/users/{username}/roles/{role}", Permission(UserManagement), web::put().to(xnat::users::add_role)),
+        r(M::DELETE, "/xapi/users/{username}/roles/{role}", Permission(UserManagement), web::delete().to(xnat::users::remove_role)),
+        // XNAT projects, members and access requests
+        r(M::GET, "/xapi/access/projects", Authenticated, web::get().to(xnat::data::access_projects)),
+        r(M::GET, "/data/users", Authenticated, web::get().to(xnat::data::data_users)),
+        r(M::GET, "/data/projects", Authenticated, web::get().to(xnat::data::projects_list)),
+        r(M::GET, "/data/archive/projects", Authenticated, web::get().to(xnat::data::archive_projects)),
+        r(M::GET, "/data/projects/{project}/users", ProjectReaderOr(UserManagement), web::get().to(xnat::data::project_users)),
+        r(M::PUT, "/data/projects/{project}/users/{group}/{user}", ProjectOwnerOr(UserManagement), web::put().to(xnat::data::add_project_user)),
+        r(M::DELETE, "/data/projects/{project}/users/{group}/{user}", ProjectOwnerOr(UserManagement), web::delete().to(xnat::data::remove_project_user)),
+        r(M::GET, "/data/pars", Authenticated, web::get().to(xnat::data::my_pars)),
+        r(M::PUT, "/data/pars/{par_id}", Authenticated, web::put().to(xnat::data::answer)),
+        r(M::GET, "/data/projects/{project}/pars", ProjectOwnerOr(UserManagement), web::get().to(xnat::data::project_pars)),
     ]
 }
 
@@ -141,6 +186,9 @@ impl Application {
                 .app_data(table.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(
+                    web::FormConfig::default().limit(body_limit).error_handler(|err, _req| form_error(err).into()),
+                )
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .wrap(from_fn(access::enforce))
@@ -314,6 +362,24 @@ pub fn json_error(err: JsonPayloadError) -> ApiError {
         JsonPayloadError::Serialize(e) => ApiError::internal(e),
         JsonPayloadError::Payload(_) => ApiError::bad_request("invalid_body", "could not read the request body"),
         _ => ApiError::bad_request("invalid_body", "invalid request body"),
+    }
+}
+
+/// Maps form-body problems (XNAT's login form) like JSON ones.
+fn form_error(err: actix_web::error::UrlencodedError) -> ApiError {
+    use actix_web::error::UrlencodedError as E;
+    match err {
+        E::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected a form body (application/x-www-form-urlencoded)",
+        ),
+        E::Overflow { limit, .. } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        ),
+        _ => ApiError::bad_request("invalid_form", "invalid form body: username and password are required"),
     }
 }
 

@@ -43,7 +43,7 @@ impl GroupList {
 }
 
 /// Nobody but an administrator changes their own groups (MLTE's rule).
-fn forbid_self(caller: &Caller, username: &str) -> Result<String, ApiError> {
+pub fn forbid_self(caller: &Caller, username: &str) -> Result<String, ApiError> {
     if caller.0.is(username) && !caller.0.is_admin() {
         return Err(ApiError::forbidden("you cannot change your own groups"));
     }
@@ -122,13 +122,25 @@ async fn bulk(
     list: Vec<String>,
     add: bool,
 ) -> ApiResult<HttpResponse> {
+    Ok(bulk_response(apply_groups(state, caller, audit, username, list, add).await?))
+}
+
+/// Adds to or removes from several groups, each applied or refused whole;
+/// shared by the native and XNAT APIs.
+pub async fn apply_groups(
+    state: &AppState,
+    caller: &Caller,
+    audit: &Audit,
+    username: &str,
+    list: Vec<String>,
+    add: bool,
+) -> ApiResult<Vec<ItemResult>> {
     let name = forbid_self(caller, username)?;
     let mut tx = state.pool.begin().await?;
     let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
     tx.commit().await?;
-    Ok(bulk_response(results))
+    Ok(results)
 }
-
 /// Adds a user to several groups: `{"results": [{"group", "ok", "error"}]}`,
 /// 200 when all applied, 202 when only some. Needs USER_MANAGEMENT.
 #[utoipa::path(put, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,

@@ -63,7 +63,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     pub email: Option<String>,
@@ -238,9 +238,21 @@ pub async fn update(
     path: web::Path<String>,
     body: web::Json<UpdateUser>,
 ) -> ApiResult<HttpResponse> {
-    let caller = caller.0;
-    let name = resolve_me(&caller, &path).to_string();
-    let body = body.into_inner();
+    let name = resolve_me(&caller.0, &path).to_string();
+    let (user, _) = update_user(&state, &caller.0, &audit, &name, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// The update rules, shared by the native and XNAT APIs. Returns the user
+/// and whether anything changed. Privileged fields count only when their
+/// value would change (clients send whole objects back).
+pub async fn update_user(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    name: &str,
+    body: UpdateUser,
+) -> ApiResult<(User, bool)> {
     let patch = Patch {
         email: body.email.as_deref().map(Email::parse).transpose()?,
         first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
@@ -249,19 +261,24 @@ pub async fn update(
         verified: body.verified,
         admin: body.admin,
     };
-    let is_self = caller.is(&name);
-    if patch.touches_privileged() && (is_self || !caller.has(Permission::UserManagement)) {
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, name, false).await?;
+    let admin_change = patch.admin.is_some_and(|a| a != target.admin());
+    let privileged = admin_change
+        || patch.enabled.is_some_and(|e| e != target.enabled)
+        || patch.verified.is_some_and(|v| v != target.verified);
+    let is_self = target.id == caller.user_id;
+    if privileged && (is_self || !caller.has(Permission::UserManagement)) {
         return Err(ApiError::forbidden("you cannot change your own enabled, verified or admin state"));
     }
-    if patch.admin.is_some() && !caller.is_admin() {
+    if admin_change && !caller.is_admin() {
         return Err(ApiError::forbidden("only an administrator may change the admin flag"));
     }
-    let mut tx = state.pool.begin().await?;
-    let target = users::get(&mut tx, &name, false).await?;
-    require_admin_for(&caller, &target)?;
-    let user = users::update(&mut tx, &audit, &name, patch).await?;
+    require_admin_for(caller, &target)?;
+    let user = users::update(&mut tx, audit, name, patch).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    let changed = user.last_modified != target.last_modified;
+    Ok((user, changed))
 }
 
 /// Deletes a user with their sessions and API keys. Needs USER_MANAGEMENT
@@ -358,6 +375,21 @@ async fn change_roles(
     roles: Vec<String>,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
+    let (user, results) = apply_roles(state, caller, audit, username, roles, grant).await?;
+    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
+}
+
+/// The role-change rules, shared by the native and XNAT APIs: nobody changes
+/// their own roles; only an administrator grants or removes Administrator.
+pub async fn apply_roles(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    roles: Vec<String>,
+    grant: bool,
+) -> ApiResult<(User, Vec<ItemResult>)> {
     let name = resolve_me(caller, username).to_string();
     if caller.is(&name) {
         return Err(ApiError::forbidden("you cannot change your own roles"));
@@ -368,10 +400,9 @@ async fn change_roles(
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
     require_admin_for(caller, &target)?;
-    let (user, results) = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
+    let out = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
     tx.commit().await?;
-    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
+    Ok(out)
 }
 
 /// Grants several roles. 200 when all applied, 202 when only some were (see

@@ -123,8 +123,23 @@ pub async fn enforce(
         log_denied(&state, &req, &principal, &pattern).await;
         return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
     }
+    let mut principal = principal;
+    let mut new_cookie = None;
+    if principal.via_basic && principal.session_id.is_none() && crate::xnat::is_xnat_path(req.path()) {
+        match crate::xnat::start_session(&state, req.request(), &mut principal).await {
+            Ok(secret) => {
+                req.extensions_mut().insert(crate::xnat::NewSessionCookie(secret.clone()));
+                new_cookie = Some(secret);
+            }
+            Err(e) => return Ok(deny(req, e)),
+        }
+    }
     req.extensions_mut().insert(principal);
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if let Some(secret) = new_cookie {
+        let _ = res.response_mut().add_cookie(&crate::xnat::jsession_cookie(&state, secret));
+    }
+    Ok(res)
 }
 
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {

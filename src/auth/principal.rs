@@ -37,6 +37,8 @@ pub struct Principal {
     pub session_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
     pub method: AuthMethod,
+    /// Authenticated by `Authorization: Basic` (password or API key).
+    pub via_basic: bool,
 }
 
 impl Principal {
@@ -52,32 +54,41 @@ impl Principal {
     }
 }
 
-/// Credentials presented with a request.
+/// The `Authorization` header of a request.
 pub enum Credentials {
     None,
-    Cookie(String),
     Bearer(String),
     Basic { username: String, password: SecretString },
     Malformed,
 }
 
-pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Credentials {
-    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        let Ok(h) = h.to_str() else {
-            return Credentials::Malformed;
-        };
-        if let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
-            return Credentials::Bearer(token.trim().to_string());
-        }
-        if let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) {
-            return parse_basic(b64.trim()).unwrap_or(Credentials::Malformed);
-        }
-        return Credentials::Malformed;
-    }
-    if let Some(c) = req.cookie(cookie_name) {
-        return Credentials::Cookie(c.value().to_string());
-    }
-    Credentials::None
+/// What a request presented: a session cookie (ours or XNAT's `JSESSIONID`)
+/// and an `Authorization` header.
+pub struct Presented {
+    pub cookie: Option<String>,
+    pub header: Credentials,
+}
+
+pub const XNAT_COOKIE: &str = "JSESSIONID";
+
+pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Presented {
+    let cookie = req.cookie(cookie_name).or_else(|| req.cookie(XNAT_COOKIE)).map(|c| c.value().to_string());
+    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => Credentials::None,
+        Some(h) => match h.to_str() {
+            Err(_) => Credentials::Malformed,
+            Ok(h) => {
+                if let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) {
+                    Credentials::Bearer(token.trim().to_string())
+                } else if let Some(b64) = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")) {
+                    parse_basic(b64.trim()).unwrap_or(Credentials::Malformed)
+                } else {
+                    Credentials::Malformed
+                }
+            }
+        },
+    };
+    Presented { cookie, header }
 }
 
 /// Decodes the payload of `Authorization: Basic`; `None` if malformed.
@@ -139,29 +150,30 @@ fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Pr
         session_id,
         api_key_id,
         method,
+        via_basic: false,
     })
 }
 
-/// Resolves credentials to a principal. `Ok(None)` means anonymous;
-/// presented but invalid credentials are an error (401).
+/// Resolves what a request presented to a principal. `Ok(None)` means
+/// anonymous; presented but invalid credentials are an error (401). A valid
+/// session cookie wins; a dead one falls back to the `Authorization` header
+/// (pyxnat sends both, and must be served after its session ended).
 pub async fn resolve(
     state: &AppState,
-    creds: Credentials,
+    presented: Presented,
     client_ip: Option<String>,
 ) -> Result<Option<Principal>, ApiError> {
     let now = Utc::now();
-    match creds {
+    if let Some(secret) = presented.cookie {
+        match cookie_principal(state, &secret, now).await {
+            Ok(p) => return Ok(Some(p)),
+            Err(e) if matches!(presented.header, Credentials::None) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    match presented.header {
         Credentials::None => Ok(None),
         Credentials::Malformed => Err(ApiError::unauthorized("malformed Authorization header")),
-        Credentials::Cookie(secret) => {
-            if secret.len() > 128 {
-                return Err(ApiError::unauthorized("invalid or expired credentials"));
-            }
-            let row = session_row(state, "s.cookie_hash = $1", SessionKey::Hash(tokens::sha256(&secret))).await?;
-            let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-            touch_session(state, &row, now).await;
-            principal_from(row, AuthMethod::Cookie, now).map(Some)
-        }
         Credentials::Bearer(token) => {
             if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
                 return api_key_principal(state, prefix, secret, None, now).await.map(Some);
@@ -181,23 +193,36 @@ pub async fn resolve(
         Credentials::Basic { username, password } => {
             use secrecy::ExposeSecret;
             let pw = password.expose_secret();
-            if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
-                return api_key_principal(state, prefix, secret, Some(&username), now).await.map(Some);
-            }
-            let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
-            let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
-            let row = sqlx::query_as::<_, Row>(&format!(
-                "SELECT {USER_PART}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
-                        NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
-                 FROM users u WHERE u.id = $1"
-            ))
-            .bind(user_id)
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-            principal_from(row, AuthMethod::Basic, now).map(Some)
+            let mut p = if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
+                api_key_principal(state, prefix, secret, Some(&username), now).await?
+            } else {
+                let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
+                let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
+                let row = sqlx::query_as::<_, Row>(&format!(
+                    "SELECT {USER_PART}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
+                            NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
+                     FROM users u WHERE u.id = $1"
+                ))
+                .bind(user_id)
+                .fetch_optional(&state.pool)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+                principal_from(row, AuthMethod::Basic, now)?
+            };
+            p.via_basic = true;
+            Ok(Some(p))
         }
     }
+}
+
+async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) -> Result<Principal, ApiError> {
+    if secret.len() > 128 {
+        return Err(ApiError::unauthorized("invalid or expired credentials"));
+    }
+    let row = session_row(state, "s.cookie_hash = $1", SessionKey::Hash(tokens::sha256(secret))).await?;
+    let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+    touch_session(state, &row, now).await;
+    principal_from(row, AuthMethod::Cookie, now)
 }
 
 enum SessionKey {

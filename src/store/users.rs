@@ -37,6 +37,8 @@ pub struct User {
     pub last_successful_login: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub last_modified: DateTime<Utc>,
+    /// XNAT's integer user id.
+    pub xdat_user_id: i32,
 }
 
 impl User {
@@ -97,7 +99,8 @@ impl From<User> for UserView {
 pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.first_name, u.last_name, u.enabled, u.verified,
     ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
     (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts,
-    u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified";
+    u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified,
+    u.xdat_user_id";
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found("user_not_found", format!("user '{name}' not found"))

@@ -14,6 +14,8 @@ fn concrete(path: &str, victim: &str) -> String {
         .replace("{project}", "SWEEP")
         .replace("{group}", "SWEEP_member")
         .replace("{par_id}", "1")
+        .replace("{flag}", "true")
+        .replace("{user}", "victim")
 }
 
 #[tokio::test]
@@ -55,8 +57,8 @@ async fn every_route_enforces_its_declared_rule() {
                 assert_eq!(anon.code(), "unauthenticated");
             }
             // Logging out would end the sweeping user's session: use a throwaway one.
-            let token =
-                if path == "/api/v1/auth/logout" { app.login("ordinary", PASSWORD).await } else { user.clone() };
+            let ends_session = path == "/api/v1/auth/logout" || (path == "/data/JSESSION" && method == "delete");
+            let token = if ends_session { app.login("ordinary", PASSWORD).await } else { user.clone() };
             let as_user = app.send(m.clone(), &url, &Auth::Bearer(token), body.clone()).await;
             if access.contains("permission:") {
                 assert_eq!(as_user.status, 403, "ordinary user {method} {path} ({access}): {}", as_user.text);

@@ -1,0 +1,485 @@
+//! `/xapi/users/...`: XNAT's User Management API (swagger 1.7.4.1), over the
+//! native API's rules.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::users::{apply_roles, new_user, update_user, CreateUser, UpdateUser};
+use crate::api::{groups::apply_groups, resolve_me};
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::domain::Permission;
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::users::{self, ItemResult, User};
+use crate::store::{groups, sessions};
+
+/// XNAT's `UserAuthI`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XnatAuth {
+    pub auth_method: &'static str,
+    pub auth_method_id: &'static str,
+    pub auth_user: String,
+    pub enabled: bool,
+    pub failed_login_attempts: i32,
+    pub last_login_attempt: Option<DateTime<Utc>>,
+    pub last_successful_login: Option<DateTime<Utc>>,
+    pub password_updated: Option<DateTime<Utc>>,
+    pub xdat_username: String,
+}
+
+/// XNAT's `User`, secured: `password` and `salt` are always null.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XnatUser {
+    pub id: i32,
+    pub username: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub verified: bool,
+    pub admin: bool,
+    pub last_modified: DateTime<Utc>,
+    pub secured: bool,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<()>,
+    #[schema(value_type = Option<String>)]
+    pub salt: Option<()>,
+    pub authorization: XnatAuth,
+}
+
+impl From<User> for XnatUser {
+    fn from(u: User) -> XnatUser {
+        XnatUser {
+            id: u.xdat_user_id,
+            admin: u.admin(),
+            authorization: XnatAuth {
+                auth_method: "localdb",
+                auth_method_id: "localdb",
+                auth_user: u.username.clone(),
+                enabled: u.enabled,
+                failed_login_attempts: u.failed_login_attempts,
+                last_login_attempt: u.last_login_attempt,
+                last_successful_login: u.last_successful_login,
+                password_updated: u.password_updated,
+                xdat_username: u.username.clone(),
+            },
+            username: u.username,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            enabled: u.enabled,
+            verified: u.verified,
+            last_modified: u.last_modified,
+            secured: true,
+            password: None,
+            salt: None,
+        }
+    }
+}
+
+/// XNAT's user body for create and update. Unknown XNAT fields (`id`,
+/// `lastModified`, `authorization`, `secured`, `salt`, ...) are ignored.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XnatUserBody {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    pub enabled: Option<bool>,
+    pub verified: Option<bool>,
+    pub admin: Option<bool>,
+}
+
+async fn load(state: &AppState, caller: &Caller, username: &str) -> ApiResult<User> {
+    let mut conn = state.pool.acquire().await?;
+    users::get(&mut conn, resolve_me(&caller.0, username), false).await
+}
+
+async fn all_users(state: &AppState) -> ApiResult<Vec<User>> {
+    let filter = users::ListFilter { limit: i64::MAX, ..Default::default() };
+    users::list(&state.pool, &filter).await
+}
+
+/// Usernames. USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users", tag = "xnat-users", responses((status = 200, body = [String])))]
+pub async fn usernames(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
+}
+
+/// Creates a user (201). USER_MANAGEMENT.
+#[utoipa::path(post, path = "/xapi/users", tag = "xnat-users", request_body = XnatUserBody,
+    responses((status = 201, body = XnatUser), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    body: web::Json<XnatUserBody>,
+) -> ApiResult<HttpResponse> {
+    let b = body.into_inner();
+    let req = CreateUser {
+        username: b.username.ok_or_else(|| ApiError::bad_request("invalid_json", "username is required"))?,
+        email: b.email.ok_or_else(|| ApiError::bad_request("invalid_json", "email is required"))?,
+        first_name: b.first_name.unwrap_or_default(),
+        last_name: b.last_name.unwrap_or_default(),
+        password: b.password,
+        enabled: b.enabled.unwrap_or(true),
+        verified: b.verified.unwrap_or(false),
+        admin: b.admin.unwrap_or(false),
+        roles: Vec::new(),
+    };
+    let new = new_user(&state, &caller.0, req).await?;
+    let mut tx = state.pool.begin().await?;
+    let user = users::create(&mut tx, &audit, new).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(XnatUser::from(user)))
+}
+
+/// Every user's profile. USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/profiles", tag = "xnat-users", responses((status = 200, body = [XnatUser])))]
+pub async fn profiles(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let list: Vec<XnatUser> = all_users(&state).await?.into_iter().map(XnatUser::from).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Profiles of enabled users. USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/current", tag = "xnat-users", responses((status = 200, body = [XnatUser])))]
+pub async fn current(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let list: Vec<XnatUser> = all_users(&state).await?.into_iter().filter(|u| u.enabled).map(XnatUser::from).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// One profile. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/profile/{username}", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = XnatUser), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn profile(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(XnatUser::from(load(&state, &caller, &path).await?)))
+}
+
+/// One user. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/{username}", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = XnatUser), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(XnatUser::from(load(&state, &caller, &path).await?)))
+}
+
+/// Updates a user: 200 with the user, 304 when nothing changed. A
+/// `password` resets it (USER_MANAGEMENT, not on oneself: use the native
+/// API, which asks for the current one). The user themself or USER_MANAGEMENT.
+#[utoipa::path(put, path = "/xapi/users/{username}", tag = "xnat-users", request_body = XnatUserBody,
+    params(("username" = String, Path)), responses((status = 200, body = XnatUser), (status = 304, description = "unchanged"),
+    (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<XnatUserBody>,
+) -> ApiResult<HttpResponse> {
+    let b = body.into_inner();
+    let target = load(&state, &caller, &path).await?;
+    if b.username.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(&target.username)) {
+        return Err(ApiError::bad_request("username_immutable", "a username cannot be changed"));
+    }
+    let mut changed_password = false;
+    if let Some(pw) = b.password {
+        if target.id == caller.0.user_id || !caller.0.has(Permission::UserManagement) {
+            return Err(ApiError::forbidden("change your own password through PUT /api/v1/users/me/password"));
+        }
+        if target.admin() && !caller.0.is_admin() {
+            return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
+        }
+        use secrecy::ExposeSecret;
+        state.hasher.check_policy(pw.expose_secret(), &target.username, &target.email)?;
+        let hash = state.hasher.hash(pw).await?;
+        let mut tx = state.pool.begin().await?;
+        users::set_password(&mut tx, &audit, &target, hash, None, "password.reset").await?;
+        tx.commit().await?;
+        changed_password = true;
+    }
+    let patch = UpdateUser {
+        email: b.email,
+        first_name: b.first_name,
+        last_name: b.last_name,
+        enabled: b.enabled,
+        verified: b.verified,
+        admin: b.admin,
+    };
+    let (user, changed) = update_user(&state, &caller.0, &audit, &target.username, patch).await?;
+    if !changed && !changed_password {
+        return Ok(HttpResponse::NotModified().finish());
+    }
+    Ok(HttpResponse::Ok().json(XnatUser::from(user)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActiveSessions {
+    pub count: usize,
+    pub sessions: Vec<String>,
+}
+
+/// Users with at least one active session: `{username: {count, sessions}}`. USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/active", tag = "xnat-users", responses((status = 200, description = "map of users to sessions")))]
+pub async fn active(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT u.username, s.id FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.revoked_at IS NULL AND s.expires_at > now() ORDER BY lower(u.username), s.created_at",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let mut map: BTreeMap<String, ActiveSessions> = BTreeMap::new();
+    for (user, sid) in rows {
+        let e = map.entry(user).or_insert_with(|| ActiveSessions { count: 0, sessions: Vec::new() });
+        e.count += 1;
+        e.sessions.push(sid.to_string());
+    }
+    Ok(HttpResponse::Ok().json(map))
+}
+
+/// A user's active session ids. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/active/{username}", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn active_of(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let user = load(&state, &caller, &path).await?;
+    let mut conn = state.pool.acquire().await?;
+    let ids: Vec<String> =
+        sessions::list_active(&mut conn, user.id).await?.into_iter().map(|s| s.id.to_string()).collect();
+    Ok(HttpResponse::Ok().json(ids))
+}
+
+/// Invalidates every session of a user; 200 with the ids ended (an empty
+/// list when there were none). The user themself or USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/xapi/users/active/{username}", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn invalidate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let user = load(&state, &caller, &path).await?;
+    let mut tx = state.pool.begin().await?;
+    let ids: Vec<String> =
+        sessions::list_active(&mut tx, user.id).await?.into_iter().map(|s| s.id.to_string()).collect();
+    sessions::revoke_all(&mut tx, &audit, user.id, "invalidated through /xapi/users/active").await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(ids))
+}
+
+/// Whether a user is enabled. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/{username}/enabled", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = bool)))]
+pub async fn enabled(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.enabled))
+}
+
+/// Whether a user's email is verified. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/{username}/verified", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = bool)))]
+pub async fn verified(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.verified))
+}
+
+async fn set_flag(
+    state: &AppState,
+    caller: &Caller,
+    audit: &Audit,
+    username: &str,
+    patch: UpdateUser,
+) -> ApiResult<HttpResponse> {
+    let name = resolve_me(&caller.0, username).to_string();
+    let (user, _) = update_user(state, &caller.0, audit, &name, patch).await?;
+    Ok(HttpResponse::Ok().json(if user.enabled { Value::Bool(true) } else { Value::Bool(false) }))
+}
+
+/// Enables or disables a user (disabling ends their sessions). USER_MANAGEMENT.
+#[utoipa::path(put, path = "/xapi/users/{username}/enabled/{flag}", tag = "xnat-users",
+    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool)))]
+pub async fn set_enabled(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, flag) = path.into_inner();
+    let flag = super::parse_flag(&flag)?;
+    set_flag(&state, &caller, &audit, &username, UpdateUser { enabled: Some(flag), ..Default::default() }).await?;
+    Ok(HttpResponse::Ok().json(flag))
+}
+
+/// Sets a user's verified state. USER_MANAGEMENT.
+#[utoipa::path(put, path = "/xapi/users/{username}/verified/{flag}", tag = "xnat-users",
+    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool)))]
+pub async fn set_verified(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, flag) = path.into_inner();
+    let flag = super::parse_flag(&flag)?;
+    set_flag(&state, &caller, &audit, &username, UpdateUser { verified: Some(flag), ..Default::default() }).await?;
+    Ok(HttpResponse::Ok().json(flag))
+}
+
+/// XNAT's bulk answer: 200 with no failures, or 202 with the names that failed.
+fn bulk(results: Vec<ItemResult>) -> HttpResponse {
+    let failed: Vec<String> = results.into_iter().filter(|r| !r.ok).map(|r| r.name).collect();
+    if failed.is_empty() {
+        HttpResponse::Ok().json(failed)
+    } else {
+        HttpResponse::Accepted().json(failed)
+    }
+}
+
+/// Answers a single-item change: its error if it failed.
+fn single(results: Vec<ItemResult>, what: &str) -> ApiResult<HttpResponse> {
+    match results.into_iter().next() {
+        Some(r) if r.ok => Ok(HttpResponse::Ok().json(Vec::<String>::new())),
+        Some(r) => {
+            Err(ApiError::not_found("not_applied", r.error.unwrap_or_else(|| format!("{what} could not be changed"))))
+        }
+        None => Err(ApiError::bad_request("invalid_request", "nothing to change")),
+    }
+}
+
+fn list_body(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if raw.is_empty() || raw.len() > 100 {
+        return Err(ApiError::bad_request("invalid_list", "give between 1 and 100 names"));
+    }
+    Ok(raw)
+}
+
+/// A user's groups. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/{username}/groups", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn groups_of(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let user = load(&state, &caller, &path).await?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(HttpResponse::Ok().json(groups::of_user(&mut conn, user.id).await?))
+}
+
+/// Adds a user to groups: 200, or 202 with the groups that failed. USER_MANAGEMENT.
+#[utoipa::path(put, path = "/xapi/users/{username}/groups", tag = "xnat-users", request_body = Vec<String>,
+    params(("username" = String, Path)), responses((status = 200, body = [String]), (status = 202, body = [String])))]
+pub async fn add_groups(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<Vec<String>>,
+) -> ApiResult<HttpResponse> {
+    Ok(bulk(apply_groups(&state, &caller, &audit, &path, list_body(body.into_inner())?, true).await?))
+}
+
+/// Removes a user from groups: 200, or 202 with the groups that failed. USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/xapi/users/{username}/groups", tag = "xnat-users", request_body = Vec<String>,
+    params(("username" = String, Path)), responses((status = 200, body = [String]), (status = 202, body = [String])))]
+pub async fn remove_groups(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<Vec<String>>,
+) -> ApiResult<HttpResponse> {
+    Ok(bulk(apply_groups(&state, &caller, &audit, &path, list_body(body.into_inner())?, false).await?))
+}
+
+/// Adds a user to one group. USER_MANAGEMENT.
+#[utoipa::path(put, path = "/xapi/users/{username}/groups/{group}", tag = "xnat-users",
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, body = [String]), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn add_group(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, group) = path.into_inner();
+    single(apply_groups(&state, &caller, &audit, &user, vec![group], true).await?, "group")
+}
+
+/// Removes a user from one group; 200. USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/xapi/users/{username}/groups/{group}", tag = "xnat-users",
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, body = [String]), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_group(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, group) = path.into_inner();
+    single(apply_groups(&state, &caller, &audit, &user, vec![group], false).await?, "group")
+}
+
+/// A user's roles. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/xapi/users/{username}/roles", tag = "xnat-users", params(("username" = String, Path)),
+    responses((status = 200, body = [String])))]
+pub async fn roles_of(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.roles))
+}
+
+/// Grants roles: 200, or 202 with the roles that failed. USER_MANAGEMENT (ADMIN for Administrator).
+#[utoipa::path(put, path = "/xapi/users/{username}/roles", tag = "xnat-users", request_body = Vec<String>,
+    params(("username" = String, Path)), responses((status = 200, body = [String]), (status = 202, body = [String])))]
+pub async fn add_roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<Vec<String>>,
+) -> ApiResult<HttpResponse> {
+    let (_, results) = apply_roles(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?;
+    Ok(bulk(results))
+}
+
+/// Removes roles: 200, or 202 with the roles that failed.
+#[utoipa::path(delete, path = "/xapi/users/{username}/roles", tag = "xnat-users", request_body = Vec<String>,
+    params(("username" = String, Path)), responses((status = 200, body = [String]), (status = 202, body = [String])))]
+pub async fn remove_roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<Vec<String>>,
+) -> ApiResult<HttpResponse> {
+    let (_, results) = apply_roles(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?;
+    Ok(bulk(results))
+}
+
+/// Grants one role.
+#[utoipa::path(put, path = "/xapi/users/{username}/roles/{role}", tag = "xnat-users",
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = [String]), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn add_role(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, role) = path.into_inner();
+    let (_, results) = apply_roles(&state, &caller.0, &audit, &user, vec![role], true).await?;
+    single(results, "role")
+}
+
+/// Removes one role; 200.
+#[utoipa::path(delete, path = "/xapi/users/{username}/roles/{role}", tag = "xnat-users",
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = [String]), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_role(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (user, role) = path.into_inner();
+    let (_, results) = apply_roles(&state, &caller.0, &audit, &user, vec![role], false).await?;
+    single(results, "role")
+}
