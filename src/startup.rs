@@ -106,6 +106,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/", Public, web::get().to(xnat::root)),
         r(M::GET, "/data/version", Public, web::get().to(xnat::version)),
         r(M::GET, "/xapi/siteConfig/buildInfo", Public, web::get().to(xnat::build_info)),
+        r(M::GET, "/data/buildInfo", Public, web::get().to(xnat::data_build_info)),
         r(M::PUT, "/data/services/auth", Public, web::put().to(xnat::services_auth)),
         r(M::GET, "/data/JSESSION", Authenticated, web::get().to(xnat::jsession)),
         r(M::DELETE, "/data/JSESSION", Authenticated, web::delete().to(xnat::jsession_delete)),

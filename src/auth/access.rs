@@ -143,6 +143,14 @@ pub async fn enforce(
 }
 
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
+    if err.status == actix_web::http::StatusCode::UNAUTHORIZED && req.path().starts_with("/data") {
+        // XNAT's own words: pyxnat recognises exactly this body as "authentication failed".
+        let resp = actix_web::HttpResponse::Unauthorized()
+            .content_type("text/plain; charset=utf-8")
+            .insert_header(("WWW-Authenticate", "Basic realm=\"registrar\""))
+            .body(crate::xnat::UNAUTHENTICATED_BODY);
+        return req.into_response(resp);
+    }
     req.into_response(err.error_response())
 }
 

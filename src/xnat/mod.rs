@@ -19,6 +19,9 @@ use crate::store::sessions;
 /// The XNAT version registrar answers to clients (they check it is 1.x).
 pub const XNAT_VERSION: &str = "1.8.10";
 
+/// XNAT's body of a 401 on `/data` paths.
+pub const UNAUTHENTICATED_BODY: &str = "The request requires user authentication";
+
 /// Paths XNAT clients use; Basic logins there get a `JSESSIONID` session.
 pub fn is_xnat_path(path: &str) -> bool {
     path.starts_with("/data/") || path.starts_with("/xapi/") || path == "/data"
@@ -74,6 +77,12 @@ pub async fn root() -> HttpResponse {
 #[utoipa::path(get, path = "/data/version", tag = "xnat", responses((status = 200, description = "e.g. `1.8.10`")))]
 pub async fn version() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(XNAT_VERSION)
+}
+
+/// `GET /data/buildInfo` (xnatpy asks here first). Public.
+#[utoipa::path(get, path = "/data/buildInfo", tag = "xnat", responses((status = 200, description = "`{version, ...}`")))]
+pub async fn data_build_info() -> HttpResponse {
+    build_info().await
 }
 
 /// `GET /xapi/siteConfig/buildInfo`. Public.

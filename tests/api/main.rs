@@ -7,3 +7,5 @@ mod accounts;
 mod authn;
 mod foundation;
 mod projects;
+mod xnat;
+mod xnat_clients;

@@ -1,0 +1,126 @@
+//! The real `pyxnat` and `xnat` (xnatpy) Python packages against a running
+//! registrar. The virtualenv is created on first use under
+//! `target/xnat-venv` from `tests/xnat_clients/requirements.txt` (or taken
+//! from `REGISTRAR_XNAT_PYTHON`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::helpers::*;
+
+static PYTHON: OnceCell<PathBuf> = OnceCell::const_new();
+
+fn run(cmd: &mut std::process::Command, what: &str) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn python() -> &'static Path {
+    PYTHON
+        .get_or_init(|| async {
+            if let Ok(p) = std::env::var("REGISTRAR_XNAT_PYTHON") {
+                return PathBuf::from(p);
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let venv = root.join("target").join("xnat-venv");
+            let py = venv.join("bin").join("python");
+            let reqs = root.join("tests").join("xnat_clients").join("requirements.txt");
+            let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
+            let marker = venv.join(".installed");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+                tokio::task::spawn_blocking(move || {
+                    run(
+                        std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
+                        "python3 -m venv",
+                    );
+                    run(
+                        std::process::Command::new(venv.join("bin").join("python"))
+                            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                            .arg(&reqs),
+                        "pip install the XNAT clients",
+                    );
+                    std::fs::write(&marker, wanted).expect("write marker");
+                })
+                .await
+                .expect("join");
+            }
+            py
+        })
+        .await
+}
+
+/// Sets up a user, a project owned by the admin and an invitation to a
+/// second project, then runs one driver script and checks its verdict.
+async fn drive(script: &str, user: &str, project: &str) {
+    let py = python().await;
+    let app = spawn_app().await;
+    app.create_user(user, json!({"first_name": "Client", "last_name": "Tester", "verified": true})).await;
+    let par_project = format!("{project}_PAR");
+    for p in [project, par_project.as_str()] {
+        app.post(
+            "/api/v1/projects",
+            &app.admin_token,
+            json!({"id": p, "name": format!("Project {p}"), "pi": "Dr Who"}),
+        )
+        .await
+        .expect(201);
+    }
+    app.post(
+        &format!("/api/v1/projects/{par_project}/access-requests"),
+        &app.admin_token,
+        json!({"username": user, "level": "member"}),
+    )
+    .await
+    .expect(201);
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("xnat_clients").join(script);
+    let child = tokio::process::Command::new(py)
+        .arg(&script_path)
+        .args(["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD])
+        .args(["--user", user, "--user-password", PASSWORD, "--project", project, "--par-project", &par_project])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn python");
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("client timed out")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    let verdict = stdout.lines().last().unwrap_or_default();
+    assert!(verdict.ends_with("passed, 0 failed") && !verdict.starts_with("0 "), "{script}: {stdout}\n{stderr}");
+    // What the clients did is in the database, not only in their output.
+    let member: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE u.username = $1 AND ug.project_id = $2",
+    )
+    .bind(user)
+    .bind(&par_project)
+    .fetch_one(&app.pool)
+    .await
+    .expect("q");
+    assert_eq!(member, 1, "{script}: the accepted invitation made {user} a member of {par_project}");
+    let pars = app.count("SELECT count(*) FROM access_requests WHERE status = 'accepted'").await;
+    assert_eq!(pars, 1);
+}
+
+#[tokio::test]
+async fn pyxnat_drives_registrar() {
+    drive("drive_pyxnat.py", "pyuser", "PY").await;
+}
+
+#[tokio::test]
+async fn xnatpy_drives_registrar() {
+    drive("drive_xnatpy.py", "xpuser", "XP").await;
+}
