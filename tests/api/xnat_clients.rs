@@ -38,10 +38,26 @@ async fn python() -> &'static Path {
             let marker = venv.join(".installed");
             if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
                 tokio::task::spawn_blocking(move || {
-                    run(
-                        std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
-                        "python3 -m venv",
-                    );
+                    let venv_ok = std::process::Command::new("python3")
+                        .args(["-m", "venv", "--clear"])
+                        .arg(&venv)
+                        .stdin(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !venv_ok {
+                        // A bare Debian: Python's venv comes in its own package.
+                        run(std::process::Command::new("apt-get").args(["update", "-q"]), "apt-get update");
+                        run(
+                            std::process::Command::new("apt-get")
+                                .args(["install", "-y", "-q", "python3", "python3-venv", "python3-pip"])
+                                .env("DEBIAN_FRONTEND", "noninteractive"),
+                            "apt-get install python3-venv",
+                        );
+                        run(
+                            std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
+                            "python3 -m venv",
+                        );
+                    }
                     run(
                         std::process::Command::new(venv.join("bin").join("python"))
                             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
