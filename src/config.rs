@@ -29,6 +29,59 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub password: PasswordSettings,
     pub limits: LimitSettings,
+    pub oidc: OidcSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OidcSettings {
+    pub return_origins: Vec<String>,
+    pub state_ttl_secs: u64,
+    pub providers: Vec<OidcProvider>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OidcProvider {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default = "empty_secret")]
+    pub client_secret: SecretString,
+    #[serde(default)]
+    pub client_secret_env: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "yes")]
+    pub auto_create: bool,
+    #[serde(default)]
+    pub link_by_email: bool,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl OidcProvider {
+    /// The client secret, from the config or the environment variable it names.
+    pub fn secret(&self) -> Option<String> {
+        let direct = self.client_secret.expose_secret();
+        if !direct.is_empty() {
+            return Some(direct.to_string());
+        }
+        if self.client_secret_env.is_empty() {
+            return None;
+        }
+        std::env::var(&self.client_secret_env).ok().filter(|s| !s.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -162,6 +215,40 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", &0, "must be at least 1");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.oidc.providers.iter().enumerate() {
+            let key = format!("oidc.providers[{i}]");
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 64
+                && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !name_ok {
+                return bad(&format!("{key}.name"), &p.name, "lower-case letters, digits, '-' and '_' only");
+            }
+            if !names.insert(p.name.clone()) {
+                return bad(&format!("{key}.name"), &p.name, "provider names must be unique");
+            }
+            if url::Url::parse(&p.issuer).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                return bad(&format!("{key}.issuer"), &p.issuer, "must be an http(s) URL");
+            }
+            if p.client_id.is_empty() {
+                return bad(&format!("{key}.client_id"), &"\"\"", "must not be empty");
+            }
+            if p.secret().is_none() {
+                return bad(
+                    &format!("{key}.client_secret"),
+                    &"<missing>",
+                    "set client_secret or client_secret_env (naming a set variable)",
+                );
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return bad(&format!("{key}.scopes"), &p.scopes.join(","), "must include openid");
+            }
+        }
+        for o in &self.oidc.return_origins {
+            if url::Url::parse(o).map(|u| u.origin().ascii_serialization() != o.trim_end_matches('/')).unwrap_or(true) {
+                return bad("oidc.return_origins", o, "each entry must be an origin such as https://app.example.org");
+            }
         }
         if self.limits.body_bytes < 1024 {
             return bad("limits.body_bytes", &self.limits.body_bytes, "must be at least 1024");

@@ -26,6 +26,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
     pub keys: Keys,
+    pub oidc: crate::auth::oidc::Oidc,
 }
 
 /// One route: method, path pattern, who may call it, handler.
@@ -51,6 +52,11 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/api/v1/auth/login", Public, web::post().to(api::auth::login)),
         r(M::POST, "/api/v1/auth/refresh", Public, web::post().to(api::auth::refresh)),
         r(M::POST, "/api/v1/auth/logout", Authenticated, web::post().to(api::auth::logout)),
+        r(M::GET, "/api/v1/auth/oidc/providers", Public, web::get().to(api::oidc::providers)),
+        r(M::GET, "/api/v1/auth/oidc/{name}/login", Public, web::get().to(api::oidc::login)),
+        r(M::GET, "/api/v1/auth/oidc/{name}/callback", Public, web::get().to(api::oidc::callback)),
+        r(M::GET, "/api/v1/users/{username}/identities", SelfOr(UserManagement), web::get().to(api::oidc::list_identities)),
+        r(M::DELETE, "/api/v1/users/{username}/identities/{provider}", SelfOr(UserManagement), web::delete().to(api::oidc::unlink)),
         // users
         r(M::GET, "/api/v1/users", Permission(UserManagement), web::get().to(api::users::list)),
         r(M::POST, "/api/v1/users", Permission(UserManagement), web::post().to(api::users::create)),
@@ -175,7 +181,13 @@ impl Application {
     }
 
     pub fn build_with(settings: Settings, pool: PgPool, hasher: Hasher, keys: Keys) -> Result<Application> {
-        let state = web::Data::new(AppState { pool, settings: Arc::new(settings.clone()), hasher, keys });
+        let state = web::Data::new(AppState {
+            pool,
+            settings: Arc::new(settings.clone()),
+            hasher,
+            keys,
+            oidc: crate::auth::oidc::Oidc::new()?,
+        });
         let table = web::Data::new(route_table());
         let listener =
             std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;

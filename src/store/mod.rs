@@ -6,6 +6,7 @@ pub mod access_requests;
 pub mod api_keys;
 pub mod change_log;
 pub mod groups;
+pub mod identities;
 pub mod projects;
 pub mod sessions;
 pub mod users;

@@ -116,6 +116,13 @@ pub fn unique_violation(err: sqlx::Error) -> ApiError {
     })
 }
 
+pub async fn by_email(conn: &mut PgConnection, email: &str) -> Result<Option<User>, ApiError> {
+    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.email) = lower($1)"))
+        .bind(email)
+        .fetch_optional(conn)
+        .await?)
+}
+
 pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, ApiError> {
     Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)"))
         .bind(username)

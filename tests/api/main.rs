@@ -6,6 +6,7 @@ mod access;
 mod accounts;
 mod authn;
 mod foundation;
+mod oidc;
 mod projects;
 mod xnat;
 mod xnat_clients;

@@ -1,0 +1,381 @@
+//! OpenID Connect login: first login creates the account or links it to an
+//! existing one by a *verified* email; afterwards the link is used.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::api::auth::{session_cookie, TokenResponse};
+use crate::api::resolve_me;
+use crate::audit::{Audit, Changes};
+use crate::auth::oidc::{check_return_to, Identity};
+use crate::auth::principal::{self, Caller};
+use crate::auth::tokens;
+use crate::config::OidcProvider;
+use crate::domain::{Email, Username};
+use crate::error::{ApiError, ApiResult};
+use crate::startup::AppState;
+use crate::store::{identities, sessions, users};
+
+const STATE_COOKIE: &str = "registrar_oidc";
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProviderInfo {
+    pub name: String,
+    pub display_name: String,
+    pub login_url: String,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LoginQuery {
+    /// Where to send the browser afterwards: a path on this server or a URL on a configured origin.
+    pub return_to: Option<String>,
+    /// `true` to link this provider to the logged-in caller's account.
+    pub link: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CallbackQuery {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+fn provider<'a>(state: &'a AppState, name: &str) -> Result<&'a OidcProvider, ApiError> {
+    state
+        .settings
+        .oidc
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::not_found("provider_not_found", format!("no OpenID Connect provider named '{name}'")))
+}
+
+/// The configured providers. Public.
+#[utoipa::path(get, path = "/api/v1/auth/oidc/providers", tag = "oidc", responses((status = 200, body = [ProviderInfo])))]
+pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+    let list: Vec<ProviderInfo> = state
+        .settings
+        .oidc
+        .providers
+        .iter()
+        .map(|p| ProviderInfo {
+            name: p.name.clone(),
+            display_name: if p.display_name.is_empty() { p.name.clone() } else { p.display_name.clone() },
+            login_url: format!("/api/v1/auth/oidc/{}/login", p.name),
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+/// Starts a login (302 to the provider with state, nonce and PKCE); with
+/// `link=true` the logged-in caller links this provider to their account. Public.
+#[utoipa::path(get, path = "/api/v1/auth/oidc/{name}/login", tag = "oidc", params(("name" = String, Path), LoginQuery),
+    responses((status = 302, description = "to the provider"), (status = 400, body = crate::error::ErrorBody),
+    (status = 404, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<LoginQuery>,
+) -> ApiResult<HttpResponse> {
+    let p = provider(&state, &path)?;
+    let return_to = q.return_to.as_deref().map(|r| check_return_to(&state.settings, r)).transpose()?;
+    let link_user = if q.link.unwrap_or(false) {
+        let presented = principal::credentials(&req, &state.settings.auth.session_cookie_name);
+        let caller = principal::resolve(&state, presented, crate::audit::client_ip(&req))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("log in first to link a provider to your account"))?;
+        Some(caller.user_id)
+    } else {
+        None
+    };
+    let started = state.oidc.start(&state.settings, p).await?;
+    let mut conn = state.pool.acquire().await?;
+    identities::save_state(
+        &mut conn,
+        &started.state,
+        &p.name,
+        &started.nonce,
+        &started.verifier,
+        return_to.as_deref(),
+        link_user,
+        state.settings.oidc.state_ttl_secs,
+    )
+    .await?;
+    // Binds the flow to this browser: a callback URL planted in someone
+    // else's browser finds no matching cookie (login CSRF).
+    let cookie = actix_web::cookie::Cookie::build(STATE_COOKIE, started.state.clone())
+        .path("/api/v1/auth/oidc")
+        .http_only(true)
+        .same_site(actix_web::cookie::SameSite::Lax)
+        .secure(state.settings.auth.cookie_secure)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            i64::try_from(state.settings.oidc.state_ttl_secs).unwrap_or(600),
+        ))
+        .finish();
+    Ok(HttpResponse::Found().insert_header((header::LOCATION, started.url)).cookie(cookie).finish())
+}
+
+/// Finishes a login: validates state, exchanges the code, validates the ID
+/// token, then finds, links or creates the account (see README). Public.
+#[utoipa::path(get, path = "/api/v1/auth/oidc/{name}/callback", tag = "oidc", params(("name" = String, Path), CallbackQuery),
+    responses((status = 200, body = TokenResponse), (status = 302, description = "to return_to"),
+    (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+    (status = 403, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+    (status = 502, body = crate::error::ErrorBody)))]
+pub async fn callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: Audit,
+    path: web::Path<String>,
+    q: web::Query<CallbackQuery>,
+) -> ApiResult<HttpResponse> {
+    let p = provider(&state, &path)?;
+    let invalid_state =
+        || ApiError::bad_request("invalid_state", "this login is unknown, expired or already used; start again");
+    let st = q.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 256).ok_or_else(invalid_state)?;
+    // Single use: taken (deleted) now, whatever happens next.
+    let mut conn = state.pool.acquire().await?;
+    let saved = identities::take_state(&mut conn, st, &p.name).await?;
+    drop(conn);
+    let saved = saved.ok_or_else(invalid_state)?;
+    let cookie_ok =
+        req.cookie(STATE_COOKIE).is_some_and(|c| tokens::constant_time_eq(c.value().as_bytes(), st.as_bytes()));
+    if !cookie_ok {
+        return Err(invalid_state());
+    }
+    if let Some(err) = &q.error {
+        let desc = q.error_description.as_deref().unwrap_or("");
+        let mut a = audit.clone();
+        a.actor_username = Some(format!("oidc:{}", p.name));
+        record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", err.as_str())).await;
+        return Err(ApiError::unauthorized(
+            format!("the identity provider refused the login: {err} {desc}").trim().to_string(),
+        )
+        .with_code("oidc_rejected"));
+    }
+    let code = q
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+        .ok_or_else(|| ApiError::bad_request("missing_code", "no authorization code"))?;
+    let id = match state.oidc.finish(&state.settings, p, code, saved.pkce_verifier, saved.nonce).await {
+        Ok(id) => id,
+        Err(e) => {
+            let mut a = audit.clone();
+            a.actor_username = Some(format!("oidc:{}", p.name));
+            record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", e.code)).await;
+            return Err(e);
+        }
+    };
+    let user = match resolve_account(&state, &audit, p, &id, saved.link_user_id).await {
+        Ok(u) => u,
+        Err(e) => {
+            let mut a = audit.clone();
+            a.actor_username = Some(format!("oidc:{}:{}", p.name, id.subject));
+            let changes =
+                Changes::new().set("error", e.code).set("subject", id.subject.as_str()).set("email", id.email.clone());
+            record_outcome(&state, &a, &p.name, "oidc.login_refused", changes).await;
+            return Err(e);
+        }
+    };
+    // The session, exactly as for a password login (method `oidc`).
+    let mut tx = state.pool.begin().await?;
+    let audit = audit.as_user(user.id, &user.username);
+    let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
+    let s = sessions::create(&mut tx, &audit, user.id, "oidc", state.settings.auth.session_ttl_secs, ua).await?;
+    tx.commit().await?;
+    let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
+    let mut gone = actix_web::cookie::Cookie::build(STATE_COOKIE, "").path("/api/v1/auth/oidc").finish();
+    gone.make_removal();
+    let cookie = session_cookie(&state, s.cookie_secret, ttl);
+    if let Some(to) = saved.return_to {
+        return Ok(HttpResponse::Found().insert_header((header::LOCATION, to)).cookie(cookie).cookie(gone).finish());
+    }
+    let access = state.keys.issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).cookie(gone).json(
+        TokenResponse {
+            access_token: access,
+            refresh_token: s.refresh_token,
+            token_type: "Bearer",
+            expires_in: state.keys.access_ttl_secs,
+            session_id: s.id,
+        },
+    ))
+}
+
+/// Logs a refused or failed login on its own (the request has no other write).
+async fn record_outcome(state: &AppState, audit: &Audit, provider: &str, action: &str, changes: Changes) {
+    if let Err(e) = crate::audit::record(&state.pool, audit, "oidc_provider", provider, action, changes).await {
+        tracing::warn!(error = %e, "could not log an OIDC outcome");
+    }
+}
+
+/// The account rules, in order: an existing link; linking for a logged-in
+/// caller; a verified email of an existing account (when allowed); refusing
+/// an unverified email that matches an account; creating a new account.
+async fn resolve_account(
+    state: &AppState,
+    audit: &Audit,
+    p: &OidcProvider,
+    id: &Identity,
+    link_user: Option<uuid::Uuid>,
+) -> ApiResult<users::User> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(user_id) = identities::find(&mut tx, &p.name, &id.subject).await? {
+        let user = users::get_by_id(&mut tx, user_id).await?;
+        if let Some(wanted) = link_user {
+            if wanted != user_id {
+                return Err(ApiError::conflict(
+                    "identity_in_use",
+                    "this identity is already linked to another account",
+                ));
+            }
+        }
+        if !user.enabled {
+            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        }
+        identities::touch(&mut tx, &p.name, &id.subject).await?;
+        let a = audit.clone().as_user(user.id, &user.username);
+        crate::audit::record(
+            &mut *tx,
+            &a,
+            "user",
+            &user.id.to_string(),
+            "login.succeeded",
+            Changes::new().set("method", "oidc").set("provider", p.name.as_str()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    if let Some(user_id) = link_user {
+        let user = users::get_by_id(&mut tx, user_id).await?;
+        let a = audit.clone().as_user(user.id, &user.username);
+        identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "by the account holder")
+            .await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    let existing = match &id.email {
+        Some(email) => users::by_email(&mut tx, email).await?,
+        None => None,
+    };
+    if let Some(user) = existing {
+        if !(p.link_by_email && id.email_verified) {
+            return Err(ApiError::conflict(
+                "email_in_use",
+                format!(
+                    "an account with this email already exists; log in with your password and link {} from your profile",
+                    if p.display_name.is_empty() { &p.name } else { &p.display_name }
+                ),
+            ));
+        }
+        if !user.enabled {
+            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        }
+        let a = audit.clone().as_user(user.id, &user.username);
+        identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "verified email").await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    if !p.auto_create {
+        return Err(ApiError::forbidden("no account is linked to this identity; ask an administrator to create one")
+            .with_code("no_account"));
+    }
+    let email = id.email.as_deref().ok_or_else(|| {
+        ApiError::unprocessable("email_required", "the identity provider did not share an email address")
+    })?;
+    let email = Email::parse(email)?;
+    let username = unique_username(&mut tx, id, &email).await?;
+    let clean = |s: &Option<String>| {
+        s.as_deref().map(|v| crate::domain::parse_name("name", v).unwrap_or_default()).unwrap_or_default()
+    };
+    let (first, last) = match (clean(&id.given_name), clean(&id.family_name)) {
+        (f, l) if f.is_empty() && l.is_empty() => {
+            let full = clean(&id.name);
+            match full.rsplit_once(' ') {
+                Some((f, l)) => (f.to_string(), l.to_string()),
+                None => (full, String::new()),
+            }
+        }
+        other => other,
+    };
+    let system = Audit { actor_username: Some(format!("oidc:{}", p.name)), ..audit.clone() };
+    let user = users::create(
+        &mut tx,
+        &system,
+        users::NewUser {
+            username,
+            email,
+            first_name: first,
+            last_name: last,
+            password_hash: None,
+            enabled: true,
+            verified: id.email_verified,
+            roles: Vec::new(),
+        },
+    )
+    .await?;
+    let a = audit.clone().as_user(user.id, &user.username);
+    identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "first login").await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A valid, unused username from `preferred_username` or the email's local part.
+async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &Email) -> ApiResult<Username> {
+    let raw =
+        id.preferred_username.clone().unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_string());
+    let mut base: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(56)
+        .collect();
+    if base.is_empty() || base.eq_ignore_ascii_case(crate::domain::ME) {
+        base = "user".into();
+    }
+    for n in 0..1000u32 {
+        let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
+        if users::by_name(conn, &candidate).await?.is_none() {
+            return Username::parse(&candidate);
+        }
+    }
+    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
+}
+
+/// A user's linked identities. The user themself or USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users/{username}/identities", tag = "oidc", params(("username" = String, Path)),
+    responses((status = 200, body = [identities::Identity])))]
+pub async fn list_identities(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
+    Ok(HttpResponse::Ok().json(identities::of_user(&mut conn, user.id).await?))
+}
+
+/// Unlinks a provider, unless it is the account's only way to log in (409).
+/// The user themself or USER_MANAGEMENT.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/identities/{provider}", tag = "oidc",
+    params(("username" = String, Path), ("provider" = String, Path)),
+    responses((status = 204, description = "unlinked"), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn unlink(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (username, provider) = path.into_inner();
+    let mut tx = state.pool.begin().await?;
+    let user = users::get(&mut tx, resolve_me(&caller.0, &username), false).await?;
+    identities::unlink(&mut tx, &audit, user.id, &provider).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

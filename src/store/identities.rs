@@ -1,0 +1,168 @@
+//! OpenID Connect identity links (provider, subject) -> user, and the
+//! server-side state of logins in flight.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit::{self, Audit, Changes};
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Identity {
+    pub provider: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Identity>, ApiError> {
+    Ok(sqlx::query_as::<_, Identity>(
+        "SELECT provider, subject, email, created_at, last_login_at FROM oidc_identities WHERE user_id = $1 ORDER BY provider, subject",
+    )
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The user linked to (provider, subject), if any.
+pub async fn find(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<Option<Uuid>, ApiError> {
+    Ok(sqlx::query_scalar("SELECT user_id FROM oidc_identities WHERE provider = $1 AND subject = $2 FOR UPDATE")
+        .bind(provider)
+        .bind(subject)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub async fn link(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user: Uuid,
+    provider: &str,
+    subject: &str,
+    email: Option<&str>,
+    how: &str,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "INSERT INTO oidc_identities (provider, subject, user_id, email, last_login_at) VALUES ($1, $2, $3, $4, now())",
+    )
+    .bind(provider)
+    .bind(subject)
+    .bind(user)
+    .bind(email)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        ApiError::on_constraint(e, |c| {
+            (c == "oidc_identities_pkey")
+                .then(|| ApiError::conflict("identity_in_use", "this identity is already linked to an account"))
+        })
+    })?;
+    let changes = Changes::new().set("provider", provider).set("subject", subject).set("email", email).set("how", how);
+    audit::record(&mut *conn, audit, "user", &user.to_string(), "identity.linked", changes).await?;
+    Ok(())
+}
+
+pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<(), ApiError> {
+    sqlx::query("UPDATE oidc_identities SET last_login_at = now() WHERE provider = $1 AND subject = $2")
+        .bind(provider)
+        .bind(subject)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a user's links to `provider`, unless that would leave the user
+/// with no way to log in (no password and no other identity).
+pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider: &str) -> Result<u64, ApiError> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user).execute(&mut *conn).await?;
+    let has_password: bool = sqlx::query_scalar("SELECT password_hash IS NOT NULL FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await?;
+    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM oidc_identities WHERE user_id = $1 AND provider <> $2")
+        .bind(user)
+        .bind(provider)
+        .fetch_one(&mut *conn)
+        .await?;
+    let subjects: Vec<String> =
+        sqlx::query_scalar("SELECT subject FROM oidc_identities WHERE user_id = $1 AND provider = $2")
+            .bind(user)
+            .bind(provider)
+            .fetch_all(&mut *conn)
+            .await?;
+    if subjects.is_empty() {
+        return Err(ApiError::not_found(
+            "identity_not_found",
+            format!("no identity of provider '{provider}' is linked"),
+        ));
+    }
+    if !has_password && others == 0 {
+        return Err(ApiError::conflict(
+            "last_login_method",
+            "this identity is the account's only way to log in; set a password or link another provider first",
+        ));
+    }
+    let n = sqlx::query("DELETE FROM oidc_identities WHERE user_id = $1 AND provider = $2")
+        .bind(user)
+        .bind(provider)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let changes = Changes::new().set("provider", provider).set("subjects", subjects);
+    audit::record(&mut *conn, audit, "user", &user.to_string(), "identity.unlinked", changes).await?;
+    Ok(n)
+}
+
+/// A login in flight.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LoginState {
+    pub provider: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub return_to: Option<String>,
+    pub link_user_id: Option<Uuid>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn save_state(
+    conn: &mut PgConnection,
+    state: &str,
+    provider: &str,
+    nonce: &str,
+    verifier: &str,
+    return_to: Option<&str>,
+    link_user: Option<Uuid>,
+    ttl_secs: u64,
+) -> Result<(), ApiError> {
+    // Old, abandoned logins go as new ones arrive.
+    sqlx::query("DELETE FROM oidc_states WHERE expires_at < now()").execute(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO oidc_states (state, provider, nonce, pkce_verifier, return_to, link_user_id, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(state)
+    .bind(provider)
+    .bind(nonce)
+    .bind(verifier)
+    .bind(return_to)
+    .bind(link_user)
+    .bind(Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(600)))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes (deletes) a state: a second use finds nothing.
+pub async fn take_state(conn: &mut PgConnection, state: &str, provider: &str) -> Result<Option<LoginState>, ApiError> {
+    Ok(sqlx::query_as::<_, LoginState>(
+        "DELETE FROM oidc_states WHERE state = $1 AND provider = $2 AND expires_at > now()
+         RETURNING provider, nonce, pkce_verifier, return_to, link_user_id",
+    )
+    .bind(state)
+    .bind(provider)
+    .fetch_optional(conn)
+    .await?)
+}
