@@ -219,6 +219,10 @@ pub async fn create(
     responses((status = 200, body = UserView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path);
+    if caller.0.is(name) {
+        // Read moments ago, with the credentials: no second query.
+        return Ok(HttpResponse::Ok().json(UserView::from(caller.0.user)));
+    }
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, name, false).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))

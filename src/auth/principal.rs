@@ -37,6 +37,8 @@ pub struct Principal {
     pub session_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
     pub method: AuthMethod,
+    /// The caller's user row as read when the request was authenticated.
+    pub user: crate::store::users::User,
     /// Authenticated by `Authorization: Basic` (password or API key).
     pub via_basic: bool,
 }
@@ -107,12 +109,9 @@ pub fn parse_basic(b64: &str) -> Option<Credentials> {
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: Uuid,
-    username: String,
-    enabled: bool,
-    locked_until: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    user: crate::store::users::User,
     tokens_not_before: DateTime<Utc>,
-    roles: Vec<String>,
     permissions: Vec<String>,
     // session or key state
     revoked_at: Option<DateTime<Utc>>,
@@ -122,19 +121,29 @@ struct Row {
     secret_hash: Option<Vec<u8>>,
 }
 
-const USER_PART: &str = "u.id, u.username, u.enabled, u.locked_until, u.tokens_not_before,
-    ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
-    ARRAY(SELECT DISTINCT p FROM user_roles ur JOIN roles r ON r.name = ur.role, unnest(r.permissions) p WHERE ur.user_id = u.id) AS permissions";
+/// The user row (so `GET /users/me` needs no second query), the "not
+/// before" instant and the permissions granted by the user's roles.
+fn user_part() -> &'static str {
+    static PART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PART.get_or_init(|| {
+        format!(
+            "{}, u.tokens_not_before,
+             ARRAY(SELECT DISTINCT p FROM user_roles ur JOIN roles r ON r.name = ur.role, unnest(r.permissions) p
+                   WHERE ur.user_id = u.id) AS permissions",
+            crate::store::users::USER_COLUMNS
+        )
+    })
+}
 
 fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid or expired credentials");
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
     }
-    if !row.enabled {
+    if !row.user.enabled {
         return Err(ApiError::unauthorized("account disabled"));
     }
-    if row.locked_until.is_some_and(|l| l > now) {
+    if row.user.locked_until.is_some_and(|l| l > now) {
         return Err(ApiError::unauthorized("account locked"));
     }
     let (session_id, api_key_id) = match method {
@@ -143,9 +152,10 @@ fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Pr
         _ => (Some(row.ref_id), None),
     };
     Ok(Principal {
-        user_id: row.id,
-        username: row.username,
-        roles: row.roles,
+        user_id: row.user.id,
+        username: row.user.username.clone(),
+        roles: row.user.roles.clone(),
+        user: row.user,
         permissions: row.permissions.iter().filter_map(|p| Permission::from_name(p)).collect(),
         session_id,
         api_key_id,
@@ -184,7 +194,7 @@ pub async fn resolve(
                 .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
             let row = session_row(state, "s.id = $1", SessionKey::Id(claims.sid)).await?;
             let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-            if row.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
+            if row.user.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
                 return Err(ApiError::unauthorized("invalid or expired credentials"));
             }
             touch_session(state, &row, now).await;
@@ -198,8 +208,9 @@ pub async fn resolve(
             } else {
                 let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
                 let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
+                let part = user_part();
                 let row = sqlx::query_as::<_, Row>(&format!(
-                    "SELECT {USER_PART}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
+                    "SELECT {part}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
                             NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
                      FROM users u WHERE u.id = $1"
                 ))
@@ -231,8 +242,9 @@ enum SessionKey {
 }
 
 async fn session_row(state: &AppState, cond: &str, key: SessionKey) -> Result<Option<Row>, ApiError> {
+    let part = user_part();
     let sql = format!(
-        "SELECT {USER_PART}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
+        "SELECT {part}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
                 NULL::bytea AS secret_hash
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE {cond}"
     );
@@ -263,8 +275,9 @@ async fn api_key_principal(
     now: DateTime<Utc>,
 ) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid or expired credentials");
+    let part = user_part();
     let row = sqlx::query_as::<_, Row>(&format!(
-        "SELECT {USER_PART}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
+        "SELECT {part}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
                 k.secret_hash
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
     ))
@@ -279,7 +292,7 @@ async fn api_key_principal(
         return Err(invalid());
     }
     if let Some(user) = basic_user {
-        if !user.eq_ignore_ascii_case(&row.username) {
+        if !user.eq_ignore_ascii_case(&row.user.username) {
             return Err(invalid());
         }
     }

@@ -21,21 +21,22 @@ pub const PASSWORD: &str = "a long enough passphrase for tests";
 
 struct Server {
     admin: PgConnectOptions,
+    /// The same server as a URL (for registrar processes started by tests).
+    admin_url: String,
     template: String,
 }
 
 static SERVER: OnceCell<Server> = OnceCell::const_new();
 
-fn server_options() -> Option<PgConnectOptions> {
-    let url = std::env::var("REGISTRAR_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).ok()?;
-    Some(PgConnectOptions::from_str(&url).expect("REGISTRAR_TEST_DATABASE_URL is not a valid PostgreSQL URL"))
+fn server_url() -> Option<String> {
+    std::env::var("REGISTRAR_TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).ok()
 }
 
 async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
-            let admin = match server_options() {
-                Some(o) => o,
+            let admin_url = match server_url() {
+                Some(u) => u,
                 None => {
                     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-pg");
                     let pg = tokio::task::spawn_blocking(move || {
@@ -44,12 +45,14 @@ async fn server() -> &'static Server {
                     .await
                     .expect("join")
                     .expect("starting the test PostgreSQL");
-                    pg.connect_options("postgres")
+                    pg.url("postgres")
                 }
             };
+            let admin = PgConnectOptions::from_str(&admin_url)
+                .expect("REGISTRAR_TEST_DATABASE_URL is not a valid PostgreSQL URL");
             let admin = admin.disable_statement_logging();
             let template = prepare_template(&admin).await;
-            Server { admin, template }
+            Server { admin, admin_url, template }
         })
         .await
 }
@@ -97,6 +100,17 @@ pub async fn empty_database() -> PgConnectOptions {
     sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create database");
     conn.close().await.ok();
     s.admin.clone().database(&name)
+}
+
+/// A URL of database `name` on the test server.
+pub async fn database_url(name: &str) -> String {
+    let s = server().await;
+    let (base, query) = match s.admin_url.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (s.admin_url.clone(), String::new()),
+    };
+    let cut = base.rfind('/').filter(|i| *i > "postgres://".len()).unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..cut])
 }
 
 /// Connection options of a fresh database with every migration applied.

@@ -8,5 +8,6 @@ mod authn;
 mod foundation;
 mod oidc;
 mod projects;
+mod scaleout;
 mod xnat;
 mod xnat_clients;

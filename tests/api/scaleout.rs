@@ -1,0 +1,124 @@
+//! Several registrar processes against one database: start-ups migrate once,
+//! a session revoked through one instance is refused by the others at once,
+//! and lockout counts are shared.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+struct Instance {
+    url: String,
+    _child: tokio::process::Child,
+}
+
+async fn start(db_url: &str) -> Instance {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REGISTRAR_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .env("REGISTRAR_DATABASE_URL", db_url)
+        .env("REGISTRAR_BIND", format!("127.0.0.1:{port}"))
+        .env("REGISTRAR_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("REGISTRAR_PASSWORD__MEMORY_KIB", "256")
+        .env("REGISTRAR_PASSWORD__ITERATIONS", "1")
+        .env("REGISTRAR_WORKERS", "1")
+        .env("REGISTRAR_DATABASE__MAX_CONNECTIONS", "5")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn registrar");
+    Instance { url: format!("http://127.0.0.1:{port}"), _child: child }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) {
+    for _ in 0..300 {
+        if client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not become ready");
+}
+
+#[tokio::test]
+async fn three_instances_share_one_database() {
+    let db = empty_database().await;
+    let url = database_url(db.get_database().expect("db name")).await;
+    // Three processes start at once on an empty database.
+    let (a, b, c) = tokio::join!(start(&url), start(&url), start(&url));
+    let client = reqwest::Client::new();
+    for i in [&a, &b, &c] {
+        wait_ready(&client, &i.url).await;
+    }
+    let pool = sqlx::PgPool::connect_with(db).await.expect("pool");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&pool).await.expect("q");
+    assert_eq!(applied as usize, registrar::db::MIGRATOR.iter().count(), "migrated once");
+    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&pool).await.expect("q");
+    assert_eq!(admins, 1, "one bootstrap admin");
+
+    let post = |base: &str, path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut r = client.request(Method::POST, format!("{base}{path}")).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let login = |base: String, user: &'static str, pw: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&json!({"username": user, "password": pw}))
+                .send()
+                .await
+                .expect("login")
+        }
+    };
+    let admin: serde_json::Value = login(a.url.clone(), ADMIN, ADMIN_PASSWORD).await.json().await.expect("json");
+    let admin = admin["access_token"].as_str().expect("token").to_string();
+    let r = post(
+        &a.url,
+        "/api/v1/users",
+        Some(&admin),
+        json!({"username": "sue", "email": "sue@example.org", "password": PASSWORD}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status(), 201);
+
+    // A session from instance B works on C; revoked through A, refused by B and C at once.
+    let s: serde_json::Value = login(b.url.clone(), "sue", PASSWORD).await.json().await.expect("json");
+    let token = s["access_token"].as_str().expect("token").to_string();
+    let me = |base: &str| client.get(format!("{base}/api/v1/users/me")).bearer_auth(&token).send();
+    assert_eq!(me(&c.url).await.expect("me").status(), 200);
+    let r = client
+        .delete(format!("{}/api/v1/sessions/{}", a.url, s["session_id"].as_str().expect("sid")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 204);
+    assert_eq!(me(&b.url).await.expect("me").status(), 401);
+    assert_eq!(me(&c.url).await.expect("me").status(), 401);
+
+    // Lockout counts are shared: 2 + 2 + 1 failures on three instances lock the account.
+    for (base, n) in [(&a.url, 2), (&b.url, 2), (&c.url, 1)] {
+        for _ in 0..n {
+            assert_eq!(login(base.clone(), "sue", "a wrong but long passphrase").await.status(), 401);
+        }
+    }
+    for base in [&a.url, &b.url, &c.url] {
+        assert_eq!(login(base.clone(), "sue", PASSWORD).await.status(), 429, "{base}");
+    }
+}
