@@ -317,7 +317,9 @@ pub async fn create_admin(
     let username = crate::domain::Username::parse(username).map_err(to_anyhow)?;
     let email = crate::domain::Email::parse(email).map_err(to_anyhow)?;
     if check_policy {
-        hasher.check_policy(password.expose_secret(), username.as_str(), email.as_str()).map_err(to_anyhow)?;
+        hasher
+            .check_policy(password.expose_secret(), username.as_str(), email.as_str())
+            .map_err(|e| anyhow::anyhow!("the administrator password (admin_password) is refused: {}", e.message))?;
     }
     let _ = settings;
     let hash = hasher.hash(password).await.map_err(to_anyhow)?;

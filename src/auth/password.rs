@@ -22,8 +22,40 @@ fn blocklist() -> &'static HashSet<&'static str> {
     SET.get_or_init(|| COMMON_PASSWORDS.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads that run hashes. A fixed set (rather than tokio's
+/// growing blocking pool) bounds memory: each thread keeps at most one
+/// hash's working memory (`memory_kib`) in its allocator arena.
+struct Pool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> anyhow::Result<Pool> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || loop {
+                // Ends when every sender (every Hasher clone) is gone.
+                let job = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            })?;
+        }
+        Ok(Pool { jobs: std::sync::Mutex::new(tx) })
+    }
+}
+
 #[derive(Clone)]
 pub struct Hasher {
+    pool: Arc<Pool>,
     params: Params,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
@@ -53,6 +85,7 @@ impl Hasher {
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
             .to_string();
         Ok(Hasher {
+            pool: Arc::new(Pool::new(concurrency.max(1))?),
             params,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -67,7 +100,7 @@ impl Hasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
-    /// Runs `f` on the blocking pool once a hashing slot is free. Answers 503
+    /// Runs `f` on a hashing thread once a slot is free. Answers 503
     /// at once when too many requests already wait (a login flood must not
     /// pile up memory or latency).
     async fn run<T: Send + 'static>(
@@ -86,14 +119,18 @@ impl Hasher {
         };
         let argon = self.argon();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _entered = span.enter();
             let out = f(argon);
             drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing task failed: {e}")))
+            let _ = done.send(out);
+        });
+        let sent = self.pool.jobs.lock().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(ApiError::internal(anyhow::anyhow!("hashing threads are gone")));
+        }
+        result.await.map_err(|e| ApiError::internal(anyhow::anyhow!("hashing task failed: {e}")))
     }
 
     /// Hashes a password (PHC string with a random salt).

@@ -573,32 +573,29 @@ pub struct ListFilter {
 }
 
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> {
-    let pattern =
-        f.q.as_ref()
-            .map(|q| format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users u
-         WHERE ($1::text IS NULL OR lower(u.username) LIKE $1 OR lower(u.email) LIKE $1
-                OR lower(u.first_name) LIKE $1 OR lower(u.last_name) LIKE $1)
-           AND ($2::boolean IS NULL OR u.enabled = $2)
-           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $3))
-           AND ($4::text IS NULL OR (lower(u.username), u.id) > ($4, $5))
-         ORDER BY lower(u.username), u.id
-         LIMIT $6"
-    );
-    let (after_name, after_id) = match &f.after {
-        Some((n, i)) => (Some(n.clone()), Some(*i)),
-        None => (None, None),
-    };
-    Ok(sqlx::query_as::<_, User>(&sql)
-        .bind(pattern)
-        .bind(f.enabled)
-        .bind(&f.role)
-        .bind(after_name)
-        .bind(after_id)
-        .bind(f.limit)
-        .fetch_all(pool)
-        .await?)
+    // Only the filters in use go into the SQL, so the planner can walk the
+    // (lower(username), id) index from the cursor.
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {USER_COLUMNS} FROM users u WHERE true"));
+    if let Some(q) = &f.q {
+        let p = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        qb.push(" AND (lower(u.username) LIKE ").push_bind(p.clone());
+        qb.push(" OR lower(u.email) LIKE ").push_bind(p.clone());
+        qb.push(" OR lower(u.first_name) LIKE ").push_bind(p.clone());
+        qb.push(" OR lower(u.last_name) LIKE ").push_bind(p).push(")");
+    }
+    if let Some(e) = f.enabled {
+        qb.push(" AND u.enabled = ").push_bind(e);
+    }
+    if let Some(role) = &f.role {
+        qb.push(" AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = ")
+            .push_bind(role.clone())
+            .push(")");
+    }
+    if let Some((name, id)) = &f.after {
+        qb.push(" AND (lower(u.username), u.id) > (").push_bind(name.clone()).push(", ").push_bind(*id).push(")");
+    }
+    qb.push(" ORDER BY lower(u.username), u.id LIMIT ").push_bind(f.limit);
+    Ok(qb.build_query_as::<User>().fetch_all(pool).await?)
 }
 
 pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, ApiError> {
