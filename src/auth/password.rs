@@ -135,14 +135,8 @@ impl Hasher {
 
     /// Hashes a password (PHC string with a random salt).
     pub async fn hash(&self, password: SecretString) -> Result<String, ApiError> {
-        self.run(move |argon| {
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            argon
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("argon2: {e}")))
-        })
-        .await?
+        let params = self.params.clone();
+        self.run(move |_| hash_phc(&params, password.expose_secret().as_bytes())).await?
     }
 
     /// Verifies `password` against `stored`; with no stored hash (unknown
@@ -159,7 +153,7 @@ impl Hasher {
             let Ok(parsed) = PasswordHash::new(phc) else {
                 return Verified::No;
             };
-            let ok = argon.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok();
+            let ok = verify_phc(&argon, &parsed, password.expose_secret().as_bytes());
             if !(ok && real) {
                 return Verified::No;
             }
@@ -169,9 +163,8 @@ impl Hasher {
             if same {
                 return Verified::Yes;
             }
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            match argon.hash_password(password.expose_secret().as_bytes(), &salt) {
-                Ok(h) => Verified::YesRehashed(h.to_string()),
+            match hash_phc(&wanted, password.expose_secret().as_bytes()) {
+                Ok(h) => Verified::YesRehashed(h),
                 Err(_) => Verified::Yes,
             }
         })
@@ -213,6 +206,68 @@ impl Hasher {
     }
 }
 
+thread_local! {
+    /// Each hashing thread's argon2 working memory, allocated once and
+    /// reused: memory stays at `memory_kib` per thread however many logins come.
+    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn raw_hash(
+    argon: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    MEMORY.with(|m| {
+        let mut m = m.borrow_mut();
+        let blocks = params.block_count();
+        if m.len() < blocks {
+            m.resize(blocks, argon2::Block::default());
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut m[..blocks])
+    })
+}
+
+/// A new argon2id PHC string for `password` with a random salt.
+fn hash_phc(params: &Params, password: &[u8]) -> Result<String, ApiError> {
+    let fail = |e: &dyn std::fmt::Display| ApiError::internal(anyhow::anyhow!("argon2: {e}"));
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| fail(&e))?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    raw_hash(&argon, params, password, salt_bytes, &mut out).map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: argon2::password_hash::ParamsString::try_from(params).map_err(|e| fail(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(argon2::password_hash::Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against a parsed PHC string, in constant time. argon2id
+/// hashes use the thread's reused memory; anything else the crate's verifier.
+fn verify_phc(fallback: &Argon2<'_>, parsed: &PasswordHash<'_>, password: &[u8]) -> bool {
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return fallback.verify_password(password, parsed).is_ok();
+    }
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let Ok(p) = Params::try_from(parsed) else { return false };
+    let Ok(params) = Params::new(p.m_cost(), p.t_cost(), p.p_cost(), Some(expected.len())) else { return false };
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok()).unwrap_or(Version::V0x13);
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else { return false };
+    let argon = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    if raw_hash(&argon, &params, password, salt_bytes, &mut out).is_err() {
+        return false;
+    }
+    crate::auth::tokens::constant_time_eq(&out, expected.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +283,25 @@ mod tests {
             max_queued_hashes: 4,
         };
         Hasher::new(&s, 1).expect("hasher")
+    }
+
+    #[tokio::test]
+    async fn compatible_with_the_crates_own_phc_strings() {
+        let h = cheap();
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = argon.hash_password(b"correct horse battery staple", &salt).expect("hash").to_string();
+        assert_eq!(
+            h.verify(SecretString::from("correct horse battery staple"), Some(theirs.clone())).await.expect("v"),
+            Verified::Yes
+        );
+        assert_eq!(
+            h.verify(SecretString::from("correct horse battery stapl"), Some(theirs)).await.expect("v"),
+            Verified::No
+        );
+        let ours = h.hash(SecretString::from("correct horse battery staple")).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(argon.verify_password(b"correct horse battery staple", &parsed).is_ok());
     }
 
     #[test]
