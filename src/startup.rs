@@ -27,6 +27,7 @@ pub struct AppState {
     pub hasher: Hasher,
     pub keys: Keys,
     pub oidc: crate::auth::oidc::Oidc,
+    pub role_permissions: crate::auth::principal::RolePermissions,
 }
 
 /// One route: method, path pattern, who may call it, handler.
@@ -177,16 +178,24 @@ impl Application {
         crate::db::migrate(&pool).await?;
         let keys = bootstrap(&settings, &pool).await?;
         let hasher = Hasher::new(&settings.password, settings.hash_workers())?;
-        Self::build_with(settings, pool, hasher, keys)
+        let roles = crate::auth::principal::RolePermissions::load(&pool).await?;
+        Self::build_with(settings, pool, hasher, keys, roles)
     }
 
-    pub fn build_with(settings: Settings, pool: PgPool, hasher: Hasher, keys: Keys) -> Result<Application> {
+    pub fn build_with(
+        settings: Settings,
+        pool: PgPool,
+        hasher: Hasher,
+        keys: Keys,
+        role_permissions: crate::auth::principal::RolePermissions,
+    ) -> Result<Application> {
         let state = web::Data::new(AppState {
             pool,
             settings: Arc::new(settings.clone()),
             hasher,
             keys,
             oidc: crate::auth::oidc::Oidc::new()?,
+            role_permissions,
         });
         let table = web::Data::new(route_table());
         let listener =

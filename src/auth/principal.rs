@@ -112,7 +112,6 @@ struct Row {
     #[sqlx(flatten)]
     user: crate::store::users::User,
     tokens_not_before: DateTime<Utc>,
-    permissions: Vec<String>,
     // session or key state
     revoked_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
@@ -121,21 +120,36 @@ struct Row {
     secret_hash: Option<Vec<u8>>,
 }
 
-/// The user row (so `GET /users/me` needs no second query), the "not
-/// before" instant and the permissions granted by the user's roles.
+/// The user row (so `GET /users/me` needs no second query) and the "not
+/// before" instant. Permissions come from the roles through `RolePermissions`.
 fn user_part() -> &'static str {
     static PART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PART.get_or_init(|| {
-        format!(
-            "{}, u.tokens_not_before,
-             ARRAY(SELECT DISTINCT p FROM user_roles ur JOIN roles r ON r.name = ur.role, unnest(r.permissions) p
-                   WHERE ur.user_id = u.id) AS permissions",
-            crate::store::users::USER_COLUMNS
-        )
-    })
+    PART.get_or_init(|| format!("{}, u.tokens_not_before", crate::store::users::USER_COLUMNS))
 }
 
-fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, ApiError> {
+/// What each role grants, read from the `roles` table at start-up (roles
+/// have no write route; a change made in SQL takes effect on restart).
+#[derive(Debug, Default, Clone)]
+pub struct RolePermissions(std::collections::HashMap<String, Vec<Permission>>);
+
+impl RolePermissions {
+    pub async fn load(pool: &sqlx::PgPool) -> Result<RolePermissions, sqlx::Error> {
+        let rows: Vec<(String, Vec<String>)> =
+            sqlx::query_as("SELECT name, permissions FROM roles").fetch_all(pool).await?;
+        Ok(RolePermissions(
+            rows.into_iter().map(|(r, ps)| (r, ps.iter().filter_map(|p| Permission::from_name(p)).collect())).collect(),
+        ))
+    }
+
+    pub fn of(&self, roles: &[String]) -> Vec<Permission> {
+        let mut out: Vec<Permission> = roles.iter().filter_map(|r| self.0.get(r)).flatten().copied().collect();
+        out.sort_by_key(|p| p.as_str());
+        out.dedup();
+        out
+    }
+}
+
+fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid or expired credentials");
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
@@ -151,12 +165,13 @@ fn principal_from(row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Pr
         AuthMethod::Basic => (None, None),
         _ => (Some(row.ref_id), None),
     };
+    let permissions = state.role_permissions.of(&row.user.roles);
     Ok(Principal {
         user_id: row.user.id,
         username: row.user.username.clone(),
         roles: row.user.roles.clone(),
         user: row.user,
-        permissions: row.permissions.iter().filter_map(|p| Permission::from_name(p)).collect(),
+        permissions,
         session_id,
         api_key_id,
         method,
@@ -198,7 +213,7 @@ pub async fn resolve(
                 return Err(ApiError::unauthorized("invalid or expired credentials"));
             }
             touch_session(state, &row, now).await;
-            principal_from(row, AuthMethod::Jwt, now).map(Some)
+            principal_from(state, row, AuthMethod::Jwt, now).map(Some)
         }
         Credentials::Basic { username, password } => {
             use secrecy::ExposeSecret;
@@ -218,7 +233,7 @@ pub async fn resolve(
                 .fetch_optional(&state.pool)
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-                principal_from(row, AuthMethod::Basic, now)?
+                principal_from(state, row, AuthMethod::Basic, now)?
             };
             p.via_basic = true;
             Ok(Some(p))
@@ -233,7 +248,7 @@ async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) ->
     let row = session_row(state, "s.cookie_hash = $1", SessionKey::Hash(tokens::sha256(secret))).await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
     touch_session(state, &row, now).await;
-    principal_from(row, AuthMethod::Cookie, now)
+    principal_from(state, row, AuthMethod::Cookie, now)
 }
 
 enum SessionKey {
@@ -302,7 +317,7 @@ async fn api_key_principal(
             .execute(&state.pool)
             .await;
     }
-    principal_from(row, AuthMethod::ApiKey, now)
+    principal_from(state, row, AuthMethod::ApiKey, now)
 }
 
 /// Extractor for handlers: the authenticated caller (401 if anonymous).
