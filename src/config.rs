@@ -29,6 +29,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub password: PasswordSettings,
     pub limits: LimitSettings,
+    pub rate_limits: RateLimitSettings,
     pub oidc: OidcSettings,
 }
 
@@ -129,6 +130,17 @@ pub struct PasswordSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitSettings {
     pub body_bytes: usize,
+    pub header_bytes: usize,
+    pub client_request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub login_per_ip: u32,
+    pub login_per_account: u32,
+    pub refresh_per_ip: u32,
+    pub api_key_create_per_user: u32,
+    pub oidc_callback_per_ip: u32,
 }
 
 /// A configuration problem, always naming the offending key.

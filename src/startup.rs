@@ -28,6 +28,7 @@ pub struct AppState {
     pub keys: Keys,
     pub oidc: crate::auth::oidc::Oidc,
     pub role_permissions: crate::auth::principal::RolePermissions,
+    pub limits: crate::auth::limits::RateLimits,
 }
 
 /// One route: method, path pattern, who may call it, handler.
@@ -196,6 +197,7 @@ impl Application {
             keys,
             oidc: crate::auth::oidc::Oidc::new()?,
             role_permissions,
+            limits: crate::auth::limits::RateLimits::new(&settings.rate_limits),
         });
         let table = web::Data::new(route_table());
         let listener =
@@ -214,6 +216,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .wrap(from_fn(access::enforce))
+                .wrap(from_fn(header_limit))
                 .wrap(
                     actix_web::middleware::DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff"))
@@ -239,6 +242,7 @@ impl Application {
             app
         })
         .workers(settings.http_workers())
+        .client_request_timeout(std::time::Duration::from_secs(settings.limits.client_request_timeout_secs))
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
@@ -417,6 +421,25 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
 
 fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::not_found("not_found", "no such resource").into()
+}
+
+/// Refuses requests whose headers exceed `limits.header_bytes` (431).
+async fn header_limit(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::ResponseError;
+    let limit = req.app_data::<web::Data<AppState>>().map(|s| s.settings.limits.header_bytes).unwrap_or(16_384);
+    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size > limit {
+        let err = ApiError::new(
+            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers are larger than {limit} bytes"),
+        );
+        return Ok(req.into_response(err.error_response()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -50,6 +50,7 @@ pub async fn create(
     path: web::Path<String>,
     body: web::Json<CreateKey>,
 ) -> ApiResult<HttpResponse> {
+    state.limits.api_key_user.check(&caller.0.user_id.to_string())?;
     let body = body.into_inner();
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {

@@ -64,6 +64,7 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
+    state.limits.login(audit.client_ip.as_deref(), &body.username)?;
     let user_id = crate::store::users::verify_login(&state, &audit, body.username.trim(), body.password).await?;
     let mut tx = state.pool.begin().await?;
     let user = crate::store::users::get_by_id(&mut tx, user_id).await?;
@@ -96,6 +97,7 @@ pub async fn refresh(
     body: web::Json<RefreshRequest>,
 ) -> ApiResult<HttpResponse> {
     use secrecy::ExposeSecret;
+    state.limits.refresh_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
     let mut tx = state.pool.begin().await?;
     let outcome = sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret()).await?;
     tx.commit().await?;

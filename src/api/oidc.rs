@@ -134,6 +134,7 @@ pub async fn callback(
     q: web::Query<CallbackQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
+    state.limits.oidc_callback_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
     let invalid_state =
         || ApiError::bad_request("invalid_state", "this login is unknown, expired or already used; start again");
     let st = q.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 256).ok_or_else(invalid_state)?;

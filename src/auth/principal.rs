@@ -221,6 +221,7 @@ pub async fn resolve(
             let mut p = if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
                 api_key_principal(state, prefix, secret, Some(&username), now).await?
             } else {
+                state.limits.login(client_ip.as_deref(), &username)?;
                 let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
                 let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
                 let part = user_part();

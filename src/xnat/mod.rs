@@ -116,6 +116,7 @@ pub async fn services_auth(
     form: web::Form<AuthForm>,
 ) -> ApiResult<HttpResponse> {
     let form = form.into_inner();
+    state.limits.login(audit.client_ip.as_deref(), &form.username)?;
     let user_id = crate::store::users::verify_login(
         &state,
         &audit,

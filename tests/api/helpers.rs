@@ -147,6 +147,13 @@ pub fn test_settings() -> Settings {
     s.password.max_concurrent_hashes = 4;
     s.database.max_connections = 10;
     s.database.acquire_timeout_ms = 2000;
+    // Rate limits are off here (tests log in at machine speed); `hardening`
+    // turns them on.
+    s.rate_limits.login_per_ip = 0;
+    s.rate_limits.login_per_account = 0;
+    s.rate_limits.refresh_per_ip = 0;
+    s.rate_limits.api_key_create_per_user = 0;
+    s.rate_limits.oidc_callback_per_ip = 0;
     s
 }
 

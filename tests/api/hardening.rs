@@ -1,0 +1,147 @@
+//! Abuse limits, concurrency and faults.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn login_refresh_and_key_creation_are_rate_limited() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.login_per_ip = 4;
+        s.rate_limits.refresh_per_ip = 2;
+        s.rate_limits.api_key_create_per_user = 2;
+    })
+    .await; // the admin's login used one
+    app.create_user("rl", json!({})).await;
+    let t = app.login("rl", PASSWORD).await;
+    app.login_full("rl", "a wrong but long passphrase").await.expect(401);
+    app.login("rl", PASSWORD).await;
+    let r = app.login_full("rl", PASSWORD).await.expect(429);
+    assert_eq!(r.code(), "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().expect("ascii").parse().expect("secs");
+    assert!((1..=61).contains(&retry), "{retry}");
+    // Refused before any password check: no failure counted, no log entry.
+    assert_eq!(app.get("/api/v1/users/rl", &app.admin_token).await.json()["failed_login_attempts"], 0);
+    // Refresh and API key creation likewise.
+    for _ in 0..2 {
+        app.send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": "x"})))
+            .await
+            .expect(401);
+    }
+    app.send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": "x"}))).await.expect(429);
+    for i in 0..2 {
+        app.post("/api/v1/users/me/api-keys", &t, json!({"name": format!("k{i}")})).await.expect(201);
+    }
+    app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k3"})).await.expect(429);
+    // Another user has their own budget.
+    app.post("/api/v1/users/rl/api-keys", &app.admin_token, json!({"name": "by admin"})).await.expect(201);
+}
+
+#[tokio::test]
+async fn per_account_login_limit() {
+    let app = spawn_app_with(|s| s.rate_limits.login_per_account = 2).await;
+    app.create_user("acc", json!({})).await;
+    app.login("acc", PASSWORD).await;
+    app.login("ACC", PASSWORD).await;
+    assert_eq!(app.login_full("acc", PASSWORD).await.expect(429).code(), "rate_limited");
+    app.create_user("other", json!({})).await;
+    app.login("other", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn parallel_creates_of_one_username_give_one_user() {
+    let app = spawn_app().await;
+    let body = |i: usize| json!({"username": "same", "email": format!("same{i}@example.org")});
+    let results =
+        futures_util::future::join_all((0..100).map(|i| app.post("/api/v1/users", &app.admin_token, body(i)))).await;
+    assert_eq!(results.iter().filter(|r| r.status == 201).count(), 1);
+    assert!(results.iter().filter(|r| r.status != 201).all(|r| r.status == 409 && r.code() == "username_taken"));
+    assert_eq!(app.count("SELECT count(*) FROM users WHERE lower(username) = 'same'").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM change_log WHERE action = 'user.created'").await, 2, "admin + one");
+}
+
+#[tokio::test]
+async fn parallel_edits_lose_no_update() {
+    let app = spawn_app().await;
+    app.create_user("edited", json!({})).await;
+    // 50 clients: half change the first name, half the last name; both survive.
+    let patches = (0..50).map(|i| {
+        let body =
+            if i % 2 == 0 { json!({"first_name": format!("F{i}")}) } else { json!({"last_name": format!("L{i}")}) };
+        app.patch("/api/v1/users/edited", &app.admin_token, body)
+    });
+    let results = futures_util::future::join_all(patches).await;
+    assert!(results.iter().all(|r| r.status == 200));
+    let u = app.get("/api/v1/users/edited", &app.admin_token).await.json();
+    assert!(
+        u["first_name"].as_str().expect("f").starts_with('F') && u["last_name"].as_str().expect("l").starts_with('L')
+    );
+    let id = u["id"].as_str().expect("id").to_string();
+    let updates = app
+        .count(&format!("SELECT count(*) FROM change_log WHERE subject_id = '{id}' AND action = 'user.updated'"))
+        .await;
+    assert_eq!(updates, 50, "every edit applied and logged (row locks serialise them)");
+    // 50 clients each adding the user to a different group: all 50 memberships.
+    for i in 0..50 {
+        app.post("/api/v1/groups", &app.admin_token, json!({"name": format!("g{i}")})).await.expect(201);
+    }
+    let paths: Vec<String> = (0..50).map(|i| format!("/api/v1/users/edited/groups/g{i}")).collect();
+    let adds = paths.iter().map(|p| app.put(p, &app.admin_token, json!(null)));
+    let results = futures_util::future::join_all(adds).await;
+    assert!(results.iter().all(|r| r.status == 200), "{:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        app.get("/api/v1/users/edited/groups", &app.admin_token).await.json().as_array().expect("list").len(),
+        50
+    );
+}
+
+#[tokio::test]
+async fn pool_exhaustion_answers_503_quickly() {
+    let app = spawn_app_with(|s| {
+        s.database.max_connections = 1;
+        s.database.acquire_timeout_ms = 300;
+    })
+    .await;
+    // Hold a lock the app's only connection will wait on.
+    let mut blocker = app.pool.begin().await.expect("tx");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock");
+    let slow = app.get("/api/v1/users/admin", &app.admin_token);
+    let fast = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let r = app.get("/api/v1/users/admin", &app.admin_token).await;
+        (r, started.elapsed())
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        blocker.rollback().await.expect("rollback");
+    };
+    let (slow, (fast, waited), ()) = tokio::join!(slow, fast, release);
+    assert_eq!(fast.status, 503, "{}", fast.text);
+    assert_eq!(fast.code(), "database_busy");
+    assert!(fast.headers.contains_key("retry-after"));
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}, not queued forever");
+    assert_eq!(slow.status, 200, "the waiting request completes once the lock goes");
+}
+
+#[tokio::test]
+async fn oversize_headers_and_slow_clients_are_cut_off() {
+    let app = spawn_app_with(|s| s.limits.client_request_timeout_secs = 1).await;
+    let r = app.client.get(app.url("/healthz")).header("X-Big", "a".repeat(20_000)).send().await.expect("send");
+    assert_eq!(r.status(), 431);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "headers_too_large");
+    // Slow loris: half a request, then silence.
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a stalled request open");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
