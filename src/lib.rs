@@ -15,6 +15,9 @@ pub mod table;
 pub mod telemetry;
 pub mod xnat;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
