@@ -142,6 +142,13 @@ impl From<sqlx::Error> for ApiError {
             {
                 ApiError::conflict("concurrent_update", "the record was changed concurrently; retry the request")
             }
+            // Text PostgreSQL cannot store (a NUL character, say): the client's input is at fault.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
+                ApiError::bad_request(
+                    "invalid_characters",
+                    "the request contains characters that cannot be stored (such as NUL)",
+                )
+            }
             sqlx::Error::Database(db)
                 if db.code().as_deref().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
             {

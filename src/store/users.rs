@@ -367,26 +367,15 @@ pub async fn change_roles(
     let mut results = Vec::new();
     let mut changed = false;
     for role in roles {
-        let outcome = if grant {
-            insert_role(conn, user.id, role).await.map(|_| ())
-        } else if role == ADMIN_ROLE && user.roles.iter().any(|r| r == ADMIN_ROLE) {
-            match ensure_not_last_admin(conn, &user, "demote").await {
-                Ok(()) => delete_role(conn, user.id, role).await.map(|_| ()),
-                Err(e) => Err(e),
-            }
-        } else if user.roles.contains(role) {
-            delete_role(conn, user.id, role).await.map(|_| ())
+        // Each role in its own savepoint: one that fails leaves nothing behind
+        // and does not poison the others.
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        let outcome = role_change(&mut sp, &user, role, grant).await;
+        if outcome.is_ok() {
+            sp.commit().await?;
         } else {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-                .bind(role)
-                .fetch_one(&mut *conn)
-                .await?;
-            if exists {
-                Ok(())
-            } else {
-                Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")))
-            }
-        };
+            sp.rollback().await?;
+        }
         match outcome {
             Ok(()) => {
                 changed = true;
@@ -405,6 +394,27 @@ pub async fn change_roles(
         audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.roles_changed", changes).await?;
     }
     Ok((get_by_id(conn, user.id).await?, results))
+}
+
+async fn role_change(conn: &mut PgConnection, user: &User, role: &str, grant: bool) -> Result<(), ApiError> {
+    if grant {
+        insert_role(conn, user.id, role).await.map(|_| ())
+    } else if role == ADMIN_ROLE && user.roles.iter().any(|r| r == ADMIN_ROLE) {
+        ensure_not_last_admin(conn, user, "demote").await?;
+        delete_role(conn, user.id, role).await.map(|_| ())
+    } else if user.roles.iter().any(|r| r == role) {
+        delete_role(conn, user.id, role).await.map(|_| ())
+    } else {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
+            .bind(role)
+            .fetch_one(&mut *conn)
+            .await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")))
+        }
+    }
 }
 
 /// Sets a new password hash, revokes the user's sessions other than

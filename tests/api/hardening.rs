@@ -145,3 +145,17 @@ async fn oversize_headers_and_slow_clients_are_cut_off() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }
+
+/// Found by schemathesis: text PostgreSQL cannot store (NUL) was a 500.
+#[tokio::test]
+async fn nul_characters_are_a_client_error() {
+    let app = spawn_app().await;
+    app.create_user("nul", json!({})).await;
+    let r = app.put("/api/v1/users/nul/groups", &app.admin_token, json!(["a\u{0}b"])).await.expect(202);
+    assert_eq!(r.json()["results"][0]["ok"], false);
+    let r = app.get("/api/v1/groups/a%00b", &app.admin_token).await;
+    assert!(r.status.is_client_error(), "{}", r.text);
+    let r = app.put("/api/v1/users/nul/roles", &app.admin_token, json!(["x\u{0}"])).await;
+    assert!(r.status.is_client_error() || r.status == 202, "{}", r.text);
+    assert_eq!(app.count("SELECT count(*) FROM user_groups").await, 0);
+}

@@ -6,6 +6,7 @@ mod access;
 mod accounts;
 mod authn;
 mod foundation;
+mod fuzz;
 mod hardening;
 mod oidc;
 mod projects;

@@ -24,7 +24,7 @@ fn run(cmd: &mut std::process::Command, what: &str) {
     );
 }
 
-async fn python() -> &'static Path {
+pub async fn python() -> &'static Path {
     PYTHON
         .get_or_init(|| async {
             if let Ok(p) = std::env::var("REGISTRAR_XNAT_PYTHON") {
