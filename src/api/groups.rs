@@ -177,14 +177,7 @@ pub async fn add_one(
     audit: Audit,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
-    let (username, group) = path.into_inner();
-    let name = forbid_self(&caller, &username)?;
-    let mut tx = state.pool.begin().await?;
-    groups::add(&mut tx, &audit, &name, &group).await?;
-    let user = users::get(&mut tx, &name, false).await?;
-    let list = groups::of_user(&mut tx, user.id).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Ok().json(list))
+    one(&state, &caller, &audit, path.into_inner(), true).await
 }
 
 /// Removes a user from one group.
@@ -196,10 +189,24 @@ pub async fn remove_one(
     audit: Audit,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
-    let (username, group) = path.into_inner();
-    let name = forbid_self(&caller, &username)?;
+    one(&state, &caller, &audit, path.into_inner(), false).await
+}
+
+/// Adds to or removes from one group; answers the user's groups afterwards.
+async fn one(
+    state: &AppState,
+    caller: &Caller,
+    audit: &Audit,
+    (username, group): (String, String),
+    add: bool,
+) -> ApiResult<HttpResponse> {
+    let name = forbid_self(caller, &username)?;
     let mut tx = state.pool.begin().await?;
-    groups::remove(&mut tx, &audit, &name, &group).await?;
+    if add {
+        groups::add(&mut tx, audit, &name, &group).await?;
+    } else {
+        groups::remove(&mut tx, audit, &name, &group).await?;
+    }
     let user = users::get(&mut tx, &name, false).await?;
     let list = groups::of_user(&mut tx, user.id).await?;
     tx.commit().await?;

@@ -5,6 +5,7 @@ mod helpers;
 mod access;
 mod accounts;
 mod authn;
+mod bad_input;
 mod foundation;
 mod fuzz;
 mod hardening;
