@@ -299,3 +299,42 @@ fn find_cluster(dir: &std::path::Path) -> std::path::PathBuf {
         .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .expect("cluster")
 }
+
+/// SIGTERM while requests are in flight: they complete, then the process exits cleanly.
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests() {
+    let db = fresh_database().await;
+    let url = database_url(db.get_database().expect("db")).await;
+    let port = free_port();
+    let mut child = registrar_bin()
+        .env("REGISTRAR_DATABASE_URL", &url)
+        .env("REGISTRAR_BIND", format!("127.0.0.1:{port}"))
+        .env("REGISTRAR_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("REGISTRAR_RATE_LIMITS__LOGIN_PER_IP", "0")
+        .env("REGISTRAR_RATE_LIMITS__LOGIN_PER_ACCOUNT", "0")
+        // Real argon2 cost: each login takes tens of milliseconds.
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/readyz"), &mut child).await;
+    let client = reqwest::Client::new();
+    let logins = (0..12).map(|_| {
+        client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+            .send()
+    });
+    let all = futures_util::future::join_all(logins);
+    let term = async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    };
+    let (results, ()) = tokio::join!(all, term);
+    let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|r| r.status() == 200)).count();
+    assert_eq!(ok, 12, "every in-flight login completed");
+    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut child)).await.expect("join");
+    assert!(status.success(), "{status}");
+}
