@@ -14,6 +14,6 @@ COPY --from=build /src/target/release/registrar /usr/local/bin/registrar
 USER registrar
 ENV REGISTRAR_BIND=0.0.0.0:8080 REGISTRAR_LOG_FORMAT=json
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+HEALTHCHECK --interval=10s --timeout=3s CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && grep -q \"200\" <&3"]
 ENTRYPOINT ["/usr/local/bin/registrar"]
 CMD ["serve"]
