@@ -170,6 +170,30 @@ pub fn route_table() -> RouteTable {
 pub struct Application {
     port: u16,
     server: Server,
+    in_flight: InFlight,
+}
+
+/// Requests being served. Shutdown waits for it to reach zero before the
+/// pool closes, so a request in flight at SIGTERM still gets its database.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.0.clone())
+    }
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub struct InFlightGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Application {
@@ -190,6 +214,8 @@ impl Application {
         keys: Keys,
         role_permissions: crate::auth::principal::RolePermissions,
     ) -> Result<Application> {
+        let in_flight = InFlight::default();
+        let in_flight_data = web::Data::new(in_flight.clone());
         let state = web::Data::new(AppState {
             pool,
             settings: Arc::new(settings.clone()),
@@ -208,6 +234,7 @@ impl Application {
             let mut app = App::new()
                 .app_data(state.clone())
                 .app_data(table.clone())
+                .app_data(in_flight_data.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(
@@ -246,7 +273,7 @@ impl Application {
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application { port, server, in_flight })
     }
 
     pub fn port(&self) -> u16 {
@@ -259,7 +286,13 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        // actix has stopped accepting; let the requests it was serving finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.in_flight.count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        result
     }
 }
 

@@ -44,6 +44,7 @@ pub async fn request_id_middleware(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
+    let _in_flight = req.app_data::<actix_web::web::Data<crate::startup::InFlight>>().map(|f| f.enter());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
     let result = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await;

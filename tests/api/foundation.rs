@@ -321,20 +321,58 @@ async fn sigterm_finishes_in_flight_requests() {
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/readyz"), &mut child).await;
     let client = reqwest::Client::new();
-    let logins = (0..12).map(|_| {
+    let admin: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = admin["access_token"].as_str().expect("token").to_string();
+    const N: usize = 12;
+    for i in 0..N {
+        let body = json!({"username": format!("t{i}"), "email": format!("t{i}@example.org"), "password": PASSWORD});
+        let r =
+            client.post(format!("{base}/api/v1/users")).bearer_auth(&token).json(&body).send().await.expect("create");
+        assert_eq!(r.status(), 201);
+    }
+    let pool = sqlx::PgPool::connect_with(db).await.expect("pool");
+    let logins = (0..N).map(|i| {
         client
             .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+            .json(&json!({"username": format!("t{i}"), "password": PASSWORD}))
             .send()
     });
     let all = futures_util::future::join_all(logins);
     let term = async {
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Every login has started (its attempt is recorded before hashing), so
+        // all of them are in flight, most still waiting for a hashing thread.
+        for _ in 0..2000 {
+            let started: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM users WHERE username LIKE 't%' AND last_login_attempt IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("q");
+            if started as usize == N {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
     };
     let (results, ()) = tokio::join!(all, term);
     let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|r| r.status() == 200)).count();
-    assert_eq!(ok, 12, "every in-flight login completed");
+    let seen: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(r) => r.status().to_string(),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(ok, N, "every in-flight login completed: {seen:?}");
     let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut child)).await.expect("join");
     assert!(status.success(), "{status}");
 }
