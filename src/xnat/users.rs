@@ -7,7 +7,6 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::api::users::{apply_roles, new_user, update_user, CreateUser, UpdateUser};
 use crate::api::{groups::apply_groups, resolve_me};
@@ -290,16 +289,18 @@ pub async fn verified(state: web::Data<AppState>, caller: Caller, path: web::Pat
     Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.verified))
 }
 
+/// Sets one flag of a user through the native update rules; answers the flag.
 async fn set_flag(
     state: &AppState,
     caller: &Caller,
     audit: &Audit,
-    username: &str,
-    patch: UpdateUser,
+    (username, flag): (String, String),
+    patch: impl FnOnce(bool) -> UpdateUser,
 ) -> ApiResult<HttpResponse> {
-    let name = resolve_me(&caller.0, username).to_string();
-    let (user, _) = update_user(state, &caller.0, audit, &name, patch).await?;
-    Ok(HttpResponse::Ok().json(if user.enabled { Value::Bool(true) } else { Value::Bool(false) }))
+    let flag = super::parse_flag(&flag)?;
+    let name = resolve_me(&caller.0, &username).to_string();
+    update_user(state, &caller.0, audit, &name, patch(flag)).await?;
+    Ok(HttpResponse::Ok().json(flag))
 }
 
 /// Enables or disables a user (disabling ends their sessions). USER_MANAGEMENT.
@@ -311,10 +312,8 @@ pub async fn set_enabled(
     audit: Audit,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
-    let (username, flag) = path.into_inner();
-    let flag = super::parse_flag(&flag)?;
-    set_flag(&state, &caller, &audit, &username, UpdateUser { enabled: Some(flag), ..Default::default() }).await?;
-    Ok(HttpResponse::Ok().json(flag))
+    set_flag(&state, &caller, &audit, path.into_inner(), |f| UpdateUser { enabled: Some(f), ..Default::default() })
+        .await
 }
 
 /// Sets a user's verified state. USER_MANAGEMENT.
@@ -326,10 +325,8 @@ pub async fn set_verified(
     audit: Audit,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
-    let (username, flag) = path.into_inner();
-    let flag = super::parse_flag(&flag)?;
-    set_flag(&state, &caller, &audit, &username, UpdateUser { verified: Some(flag), ..Default::default() }).await?;
-    Ok(HttpResponse::Ok().json(flag))
+    set_flag(&state, &caller, &audit, path.into_inner(), |f| UpdateUser { verified: Some(f), ..Default::default() })
+        .await
 }
 
 /// XNAT's bulk answer: 200 with no failures, or 202 with the names that failed.
