@@ -470,19 +470,11 @@ async fn one_role(
     role: String,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let resp = change_roles(state, caller, audit, user, vec![role.clone()], grant).await?;
-    if resp.status() == StatusCode::ACCEPTED {
-        // The single change failed: report it as the error it was.
-        let mut tx = state.pool.begin().await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-            .bind(&role)
-            .fetch_one(&mut *tx)
-            .await?;
-        return Err(if exists {
-            ApiError::conflict("last_admin", "cannot demote the last enabled administrator")
-        } else {
-            ApiError::not_found("role_not_found", format!("role '{role}' does not exist"))
-        });
+    let (user, mut results) = apply_roles(state, caller, audit, user, vec![role], grant).await?;
+    if results.iter().any(|r| !r.ok) {
+        // One role, and it failed: report it as the error it was.
+        let failed = results.pop().and_then(ItemResult::into_error);
+        return Err(failed.unwrap_or_else(|| ApiError::conflict("not_applied", "the role could not be changed")));
     }
-    Ok(resp)
+    Ok(HttpResponse::Ok().json(RolesResult { user: UserView::from(user), results }))
 }

@@ -198,11 +198,11 @@ pub async fn apply_many(
         match outcome {
             Ok(()) => {
                 sp.commit().await?;
-                results.push(ItemResult { name: group.clone(), ok: true, error: None });
+                results.push(ItemResult::ok(group));
             }
             Err(e) if e.status.is_client_error() => {
                 sp.rollback().await?;
-                results.push(ItemResult { name: group.clone(), ok: false, error: Some(e.message) });
+                results.push(ItemResult::failed(group, e));
             }
             Err(e) => return Err(e),
         }

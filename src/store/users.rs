@@ -352,6 +352,23 @@ pub struct ItemResult {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Status and code of the failure, for routes that change one item.
+    #[serde(skip)]
+    pub failure: Option<(actix_web::http::StatusCode, &'static str)>,
+}
+
+impl ItemResult {
+    pub fn ok(name: &str) -> ItemResult {
+        ItemResult { name: name.to_string(), ok: true, error: None, failure: None }
+    }
+    pub fn failed(name: &str, e: ApiError) -> ItemResult {
+        ItemResult { name: name.to_string(), ok: false, failure: Some((e.status, e.code)), error: Some(e.message) }
+    }
+    /// The failure as the error it was (`None` if the item applied).
+    pub fn into_error(self) -> Option<ApiError> {
+        let (status, code) = self.failure?;
+        Some(ApiError::new(status, code, self.error.unwrap_or_default()))
+    }
 }
 
 /// Adds (`grant = true`) or removes roles, reporting per role. Unknown roles
@@ -379,11 +396,9 @@ pub async fn change_roles(
         match outcome {
             Ok(()) => {
                 changed = true;
-                results.push(ItemResult { name: role.clone(), ok: true, error: None })
+                results.push(ItemResult::ok(role))
             }
-            Err(e) if e.status.is_client_error() => {
-                results.push(ItemResult { name: role.clone(), ok: false, error: Some(e.message) })
-            }
+            Err(e) if e.status.is_client_error() => results.push(ItemResult::failed(role, e)),
             Err(e) => return Err(e),
         }
     }

@@ -343,9 +343,9 @@ fn bulk(results: Vec<ItemResult>) -> HttpResponse {
 fn single(results: Vec<ItemResult>, what: &str) -> ApiResult<HttpResponse> {
     match results.into_iter().next() {
         Some(r) if r.ok => Ok(HttpResponse::Ok().json(Vec::<String>::new())),
-        Some(r) => {
-            Err(ApiError::not_found("not_applied", r.error.unwrap_or_else(|| format!("{what} could not be changed"))))
-        }
+        Some(r) => Err(r
+            .into_error()
+            .unwrap_or_else(|| ApiError::not_found("not_applied", format!("{what} could not be changed")))),
         None => Err(ApiError::bad_request("invalid_request", "nothing to change")),
     }
 }
