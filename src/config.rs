@@ -114,6 +114,9 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     pub max_failed_logins: u32,
     pub lockout_secs: u64,
+    pub cache: bool,
+    pub cache_entries: usize,
+    pub cache_max_age_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,6 +29,7 @@ pub struct AppState {
     pub oidc: crate::auth::oidc::Oidc,
     pub role_permissions: crate::auth::principal::RolePermissions,
     pub limits: crate::auth::limits::RateLimits,
+    pub auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
 }
 
 /// One route: method, path pattern, who may call it, handler.
@@ -171,6 +172,9 @@ pub struct Application {
     port: u16,
     server: Server,
     in_flight: InFlight,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
+    pool: PgPool,
 }
 
 /// Requests being served. Shutdown waits for it to reach zero before the
@@ -216,7 +220,18 @@ impl Application {
     ) -> Result<Application> {
         let in_flight = InFlight::default();
         let in_flight_data = web::Data::new(in_flight.clone());
+        let auth_cache = if settings.auth.cache {
+            crate::auth::cache::PrincipalCache::new(
+                settings.auth.cache_entries,
+                std::time::Duration::from_secs(settings.auth.cache_max_age_secs),
+            )
+        } else {
+            crate::auth::cache::PrincipalCache::disabled()
+        };
+        let background = auth_cache.start(pool.clone());
+        let app_pool = pool.clone();
         let state = web::Data::new(AppState {
+            auth_cache: auth_cache.clone(),
             pool,
             settings: Arc::new(settings.clone()),
             hasher,
@@ -273,11 +288,17 @@ impl Application {
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
-        Ok(Application { port, server, in_flight })
+        Ok(Application { port, server, in_flight, background, auth_cache, pool: app_pool })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The auth cache and the pool it syncs through (tests that change the
+    /// database behind the server's back wait with `cache.sync(&pool)`).
+    pub fn auth_cache(&self) -> (crate::auth::cache::PrincipalCache<crate::auth::principal::Row>, PgPool) {
+        (self.auth_cache.clone(), self.pool.clone())
     }
 
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
@@ -291,6 +312,9 @@ impl Application {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while self.in_flight.count() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for task in &self.background {
+            task.abort();
         }
         result
     }

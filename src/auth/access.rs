@@ -92,7 +92,10 @@ pub async fn enforce(
         }
     };
     if rule == Rule::Public {
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        let state = writes(req.method()).then(|| state.clone());
+        let res = next.call(req).await?.map_into_boxed_body();
+        settle(state).await;
+        return Ok(res);
     }
     let creds = principal::credentials(req.request(), &state.settings.auth.session_cookie_name);
     let ip = crate::audit::client_ip(req.request());
@@ -101,6 +104,19 @@ pub async fn enforce(
         Ok(None) => return Ok(deny(req, ApiError::unauthorized("authentication required"))),
         Err(e) => return Ok(deny(req, e)),
     };
+    if principal.method == principal::AuthMethod::Cookie
+        && writes(req.method())
+        && cross_site(req.request(), &state.settings.public_url)
+    {
+        return Ok(deny(
+            req,
+            ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "cross_site_request",
+                "a cross-site request with a session cookie is refused",
+            ),
+        ));
+    }
     let allowed = match rule {
         Rule::Public | Rule::Authenticated => true,
         Rule::Permission(p) => principal.has(p),
@@ -135,11 +151,49 @@ pub async fn enforce(
         }
     }
     req.extensions_mut().insert(principal);
+    let settle_state = writes(req.method()).then(|| state.clone());
     let mut res = next.call(req).await?.map_into_boxed_body();
+    settle(settle_state).await;
     if let Some(secret) = new_cookie {
         let _ = res.response_mut().add_cookie(&crate::xnat::jsession_cookie(&state, secret));
     }
     Ok(res)
+}
+
+/// CSRF defence for cookie-authenticated writes: a browser says where a
+/// request comes from (`Sec-Fetch-Site`, else `Origin`); anything but this
+/// origin is refused. A request with neither header is not from a browser and
+/// carries no ambient credential it didn't choose to send.
+pub fn cross_site(req: &actix_web::HttpRequest, public_url: &str) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(actix_web::http::header::ORIGIN) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return true;
+    };
+    if origin.eq_ignore_ascii_case(public_url.trim_end_matches('/')) {
+        return false;
+    }
+    let authority = origin.split_once("://").map(|(_, a)| a);
+    let host = headers.get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+    !matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
+fn writes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// After a request that may have written: wait until this instance's auth
+/// cache has applied the invalidations its commit announced, so the answer
+/// never precedes the revocation it reports.
+async fn settle(state: Option<web::Data<AppState>>) {
+    if let Some(state) = state {
+        state.auth_cache.sync(&state.pool).await;
+    }
 }
 
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {

@@ -1,6 +1,7 @@
 //! Authentication: password hashing, tokens, the principal, access rules.
 
 pub mod access;
+pub mod cache;
 pub mod limits;
 pub mod oidc;
 pub mod password;

@@ -1,6 +1,7 @@
 //! Who is calling: resolved once per request from, in order, the session
 //! cookie, `Authorization: Bearer <JWT>`, `Bearer <API key>`, or `Basic`
-//! (username with password or API key). Each path is one indexed query.
+//! (username with password or API key). Each path is one indexed query, or
+//! none when the caller is in the auth cache (`auth::cache`).
 
 use std::future::{ready, Ready};
 
@@ -13,6 +14,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::auth::cache::CacheKey;
 use crate::auth::tokens;
 use crate::domain::Permission;
 use crate::error::ApiError;
@@ -107,8 +109,10 @@ pub fn parse_basic(b64: &str) -> Option<Credentials> {
     Some(Credentials::Basic { username: user.to_string(), password: SecretString::from(pass.to_string()) })
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
+/// A caller's user row with the state of the session or key presented;
+/// what the auth cache keeps.
+#[derive(sqlx::FromRow, Clone)]
+pub struct Row {
     #[sqlx(flatten)]
     user: crate::store::users::User,
     tokens_not_before: DateTime<Utc>,
@@ -207,12 +211,13 @@ pub async fn resolve(
                 .keys
                 .verify_access(&token)
                 .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-            let row = session_row(state, "s.id = $1", SessionKey::Id(claims.sid)).await?;
+            let key = CacheKey::Session(claims.sid);
+            let row = cached(state, &key, session_row(state, "s.id = $1", SessionKey::Id(claims.sid))).await?;
             let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
             if row.user.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
                 return Err(ApiError::unauthorized("invalid or expired credentials"));
             }
-            touch_session(state, &row, now).await;
+            touch_session(state, &key, &row, now).await;
             principal_from(state, row, AuthMethod::Jwt, now).map(Some)
         }
         Credentials::Basic { username, password } => {
@@ -246,9 +251,11 @@ async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) ->
     if secret.len() > 128 {
         return Err(ApiError::unauthorized("invalid or expired credentials"));
     }
-    let row = session_row(state, "s.cookie_hash = $1", SessionKey::Hash(tokens::sha256(secret))).await?;
+    let hash = tokens::sha256(secret);
+    let key = CacheKey::Cookie(<[u8; 32]>::try_from(hash.as_slice()).unwrap_or_default());
+    let row = cached(state, &key, session_row(state, "s.cookie_hash = $1", SessionKey::Hash(hash))).await?;
     let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
-    touch_session(state, &row, now).await;
+    touch_session(state, &key, &row, now).await;
     principal_from(state, row, AuthMethod::Cookie, now)
 }
 
@@ -272,15 +279,35 @@ async fn session_row(state: &AppState, cond: &str, key: SessionKey) -> Result<Op
     Ok(q.fetch_optional(&state.pool).await?)
 }
 
-/// Records "last seen" at most once a minute per session, so reads stay reads.
-async fn touch_session(state: &AppState, row: &Row, now: DateTime<Utc>) {
+/// The row under `key`: from the auth cache, or read by `load` and cached.
+async fn cached(
+    state: &AppState,
+    key: &CacheKey,
+    load: impl std::future::Future<Output = Result<Option<Row>, ApiError>>,
+) -> Result<Option<Row>, ApiError> {
+    if let Some(row) = state.auth_cache.get(key) {
+        return Ok(Some(row));
+    }
+    let ticket = state.auth_cache.ticket();
+    let row = load.await?;
+    if let Some(row) = &row {
+        state.auth_cache.insert(ticket, key.clone(), row.user.id, row.clone());
+    }
+    Ok(row)
+}
+
+/// Records "last seen"/"last used" at most once a minute per session or
+/// key, so reads stay reads.
+async fn touch(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>, sql: &str) {
     if row.touched_at.is_some_and(|t| (now - t).num_seconds() < 60) {
         return;
     }
-    let _ = sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id = $1")
-        .bind(row.ref_id)
-        .execute(&state.pool)
-        .await;
+    let _ = sqlx::query(sql).bind(row.ref_id).execute(&state.pool).await;
+    state.auth_cache.update(key, |r| r.touched_at = Some(now));
+}
+
+async fn touch_session(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>) {
+    touch(state, key, row, now, "UPDATE sessions SET last_seen_at = now() WHERE id = $1").await
 }
 
 async fn api_key_principal(
@@ -292,14 +319,18 @@ async fn api_key_principal(
 ) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid or expired credentials");
     let part = user_part();
-    let row = sqlx::query_as::<_, Row>(&format!(
-        "SELECT {part}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
-                k.secret_hash
-         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
-    ))
-    .bind(prefix)
-    .fetch_optional(&state.pool)
-    .await?;
+    let key = CacheKey::ApiKey(prefix.to_string());
+    let load = async {
+        Ok(sqlx::query_as::<_, Row>(&format!(
+            "SELECT {part}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
+                    k.secret_hash
+             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
+        ))
+        .bind(prefix)
+        .fetch_optional(&state.pool)
+        .await?)
+    };
+    let row = cached(state, &key, load).await?;
     // Hash even when the prefix is unknown: the timing is the same either way.
     let presented = state.keys.api_key_hash(secret);
     let row = row.ok_or_else(invalid)?;
@@ -312,12 +343,7 @@ async fn api_key_principal(
             return Err(invalid());
         }
     }
-    if row.touched_at.is_none_or(|t| (now - t).num_seconds() >= 60) {
-        let _ = sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
-            .bind(row.ref_id)
-            .execute(&state.pool)
-            .await;
-    }
+    touch(state, &key, &row, now, "UPDATE api_keys SET last_used_at = now() WHERE id = $1").await;
     principal_from(state, row, AuthMethod::ApiKey, now)
 }
 

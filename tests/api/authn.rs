@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use serde_json::json;
+use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -265,6 +266,8 @@ async fn expired_api_key_is_refused() {
     let key = created["key"].as_str().expect("key");
     app.get("/api/v1/users/me", key).await.expect(200);
     sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second'").execute(&app.pool).await.expect("q");
+    // A change made in SQL reaches the server's auth cache as a notification.
+    app.settle_auth_cache().await;
     app.get("/api/v1/users/me", key).await.expect(401);
 }
 
@@ -337,4 +340,66 @@ async fn hashes_are_upgraded_when_parameters_change() {
     assert!(after.contains("m=512,t=2,p=1"), "{after}");
     app2.login("old", PASSWORD).await;
     app2.handle.stop(true).await;
+}
+
+/// The auth cache never outlives its notification channel: with the
+/// listener's connection killed, a revocation made in SQL (whose
+/// notification is lost with it) is still honoured, and every change made
+/// after the channel returns is seen.
+#[tokio::test]
+async fn auth_cache_survives_a_lost_notification_channel() {
+    let app = spawn_app().await;
+    let t = app.user("lou").await;
+    let key = |name: &'static str| {
+        let app = &app;
+        let t = t.clone();
+        async move {
+            let r = app.post("/api/v1/users/lou/api-keys", &t, json!({"name": name})).await.expect(201).json();
+            (r["key"].as_str().expect("key").to_string(), r["id"].as_str().expect("id").to_string())
+        }
+    };
+    let (k1, id1) = key("one").await;
+    app.get("/api/v1/users/me", &k1).await.expect(200);
+    app.get("/api/v1/users/me", &k1).await.expect(200);
+    let killed: Vec<i32> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("terminate listener");
+    assert_eq!(killed, vec![1], "one listener connection per instance");
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid")
+        .bind(&id1)
+        .execute(&app.pool)
+        .await
+        .expect("revoke in SQL");
+    app.settle_auth_cache().await;
+    app.get("/api/v1/users/me", &k1).await.expect(401);
+    // The listener comes back on its own; changes after that are seen too.
+    let (k2, id2) = key("two").await;
+    app.get("/api/v1/users/me", &k2).await.expect(200);
+    let mut relistening = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        if n == 1 {
+            relistening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(relistening, "the listener reconnected");
+    app.get("/api/v1/users/me", &k2).await.expect(200);
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid")
+        .bind(&id2)
+        .execute(&app.pool)
+        .await
+        .expect("revoke in SQL");
+    app.settle_auth_cache().await;
+    app.get("/api/v1/users/me", &k2).await.expect(401);
 }

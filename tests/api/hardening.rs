@@ -159,3 +159,67 @@ async fn nul_characters_are_a_client_error() {
     assert!(r.status.is_client_error() || r.status == 202, "{}", r.text);
     assert_eq!(app.count("SELECT count(*) FROM user_groups").await, 0);
 }
+
+#[tokio::test]
+async fn cookie_authenticated_writes_refuse_cross_site_requests() {
+    let app = spawn_app().await;
+    app.create_user("cora", json!({})).await;
+    let login = app.login_full("cora", PASSWORD).await.expect(200);
+    let cookie = login.headers["set-cookie"].to_str().expect("cookie").to_string();
+    let cookie = cookie.split(';').next().expect("pair").to_string();
+    let token = login.json()["access_token"].as_str().expect("token").to_string();
+    let patch = |name: &'static str, headers: Vec<(&'static str, String)>, cookie: Option<String>| {
+        let mut rb = app.client.patch(app.url("/api/v1/users/me")).json(&json!({"first_name": name}));
+        if let Some(c) = cookie {
+            rb = rb.header("Cookie", c);
+        }
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        rb.send()
+    };
+    // A page on another site posting with the user's cookie.
+    for headers in [
+        vec![("Origin", "https://evil.example".to_string())],
+        vec![("Origin", "null".to_string())],
+        vec![("Sec-Fetch-Site", "cross-site".to_string()), ("Origin", app.address.clone())],
+        vec![("Sec-Fetch-Site", "same-site".to_string())],
+    ] {
+        let r = patch("Mallory", headers.clone(), Some(cookie.clone())).await.expect("request");
+        assert_eq!(r.status(), 403, "{headers:?}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "cross_site_request");
+    }
+    let me = app.get("/api/v1/users/me", &token).await.expect(200).json();
+    assert_eq!(me["first_name"], "", "a refused write changes nothing");
+    // The same origin, the browser's own navigation, and non-browser clients (no headers) pass.
+    for (name, headers) in [
+        ("Same", vec![("Origin", app.address.clone())]),
+        ("Fetch", vec![("Sec-Fetch-Site", "same-origin".to_string())]),
+        ("Tool", vec![]),
+    ] {
+        let r = patch(name, headers, Some(cookie.clone())).await.expect("request");
+        assert_eq!(r.status(), 200, "{name}");
+    }
+    // A bearer token is not ambient: a cross-site origin does not matter.
+    let r = app
+        .client
+        .patch(app.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .header("Origin", "https://evil.example")
+        .json(&json!({"first_name": "Bearer"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // Reads with the cookie are not affected.
+    let r = app
+        .client
+        .get(app.url("/api/v1/users/me"))
+        .header("Cookie", cookie)
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}

@@ -164,6 +164,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_token: String,
     pub handle: actix_web::dev::ServerHandle,
+    auth_cache: (registrar::auth::cache::PrincipalCache<registrar::auth::principal::Row>, PgPool),
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -184,10 +185,11 @@ pub async fn spawn_on(app_db: PgConnectOptions, db: PgConnectOptions, settings: 
     let app = Application::build(settings, app_pool).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let auth_cache = app.auth_cache();
     tokio::spawn(app.run_until_stopped());
     let pool = PgPool::connect_with(db.clone()).await.expect("test pool");
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let mut t = TestApp { address, pool, db, client, admin_token: String::new(), handle };
+    let mut t = TestApp { address, pool, db, client, admin_token: String::new(), handle, auth_cache };
     t.admin_token = t.login(ADMIN, ADMIN_PASSWORD).await;
     t
 }
@@ -222,6 +224,12 @@ pub enum Auth {
 }
 
 impl TestApp {
+    /// After a test changes access state in SQL (not through the server):
+    /// waits until the server's auth cache has applied the invalidations.
+    pub async fn settle_auth_cache(&self) {
+        self.auth_cache.0.sync(&self.auth_cache.1).await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
