@@ -65,15 +65,22 @@ pub async fn login(
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     state.limits.login(audit.client_ip.as_deref(), &body.username)?;
-    let user_id = crate::store::users::verify_login(&state, &audit, body.username.trim(), body.password).await?;
+    let ok = crate::store::users::check_login(&state, &audit, body.username.trim(), body.password).await?;
+    // The login's bookkeeping and the new session: one transaction, one commit.
     let mut tx = state.pool.begin().await?;
-    let user = crate::store::users::get_by_id(&mut tx, user_id).await?;
-    let audit = audit.as_user(user.id, &user.username);
-    let s =
-        sessions::create(&mut tx, &audit, user.id, "password", state.settings.auth.session_ttl_secs, user_agent(&req))
-            .await?;
+    crate::store::users::record_login(&mut tx, &audit, &ok).await?;
+    let audit = audit.as_user(ok.user_id, &ok.username);
+    let s = sessions::create(
+        &mut tx,
+        &audit,
+        ok.user_id,
+        "password",
+        state.settings.auth.session_ttl_secs,
+        user_agent(&req),
+    )
+    .await?;
     tx.commit().await?;
-    let access = state.keys.issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
+    let access = state.keys.issue_access(ok.user_id, s.id, chrono::Utc::now().timestamp())?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

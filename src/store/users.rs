@@ -480,19 +480,61 @@ struct LoginRow {
     username: String,
     enabled: bool,
     password_hash: Option<String>,
+    /// The attempt count after reserving this attempt; `None` when locked.
+    reserved: Option<i32>,
 }
 
-/// Checks a login (username or email) and password. Unknown user, wrong
-/// password and disabled account give the same error after the same work
-/// (a dummy hash is verified when there is no real one). Failed attempts are
-/// counted *before* hashing, in one conditional UPDATE, so N parallel wrong
-/// passwords can never get more than `max_failed_logins` verifications.
+/// A password check that passed. Its bookkeeping (counters reset, rehash,
+/// change log) is written by `record_login`, in the caller's transaction.
+pub struct LoginOk {
+    pub user_id: Uuid,
+    pub username: String,
+    rehashed: Option<String>,
+}
+
+/// `check_login`, then its bookkeeping in a transaction of its own.
 pub async fn verify_login(
     state: &AppState,
     audit: &Audit,
     login: &str,
     password: SecretString,
 ) -> Result<Uuid, ApiError> {
+    let ok = check_login(state, audit, login, password).await?;
+    let mut tx = state.pool.begin().await?;
+    record_login(&mut tx, audit, &ok).await?;
+    tx.commit().await?;
+    Ok(ok.user_id)
+}
+
+/// Writes what a successful login changes: counters reset, "last login",
+/// the upgraded hash if any, and the change log.
+pub async fn record_login(conn: &mut PgConnection, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                password_hash = COALESCE($2, password_hash) WHERE id = $1",
+    )
+    .bind(ok.user_id)
+    .bind(ok.rehashed.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    let audit = audit.clone().as_user(ok.user_id, &ok.username);
+    audit::record(&mut *conn, &audit, "user", &ok.user_id.to_string(), "login.succeeded", Changes::new()).await?;
+    Ok(())
+}
+
+/// Checks a login (username or email) and password. Unknown user, wrong
+/// password and disabled account give the same error after the same work
+/// (a dummy hash is verified when there is no real one). Failed attempts are
+/// counted *before* hashing, in the same statement that finds the user, so N
+/// parallel wrong passwords can never get more than `max_failed_logins`
+/// verifications. A failure is recorded (and committed) here; a success is
+/// recorded by the caller with `record_login`.
+pub async fn check_login(
+    state: &AppState,
+    audit: &Audit,
+    login: &str,
+    password: SecretString,
+) -> Result<LoginOk, ApiError> {
     let invalid = || ApiError::unauthorized("invalid username or password").with_code("invalid_credentials");
     let max = i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5);
     let lockout = i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900);
@@ -500,34 +542,37 @@ pub async fn verify_login(
         let _ = state.hasher.verify(password, None).await?;
         return Err(invalid());
     }
+    // Find the user and reserve an attempt (refused at once when locked).
     let row = sqlx::query_as::<_, LoginRow>(
-        "SELECT id, username, enabled, password_hash FROM users
-         WHERE lower(username) = lower($1) OR lower(email) = lower($1) LIMIT 1",
+        "WITH target AS (
+             SELECT id, username, enabled, password_hash FROM users
+             WHERE lower(username) = lower($1) OR lower(email) = lower($1) LIMIT 1
+         ), reserved AS (
+             UPDATE users u SET
+                failed_login_attempts = CASE WHEN u.locked_until IS NOT NULL AND u.locked_until <= now() THEN 1
+                                             ELSE u.failed_login_attempts + 1 END,
+                locked_until = CASE WHEN u.locked_until IS NOT NULL AND u.locked_until <= now() THEN NULL
+                                    ELSE u.locked_until END,
+                last_login_attempt = now()
+             FROM target t
+             WHERE u.id = t.id
+               AND ((u.locked_until IS NOT NULL AND u.locked_until <= now())
+                    OR (u.locked_until IS NULL AND u.failed_login_attempts < $2))
+             RETURNING u.failed_login_attempts
+         )
+         SELECT t.id, t.username, t.enabled, t.password_hash,
+                (SELECT failed_login_attempts FROM reserved) AS reserved
+         FROM target t",
     )
     .bind(login)
+    .bind(max)
     .fetch_optional(&state.pool)
     .await?;
     let Some(row) = row else {
         let _ = state.hasher.verify(password, None).await?;
         return Err(invalid());
     };
-    // Reserve an attempt; refuse at once when locked.
-    let reserved: Option<i32> = sqlx::query_scalar(
-        "UPDATE users SET
-            failed_login_attempts = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN 1
-                                         ELSE failed_login_attempts + 1 END,
-            locked_until = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() THEN NULL ELSE locked_until END,
-            last_login_attempt = now()
-         WHERE id = $1
-           AND ((locked_until IS NOT NULL AND locked_until <= now())
-                OR (locked_until IS NULL AND failed_login_attempts < $2))
-         RETURNING failed_login_attempts",
-    )
-    .bind(row.id)
-    .bind(max)
-    .fetch_optional(&state.pool)
-    .await?;
-    if reserved.is_none() {
+    if row.reserved.is_none() {
         let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
             .bind(row.id)
             .fetch_one(&state.pool)
@@ -540,25 +585,15 @@ pub async fn verify_login(
         ));
     }
     let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
+    if !matches!(verdict, Verified::No) && row.enabled {
+        let rehashed = match verdict {
+            Verified::YesRehashed(h) => Some(h),
+            _ => None,
+        };
+        return Ok(LoginOk { user_id: row.id, username: row.username, rehashed });
+    }
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = state.pool.begin().await?;
-    let ok = !matches!(verdict, Verified::No) && row.enabled;
-    if ok {
-        sqlx::query(
-            "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
-                    password_hash = COALESCE($2, password_hash) WHERE id = $1",
-        )
-        .bind(row.id)
-        .bind(match &verdict {
-            Verified::YesRehashed(h) => Some(h.clone()),
-            _ => None,
-        })
-        .execute(&mut *tx)
-        .await?;
-        audit::record(&mut *tx, &audit, "user", &row.id.to_string(), "login.succeeded", Changes::new()).await?;
-        tx.commit().await?;
-        return Ok(row.id);
-    }
     let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE users SET locked_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",

@@ -117,7 +117,7 @@ pub async fn services_auth(
 ) -> ApiResult<HttpResponse> {
     let form = form.into_inner();
     state.limits.login(audit.client_ip.as_deref(), &form.username)?;
-    let user_id = crate::store::users::verify_login(
+    let ok = crate::store::users::check_login(
         &state,
         &audit,
         form.username.trim(),
@@ -125,10 +125,10 @@ pub async fn services_auth(
     )
     .await?;
     let mut tx = state.pool.begin().await?;
-    let user = crate::store::users::get_by_id(&mut tx, user_id).await?;
-    let audit = audit.as_user(user.id, &user.username);
+    crate::store::users::record_login(&mut tx, &audit, &ok).await?;
+    let audit = audit.as_user(ok.user_id, &ok.username);
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let s = sessions::create(&mut tx, &audit, user.id, "password", state.settings.auth.session_ttl_secs, ua).await?;
+    let s = sessions::create(&mut tx, &audit, ok.user_id, "password", state.settings.auth.session_ttl_secs, ua).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

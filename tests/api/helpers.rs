@@ -181,6 +181,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts the app with its pool on `app_db` (e.g. through a proxy) while the
 /// test's own pool talks to `db` directly.
 pub async fn spawn_on(app_db: PgConnectOptions, db: PgConnectOptions, settings: Settings) -> TestApp {
+    crate::capture::init();
     let app_pool = registrar::db::pool(app_db, &settings.database);
     let app = Application::build(settings, app_pool).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -235,20 +236,27 @@ impl TestApp {
     }
 
     pub async fn send(&self, method: Method, path: &str, auth: &Auth, body: Option<Value>) -> Resp {
+        let request = format!("{method} {path}");
         let mut rb = self.client.request(method, self.url(path));
         rb = match auth {
             Auth::None => rb,
             Auth::Bearer(t) => rb.bearer_auth(t),
-            Auth::Basic(u, p) => rb.basic_auth(u, Some(p)),
+            Auth::Basic(u, p) => {
+                crate::capture::secret("basic_password", p, None);
+                rb.basic_auth(u, Some(p))
+            }
             Auth::Cookie(c) => rb.header("Cookie", format!("registrar_session={c}")),
         };
         if let Some(b) = body {
+            crate::capture::request_secrets(&b);
             rb = rb.json(&b);
         }
         let resp = rb.send().await.expect("request");
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
+        let n = crate::capture::body(&request, status.as_u16(), &text);
+        crate::capture::issued_secrets(n, &text, &headers);
         assert_no_secret_leak(&text);
         Resp { status, headers, text }
     }

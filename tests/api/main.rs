@@ -1,5 +1,6 @@
 //! One test binary: the modules below, sharing `helpers`.
 
+mod capture;
 mod helpers;
 
 mod access;
