@@ -234,11 +234,15 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             .max_connections(1)
             .max_lifetime(None)
             .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(options);
         let mut backoff = Duration::from_millis(50);
         loop {
             let connected = async {
                 let mut l = PgListener::connect_with(&pool).await?;
+                // Report a lost connection at once (we stop serving from the
+                // cache), instead of first retrying inside `try_recv`.
+                l.eager_reconnect(false);
                 l.listen_all([AUTH_CHANNEL, SYNC_CHANNEL]).await?;
                 Ok::<_, sqlx::Error>(l)
             }

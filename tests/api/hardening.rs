@@ -223,3 +223,109 @@ async fn cookie_authenticated_writes_refuse_cross_site_requests() {
         .expect("request");
     assert_eq!(r.status(), 200);
 }
+
+/// A real PostgreSQL restart (its own cluster, so other tests are not
+/// touched) under load: while it is down every request fails fast with a
+/// JSON 503, nothing answers 500 or hangs, and once it is back the same
+/// server process serves again, with no restart of its own.
+#[tokio::test]
+async fn postgres_restart_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("test-pg-restart-{}", uuid::Uuid::new_v4().simple()));
+    let start = |dir: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || registrar::localdb::LocalPostgres::ensure_started(&dir, "", true))
+            .await
+            .expect("join")
+            .expect("start PostgreSQL")
+    };
+    let pg = start(dir.clone()).await;
+    let db = pg.connect_options("postgres");
+    let mut settings = test_settings();
+    settings.database.acquire_timeout_ms = 1000;
+    let app = spawn_on(db.clone(), db, settings).await;
+    app.create_user("loadie", serde_json::json!({})).await;
+    let user_token = app.login("loadie", PASSWORD).await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let mut workers = Vec::new();
+    for i in 0..8 {
+        let (client, url, running) = (app.client.clone(), app.address.clone(), running.clone());
+        let (path, token) = if i % 2 == 0 {
+            ("/api/v1/users/me", user_token.clone())
+        } else {
+            ("/api/v1/users/loadie", app.admin_token.clone())
+        };
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                let t0 = std::time::Instant::now();
+                let r = client.get(format!("{url}{path}")).bearer_auth(&token).send().await.expect("send");
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                seen.push((t0, status, t0.elapsed(), body));
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stopped_pg = tokio::task::spawn_blocking(move || {
+        pg.stop().expect("stop PostgreSQL");
+        pg
+    })
+    .await
+    .expect("join");
+    let down_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(stopped_pg);
+    let restarting_at = std::time::Instant::now();
+    let pg = start(dir.clone()).await;
+    let up_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    running.store(false, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.expect("worker"));
+    }
+    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(seen.iter().any(|(at, s, ..)| *s == 200 && *at < down_at), "served before the restart");
+    let during: Vec<_> = seen
+        .iter()
+        .filter(|(at, _, took, _)| *at > down_at + Duration::from_millis(200) && *at + *took < restarting_at)
+        .collect();
+    assert!(!during.is_empty(), "requests were made while PostgreSQL was down");
+    for (_, status, took, body) in &during {
+        assert_eq!(*status, 503, "while down (took {took:?}): {body}");
+        assert!(body.contains("\"code\":\"database_"), "a JSON error with a stable code: {body}");
+        assert!(*took < Duration::from_millis(2500), "failed fast, not hung: {took:?}");
+    }
+    for (_, status, _, body) in &seen {
+        assert!(*status == 200 || *status == 503, "only 200 or 503, got {status}: {body}");
+    }
+    let recovered = seen
+        .iter()
+        .filter(|(at, s, ..)| *s == 200 && *at > up_at)
+        .map(|(at, ..)| at.duration_since(up_at))
+        .min()
+        .expect("served again after PostgreSQL came back, without a restart");
+    let last_failure = seen.iter().filter(|(at, s, ..)| *s != 200 && *at > up_at).map(|(at, ..)| *at).max();
+    if let Some(last) = last_failure {
+        assert!(
+            last.duration_since(up_at) < Duration::from_secs(3),
+            "still failing {:?} after restart",
+            last.duration_since(up_at)
+        );
+    }
+    println!(
+        "postgres restart: {} requests, {} during the outage (all 503), first 200 {recovered:?} after PostgreSQL was back",
+        seen.len(),
+        during.len()
+    );
+}
