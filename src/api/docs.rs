@@ -77,11 +77,65 @@ pub fn document() -> &'static Value {
             )) {
                 if let Some(obj) = op.as_object_mut() {
                     obj.insert("x-access".into(), Value::String(rule.describe()));
+                    document_errors(obj, &method, &path, rule);
                 }
             }
         }
         doc
     })
+}
+
+/// Adds the error answers every operation can give (by its access rule and
+/// method) to the ones its handler documents, so clients (and schemathesis'
+/// status-code check) know them all. Errors are `ErrorBody` JSON, except
+/// XNAT's plain-text 401 under `/data`.
+fn document_errors(
+    op: &mut serde_json::Map<String, Value>,
+    method: &actix_web::http::Method,
+    path: &str,
+    rule: crate::auth::access::Rule,
+) {
+    use crate::auth::access::Rule;
+    use actix_web::http::Method;
+    let mut codes: Vec<(&str, &str)> = vec![
+        ("400", "invalid input (path, query or body)"),
+        ("404", "no such resource"),
+        ("503", "the database is unavailable or busy; retry after Retry-After"),
+    ];
+    if rule != Rule::Public {
+        codes.push(("401", "authentication required, or the credentials are invalid or expired"));
+        codes.push(("403", "the caller may not do this (or a cross-site request with a session cookie)"));
+        codes.push(("429", "the account is locked or a rate limit was hit; retry after Retry-After"));
+    }
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        codes.push(("409", "conflicts with the current state"));
+        codes.push(("413", "request body too large"));
+        codes.push(("415", "unsupported content type"));
+        codes.push(("422", "well-formed but refused by a rule"));
+    }
+    if path.ends_with("/login")
+        || path.ends_with("/refresh")
+        || path.ends_with("/callback")
+        || path.contains("services/auth")
+    {
+        codes.push(("401", "invalid credentials"));
+        codes.push(("429", "rate limited or account locked; retry after Retry-After"));
+        codes.push(("502", "the identity provider failed"));
+    }
+    codes.push(("431", "request headers too large"));
+    let responses = op.entry("responses").or_insert_with(|| Value::Object(Default::default()));
+    let Some(responses) = responses.as_object_mut() else { return };
+    for (code, description) in codes {
+        if responses.contains_key(code) {
+            continue;
+        }
+        let content = if code == "401" && path.starts_with("/data") {
+            serde_json::json!({"text/plain": {"schema": {"type": "string"}}})
+        } else {
+            serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}})
+        };
+        responses.insert(code.into(), serde_json::json!({"description": description, "content": content}));
+    }
 }
 
 /// The OpenAPI 3.1 document of this server. Public.

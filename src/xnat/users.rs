@@ -277,14 +277,14 @@ pub async fn invalidate(
 
 /// Whether a user is enabled. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/{username}/enabled", tag = "xnat-users", params(("username" = String, Path)),
-    responses((status = 200, body = bool)))]
+    responses((status = 200, body = bool, content_type = "application/json")))]
 pub async fn enabled(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.enabled))
 }
 
 /// Whether a user's email is verified. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/{username}/verified", tag = "xnat-users", params(("username" = String, Path)),
-    responses((status = 200, body = bool)))]
+    responses((status = 200, body = bool, content_type = "application/json")))]
 pub async fn verified(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(load(&state, &caller, &path).await?.verified))
 }
@@ -305,7 +305,7 @@ async fn set_flag(
 
 /// Enables or disables a user (disabling ends their sessions). USER_MANAGEMENT.
 #[utoipa::path(put, path = "/xapi/users/{username}/enabled/{flag}", tag = "xnat-users",
-    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool)))]
+    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool, content_type = "application/json")))]
 pub async fn set_enabled(
     state: web::Data<AppState>,
     caller: Caller,
@@ -318,7 +318,7 @@ pub async fn set_enabled(
 
 /// Sets a user's verified state. USER_MANAGEMENT.
 #[utoipa::path(put, path = "/xapi/users/{username}/verified/{flag}", tag = "xnat-users",
-    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool)))]
+    params(("username" = String, Path), ("flag" = bool, Path)), responses((status = 200, body = bool, content_type = "application/json")))]
 pub async fn set_verified(
     state: web::Data<AppState>,
     caller: Caller,
