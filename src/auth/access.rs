@@ -157,6 +157,14 @@ pub async fn enforce(
     if let Some(secret) = new_cookie {
         let _ = res.response_mut().add_cookie(&crate::xnat::jsession_cookie(&state, secret));
     }
+    // What an authenticated caller sees is theirs alone: no shared or browser cache keeps it.
+    let headers = res.headers_mut();
+    if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
+        headers.insert(
+            actix_web::http::header::CACHE_CONTROL,
+            actix_web::http::header::HeaderValue::from_static("no-store"),
+        );
+    }
     Ok(res)
 }
 

@@ -71,6 +71,9 @@ async fn every_route_enforces_its_declared_rule() {
                 assert_ne!(as_user.status, 403, "ordinary user {method} {path} ({access}) allowed: {}", as_user.text);
             }
             assert!(as_user.status.as_u16() < 500, "{method} {path}: {}", as_user.text);
+            for r in [&anon, &as_user] {
+                assert_security_headers(r, &format!("{method} {path} ({})", r.status));
+            }
             checked += 1;
         }
     }
@@ -265,5 +268,38 @@ async fn every_route_for_every_kind_of_caller() {
             }
             assert!(r.status.as_u16() < 500, "{who:?} {method} {path}: {}", r.text);
         }
+    }
+}
+
+/// The headers every answer carries, whatever its status.
+fn assert_security_headers(r: &Resp, what: &str) {
+    let h = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+    assert!(!h("x-request-id").is_empty(), "{what}");
+}
+
+/// Answers that carry secrets or depend on who asks are never stored by caches.
+#[tokio::test]
+async fn auth_answers_are_not_cacheable() {
+    let app = spawn_app().await;
+    app.create_user("nostore", json!({})).await;
+    let login = app.login_full("nostore", PASSWORD).await.expect(200);
+    let json = login.json();
+    let refresh_token = json["refresh_token"].as_str().expect("refresh").to_string();
+    let token = json["access_token"].as_str().expect("token").to_string();
+    let refreshed = app
+        .send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": refresh_token})))
+        .await;
+    let key = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "k"})).await.expect(201);
+    let failed = app.login_full("nostore", "not the password at all").await.expect(401);
+    let me = app.get("/api/v1/users/me", &token).await.expect(200);
+    for (what, r) in
+        [("login", &login), ("refresh", &refreshed), ("api key", &key), ("failed login", &failed), ("me", &me)]
+    {
+        let cc = r.headers.get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(cc.contains("no-store"), "{what}: Cache-Control {cc:?}");
+        assert_security_headers(r, what);
     }
 }

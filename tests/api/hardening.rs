@@ -97,6 +97,25 @@ async fn parallel_edits_lose_no_update() {
         app.get("/api/v1/users/edited/groups", &app.admin_token).await.json().as_array().expect("list").len(),
         50
     );
+    // 50 clients adding roles (each of the three, many times over) while 10 more patch
+    // the email: every role lands once, the last email wins, nothing fails.
+    let roles = ["UserManager", "Non-Expiring", "Administrator"];
+    let role_paths: Vec<String> = (0..50).map(|i| format!("/api/v1/users/edited/roles/{}", roles[i % 3])).collect();
+    let adds = role_paths.iter().map(|p| app.put(p, &app.admin_token, json!(null)));
+    let emails = (0..10)
+        .map(|i| app.patch("/api/v1/users/edited", &app.admin_token, json!({"email": format!("e{i}@example.org")})));
+    let (adds, emails) = tokio::join!(futures_util::future::join_all(adds), futures_util::future::join_all(emails));
+    assert!(
+        adds.iter().chain(emails.iter()).all(|r| r.status == 200),
+        "{:?}",
+        adds.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let u = app.get("/api/v1/users/edited", &app.admin_token).await.json();
+    let mut got: Vec<&str> = u["roles"].as_array().expect("roles").iter().filter_map(|r| r.as_str()).collect();
+    got.sort();
+    assert_eq!(got, vec!["Administrator", "Non-Expiring", "UserManager"]);
+    assert!(u["email"].as_str().expect("email").starts_with('e'));
+    assert_eq!(app.count(&format!("SELECT count(*) FROM user_roles WHERE user_id = '{id}'")).await, 3);
 }
 
 #[tokio::test]
