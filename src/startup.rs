@@ -286,6 +286,8 @@ impl Application {
         .workers(settings.http_workers())
         .client_request_timeout(std::time::Duration::from_secs(settings.limits.client_request_timeout_secs))
         .shutdown_timeout(30)
+        // SIGTERM/SIGINT are handled in `run_until_stopped`, which drains requests first.
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application { port, server, in_flight, background, auth_cache, pool: app_pool })
@@ -306,17 +308,61 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish).
+    ///
+    /// On a signal the server first stops accepting connections and waits
+    /// (up to 30 s) for the requests in flight, and only then stops its
+    /// workers. The order matters: a pooled database connection belongs to
+    /// the worker runtime that opened it, so a worker that stopped early
+    /// would break the connections other workers' requests are still using.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        // actix has stopped accepting; let the requests it was serving finish.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self.in_flight.count() > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        for task in &self.background {
+        let Application { server, in_flight, background, .. } = self;
+        let handle = server.handle();
+        // Polled on its own task: the server future processes the pause and
+        // stop commands below.
+        let mut server = tokio::spawn(server);
+        let joined = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+            r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        let result = tokio::select! {
+            result = &mut server => joined(result),
+            () = shutdown_signal() => {
+                tracing::info!("shutting down: finishing the requests in flight");
+                handle.pause().await;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while in_flight.count() > 0 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                handle.stop(true).await;
+                joined(server.await)
+            }
+        };
+        for task in &background {
             task.abort();
         }
         result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -340,10 +340,14 @@ async fn sigterm_finishes_in_flight_requests() {
     }
     let pool = sqlx::PgPool::connect_with(db).await.expect("pool");
     let logins = (0..N).map(|i| {
-        client
+        let request = client
             .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"username": format!("t{i}"), "password": PASSWORD}))
-            .send()
+            .json(&json!({"username": format!("t{i}"), "password": PASSWORD}));
+        async move {
+            let r = request.send().await?;
+            let status = r.status();
+            Ok::<_, reqwest::Error>((status, r.text().await.unwrap_or_default()))
+        }
     });
     let all = futures_util::future::join_all(logins);
     let term = async {
@@ -364,11 +368,12 @@ async fn sigterm_finishes_in_flight_requests() {
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
     };
     let (results, ()) = tokio::join!(all, term);
-    let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|r| r.status() == 200)).count();
+    let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|(s, _)| *s == 200)).count();
     let seen: Vec<String> = results
         .iter()
         .map(|r| match r {
-            Ok(r) => r.status().to_string(),
+            Ok((s, body)) if *s != 200 => format!("{s} {body}"),
+            Ok((s, _)) => s.to_string(),
             Err(e) => format!("{e:?}"),
         })
         .collect();
