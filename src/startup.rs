@@ -258,6 +258,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .wrap(from_fn(access::enforce))
+                .wrap(from_fn(access::settle_writes))
                 .wrap(from_fn(header_limit))
                 .wrap(
                     actix_web::middleware::DefaultHeaders::new()

@@ -92,10 +92,7 @@ pub async fn enforce(
         }
     };
     if rule == Rule::Public {
-        let state = writes(req.method()).then(|| state.clone());
-        let res = next.call(req).await?.map_into_boxed_body();
-        settle(state).await;
-        return Ok(res);
+        return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let creds = principal::credentials(req.request(), &state.settings.auth.session_cookie_name);
     let ip = crate::audit::client_ip(req.request());
@@ -151,9 +148,7 @@ pub async fn enforce(
         }
     }
     req.extensions_mut().insert(principal);
-    let settle_state = writes(req.method()).then(|| state.clone());
     let mut res = next.call(req).await?.map_into_boxed_body();
-    settle(settle_state).await;
     if let Some(secret) = new_cookie {
         let _ = res.response_mut().add_cookie(&crate::xnat::jsession_cookie(&state, secret));
     }
@@ -195,13 +190,20 @@ fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// After a request that may have written: wait until this instance's auth
-/// cache has applied the invalidations its commit announced, so the answer
-/// never precedes the revocation it reports.
-async fn settle(state: Option<web::Data<AppState>>) {
+/// After a request that may have written (any method but GET, HEAD,
+/// OPTIONS): waits until this instance's auth cache has applied the
+/// invalidations its commit announced, so the answer never precedes the
+/// revocation it reports.
+pub async fn settle_writes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = writes(req.method()).then(|| req.app_data::<web::Data<AppState>>().cloned()).flatten();
+    let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {
         state.auth_cache.sync(&state.pool).await;
     }
+    Ok(res)
 }
 
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
