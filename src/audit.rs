@@ -91,6 +91,39 @@ impl Changes {
     }
 }
 
+/// One change-log entry, for statements that write it together with the
+/// change it describes (see `push_insert`).
+pub struct Entry<'a> {
+    pub audit: &'a Audit,
+    pub subject_type: &'a str,
+    pub subject_id: String,
+    pub action: &'a str,
+    pub changes: Changes,
+}
+
+/// Appends `INSERT INTO change_log (..) VALUES (..), ..` for `entries` to a
+/// statement being built: the one place that knows the change log's columns.
+/// Used as a whole statement by `record`, and as a data-modifying `WITH` part
+/// by statements that write a change and its entries in one round trip.
+pub fn push_insert(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>) {
+    qb.push(
+        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                 subject_type, subject_id, action, changes, request_id, client_ip) ",
+    );
+    qb.push_values(entries, |mut row, e| {
+        row.push_bind(e.audit.actor_id)
+            .push_bind(e.audit.actor_username.clone())
+            .push_bind(e.audit.session_id)
+            .push_bind(e.audit.api_key_id)
+            .push_bind(e.subject_type.to_owned())
+            .push_bind(e.subject_id)
+            .push_bind(e.action.to_owned())
+            .push_bind(e.changes.into_value())
+            .push_bind(e.audit.request_id.clone())
+            .push_bind(e.audit.client_ip.clone());
+    });
+}
+
 /// Appends one entry. Pass the request's transaction so the entry commits or
 /// rolls back with the change it describes.
 pub async fn record<'e, E>(
@@ -104,22 +137,8 @@ pub async fn record<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    sqlx::query(
-        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
-                                 subject_type, subject_id, action, changes, request_id, client_ip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(audit.actor_id)
-    .bind(&audit.actor_username)
-    .bind(audit.session_id)
-    .bind(audit.api_key_id)
-    .bind(subject_type)
-    .bind(subject_id)
-    .bind(action)
-    .bind(changes.into_value())
-    .bind(&audit.request_id)
-    .bind(&audit.client_ip)
-    .execute(exec)
-    .await?;
+    let mut qb = sqlx::QueryBuilder::new("");
+    push_insert(&mut qb, vec![Entry { audit, subject_type, subject_id: subject_id.to_string(), action, changes }]);
+    qb.build().execute(exec).await?;
     Ok(())
 }

@@ -66,20 +66,12 @@ pub async fn login(
     let body = body.into_inner();
     state.limits.login(audit.client_ip.as_deref(), &body.username)?;
     let ok = crate::store::users::check_login(&state, &audit, body.username.trim(), body.password).await?;
-    // The login's bookkeeping and the new session: one transaction, one commit.
-    let mut tx = state.pool.begin().await?;
-    crate::store::users::record_login(&mut tx, &audit, &ok).await?;
+    // The login's bookkeeping and the new session: one statement, one commit.
     let audit = audit.as_user(ok.user_id, &ok.username);
-    let s = sessions::create(
-        &mut tx,
-        &audit,
-        ok.user_id,
-        "password",
-        state.settings.auth.session_ttl_secs,
-        user_agent(&req),
-    )
-    .await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let ttl = state.settings.auth.session_ttl_secs;
+    let s = sessions::create_for_login(&mut conn, &audit, &ok, "password", ttl, user_agent(&req)).await?;
+    drop(conn);
     let access = state.keys.issue_access(ok.user_id, s.id, chrono::Utc::now().timestamp())?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()

@@ -190,18 +190,27 @@ fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Password logins. A successful one changes nobody's access: it adds a
+/// session (not cached anywhere yet) and login bookkeeping (not announced,
+/// see migration `20261124000002`), so it has nothing to settle.
+const LOGIN_PATHS: [&str; 2] = ["/api/v1/auth/login", "/data/services/auth"];
+
 /// After a request that may have written (any method but GET, HEAD,
 /// OPTIONS): waits until this instance's auth cache has applied the
 /// invalidations its commit announced, so the answer never precedes the
-/// revocation it reports.
+/// revocation it reports. Successful logins are exempt (`LOGIN_PATHS`); a
+/// failed one may have locked the account and settles like any write.
 pub async fn settle_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = writes(req.method()).then(|| req.app_data::<web::Data<AppState>>().cloned()).flatten();
+    let login = LOGIN_PATHS.contains(&req.path());
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {
-        state.auth_cache.sync(&state.pool).await;
+        if !(login && res.status().is_success()) {
+            state.auth_cache.sync(&state.pool).await;
+        }
     }
     Ok(res)
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::audit::{self, Audit, Changes};
 use crate::auth::tokens;
 use crate::error::ApiError;
+use crate::store::users::LoginOk;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SessionView {
@@ -28,6 +29,8 @@ pub struct NewSession {
     pub cookie_secret: String,
 }
 
+/// Starts a session: the session, its refresh token and the change-log
+/// entry, in one statement.
 pub async fn create(
     conn: &mut PgConnection,
     audit: &Audit,
@@ -36,40 +39,74 @@ pub async fn create(
     ttl_secs: u64,
     user_agent: Option<&str>,
 ) -> Result<NewSession, ApiError> {
+    insert(conn, audit, user_id, method, ttl_secs, user_agent, None).await
+}
+
+/// The session of a password login, written in one statement with the
+/// login's bookkeeping (`users::record_login`): one round trip and one
+/// commit after the hash, all or nothing.
+pub async fn create_for_login(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    ok: &LoginOk,
+    method: &str,
+    ttl_secs: u64,
+    user_agent: Option<&str>,
+) -> Result<NewSession, ApiError> {
+    insert(conn, audit, ok.user_id, method, ttl_secs, user_agent, Some(ok)).await
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    method: &str,
+    ttl_secs: u64,
+    user_agent: Option<&str>,
+    login: Option<&LoginOk>,
+) -> Result<NewSession, ApiError> {
     let id = Uuid::new_v4();
     let refresh = tokens::random_secret();
     let cookie = tokens::random_secret();
     let expires = Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(86_400));
     let ua: Option<String> = user_agent.map(|s| s.chars().take(512).collect());
-    sqlx::query(
-        "INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(user_id)
-    .bind(method)
-    .bind(expires)
-    .bind(&audit.client_ip)
-    .bind(ua)
-    .bind(tokens::sha256(&cookie))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
-        .bind(tokens::sha256(&refresh))
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    let mut audit = audit.clone();
-    audit.session_id = Some(id);
-    audit::record(
-        &mut *conn,
-        &audit,
-        "session",
-        &id.to_string(),
-        "session.created",
-        Changes::new().set("method", method),
-    )
-    .await?;
+    let mut qb = sqlx::QueryBuilder::new("WITH ");
+    if let Some(ok) = login {
+        qb.push("login AS (");
+        crate::store::users::push_login_update(&mut qb, ok);
+        qb.push("), ");
+    }
+    qb.push(
+        "session AS (INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
+         VALUES (",
+    );
+    qb.separated(", ")
+        .push_bind(id)
+        .push_bind(user_id)
+        .push_bind(method.to_owned())
+        .push_bind(expires)
+        .push_bind(audit.client_ip.clone())
+        .push_bind(ua)
+        .push_bind(tokens::sha256(&cookie));
+    qb.push(")), refresh AS (INSERT INTO refresh_tokens (token_hash, session_id) VALUES (")
+        .push_bind(tokens::sha256(&refresh))
+        .push(", ")
+        .push_bind(id)
+        .push(")) ");
+    let mut session_audit = audit.clone();
+    session_audit.session_id = Some(id);
+    let mut entries = vec![audit::Entry {
+        audit: &session_audit,
+        subject_type: "session",
+        subject_id: id.to_string(),
+        action: "session.created",
+        changes: Changes::new().set("method", method),
+    }];
+    if let Some(ok) = login {
+        entries.insert(0, ok.entry(audit));
+    }
+    audit::push_insert(&mut qb, entries);
+    qb.build().execute(&mut *conn).await?;
     Ok(NewSession { id, refresh_token: refresh, cookie_secret: cookie })
 }
 

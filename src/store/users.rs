@@ -492,7 +492,7 @@ pub struct LoginOk {
     rehashed: Option<String>,
 }
 
-/// `check_login`, then its bookkeeping in a transaction of its own.
+/// `check_login`, then its bookkeeping (one statement).
 pub async fn verify_login(
     state: &AppState,
     audit: &Audit,
@@ -500,26 +500,47 @@ pub async fn verify_login(
     password: SecretString,
 ) -> Result<Uuid, ApiError> {
     let ok = check_login(state, audit, login, password).await?;
-    let mut tx = state.pool.begin().await?;
-    record_login(&mut tx, audit, &ok).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    record_login(&mut conn, audit, &ok).await?;
     Ok(ok.user_id)
 }
 
 /// Writes what a successful login changes: counters reset, "last login",
-/// the upgraded hash if any, and the change log.
+/// the upgraded hash if any, and the change log. One statement.
 pub async fn record_login(conn: &mut PgConnection, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
-    sqlx::query(
-        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
-                password_hash = COALESCE($2, password_hash) WHERE id = $1",
-    )
-    .bind(ok.user_id)
-    .bind(ok.rehashed.as_deref())
-    .execute(&mut *conn)
-    .await?;
+    let mut qb = sqlx::QueryBuilder::new("WITH login AS (");
+    push_login_update(&mut qb, ok);
+    qb.push(") ");
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
-    audit::record(&mut *conn, &audit, "user", &ok.user_id.to_string(), "login.succeeded", Changes::new()).await?;
+    audit::push_insert(&mut qb, vec![ok.entry(&audit)]);
+    qb.build().execute(&mut *conn).await?;
     Ok(())
+}
+
+/// The `UPDATE` of a successful login, for statements that also write other
+/// things (`record_login`, `sessions::create_for_login`).
+pub(crate) fn push_login_update(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, ok: &LoginOk) {
+    qb.push(
+        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                password_hash = COALESCE(",
+    )
+    .push_bind(ok.rehashed.clone())
+    .push(", password_hash) WHERE id = ")
+    .push_bind(ok.user_id)
+    .push(" RETURNING id");
+}
+
+impl LoginOk {
+    /// The change-log entry of this login (`audit` acting as the user).
+    pub(crate) fn entry<'a>(&self, audit: &'a Audit) -> audit::Entry<'a> {
+        audit::Entry {
+            audit,
+            subject_type: "user",
+            subject_id: self.user_id.to_string(),
+            action: "login.succeeded",
+            changes: Changes::new(),
+        }
+    }
 }
 
 /// Checks a login (username or email) and password. Unknown user, wrong

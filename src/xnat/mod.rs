@@ -124,12 +124,12 @@ pub async fn services_auth(
         secrecy::SecretString::from(form.password),
     )
     .await?;
-    let mut tx = state.pool.begin().await?;
-    crate::store::users::record_login(&mut tx, &audit, &ok).await?;
     let audit = audit.as_user(ok.user_id, &ok.username);
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let s = sessions::create(&mut tx, &audit, ok.user_id, "password", state.settings.auth.session_ttl_secs, ua).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let ttl = state.settings.auth.session_ttl_secs;
+    let s = sessions::create_for_login(&mut conn, &audit, &ok, "password", ttl, ua).await?;
+    drop(conn);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .cookie(jsession_cookie(&state, s.cookie_secret.clone()))

@@ -403,3 +403,107 @@ async fn auth_cache_survives_a_lost_notification_channel() {
     app.settle_auth_cache().await;
     app.get("/api/v1/users/me", &k2).await.expect(401);
 }
+
+#[tokio::test]
+async fn a_login_writes_its_session_bookkeeping_and_log_together() {
+    let app = spawn_app().await;
+    app.create_user("whole", json!({})).await;
+    app.login_full("whole", "a wrong but long passphrase").await.expect(401);
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE username = 'whole'").fetch_one(&app.pool).await.expect("id");
+    // A refused log entry refuses the whole login: no session, counters untouched.
+    sqlx::query(
+        "CREATE FUNCTION refuse_session_log() RETURNS trigger AS $$ BEGIN
+           IF NEW.action = 'session.created' THEN RAISE EXCEPTION 'log refused'; END IF; RETURN NEW; END $$
+         LANGUAGE plpgsql",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("fn");
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse_session_log()")
+        .execute(&app.pool)
+        .await
+        .expect("trigger");
+    let r = app.login_full("whole", PASSWORD).await.expect(500);
+    assert!(!r.text.contains("log refused") && r.headers.get("set-cookie").is_none());
+    let q = "SELECT failed_login_attempts, last_successful_login IS NULL FROM users WHERE id = $1";
+    let (failed, never): (i32, bool) = sqlx::query_as(q).bind(id).fetch_one(&app.pool).await.expect("q");
+    // 1 failure + the reserved attempt of the refused login, nothing reset.
+    assert_eq!((failed, never), (2, true));
+    assert_eq!(app.count(&format!("SELECT count(*) FROM sessions WHERE user_id = '{id}'")).await, 0);
+    assert_eq!(
+        app.count(&format!("SELECT count(*) FROM change_log WHERE actor_id = '{id}' AND action <> 'login.failed'"))
+            .await,
+        0
+    );
+    sqlx::query("DROP TRIGGER refuse ON change_log").execute(&app.pool).await.expect("drop");
+
+    // The login that goes through: counters reset, one session, two entries naming the user.
+    let body = app.login_full("whole", PASSWORD).await.expect(200).json();
+    let sid = body["session_id"].as_str().expect("sid").to_string();
+    let (failed, never): (i32, bool) = sqlx::query_as(q).bind(id).fetch_one(&app.pool).await.expect("q");
+    assert_eq!((failed, never), (0, false));
+    type Entry = (String, Option<uuid::Uuid>, Option<String>, Option<uuid::Uuid>, String);
+    let rows: Vec<Entry> = sqlx::query_as(
+        "SELECT action, actor_id, actor_username, actor_session_id, subject_id FROM change_log
+         WHERE action IN ('login.succeeded', 'session.created') AND actor_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("log");
+    let sid_uuid: uuid::Uuid = sid.parse().expect("uuid");
+    assert_eq!(
+        rows,
+        vec![
+            ("login.succeeded".into(), Some(id), Some("whole".into()), None, id.to_string()),
+            ("session.created".into(), Some(id), Some("whole".into()), Some(sid_uuid), sid.clone()),
+        ]
+    );
+    let refresh: i64 = app.count(&format!("SELECT count(*) FROM refresh_tokens WHERE session_id = '{sid}'")).await;
+    assert_eq!(refresh, 1);
+}
+
+/// What the auth cache hears: login bookkeeping is not announced (every
+/// attempt would otherwise flush the user's cached callers), while a lock and
+/// any other change to the user row are, so a lock ends sessions at once.
+#[tokio::test]
+async fn login_bookkeeping_is_quiet_but_a_lock_is_announced() {
+    let app = spawn_app().await;
+    let t = app.user("quiet").await;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE username = 'quiet'").fetch_one(&app.pool).await.expect("id");
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.expect("listen");
+    listener.listen("registrar_auth").await.expect("listen");
+    app.get("/api/v1/users/me", &t).await.expect(200);
+    app.login_full("quiet", "a wrong but long passphrase").await.expect(401);
+    app.login("quiet", PASSWORD).await;
+    assert_eq!(heard(&mut listener, id).await, 0, "login attempts are not announced");
+    let me = app.get("/api/v1/users/me", &t).await.expect(200).json();
+    assert_eq!(me["username"], "quiet");
+
+    for _ in 0..5 {
+        app.login_full("quiet", "a wrong but long passphrase").await.expect(401);
+    }
+    assert_eq!(heard(&mut listener, id).await, 1, "the lock is announced");
+    // The failed login that locked the account settled before answering.
+    app.get("/api/v1/users/me", &t).await.expect(401);
+
+    sqlx::query("UPDATE users SET locked_until = NULL, failed_login_attempts = 0, first_name = 'Q' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("unlock in SQL");
+    assert_eq!(heard(&mut listener, id).await, 1, "other changes are announced");
+    app.get("/api/v1/users/me", &t).await.expect(200);
+}
+
+/// How many notifications naming `id` arrive before 300 ms of silence.
+async fn heard(listener: &mut sqlx::postgres::PgListener, id: uuid::Uuid) -> usize {
+    let id = id.to_string();
+    let mut n = 0;
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await {
+        n += usize::from(msg.payload() == id);
+    }
+    n
+}
