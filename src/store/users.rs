@@ -564,6 +564,10 @@ pub async fn check_login(
         return Err(invalid());
     }
     // Find the user and reserve an attempt (refused at once when locked).
+    // The reservation commits without waiting for its WAL flush: it is
+    // visible to every other attempt at once, and every answer that reveals
+    // a verdict follows a durable commit of this login (the success's
+    // session, the failure's log entry), which flushes the WAL past it.
     let row = sqlx::query_as::<_, LoginRow>(
         "WITH target AS (
              SELECT id, username, enabled, password_hash FROM users
@@ -580,10 +584,12 @@ pub async fn check_login(
                AND ((u.locked_until IS NOT NULL AND u.locked_until <= now())
                     OR (u.locked_until IS NULL AND u.failed_login_attempts < $2))
              RETURNING u.failed_login_attempts
+         ), no_flush AS (
+             SELECT set_config('synchronous_commit', 'off', true)
          )
          SELECT t.id, t.username, t.enabled, t.password_hash,
                 (SELECT failed_login_attempts FROM reserved) AS reserved
-         FROM target t",
+         FROM target t, no_flush",
     )
     .bind(login)
     .bind(max)
