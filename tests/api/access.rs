@@ -129,17 +129,7 @@ async fn a_change_and_its_log_entry_commit_or_roll_back_together() {
     let app = spawn_app().await;
     app.create_user("tx", json!({"first_name": "Before"})).await;
     // Make the log refuse `user.updated` entries: the update must not happen.
-    sqlx::query(
-        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN
-           IF NEW.action = 'user.updated' THEN RAISE EXCEPTION 'log refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("fn");
-    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse()")
-        .execute(&app.pool)
-        .await
-        .expect("trigger");
+    app.refuse_log_entries("user.updated").await;
     let r = app
         .patch("/api/v1/users/tx", &app.admin_token, json!({"first_name": "After", "verified": true}))
         .await
@@ -152,7 +142,7 @@ async fn a_change_and_its_log_entry_commit_or_roll_back_together() {
             .expect("q");
     assert_eq!((first.as_str(), verified), ("Before", false), "the change rolled back with its log entry");
     // A rejected change writes neither.
-    sqlx::query("DROP TRIGGER refuse ON change_log").execute(&app.pool).await.expect("drop");
+    app.accept_log_entries().await;
     app.create_user("taken", json!({})).await;
     let before = app.count("SELECT count(*) FROM change_log").await;
     app.patch("/api/v1/users/tx", &app.admin_token, json!({"email": "TAKEN@example.org"})).await.expect(409);

@@ -412,18 +412,7 @@ async fn a_login_writes_its_session_bookkeeping_and_log_together() {
     let id: uuid::Uuid =
         sqlx::query_scalar("SELECT id FROM users WHERE username = 'whole'").fetch_one(&app.pool).await.expect("id");
     // A refused log entry refuses the whole login: no session, counters untouched.
-    sqlx::query(
-        "CREATE FUNCTION refuse_session_log() RETURNS trigger AS $$ BEGIN
-           IF NEW.action = 'session.created' THEN RAISE EXCEPTION 'log refused'; END IF; RETURN NEW; END $$
-         LANGUAGE plpgsql",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("fn");
-    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse_session_log()")
-        .execute(&app.pool)
-        .await
-        .expect("trigger");
+    app.refuse_log_entries("session.created").await;
     let r = app.login_full("whole", PASSWORD).await.expect(500);
     assert!(!r.text.contains("log refused") && r.headers.get("set-cookie").is_none());
     let q = "SELECT failed_login_attempts, last_successful_login IS NULL FROM users WHERE id = $1";
@@ -436,7 +425,7 @@ async fn a_login_writes_its_session_bookkeeping_and_log_together() {
             .await,
         0
     );
-    sqlx::query("DROP TRIGGER refuse ON change_log").execute(&app.pool).await.expect("drop");
+    app.accept_log_entries().await;
 
     // The login that goes through: counters reset, one session, two entries naming the user.
     let body = app.login_full("whole", PASSWORD).await.expect(200).json();

@@ -313,6 +313,29 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
     }
 
+    /// Makes the change log refuse entries with this action (a trigger that
+    /// raises), so a test can check the change they describe rolls back.
+    pub async fn refuse_log_entries(&self, action: &str) {
+        sqlx::query(&format!(
+            "CREATE OR REPLACE FUNCTION refuse_log_entry() RETURNS trigger AS $$ BEGIN
+               IF NEW.action = '{action}' THEN RAISE EXCEPTION 'log refused'; END IF; RETURN NEW; END $$
+             LANGUAGE plpgsql"
+        ))
+        .execute(&self.pool)
+        .await
+        .expect("refusing function");
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON change_log FOR EACH ROW EXECUTE FUNCTION refuse_log_entry()",
+        )
+        .execute(&self.pool)
+        .await
+        .expect("refusing trigger");
+    }
+
+    pub async fn accept_log_entries(&self) {
+        sqlx::query("DROP TRIGGER refuse ON change_log").execute(&self.pool).await.expect("drop trigger");
+    }
+
     /// The change-log actions recorded about a subject, oldest first.
     pub async fn log_actions(&self, subject_id: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT action FROM change_log WHERE subject_id = $1 ORDER BY id")
