@@ -68,10 +68,8 @@ pub async fn login(
     let ok = crate::store::users::check_login(&state, &audit, body.username.trim(), body.password).await?;
     // The login's bookkeeping and the new session: one statement, one commit.
     let audit = audit.as_user(ok.user_id, &ok.username);
-    let mut conn = state.pool.acquire().await?;
     let ttl = state.settings.auth.session_ttl_secs;
-    let s = sessions::create_for_login(&mut conn, &audit, &ok, "password", ttl, user_agent(&req)).await?;
-    drop(conn);
+    let s = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent(&req)).await?;
     let access = state.keys.issue_access(ok.user_id, s.id, chrono::Utc::now().timestamp())?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()

@@ -44,20 +44,19 @@ pub async fn create(
 
 /// The session of a password login, written in one statement with the
 /// login's bookkeeping (`users::record_login`): one round trip and one
-/// commit after the hash, all or nothing.
+/// commit after the hash, all or nothing, so it needs no transaction.
 pub async fn create_for_login(
-    conn: &mut PgConnection,
+    pool: &sqlx::PgPool,
     audit: &Audit,
     ok: &LoginOk,
-    method: &str,
     ttl_secs: u64,
     user_agent: Option<&str>,
 ) -> Result<NewSession, ApiError> {
-    insert(conn, audit, ok.user_id, method, ttl_secs, user_agent, Some(ok)).await
+    insert(pool, audit, ok.user_id, "password", ttl_secs, user_agent, Some(ok)).await
 }
 
-async fn insert(
-    conn: &mut PgConnection,
+async fn insert<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     audit: &Audit,
     user_id: Uuid,
     method: &str,
@@ -106,7 +105,7 @@ async fn insert(
         entries.insert(0, ok.entry(audit));
     }
     audit::push_insert(&mut qb, entries);
-    qb.build().execute(&mut *conn).await?;
+    qb.build().execute(exec).await?;
     Ok(NewSession { id, refresh_token: refresh, cookie_secret: cookie })
 }
 

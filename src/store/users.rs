@@ -500,20 +500,19 @@ pub async fn verify_login(
     password: SecretString,
 ) -> Result<Uuid, ApiError> {
     let ok = check_login(state, audit, login, password).await?;
-    let mut conn = state.pool.acquire().await?;
-    record_login(&mut conn, audit, &ok).await?;
+    record_login(&state.pool, audit, &ok).await?;
     Ok(ok.user_id)
 }
 
 /// Writes what a successful login changes: counters reset, "last login",
 /// the upgraded hash if any, and the change log. One statement.
-pub async fn record_login(conn: &mut PgConnection, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
+pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
     let mut qb = sqlx::QueryBuilder::new("WITH login AS (");
     push_login_update(&mut qb, ok);
     qb.push(") ");
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     audit::push_insert(&mut qb, vec![ok.entry(&audit)]);
-    qb.build().execute(&mut *conn).await?;
+    qb.build().execute(exec).await?;
     Ok(())
 }
 

@@ -126,10 +126,8 @@ pub async fn services_auth(
     .await?;
     let audit = audit.as_user(ok.user_id, &ok.username);
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let mut conn = state.pool.acquire().await?;
     let ttl = state.settings.auth.session_ttl_secs;
-    let s = sessions::create_for_login(&mut conn, &audit, &ok, "password", ttl, ua).await?;
-    drop(conn);
+    let s = sessions::create_for_login(&state.pool, &audit, &ok, ttl, ua).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .cookie(jsession_cookie(&state, s.cookie_secret.clone()))
