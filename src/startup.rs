@@ -168,6 +168,23 @@ pub fn route_table() -> RouteTable {
     table
 }
 
+/// The routes grouped by path pattern (one actix resource each), in table
+/// order, with each pattern's rules by method.
+#[allow(clippy::type_complexity)]
+fn resources() -> Vec<(&'static str, Arc<std::collections::HashMap<Method, Rule>>, Vec<Route>)> {
+    let mut out: Vec<(&'static str, std::collections::HashMap<Method, Rule>, Vec<Route>)> = Vec::new();
+    for (method, path, rule, route) in routes() {
+        match out.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, rules, list)) => {
+                rules.insert(method, rule);
+                list.push(route);
+            }
+            None => out.push((path, std::collections::HashMap::from([(method, rule)]), vec![route])),
+        }
+    }
+    out.into_iter().map(|(p, rules, list)| (p, Arc::new(rules), list)).collect()
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -240,7 +257,6 @@ impl Application {
             role_permissions,
             limits: crate::auth::limits::RateLimits::new(&settings.rate_limits),
         });
-        let table = web::Data::new(route_table());
         let listener =
             std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -248,7 +264,6 @@ impl Application {
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(state.clone())
-                .app_data(table.clone())
                 .app_data(in_flight_data.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
@@ -257,7 +272,6 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
-                .wrap(from_fn(access::enforce))
                 .wrap(from_fn(access::settle_writes))
                 .wrap(from_fn(header_limit))
                 .wrap(
@@ -268,18 +282,14 @@ impl Application {
                 )
                 .wrap(from_fn(crate::telemetry::request_id_middleware))
                 .default_service(web::to(not_found));
-            let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
-            for (_, path, _, route) in routes() {
-                match by_path.iter_mut().find(|(p, _)| *p == path) {
-                    Some((_, list)) => list.push(route),
-                    None => by_path.push((path, vec![route])),
-                }
-            }
-            for (path, list) in by_path {
-                let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+            for (pattern, rules, list) in resources() {
+                let mut resource = web::resource(pattern).default_service(web::to(method_not_allowed));
                 for route in list {
                     resource = resource.route(route);
                 }
+                // The resource's own rules, enforced after routing selected it.
+                let guard = access::ResourceRules { pattern, by_method: rules };
+                let resource = resource.wrap(from_fn(move |req, next| access::enforce(guard.clone(), req, next)));
                 app = app.service(resource);
             }
             app

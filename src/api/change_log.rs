@@ -81,7 +81,7 @@ pub async fn actions(
 
 /// The whole change log, newest first. ADMIN.
 #[utoipa::path(get, path = "/api/v1/admin/change-log", tag = "change-log", params(LogQuery), responses((status = 200, body = LogPage)))]
-pub async fn all(state: web::Data<AppState>, q: web::Query<LogQuery>) -> ApiResult<HttpResponse> {
+pub async fn all(_caller: Caller, state: web::Data<AppState>, q: web::Query<LogQuery>) -> ApiResult<HttpResponse> {
     let (before, limit) = parse(&q)?;
     Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, before, limit + 1).await?, limit)))
 }

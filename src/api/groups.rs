@@ -60,7 +60,7 @@ pub fn bulk_response(results: Vec<ItemResult>) -> HttpResponse {
 
 /// Every group. Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = [groups::Group])))]
-pub async fn list(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn list(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     Ok(HttpResponse::Ok().json(groups::list(&mut conn).await?))
 }
@@ -68,7 +68,12 @@ pub async fn list(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 /// Creates a plain group. Needs USER_MANAGEMENT.
 #[utoipa::path(post, path = "/api/v1/groups", tag = "groups", request_body = CreateGroup,
     responses((status = 201, body = groups::Group), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn create(state: web::Data<AppState>, audit: Audit, body: web::Json<CreateGroup>) -> ApiResult<HttpResponse> {
+pub async fn create(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    body: web::Json<CreateGroup>,
+) -> ApiResult<HttpResponse> {
     let name = parse_group_name(body.name.trim())?;
     let display = crate::domain::parse_text("display_name", &body.display_name, 200)?;
     let mut tx = state.pool.begin().await?;
@@ -80,7 +85,7 @@ pub async fn create(state: web::Data<AppState>, audit: Audit, body: web::Json<Cr
 /// One group. Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)),
     responses((status = 200, body = groups::Group), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn read(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     Ok(HttpResponse::Ok().json(groups::get(&mut conn, &path).await?))
 }
@@ -89,7 +94,12 @@ pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiRes
 /// Needs USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)),
     responses((status = 200, body = groups::Group), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn delete(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let mut tx = state.pool.begin().await?;
     let g = groups::delete(&mut tx, &audit, &path).await?;
     tx.commit().await?;
@@ -99,7 +109,7 @@ pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<St
 /// A group's members. Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/groups/{group}/members", tag = "groups", params(("group" = String, Path)),
     responses((status = 200, body = [UserView])))]
-pub async fn members(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn members(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let members: Vec<UserView> = groups::members(&mut conn, &path).await?.into_iter().map(UserView::from).collect();
     Ok(HttpResponse::Ok().json(members))

@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::ApiResult;
 use crate::startup::AppState;
@@ -23,7 +24,7 @@ pub struct RoleInfo {
 
 /// Every permission type (the data tracker's `get_permission_info`). Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/permissions", tag = "roles", responses((status = 200, body = [PermissionInfo])))]
-pub async fn permissions() -> HttpResponse {
+pub async fn permissions(_caller: Caller) -> HttpResponse {
     let list: Vec<PermissionInfo> =
         Permission::ALL.iter().map(|p| PermissionInfo { name: p.as_str(), description: p.description() }).collect();
     HttpResponse::Ok().json(list)
@@ -31,7 +32,7 @@ pub async fn permissions() -> HttpResponse {
 
 /// Roles with the permissions they grant. Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", responses((status = 200, body = [RoleInfo])))]
-pub async fn roles(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn roles(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let roles =
         sqlx::query_as::<_, RoleInfo>("SELECT name, description, permissions, builtin FROM roles ORDER BY name")
             .fetch_all(&state.pool)

@@ -113,7 +113,7 @@ pub async fn create(
 /// A project. Its members or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
     responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn read(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     Ok(HttpResponse::Ok().json(projects::get(&mut conn, &path, false).await?))
 }
@@ -122,6 +122,7 @@ pub async fn read(state: web::Data<AppState>, path: web::Path<String>) -> ApiRes
 #[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = UpdateProject,
     params(("project" = String, Path)), responses((status = 200, body = Project)))]
 pub async fn update(
+    _caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
     path: web::Path<String>,
@@ -142,7 +143,12 @@ pub async fn update(
 /// Deletes a project with its groups, memberships and requests. Its owners or USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects", params(("project" = String, Path)),
     responses((status = 200, body = Project)))]
-pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn delete(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let mut tx = state.pool.begin().await?;
     let p = projects::delete(&mut tx, &audit, &path).await?;
     tx.commit().await?;
@@ -152,7 +158,7 @@ pub async fn delete(state: web::Data<AppState>, audit: Audit, path: web::Path<St
 /// Members with their level. Its members or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path)),
     responses((status = 200, body = MemberList)))]
-pub async fn members(state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn members(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
     Ok(HttpResponse::Ok().json(MemberList { items: projects::members(&mut conn, &p.id).await? }))
@@ -318,6 +324,7 @@ fn native_json(list: Vec<AccessRequest>) -> impl FnOnce(&Table) -> Value {
 #[utoipa::path(get, path = "/api/v1/projects/{project}/access-requests", tag = "access-requests",
     params(("project" = String, Path), FormatQuery), responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
 pub async fn project_requests(
+    _caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: web::Query<FormatQuery>,

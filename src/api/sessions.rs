@@ -54,6 +54,9 @@ pub async fn revoke_one(
     if owner != caller.0.user_id && !caller.0.has(Permission::UserManagement) {
         return Err(not_found());
     }
+    if !crate::auth::access::may_act_on_id(&state.pool, &caller.0, owner).await? {
+        return Err(crate::auth::access::admin_target_refused());
+    }
     if !sessions::revoke(&mut tx, &audit, id, "revoked by request").await? {
         return Err(not_found());
     }

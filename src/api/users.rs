@@ -138,7 +138,11 @@ pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
 /// Lists users with their details, a page at a time (keyset pagination by
 /// username). Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), responses((status = 200, body = UserPage)))]
-pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> ApiResult<HttpResponse> {
+pub async fn list(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let filter = users::ListFilter {
@@ -160,7 +164,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> A
 
 /// All usernames. Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/usernames", tag = "users", responses((status = 200, body = [String])))]
-pub async fn usernames(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn usernames(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
 }
 

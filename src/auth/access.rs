@@ -1,6 +1,9 @@
 //! Access rules: every route declares who may call it where it is registered
-//! (see `startup::routes`). One middleware enforces the rule before the
-//! handler runs; a route that declares no rule is denied.
+//! (see `startup::routes`). The rule travels with the route: each resource
+//! is wrapped in a guard holding its own rules, which runs after the router
+//! has selected the resource and before any handler; a method with no rule
+//! is denied. Handlers of non-public routes also take the caller by type
+//! (`Caller`), which only this guard provides.
 
 use std::collections::HashMap;
 
@@ -53,43 +56,63 @@ impl Rule {
 /// The declared rule of every (method, path pattern) the app serves.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    rules: HashMap<String, HashMap<Method, Rule>>,
     pub entries: Vec<(Method, String, Rule)>,
 }
 
 impl RouteTable {
     pub fn insert(&mut self, method: Method, path: &str, rule: Rule) {
-        self.rules.entry(path.to_string()).or_default().insert(method.clone(), rule);
         self.entries.push((method, path.to_string(), rule));
     }
 }
 
-/// Resolves the caller and enforces the route's declared rule.
+/// The rules of one resource (one path pattern), by method. Each resource is
+/// wrapped in its own guard (`startup`), so the rule enforced is always the
+/// rule of the resource the router selected: the path is matched once, by
+/// the router, on the same (decoded) path the handler sees. A request that
+/// matches no resource reaches no handler (404); a method with no rule is
+/// refused (405) without reaching one.
+#[derive(Debug, Clone)]
+pub struct ResourceRules {
+    pub pattern: &'static str,
+    pub by_method: std::sync::Arc<HashMap<Method, Rule>>,
+}
+
+impl ResourceRules {
+    fn rule_for(&self, method: &Method) -> Option<Rule> {
+        match self.by_method.get(method) {
+            Some(rule) => Some(*rule),
+            None if *method == Method::HEAD => self.by_method.get(&Method::GET).copied(),
+            None => None,
+        }
+    }
+}
+
+/// The value of path parameter `name` of the matched route, decoded exactly
+/// as the handler's `web::Path` extractor decodes it.
+pub fn param(req: &ServiceRequest, name: &str) -> Option<String> {
+    req.match_info().get(name).map(|raw| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
+}
+
+/// Resolves the caller and enforces the matched resource's declared rule.
 pub async fn enforce(
+    rules: ResourceRules,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let (Some(table), Some(state)) =
-        (req.app_data::<web::Data<RouteTable>>().cloned(), req.app_data::<web::Data<AppState>>().cloned())
-    else {
-        return Ok(deny(req, ApiError::internal(anyhow::anyhow!("access table missing"))));
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(deny(req, ApiError::internal(anyhow::anyhow!("application state missing"))));
     };
-    // The pattern comes from the app's resource map, so this works before routing.
-    let Some(pattern) = req.match_pattern() else {
-        // Unknown path: the router answers 404.
-        return Ok(next.call(req).await?.map_into_boxed_body());
-    };
-    let rule = match table.rules.get(&pattern) {
-        Some(methods) => match methods.get(req.method()) {
-            Some(rule) => *rule,
-            None if req.method() == Method::HEAD && methods.contains_key(&Method::GET) => methods[&Method::GET],
-            // The resource answers 405 for methods it does not have.
-            None => return Ok(next.call(req).await?.map_into_boxed_body()),
-        },
-        None => {
-            tracing::error!(%pattern, "route registered without an access rule: denied");
-            return Ok(deny(req, ApiError::forbidden("this route declares no access rule")));
-        }
+    let pattern = rules.pattern;
+    let Some(rule) = rules.rule_for(req.method()) else {
+        // Deny by default: a method this resource declares no rule for.
+        return Ok(deny(
+            req,
+            ApiError::new(
+                actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            ),
+        ));
     };
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
@@ -117,12 +140,10 @@ pub async fn enforce(
     let allowed = match rule {
         Rule::Public | Rule::Authenticated => true,
         Rule::Permission(p) => principal.has(p),
-        Rule::SelfOr(p) => {
-            principal.has(p) || path_param(&pattern, req.path(), "{username}").is_some_and(|u| principal.is(&u))
-        }
+        Rule::SelfOr(p) => principal.has(p) || param(&req, "username").is_some_and(|u| principal.is(&u)),
         Rule::ProjectOwnerOr(p) | Rule::ProjectReaderOr(p) if principal.has(p) => true,
         Rule::ProjectOwnerOr(_) | Rule::ProjectReaderOr(_) => {
-            let Some(project) = path_param(&pattern, req.path(), "{project}") else {
+            let Some(project) = param(&req, "project") else {
                 return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
             };
             match crate::store::projects::level_in(&state.pool, principal.user_id, &project).await {
@@ -133,8 +154,22 @@ pub async fn enforce(
         }
     };
     if !allowed {
-        log_denied(&state, &req, &principal, &pattern).await;
+        log_denied(&state, &req, &principal, pattern).await;
         return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
+    }
+    // One rule for every write whose target is a user account: an account
+    // holding Administrator is managed by administrators only.
+    if writes(req.method()) && matches!(rule, Rule::SelfOr(_) | Rule::Permission(_)) {
+        if let Some(target) = param(&req, "username") {
+            match may_act_on(&state.pool, &principal, &target).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    log_denied(&state, &req, &principal, pattern).await;
+                    return Ok(deny(req, admin_target_refused()));
+                }
+                Err(e) => return Ok(deny(req, e)),
+            }
+        }
     }
     let mut principal = principal;
     let mut new_cookie = None;
@@ -161,6 +196,30 @@ pub async fn enforce(
         );
     }
     Ok(res)
+}
+
+/// The refusal of a write on an administrator's account by a non-administrator.
+pub fn admin_target_refused() -> ApiError {
+    ApiError::forbidden("only an administrator may manage an administrator account")
+}
+
+/// Whether `caller` may write to the account named `target` (a username or
+/// `me`): always on their own account (what they may change there is the
+/// route's business), otherwise not on an account holding Administrator
+/// unless they hold ADMIN themselves.
+pub async fn may_act_on(pool: &sqlx::PgPool, caller: &Principal, target: &str) -> Result<bool, ApiError> {
+    if caller.is(target) || caller.is_admin() {
+        return Ok(true);
+    }
+    Ok(!crate::store::users::holds_admin(pool, target).await?)
+}
+
+/// `may_act_on` for a target known by id (sessions, keys).
+pub async fn may_act_on_id(pool: &sqlx::PgPool, caller: &Principal, target: uuid::Uuid) -> Result<bool, ApiError> {
+    if caller.user_id == target || caller.is_admin() {
+        return Ok(true);
+    }
+    Ok(!crate::store::users::holds_admin_id(pool, target).await?)
 }
 
 /// CSRF defence for cookie-authenticated writes: a browser says where a
@@ -227,32 +286,6 @@ fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
     req.into_response(err.error_response())
 }
 
-/// The value of the `name` segment (e.g. `{username}`) of `path` under `pattern`.
-pub fn path_param(pattern: &str, path: &str, name: &str) -> Option<String> {
-    let idx = pattern.split('/').position(|s| s == name)?;
-    let seg = path.split('/').nth(idx)?;
-    Some(percent_decode(seg))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, pattern: &str) {
     let audit = Audit {
         actor_id: Some(p.user_id),
@@ -274,21 +307,5 @@ async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, patte
     .await
     {
         tracing::warn!(error = %e, "could not log a denied authorization");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_path_segments() {
-        let p = "/api/v1/users/{username}/roles";
-        assert_eq!(path_param(p, "/api/v1/users/alice/roles", "{username}").as_deref(), Some("alice"));
-        let p = "/api/v1/users/{username}";
-        assert_eq!(path_param(p, "/api/v1/users/a%2Eb", "{username}").as_deref(), Some("a.b"));
-        assert_eq!(path_param("/api/v1/users", "/api/v1/users", "{username}"), None);
-        let p = "/api/v1/projects/{project}/members/{username}";
-        assert_eq!(path_param(p, "/api/v1/projects/P1/members/bob", "{project}").as_deref(), Some("P1"));
     }
 }

@@ -139,6 +139,28 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
     sqlx::query_as::<_, User>(&sql).bind(username).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
 }
 
+/// Whether the user named `username` (case-insensitive) holds Administrator;
+/// false for an unknown name.
+pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
+                        WHERE lower(u.username) = lower($1) AND r.role = $2)",
+    )
+    .bind(username)
+    .bind(ADMIN_ROLE)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// `holds_admin` by user id.
+pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)")
+        .bind(id)
+        .bind(ADMIN_ROLE)
+        .fetch_one(pool)
+        .await?)
+}
+
 pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
     sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
         .bind(id)

@@ -46,7 +46,7 @@ fn result_set(t: &Table) -> Value {
 /// every enabled user (XNAT shows them to any user, to share projects).
 /// Authenticated.
 #[utoipa::path(get, path = "/data/users", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
-pub async fn data_users(state: web::Data<AppState>, q: Params) -> ApiResult<HttpResponse> {
+pub async fn data_users(_caller: Caller, state: web::Data<AppState>, q: Params) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     let filter = users::ListFilter { enabled: Some(true), limit: i64::MAX, ..Default::default() };
     let mut t = Table::new("Users", &["xdat_user_id", "login", "firstname", "lastname", "email"]);
@@ -104,7 +104,12 @@ fn display_name(level: &str) -> &'static str {
 /// firstname, lastname, email`. Project members or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/data/projects/{project}/users", tag = "xnat", params(("project" = String, Path)),
     responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
-pub async fn project_users(state: web::Data<AppState>, path: web::Path<String>, q: Params) -> ApiResult<HttpResponse> {
+pub async fn project_users(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: Params,
+) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
@@ -228,6 +233,7 @@ pub async fn add_project_user(
     params(("project" = String, Path), ("group" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "removed"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_project_user(
+    _caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
     path: web::Path<(String, String, String)>,
@@ -309,7 +315,12 @@ pub async fn answer(
 /// owners or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/data/projects/{project}/pars", tag = "xnat", params(("project" = String, Path)),
     responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
-pub async fn project_pars(state: web::Data<AppState>, path: web::Path<String>, q: Params) -> ApiResult<HttpResponse> {
+pub async fn project_pars(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: Params,
+) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;

@@ -112,7 +112,7 @@ async fn all_users(state: &AppState) -> ApiResult<Vec<User>> {
 
 /// Usernames. USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users", tag = "xnat-users", responses((status = 200, body = [String])))]
-pub async fn usernames(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn usernames(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
 }
 
@@ -146,14 +146,14 @@ pub async fn create(
 
 /// Every user's profile. USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/profiles", tag = "xnat-users", responses((status = 200, body = [XnatUser])))]
-pub async fn profiles(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn profiles(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let list: Vec<XnatUser> = all_users(&state).await?.into_iter().map(XnatUser::from).collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
 /// Profiles of enabled users. USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/current", tag = "xnat-users", responses((status = 200, body = [XnatUser])))]
-pub async fn current(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn current(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let list: Vec<XnatUser> = all_users(&state).await?.into_iter().filter(|u| u.enabled).map(XnatUser::from).collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -229,7 +229,7 @@ pub struct ActiveSessions {
 
 /// Users with at least one active session: `{username: {count, sessions}}`. USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/active", tag = "xnat-users", responses((status = 200, description = "map of users to sessions")))]
-pub async fn active(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+pub async fn active(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
         "SELECT u.username, s.id FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.revoked_at IS NULL AND s.expires_at > now() ORDER BY lower(u.username), s.created_at",

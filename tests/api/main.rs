@@ -13,5 +13,6 @@ mod hardening;
 mod oidc;
 mod projects;
 mod scaleout;
+mod security;
 mod xnat;
 mod xnat_clients;

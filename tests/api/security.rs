@@ -1,0 +1,306 @@
+//! Security findings of issue 13, each reproduced by a test that failed on
+//! `facfb9a` and passes after its fix.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+/// Sends `method path` byte for byte (no client-side normalisation of the
+/// path, unlike reqwest/url) and returns the status and the body.
+pub async fn raw(app: &TestApp, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn hex(b: u8, upper: bool) -> String {
+    if upper {
+        format!("%{b:02X}")
+    } else {
+        format!("%{b:02x}")
+    }
+}
+
+/// Non-canonical spellings of the concrete path `path` whose static segments
+/// are those of `pattern`: each static segment with one character
+/// percent-encoded (every position, lower-case hex; the first also upper
+/// case and double-encoded), with all characters encoded (lower and upper),
+/// plus an encoded slash, a doubled slash, `/./`, a trailing slash and a
+/// `;param`.
+pub fn variants(pattern: &str, path: &str) -> Vec<String> {
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    assert_eq!(pat.len(), segs.len(), "{pattern} vs {path}");
+    let join = |v: &[String]| v.join("/");
+    let mut out = Vec::new();
+    for (i, p) in pat.iter().enumerate() {
+        if p.is_empty() || p.starts_with('{') {
+            continue;
+        }
+        let seg = segs[i].as_bytes();
+        let mut with = |new: String| {
+            let mut v: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+            v[i] = new;
+            out.push(join(&v));
+        };
+        for k in 0..seg.len() {
+            let mut s = String::from_utf8_lossy(&seg[..k]).into_owned();
+            s.push_str(&hex(seg[k], false));
+            s.push_str(&String::from_utf8_lossy(&seg[k + 1..]));
+            with(s);
+        }
+        let rest = String::from_utf8_lossy(&seg[1..]).into_owned();
+        with(format!("{}{rest}", hex(seg[0], true)));
+        with(format!("%25{:02x}{rest}", seg[0]));
+        with(seg.iter().map(|b| hex(*b, false)).collect());
+        with(seg.iter().map(|b| hex(*b, true)).collect());
+        with(format!("{};x=1", segs[i]));
+    }
+    // Structural variants around the second separator and at the end.
+    let cut = path.match_indices('/').nth(1).map(|(i, _)| i).unwrap_or(0);
+    if cut > 0 {
+        out.push(format!("{}%2F{}", &path[..cut], &path[cut + 1..]));
+        out.push(format!("{}%2f{}", &path[..cut], &path[cut + 1..]));
+        out.push(format!("{}//{}", &path[..cut], &path[cut + 1..]));
+        out.push(format!("{}/./{}", &path[..cut], &path[cut + 1..]));
+    }
+    out.push(format!("/{path}"));
+    out.push(format!("{path}/"));
+    out.push(format!("{path};x=1"));
+    out.push(format!("{path}/."));
+    out
+}
+
+/// Fills a route's path parameters with values that exist.
+fn concrete(pattern: &str, target: &str) -> String {
+    pattern
+        .replace("{username}", target)
+        .replace("{role}", "UserManager")
+        .replace("{id}", "00000000-0000-0000-0000-000000000001")
+        .replace("{project}", "SWEEP")
+        .replace("{group}", "SWEEP_member")
+        .replace("{par_id}", "1")
+        .replace("{flag}", "false")
+        .replace("{user}", target)
+        .replace("{provider}", "none")
+        .replace("{name}", "none")
+}
+
+/// What a test can see of the database's state: every user with roles,
+/// groups, sessions and keys, every project and request.
+async fn snapshot(app: &TestApp) -> String {
+    sqlx::query_scalar(
+        "SELECT md5(concat_ws('|',
+            (SELECT string_agg(concat_ws(',', id, username, email, first_name, enabled, verified,
+                 password_hash, tokens_not_before), ';' ORDER BY id) FROM users),
+            (SELECT string_agg(concat_ws(',', user_id, role), ';' ORDER BY user_id, role) FROM user_roles),
+            (SELECT string_agg(concat_ws(',', user_id, group_name), ';' ORDER BY user_id, group_name) FROM user_groups),
+            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM sessions),
+            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM api_keys),
+            (SELECT string_agg(t::text, ';' ORDER BY id) FROM projects t),
+            (SELECT string_agg(name, ';' ORDER BY name) FROM groups),
+            (SELECT string_agg(t::text, ';' ORDER BY par_id) FROM access_requests t)))",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("snapshot")
+}
+
+/// Whether `rule` refuses `who` on the sweep's targets (`victim`, project
+/// `SWEEP` which only the admin belongs to).
+fn refused(who: &str, rule: registrar::auth::access::Rule) -> bool {
+    use registrar::auth::access::Rule;
+    use registrar::domain::Permission;
+    match (who, rule) {
+        (_, Rule::Public) => false,
+        ("anonymous", _) => true,
+        ("ordinary", Rule::Authenticated) => false,
+        ("ordinary", _) => true,
+        ("manager", Rule::Permission(Permission::Admin)) => true,
+        _ => false,
+    }
+}
+
+fn denied(status: u16) -> bool {
+    matches!(status, 401 | 403)
+}
+
+/// Finding 1: a percent-encoded, double-encoded or otherwise non-canonical
+/// path never reaches a handler with more access than the plain path. For
+/// every route of the table and every caller who is refused the plain path,
+/// each variant is refused too or answers 404/405; for reads a permitted
+/// caller gets the plain answer or a 404. Nothing in the database changes.
+#[tokio::test]
+async fn non_canonical_paths_never_widen_access() {
+    let app = spawn_app().await;
+    let ordinary = app.user("ordinary").await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.create_user("victim", json!({})).await;
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
+    let before = snapshot(&app).await;
+    let table = registrar::startup::route_table();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let callers: [(&str, Option<String>); 4] = [
+        ("anonymous", None),
+        ("ordinary", Some(bearer(&ordinary))),
+        ("manager", Some(bearer(&manager))),
+        ("admin", Some(bearer(&app.admin_token))),
+    ];
+    let mut cases = 0usize;
+    let mut pairs = 0usize;
+    let mut failures = Vec::new();
+    for (method, pattern, rule) in &table.entries {
+        let method = method.as_str();
+        let reads = matches!(method, "GET" | "HEAD");
+        let path = concrete(pattern, "victim");
+        let body = (!reads).then_some("{}");
+        for (who, auth) in &callers {
+            // Writes are sent only by callers the rule refuses (nothing may change).
+            if !reads && !refused(who, *rule) {
+                continue;
+            }
+            let (plain, plain_body) = raw(&app, method, &path, auth.as_deref(), body).await;
+            if !reads {
+                assert!(denied(plain), "{who} {method} {path} -> {plain}, expected a refusal");
+            }
+            pairs += 1;
+            let vs = variants(pattern, &path);
+            let answers =
+                futures_util::future::join_all(vs.iter().map(|v| raw(&app, method, v, auth.as_deref(), body))).await;
+            for (v, (status, text)) in vs.iter().zip(answers) {
+                cases += 1;
+                let ok = if denied(plain) {
+                    denied(status) || status == 404 || status == 405
+                } else {
+                    status == plain || denied(status) || status == 404 || status == 405
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{who} {method} {v} -> {status} (plain {path} -> {plain}: {}) {}",
+                        plain_body.chars().take(60).collect::<String>(),
+                        text.chars().take(80).collect::<String>()
+                    ));
+                }
+            }
+        }
+    }
+    println!("non-canonical sweep: {} routes, {pairs} route x caller pairs, {cases} requests", table.entries.len());
+    assert!(cases > 5_000, "the sweep ran only {cases} cases");
+    assert!(failures.is_empty(), "{} non-canonical requests got more access:\n{}", failures.len(), failures.join("\n"));
+    app.settle_auth_cache().await;
+    assert_eq!(snapshot(&app).await, before, "the sweep changed the database");
+    // The project every variant tried to delete is still there.
+    app.get("/api/v1/projects/SWEEP", &app.admin_token).await.expect(200);
+}
+
+/// Finding 1, the second line: every non-public handler takes the caller by
+/// type, so a handler reached without the guard still refuses anonymous
+/// callers. Checked on the handlers' signatures in the source.
+#[test]
+fn every_non_public_handler_takes_the_caller() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let startup = std::fs::read_to_string(root.join("startup.rs")).expect("startup.rs");
+    let mut missing = Vec::new();
+    for line in startup.lines().map(str::trim).filter(|l| l.starts_with("r(M::")) {
+        if line.contains(", Public,") {
+            continue;
+        }
+        let handler = line.rsplit(".to(").next().and_then(|h| h.split(')').next()).expect("handler");
+        let parts: Vec<&str> = handler.split("::").collect();
+        let (module, func) = (&parts[..parts.len() - 1], parts[parts.len() - 1]);
+        let file = if module.len() == 2 {
+            root.join(module[0]).join(format!("{}.rs", module[1]))
+        } else {
+            root.join(module[0]).join("mod.rs")
+        };
+        let src = std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{file:?}"));
+        let start = src.find(&format!("pub async fn {func}(")).unwrap_or_else(|| panic!("{handler} not in {file:?}"));
+        let sig = &src[start..start + src[start..].find('{').expect("body")];
+        if !sig.contains("Caller") {
+            missing.push(handler.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "non-public handlers that do not take the caller: {missing:?}");
+}
+
+#[allow(dead_code)]
+fn unused(_: Value, _: Method) {}
+
+/// A body that the route would accept, so that a refusal is the access rule
+/// speaking and not the body's validation.
+fn valid_body(method: &str, pattern: &str) -> Option<String> {
+    let body = match (method, pattern.rsplit('/').next().unwrap_or("")) {
+        ("POST", "api-keys") => json!({"name": "stolen"}),
+        ("PUT", "password") => json!({"new_password": "another long passphrase for the tests"}),
+        ("PATCH", "{username}") => json!({"first_name": "Mallory"}),
+        ("PUT", "{username}") => json!({"password": "another long passphrase for the tests", "firstName": "Mallory"}),
+        (_, "roles") => json!(["UserManager"]),
+        (_, "groups") => json!(["G1"]),
+        ("GET" | "HEAD" | "DELETE", _) => return None,
+        _ => json!({}),
+    };
+    Some(body.to_string())
+}
+
+/// Finding 2: every write route whose target is a user account, called by
+/// a UserManager with an administrator in the `{username}` seat, is refused
+/// (403) and changes nothing. On `facfb9a` a UserManager minted an API key
+/// for `admin`, reset its password and ended its sessions.
+#[tokio::test]
+async fn a_user_manager_cannot_act_on_an_administrator() {
+    let app = spawn_app().await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "G1"})).await.expect(201);
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
+    let key =
+        app.post("/api/v1/users/admin/api-keys", &app.admin_token, json!({"name": "admin key"})).await.expect(201);
+    let key_id = key.json()["id"].as_str().expect("id").to_string();
+    let sessions = app.get("/api/v1/users/admin/sessions", &app.admin_token).await.expect(200).json();
+    let session_id = sessions[0]["id"].as_str().expect("session id").to_string();
+    let before = snapshot(&app).await;
+    let auth = format!("Bearer {manager}");
+    let mut checked = Vec::new();
+    let mut failures = Vec::new();
+    for (method, pattern, _) in &registrar::startup::route_table().entries {
+        let method = method.as_str();
+        let targets_user = pattern.contains("{username}") && !pattern.starts_with("/api/v1/projects/");
+        if matches!(method, "GET" | "HEAD") || !(targets_user || pattern == "/api/v1/sessions/{id}") {
+            continue;
+        }
+        let id = if pattern.contains("api-keys") { &key_id } else { &session_id };
+        let path = concrete(pattern, "admin").replace("00000000-0000-0000-0000-000000000001", id);
+        let path = if pattern.ends_with("/groups/{group}") { path.replace("SWEEP_member", "G1") } else { path };
+        let (status, text) = raw(&app, method, &path, Some(&auth), valid_body(method, pattern).as_deref()).await;
+        checked.push(format!("{method} {path}"));
+        if status != 403 {
+            failures.push(format!("{method} {path} -> {status}: {}", text.chars().take(160).collect::<String>()));
+        }
+    }
+    println!("admin-target sweep: {} write routes", checked.len());
+    assert!(checked.len() >= 25, "only {} write routes target a user: {checked:?}", checked.len());
+    assert!(failures.is_empty(), "a UserManager acted on an administrator:\n{}", failures.join("\n"));
+    app.settle_auth_cache().await;
+    assert_eq!(snapshot(&app).await, before, "a refused write changed the database");
+    // The administrator's own credentials still work.
+    app.get("/api/v1/users/me", &app.admin_token).await.expect(200);
+}
