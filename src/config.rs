@@ -110,6 +110,9 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub access_token_ttl_secs: u64,
     pub session_ttl_secs: u64,
+    pub basic_session_ttl_secs: u64,
+    pub basic_sessions_per_user: u32,
+    pub reauth_secs: u64,
     pub session_cookie_name: String,
     pub cookie_secure: bool,
     pub max_failed_logins: u32,
@@ -199,6 +202,15 @@ impl Settings {
         }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
             return bad("auth.access_token_ttl_secs", &self.auth.access_token_ttl_secs, "must be between 1 and 86400");
+        }
+        if self.auth.basic_session_ttl_secs < 60 {
+            return bad("auth.basic_session_ttl_secs", &self.auth.basic_session_ttl_secs, "must be at least 60");
+        }
+        if self.auth.basic_sessions_per_user == 0 {
+            return bad("auth.basic_sessions_per_user", &self.auth.basic_sessions_per_user, "must be at least 1");
+        }
+        if self.auth.reauth_secs < 30 {
+            return bad("auth.reauth_secs", &self.auth.reauth_secs, "must be at least 30");
         }
         if self.auth.session_ttl_secs < 60 {
             return bad("auth.session_ttl_secs", &self.auth.session_ttl_secs, "must be at least 60");

@@ -173,7 +173,14 @@ pub async fn enforce(
     }
     let mut principal = principal;
     let mut new_cookie = None;
-    if principal.via_basic && principal.session_id.is_none() && crate::xnat::is_xnat_path(req.path()) {
+    // XNAT clients that log in with a password over Basic ride on a session
+    // cookie afterwards, as with XNAT. An API key starts no session: a
+    // session must never outlive the key it came from.
+    if principal.via_basic
+        && principal.session_id.is_none()
+        && principal.api_key_id.is_none()
+        && crate::xnat::is_xnat_path(req.path())
+    {
         match crate::xnat::start_session(&state, req.request(), &mut principal).await {
             Ok(secret) => {
                 req.extensions_mut().insert(crate::xnat::NewSessionCookie(secret.clone()));

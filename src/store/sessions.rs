@@ -219,6 +219,35 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, r
     Ok(n)
 }
 
+/// Keeps at most `keep` live `basic` sessions (started by HTTP Basic on XNAT
+/// paths) of a user: the oldest beyond that end now, logged as
+/// `session.revoked` with the reason `basic_session_cap`.
+pub async fn cap_basic(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, keep: u32) -> Result<u64, ApiError> {
+    let ended: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = now() WHERE id IN (
+             SELECT id FROM sessions
+             WHERE user_id = $1 AND method = 'basic' AND revoked_at IS NULL AND expires_at > now()
+             ORDER BY created_at DESC, id DESC OFFSET $2)
+         RETURNING id",
+    )
+    .bind(user_id)
+    .bind(i64::from(keep))
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ended {
+        audit::record(
+            &mut *conn,
+            audit,
+            "session",
+            &id.to_string(),
+            "session.revoked",
+            Changes::new().set("reason", "basic_session_cap"),
+        )
+        .await?;
+    }
+    Ok(ended.len() as u64)
+}
+
 /// Revokes every session of a user but `keep` (e.g. after a password change).
 pub async fn revoke_others(
     conn: &mut PgConnection,

@@ -304,3 +304,74 @@ async fn a_user_manager_cannot_act_on_an_administrator() {
     // The administrator's own credentials still work.
     app.get("/api/v1/users/me", &app.admin_token).await.expect(200);
 }
+
+fn jsessionid(r: &Resp) -> Option<String> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("JSESSIONID=").map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+}
+
+/// Finding 3: HTTP Basic with an API key on an XNAT path starts no session,
+/// so nothing outlives the key. On `facfb9a` the key's JSESSIONID kept
+/// answering `GET /data/auth` after the key was revoked.
+#[tokio::test]
+async fn nothing_started_from_an_api_key_outlives_it() {
+    let app = spawn_app().await;
+    let token = app.user("keyholder").await;
+    let created = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "xnat script"})).await.expect(201);
+    let key = created.json()["key"].as_str().expect("key").to_string();
+    let key_id = created.json()["id"].as_str().expect("id").to_string();
+    let basic = Auth::Basic("keyholder".into(), key.clone());
+    let r = app.send(Method::GET, "/data/JSESSION", &basic, None).await.expect(200);
+    let cookie = jsessionid(&r);
+    app.delete(&format!("/api/v1/users/me/api-keys/{key_id}"), &token).await.expect(204);
+    app.send(Method::GET, "/data/auth", &basic, None).await.expect(401);
+    if let Some(c) = &cookie {
+        let after = app
+            .client
+            .get(app.url("/data/auth"))
+            .header("Cookie", format!("JSESSIONID={c}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(after.status(), 401, "the key's session still works after the key was revoked");
+    }
+    assert_eq!(cookie, None, "Basic with an API key started a session");
+    let sessions = app.count("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = 'keyholder' AND s.method = 'basic'").await;
+    assert_eq!(sessions, 0);
+}
+
+/// Finding 7 (Basic sessions): every cookieless Basic password request on
+/// an XNAT path used to open a new 14-day session. Now such sessions live
+/// `auth.basic_session_ttl_secs` and a user keeps at most
+/// `auth.basic_sessions_per_user` of them.
+#[tokio::test]
+async fn basic_logins_keep_few_short_sessions() {
+    let app = spawn_app().await;
+    app.create_user("scripted", json!({})).await;
+    let basic = Auth::Basic("scripted".into(), PASSWORD.into());
+    for _ in 0..14 {
+        app.send(Method::GET, "/data/auth", &basic, None).await.expect(200);
+    }
+    let live = app
+        .count(
+            "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.username = 'scripted' AND s.revoked_at IS NULL AND s.expires_at > now()",
+        )
+        .await;
+    assert_eq!(live, 10, "live Basic sessions of one user");
+    let longest: f64 = sqlx::query_scalar(
+        "SELECT max(extract(epoch FROM s.expires_at - s.created_at))::float8 FROM sessions s
+         JOIN users u ON u.id = s.user_id WHERE u.username = 'scripted'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("lifetime");
+    assert!(longest <= 3601.0, "a Basic session lives {longest} s");
+    let capped = app
+        .count("SELECT count(*) FROM change_log WHERE action = 'session.revoked' AND changes->>'reason' = 'basic_session_cap'")
+        .await;
+    assert_eq!(capped, 4);
+}
