@@ -266,7 +266,12 @@ async fn resolve_account(
         None => None,
     };
     if let Some(user) = existing {
-        if !(p.link_by_email && id.email_verified) {
+        // Linking by email trusts both sides: the provider verified the
+        // address, and so did this server (a self-set, unverified address is
+        // anyone's claim). An account holding any permission is never linked
+        // automatically: its owner links the identity from their profile.
+        let privileged = !state.role_permissions.of(&user.roles).is_empty();
+        if !(p.link_by_email && id.email_verified && user.verified && !privileged) {
             return Err(ApiError::conflict(
                 "email_in_use",
                 format!(

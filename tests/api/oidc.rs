@@ -298,7 +298,7 @@ async fn first_login_creates_then_reuses_the_link() {
 #[tokio::test]
 async fn verified_email_links_an_existing_account() {
     let env = setup(|_| {}).await;
-    env.app.create_user("alice", json!({"email": "Alice@uni.example.org"})).await;
+    env.app.create_user("alice", json!({"email": "Alice@uni.example.org", "verified": true})).await;
     env.idp.account(alice()).await;
     let r = env.login("alice-sub", "", None).await.expect(200);
     let me = env.app.get("/api/v1/users/me", r.json()["access_token"].as_str().expect("t")).await.json();
@@ -333,6 +333,41 @@ async fn unverified_email_never_links() {
     env2.app.create_user("alice", json!({"email": "alice@uni.example.org"})).await;
     env2.idp.account(alice()).await;
     assert_eq!(env2.login("alice-sub", "", None).await.expect(409).code(), "email_in_use");
+}
+
+/// Finding 4 (OIDC half): an address the account holder set themselves and
+/// never verified links nobody. On `facfb9a` the victim's first login with
+/// a provider-verified email landed in the attacker's account.
+#[tokio::test]
+async fn a_self_set_unverified_email_never_links() {
+    let env = setup(|_| {}).await;
+    let attacker = env.app.user("mallory").await;
+    env.app.patch("/api/v1/users/me", &attacker, json!({"email": "alice@uni.example.org"})).await.expect(200);
+    env.idp.account(alice()).await;
+    let r = env.login("alice-sub", "", None).await;
+    assert_eq!(r.status, 409, "the victim's login was linked into another account: {}", r.text);
+    assert_eq!(r.code(), "email_in_use");
+    assert_eq!(env.app.count("SELECT count(*) FROM oidc_identities").await, 0);
+}
+
+/// Finding 4: an account holding Administrator or UserManager is never
+/// linked by email, even with both sides verified.
+#[tokio::test]
+async fn privileged_accounts_are_never_linked_by_email() {
+    let env = setup(|_| {}).await;
+    for (name, roles) in [("alice", json!(["UserManager"]))] {
+        env.app.create_user(name, json!({"email": "alice@uni.example.org", "verified": true, "roles": roles})).await;
+    }
+    env.idp.account(alice()).await;
+    assert_eq!(env.login("alice-sub", "", None).await.expect(409).code(), "email_in_use");
+    env.app
+        .patch("/api/v1/users/alice", &env.app.admin_token, json!({"email": "a2@uni.example.org"}))
+        .await
+        .expect(200);
+    env.app.patch("/api/v1/users/admin", &env.app.admin_token, json!({"email": "alice@uni.example.org"})).await;
+    sqlx::query("UPDATE users SET verified = true WHERE username = 'admin'").execute(&env.app.pool).await.expect("q");
+    assert_eq!(env.login("alice-sub", "", None).await.expect(409).code(), "email_in_use");
+    assert_eq!(env.app.count("SELECT count(*) FROM oidc_identities").await, 0);
 }
 
 #[tokio::test]

@@ -375,3 +375,26 @@ async fn basic_logins_keep_few_short_sessions() {
         .await;
     assert_eq!(capped, 4);
 }
+
+/// Finding 4 (XNAT half): adding a member by email names only the account
+/// that verified that address. On `facfb9a` a user who set a colleague's
+/// address as their own (unverified) was added to the project in their place.
+#[tokio::test]
+async fn an_unverified_email_names_nobody() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let mallory = app.user("mallory").await;
+    app.post("/api/v1/projects", &owner, json!({"id": "P", "name": "P"})).await.expect(201);
+    app.patch("/api/v1/users/me", &mallory, json!({"email": "colleague@lab.org"})).await.expect(200);
+    let r = app.put("/data/projects/P/users/member/colleague@lab.org", &owner, json!(null)).await;
+    let level = app
+        .count(
+            "SELECT count(*) FROM user_groups ug JOIN users u ON u.id = ug.user_id
+             WHERE u.username = 'mallory' AND ug.group_name LIKE 'P\\_%'",
+        )
+        .await;
+    assert_eq!(level, 0, "mallory was added in the colleague's place ({}): {}", r.status, r.text);
+    r.expect(200);
+    // It became an invitation to the address instead.
+    assert_eq!(app.count("SELECT count(*) FROM access_requests WHERE kind = 'invitation'").await, 1);
+}

@@ -286,7 +286,7 @@ async fn data_users_projects_and_members() {
     let a = admin();
     app.create_user("mo", json!({"first_name": "Mo", "last_name": "Z"})).await;
     app.create_user("off", json!({"enabled": false})).await;
-    app.create_user("ned", json!({})).await;
+    app.create_user("ned", json!({"verified": true})).await;
     app.post("/api/v1/projects", &app.admin_token, json!({"id": "PX", "name": "Proj X", "pi": "Ada Lovelace"}))
         .await
         .expect(201);
