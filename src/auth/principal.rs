@@ -161,9 +161,9 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
     if !row.user.enabled {
         return Err(ApiError::unauthorized("account disabled"));
     }
-    if row.user.locked_until.is_some_and(|l| l > now) {
-        return Err(ApiError::unauthorized("account locked"));
-    }
+    // A lockout stops password guesses (`users::check_login`), nothing else:
+    // the holder's sessions, tokens and keys keep working, so failed guesses
+    // by a stranger cannot lock an administrator out.
     let (session_id, api_key_id) = match method {
         AuthMethod::ApiKey => (None, Some(row.ref_id)),
         AuthMethod::Basic => (None, None),

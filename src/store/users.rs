@@ -616,21 +616,32 @@ pub async fn check_login(
     .bind(max)
     .fetch_optional(&state.pool)
     .await?;
+    let locked = |until: Option<DateTime<Utc>>| {
+        let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(lockout).max(1);
+        ApiError::too_many(
+            "account_locked",
+            "too many failed logins; the account is locked for a while",
+            u64::try_from(retry).unwrap_or(1),
+        )
+    };
     let Some(row) = row else {
-        let _ = state.hasher.verify(password, None).await?;
-        return Err(invalid());
+        // An unknown name is counted and locked like an account, so the
+        // answers (401, then 429) do not tell which names exist.
+        return match unknown_attempt(&state.pool, login, max).await? {
+            None => Err(locked(unknown_locked_until(&state.pool, login).await?)),
+            Some(_) => {
+                let _ = state.hasher.verify(password, None).await?;
+                lock_unknown(&state.pool, login, max, lockout).await?;
+                Err(invalid())
+            }
+        };
     };
     if row.reserved.is_none() {
         let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
             .bind(row.id)
             .fetch_one(&state.pool)
             .await?;
-        let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(lockout).max(1);
-        return Err(ApiError::too_many(
-            "account_locked",
-            "too many failed logins; the account is locked for a while",
-            u64::try_from(retry).unwrap_or(1),
-        ));
+        return Err(locked(until));
     }
     let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
     if !matches!(verdict, Verified::No) && row.enabled {
@@ -667,6 +678,54 @@ pub async fn check_login(
     }
     tx.commit().await?;
     Err(invalid())
+}
+
+/// Reserves an attempt for a name that matches no account (as the account
+/// query does for a known one): `None` when the name is locked.
+async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<i32>, ApiError> {
+    if rand::random::<u8>() < 3 {
+        // Forget names whose last failure is a day old.
+        sqlx::query("DELETE FROM unknown_login_attempts WHERE last_attempt < now() - interval '1 day'")
+            .execute(pool)
+            .await?;
+    }
+    Ok(sqlx::query_scalar(
+        "INSERT INTO unknown_login_attempts AS t (login, failed) VALUES (lower($1), 1)
+         ON CONFLICT (login) DO UPDATE SET
+             failed = CASE WHEN t.locked_until IS NOT NULL AND t.locked_until <= now() THEN 1
+                           ELSE t.failed + 1 END,
+             locked_until = CASE WHEN t.locked_until IS NOT NULL AND t.locked_until <= now() THEN NULL
+                                 ELSE t.locked_until END,
+             last_attempt = now()
+         WHERE (t.locked_until IS NOT NULL AND t.locked_until <= now())
+            OR (t.locked_until IS NULL AND t.failed < $2)
+         RETURNING failed",
+    )
+    .bind(login)
+    .bind(max)
+    .fetch_optional(pool)
+    .await?)
+}
+
+async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    Ok(sqlx::query_scalar("SELECT locked_until FROM unknown_login_attempts WHERE login = lower($1)")
+        .bind(login)
+        .fetch_optional(pool)
+        .await?
+        .flatten())
+}
+
+async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE unknown_login_attempts SET locked_until = now() + make_interval(secs => $3)
+         WHERE login = lower($1) AND failed >= $2 AND locked_until IS NULL",
+    )
+    .bind(login)
+    .bind(max)
+    .bind(lockout as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Filters of the user list.

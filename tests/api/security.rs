@@ -398,3 +398,37 @@ async fn an_unverified_email_names_nobody() {
     // It became an invitation to the address instead.
     assert_eq!(app.count("SELECT count(*) FROM access_requests WHERE kind = 'invitation'").await, 1);
 }
+
+/// Finding 5: a lockout stops password guesses and nothing else, and an
+/// unknown name answers exactly like a known one. On `facfb9a` eight wrong
+/// passwords gave 401x5 then 429x3 for an existing name and 401x8 for an
+/// unknown one, and the locked account's JWT and API key were refused.
+#[tokio::test]
+async fn a_lockout_neither_locks_out_nor_enumerates() {
+    let app = spawn_app().await;
+    let token = app.user("victim").await;
+    let key = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "k"})).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let mut seen = Vec::new();
+    for name in ["victim", "nobody-at-all"] {
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            let r = app.login_full(name, "a wrong but long passphrase").await;
+            if r.status == 429 {
+                assert!(r.headers.get("retry-after").is_some(), "429 without Retry-After");
+                assert_eq!(r.code(), "account_locked");
+            }
+            statuses.push(r.status.as_u16());
+        }
+        seen.push(statuses);
+    }
+    assert_eq!(seen[0], [401, 401, 401, 401, 401, 429, 429, 429], "known name");
+    assert_eq!(seen[1], seen[0], "an unknown name answers differently from a known one");
+    // The holder keeps every credential they already had.
+    app.get("/api/v1/users/me", &token).await.expect(200);
+    app.get("/api/v1/users/me", &key).await.expect(200);
+    // The lock itself holds: the right password waits too.
+    app.login_full("victim", PASSWORD).await.expect(429);
+}
