@@ -19,6 +19,9 @@ pub struct CreateKey {
     pub name: String,
     /// Optional expiry time (RFC 3339).
     pub expires_at: Option<DateTime<Utc>>,
+    /// Needed when the caller's login is older than `auth.reauth_secs`.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<secrecy::SecretString>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -51,7 +54,8 @@ pub async fn create(
     body: web::Json<CreateKey>,
 ) -> ApiResult<HttpResponse> {
     state.limits.api_key_user.check(&caller.0.user_id.to_string())?;
-    let body = body.into_inner();
+    let mut body = body.into_inner();
+    crate::auth::reauth::require(&state, &caller.0, body.current_password.take()).await?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(

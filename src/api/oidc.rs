@@ -88,6 +88,10 @@ pub async fn login(
         let caller = principal::resolve(&state, presented, crate::audit::client_ip(&req))
             .await?
             .ok_or_else(|| ApiError::unauthorized("log in first to link a provider to your account"))?;
+        // A new way into the account: only right after a login.
+        if !crate::auth::reauth::is_recent(&state, &caller) {
+            return Err(crate::auth::reauth::required());
+        }
         Some(caller.user_id)
     } else {
         None

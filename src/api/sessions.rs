@@ -22,19 +22,32 @@ pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<St
 
 /// Revokes every session of a user and every access token issued so far.
 /// The user themself or USER_MANAGEMENT.
-#[utoipa::path(delete, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path), RevokeAllQuery),
     responses((status = 200, description = "`{\"revoked\": n}`")))]
 pub async fn revoke_all(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
+    q: web::Query<RevokeAllQuery>,
 ) -> ApiResult<HttpResponse> {
     let mut tx = state.pool.begin().await?;
     let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;
     let n = sessions::revoke_all(&mut tx, &audit, user.id, "revoked by request").await?;
+    let keys = if q.api_keys.unwrap_or(false) {
+        crate::store::api_keys::revoke_all(&mut tx, &audit, user.id).await?
+    } else {
+        0
+    };
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": n})))
+    Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": n, "api_keys_revoked": keys})))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeAllQuery {
+    /// Also revoke every API key of the user.
+    pub api_keys: Option<bool>,
 }
 
 /// Revokes one session. Its owner or USER_MANAGEMENT; 404 otherwise, so

@@ -82,6 +82,12 @@ pub struct PasswordChange {
     pub current_password: Option<SecretString>,
     #[schema(value_type = String, format = Password)]
     pub new_password: SecretString,
+    /// Also revoke every API key of the user.
+    #[serde(default)]
+    pub revoke_api_keys: bool,
+    /// Also unlink every OpenID identity of the user.
+    #[serde(default)]
+    pub unlink_identities: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -338,14 +344,30 @@ pub async fn set_password(
         let mut conn = state.pool.acquire().await?;
         let stored = users::password_hash(&mut conn, target.id).await?;
         drop(conn);
-        if stored.is_some() && state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No {
-            return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
+        match stored {
+            // An account without a password (OpenID only) has nothing to
+            // check against: setting its first password needs a recent login.
+            None if !crate::auth::reauth::is_recent(&state, &caller) => {
+                return Err(crate::auth::reauth::required());
+            }
+            None => {}
+            Some(stored) => {
+                if state.hasher.verify(current, Some(stored)).await? == crate::auth::password::Verified::No {
+                    return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
+                }
+            }
         }
     }
     let hash = state.hasher.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
     let (keep, action) = if is_self { (caller.session_id, "password.changed") } else { (None, "password.reset") };
     users::set_password(&mut tx, &audit, &target, hash, keep, action).await?;
+    if body.revoke_api_keys {
+        crate::store::api_keys::revoke_all(&mut tx, &audit, target.id).await?;
+    }
+    if body.unlink_identities {
+        crate::store::identities::unlink_all(&mut tx, &audit, target.id).await?;
+    }
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,4 +6,5 @@ pub mod limits;
 pub mod oidc;
 pub mod password;
 pub mod principal;
+pub mod reauth;
 pub mod tokens;

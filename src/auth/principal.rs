@@ -43,6 +43,10 @@ pub struct Principal {
     pub user: crate::store::users::User,
     /// Authenticated by `Authorization: Basic` (password or API key).
     pub via_basic: bool,
+    /// When the holder last proved who they are: the login that started the
+    /// session, or this very request for a Basic password; never for an API
+    /// key. See `auth::reauth`.
+    pub authenticated_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -122,6 +126,7 @@ pub struct Row {
     touched_at: Option<DateTime<Utc>>,
     ref_id: Uuid,
     secret_hash: Option<Vec<u8>>,
+    authenticated_at: Option<DateTime<Utc>>,
 }
 
 /// The user row (so `GET /users/me` needs no second query) and the "not
@@ -180,6 +185,7 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         api_key_id,
         method,
         via_basic: false,
+        authenticated_at: row.authenticated_at,
     })
 }
 
@@ -232,7 +238,8 @@ pub async fn resolve(
                 let part = user_part();
                 let row = sqlx::query_as::<_, Row>(&format!(
                     "SELECT {part}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
-                            NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash
+                            NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash,
+                            now() AS authenticated_at
                      FROM users u WHERE u.id = $1"
                 ))
                 .bind(user_id)
@@ -268,7 +275,7 @@ async fn session_row(state: &AppState, cond: &str, key: SessionKey) -> Result<Op
     let part = user_part();
     let sql = format!(
         "SELECT {part}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
-                NULL::bytea AS secret_hash
+                NULL::bytea AS secret_hash, s.created_at AS authenticated_at
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE {cond}"
     );
     let q = sqlx::query_as::<_, Row>(&sql);
@@ -323,7 +330,7 @@ async fn api_key_principal(
     let load = async {
         Ok(sqlx::query_as::<_, Row>(&format!(
             "SELECT {part}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
-                    k.secret_hash
+                    k.secret_hash, NULL::timestamptz AS authenticated_at
              FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
         ))
         .bind(prefix)

@@ -85,3 +85,26 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: U
     .await?;
     Ok(())
 }
+
+/// Revokes every active API key of a user (a password reset or "log out
+/// everywhere" that asked for it); one change-log entry per key.
+pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -> Result<u64, ApiError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ids {
+        audit::record(
+            &mut *conn,
+            audit,
+            "api_key",
+            &id.to_string(),
+            "api_key.revoked",
+            Changes::new().set("user_id", user_id.to_string()),
+        )
+        .await?;
+    }
+    Ok(ids.len() as u64)
+}

@@ -76,6 +76,28 @@ pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Re
 
 /// Removes a user's links to `provider`, unless that would leave the user
 /// with no way to log in (no password and no other identity).
+/// Unlinks every OpenID identity of a user who has a password (a password
+/// reset that asked for it); one change-log entry per identity.
+pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> Result<u64, ApiError> {
+    let gone: Vec<(String, String)> =
+        sqlx::query_as("DELETE FROM oidc_identities WHERE user_id = $1 RETURNING provider, subject")
+            .bind(user)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (provider, _) in &gone {
+        crate::audit::record(
+            &mut *conn,
+            audit,
+            "user",
+            &user.to_string(),
+            "identity.unlinked",
+            crate::audit::Changes::new().set("provider", provider.as_str()),
+        )
+        .await?;
+    }
+    Ok(gone.len() as u64)
+}
+
 pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider: &str) -> Result<u64, ApiError> {
     sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user).execute(&mut *conn).await?;
     let has_password: bool = sqlx::query_scalar("SELECT password_hash IS NOT NULL FROM users WHERE id = $1")

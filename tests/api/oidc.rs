@@ -494,3 +494,27 @@ async fn link_and_unlink_from_a_profile() {
     env.app.get("/api/v1/users/alice/identities", &env.app.admin_token).await.expect(200);
     assert_eq!(env.actions("identity.unlinked").await, 1);
 }
+
+/// Finding 6 (OIDC half): linking a new identity needs a recent login; a
+/// session cookie whose login is older than `auth.reauth_secs` is refused.
+#[tokio::test]
+async fn linking_needs_a_recent_login() {
+    let env = setup(|_| {}).await;
+    env.app.create_user("pat", json!({"email": "pat@elsewhere.example.org"})).await;
+    let login = env.app.login_full("pat", PASSWORD).await.expect(200);
+    let session = cookie_value(&login, "registrar_session").expect("cookie");
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '1 hour'").execute(&env.app.pool).await.expect("q");
+    env.app.settle_auth_cache().await;
+    let r = env
+        .app
+        .client
+        .get(env.app.url("/api/v1/auth/oidc/uni/login?link=true"))
+        .header("Cookie", format!("registrar_session={session}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 403, "an old session started a link");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "reauthentication_required");
+    assert_eq!(env.app.count("SELECT count(*) FROM oidc_states").await, 0);
+}

@@ -432,3 +432,41 @@ async fn a_lockout_neither_locks_out_nor_enumerates() {
     // The lock itself holds: the right password waits too.
     app.login_full("victim", PASSWORD).await.expect(429);
 }
+
+/// Finding 6: minting a credential (an API key, a first password) needs a
+/// recent login or the current password; "log out everywhere" can take the
+/// API keys with it. On `facfb9a` an hour-old token created a non-expiring
+/// key and set a password on a password-less account with any
+/// `current_password`.
+#[tokio::test]
+async fn credentials_need_a_recent_login() {
+    let app = spawn_app().await;
+    let token = app.user("holder").await;
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '1 hour'").execute(&app.pool).await.expect("age");
+    app.settle_auth_cache().await;
+    let r = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "stolen"})).await;
+    assert_eq!(r.status, 403, "an hour-old token minted an API key: {}", r.text);
+    assert_eq!(r.code(), "reauthentication_required");
+    let wrong = json!({"name": "k", "current_password": "not the password at all"});
+    assert_eq!(app.post("/api/v1/users/me/api-keys", &token, wrong).await.expect(403).code(), "wrong_password");
+    let ok = json!({"name": "k", "current_password": PASSWORD});
+    let key = app.post("/api/v1/users/me/api-keys", &token, ok).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    // A key never counts as a recent login.
+    let r = app.post("/api/v1/users/me/api-keys", &key, json!({"name": "k2"})).await.expect(403);
+    assert_eq!(r.code(), "reauthentication_required");
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 1);
+    // A password-less (OpenID-only) account: an old session cannot set one.
+    sqlx::query("UPDATE users SET password_hash = NULL WHERE username = 'holder'").execute(&app.pool).await.expect("q");
+    app.settle_auth_cache().await;
+    let body = json!({"current_password": "anything at all here", "new_password": "a brand new long passphrase 7"});
+    let r = app.put("/api/v1/users/me/password", &token, body).await;
+    assert_eq!(r.status, 403, "an old session set a first password: {}", r.text);
+    assert!(app.count("SELECT count(*) FROM users WHERE username = 'holder' AND password_hash IS NULL").await == 1);
+    // "Log out everywhere" offers to end the keys as well.
+    let r = app.delete("/api/v1/users/holder/sessions?api_keys=true", &app.admin_token).await.expect(200);
+    assert_eq!(r.json()["api_keys_revoked"], 1);
+    app.get("/api/v1/users/me", &key).await.expect(401);
+}

@@ -1,0 +1,54 @@
+//! Recent authentication for operations that mint or attach credentials
+//! (an API key, an OpenID identity link, a first password): a token that was
+//! stolen, or a session left open, must not be enough to plant a credential
+//! that outlives a password reset or "log out everywhere".
+//!
+//! The caller qualifies when the login behind their session is at most
+//! `auth.reauth_secs` old (a Basic password request qualifies by itself; an
+//! API key never does), or when the request carries their current password.
+
+use chrono::Utc;
+use secrecy::SecretString;
+
+use crate::auth::password::Verified;
+use crate::auth::principal::Principal;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// The refusal: 403 `reauthentication_required`.
+pub fn required() -> ApiError {
+    ApiError::forbidden("this needs a recent login: log in again, or give your current password as current_password")
+        .with_code("reauthentication_required")
+}
+
+/// Whether the caller's login is recent enough on its own.
+pub fn is_recent(state: &AppState, caller: &Principal) -> bool {
+    let window = chrono::Duration::seconds(i64::try_from(state.settings.auth.reauth_secs).unwrap_or(300));
+    caller.authenticated_at.is_some_and(|at| Utc::now() - at <= window)
+}
+
+/// Passes when the caller's login is recent or `current_password` is theirs.
+/// A wrong password is 403 `wrong_password` (and is not counted as a login
+/// failure: the caller is already authenticated).
+pub async fn require(
+    state: &AppState,
+    caller: &Principal,
+    current_password: Option<SecretString>,
+) -> Result<(), ApiError> {
+    if is_recent(state, caller) {
+        return Ok(());
+    }
+    let Some(password) = current_password else {
+        return Err(required());
+    };
+    let mut conn = state.pool.acquire().await?;
+    let stored = crate::store::users::password_hash(&mut conn, caller.user_id).await?;
+    drop(conn);
+    if stored.is_none() {
+        return Err(required());
+    }
+    match state.hasher.verify(password, stored).await? {
+        Verified::No => Err(ApiError::forbidden("current password is wrong").with_code("wrong_password")),
+        _ => Ok(()),
+    }
+}
