@@ -344,18 +344,14 @@ pub async fn set_password(
         let mut conn = state.pool.acquire().await?;
         let stored = users::password_hash(&mut conn, target.id).await?;
         drop(conn);
-        match stored {
+        if stored.is_none() {
             // An account without a password (OpenID only) has nothing to
             // check against: setting its first password needs a recent login.
-            None if !crate::auth::reauth::is_recent(&state, &caller) => {
+            if !crate::auth::reauth::is_recent(&state, &caller) {
                 return Err(crate::auth::reauth::required());
             }
-            None => {}
-            Some(stored) => {
-                if state.hasher.verify(current, Some(stored)).await? == crate::auth::password::Verified::No {
-                    return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
-                }
-            }
+        } else if state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No {
+            return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
         }
     }
     let hash = state.hasher.hash(body.new_password).await?;
