@@ -213,6 +213,15 @@ impl Level {
             .ok_or_else(|| ApiError::unprocessable("invalid_level", "level must be owner, member or collaborator"))
     }
 
+    /// Higher is more access: owner 3, member 2, collaborator 1.
+    pub fn rank(self) -> u8 {
+        match self {
+            Level::Owner => 3,
+            Level::Member => 2,
+            Level::Collaborator => 1,
+        }
+    }
+
     /// The group that carries this level in `project`: `{project}_{level}`.
     pub fn group(self, project: &str) -> String {
         format!("{project}_{}", self.as_str())

@@ -42,12 +42,11 @@ impl GroupList {
     }
 }
 
-/// Nobody but an administrator changes their own groups (MLTE's rule).
-pub fn forbid_self(caller: &Caller, username: &str) -> Result<String, ApiError> {
-    if caller.0.is(username) && !caller.0.is_admin() {
-        return Err(ApiError::forbidden("you cannot change your own groups"));
-    }
-    Ok(resolve_me(&caller.0, username).to_string())
+/// The target of a group change. Whether the caller may change their own
+/// memberships is the one rule of `store::projects::set_level` and
+/// `store::groups::add` (join or raise: never; leave or lower: yes).
+pub fn target(caller: &Caller, username: &str) -> String {
+    resolve_me(&caller.0, username).to_string()
 }
 
 /// Per-group outcome of a bulk change: 200 when every group applied, 202
@@ -145,7 +144,7 @@ pub async fn apply_groups(
     list: Vec<String>,
     add: bool,
 ) -> ApiResult<Vec<ItemResult>> {
-    let name = forbid_self(caller, username)?;
+    let name = target(caller, username);
     let mut tx = state.pool.begin().await?;
     let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
     tx.commit().await?;
@@ -210,7 +209,7 @@ async fn one(
     (username, group): (String, String),
     add: bool,
 ) -> ApiResult<HttpResponse> {
-    let name = forbid_self(caller, &username)?;
+    let name = target(caller, &username);
     let mut tx = state.pool.begin().await?;
     if add {
         groups::add(&mut tx, audit, &name, &group).await?;

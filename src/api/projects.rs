@@ -181,7 +181,7 @@ pub async fn set_member(
     let level = Level::parse(&body.level)?;
     let username = resolve_me(&caller.0, &username).to_string();
     let mut tx = state.pool.begin().await?;
-    projects::set_level(&mut tx, &audit, &project, &username, level).await?;
+    projects::set_level(&mut tx, &audit, &project, &username, level, projects::Grant::Managed).await?;
     let id = projects::get(&mut tx, &project, false).await?.id;
     let items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;

@@ -222,7 +222,15 @@ pub async fn answer(
     if accept {
         let user_id = row.user_id.ok_or_else(not_found)?;
         let user = users::get_by_id(conn, user_id).await?;
-        projects::set_level(conn, audit, &row.project_id, &user.username, Level::parse(&row.level)?).await?;
+        projects::set_level(
+            conn,
+            audit,
+            &row.project_id,
+            &user.username,
+            Level::parse(&row.level)?,
+            projects::Grant::Accepted,
+        )
+        .await?;
     }
     let status = if accept { "accepted" } else { "declined" };
     sqlx::query("UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1")

@@ -120,10 +120,13 @@ pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>,
 pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), ApiError> {
     let g = get(conn, group).await?;
     if let (Some(project), Some(level)) = (&g.project_id, &g.level) {
-        projects::set_level(conn, audit, project, username, Level::parse(level)?).await?;
+        projects::set_level(conn, audit, project, username, Level::parse(level)?, projects::Grant::Managed).await?;
         return Ok(());
     }
     let user = users::get(conn, username, false).await?;
+    if audit.actor_id == Some(user.id) {
+        return Err(projects::self_grant_refused());
+    }
     let res = sqlx::query("INSERT INTO user_groups (user_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(user.id)
         .bind(&g.name)

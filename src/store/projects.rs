@@ -126,7 +126,7 @@ pub async fn create(
     audit::record(&mut *conn, audit, "project", id, "project.created", changes).await?;
     let creator_name: String =
         sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(creator).fetch_one(&mut *conn).await?;
-    set_level(conn, audit, id, &creator_name, Level::Owner).await?;
+    set_level(conn, audit, id, &creator_name, Level::Owner, Grant::Creator).await?;
     get(conn, id, false).await
 }
 
@@ -209,8 +209,32 @@ pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<ProjectW
     .await?)
 }
 
+/// Why a membership is being set: the one rule about memberships (see
+/// `set_level`) tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// By an owner or a user manager through a membership route (native,
+    /// XNAT, or a project group added to a user).
+    Managed,
+    /// The creator of a new project becomes its owner.
+    Creator,
+    /// An access request was accepted (by the invitee, or by an owner).
+    Accepted,
+}
+
+/// The refusal of a membership its target gave themselves.
+pub fn self_grant_refused() -> ApiError {
+    ApiError::forbidden(
+        "you cannot add yourself to a project or group or raise your own level; ask an owner or send an access request",
+    )
+    .with_code("self_grant")
+}
+
 /// Gives `username` `level` in `project`, replacing any other level. The
 /// user must exist (404 `user_not_found`) and be enabled (409 `user_disabled`).
+/// The one rule for every path that changes memberships: nobody adds
+/// themselves or raises their own level by managing (administrators
+/// included; lowering or leaving is fine, a project keeps one owner).
 /// Returns the previous level.
 pub async fn set_level(
     conn: &mut PgConnection,
@@ -218,6 +242,7 @@ pub async fn set_level(
     project: &str,
     username: &str,
     level: Level,
+    why: Grant,
 ) -> Result<Option<Level>, ApiError> {
     let p = get(conn, project, true).await?;
     let user = users::get(conn, username, false).await?;
@@ -234,6 +259,10 @@ pub async fn set_level(
     let previous = previous.and_then(|l| Level::parse(&l).ok());
     if previous == Some(level) {
         return Ok(previous);
+    }
+    let raises = previous.is_none_or(|p| level.rank() > p.rank());
+    if why == Grant::Managed && raises && audit.actor_id == Some(user.id) {
+        return Err(self_grant_refused());
     }
     if previous == Some(Level::Owner) {
         ensure_other_owner(conn, &p.id, user.id).await?;
@@ -253,6 +282,27 @@ pub async fn set_level(
         Changes::new().set("user", user.username.as_str()).field("level", previous.map(Level::as_str), level.as_str());
     audit::record(&mut *conn, audit, "project", &p.id, "project.member_set", changes).await?;
     Ok(previous)
+}
+
+/// Refuses (409 `last_owner`) when `user` is the only owner of a project:
+/// deleting them would leave it with none.
+pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Result<(), ApiError> {
+    let sole: Option<String> = sqlx::query_scalar(
+        "SELECT ug.project_id FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+         WHERE ug.user_id = $1 AND g.level = 'owner'
+           AND NOT EXISTS (SELECT 1 FROM user_groups o WHERE o.group_name = ug.group_name AND o.user_id <> $1)
+         ORDER BY ug.project_id LIMIT 1",
+    )
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match sole {
+        Some(p) => Err(ApiError::conflict(
+            "last_owner",
+            format!("this user is the only owner of project '{p}': make someone else owner first"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A project always keeps one owner.

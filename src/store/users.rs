@@ -357,6 +357,7 @@ async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
 pub async fn delete(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, ApiError> {
     let user = get(conn, username, true).await?;
     ensure_not_last_admin(conn, &user, "delete").await?;
+    crate::store::projects::ensure_not_sole_owner(conn, user.id).await?;
     // Logged before the row goes; the log keeps the subject id and values.
     let changes = Changes::new()
         .field("username", user.username.as_str(), serde_json::Value::Null)

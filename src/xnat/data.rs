@@ -218,7 +218,7 @@ pub async fn add_project_user(
     for raw in split_users(&who)? {
         match resolve_target(&mut tx, raw).await? {
             Target::Login(login) => {
-                projects::set_level(&mut tx, &audit, &p.id, &login, level).await?;
+                projects::set_level(&mut tx, &audit, &p.id, &login, level, projects::Grant::Managed).await?;
             }
             Target::Email(email) => {
                 let par = pars::invite(&mut tx, &audit, &p.id, level, Invitee::Email(email), caller.0.user_id).await?;

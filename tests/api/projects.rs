@@ -313,9 +313,13 @@ async fn bulk_group_changes_report_per_group() {
     // Project groups go only with their project; plain groups may be deleted.
     app.delete("/api/v1/groups/P1_owner", t).await.expect(409);
     app.delete("/api/v1/groups/readers", t).await.expect(200);
-    // Users cannot change their own groups.
-    let gus = app.login("gus", PASSWORD).await;
-    app.put("/api/v1/users/me/groups/P1_member", &gus, json!(null)).await.expect(403);
+    // Nobody joins a group by managing, not even a UserManager (who passes
+    // the route's permission check, so the refusal is the membership rule).
+    app.create_user("mia", json!({"roles": ["UserManager"]})).await;
+    let mia = app.login("mia", PASSWORD).await;
+    let r = app.put("/api/v1/users/me/groups/P1_member", &mia, json!(null)).await.expect(403);
+    assert_eq!(r.code(), "self_grant");
+    assert_eq!(app.get("/api/v1/users/mia/groups", t).await.json(), json!([]));
     let log = app.log_actions("readers").await;
     assert_eq!(
         log,

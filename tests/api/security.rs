@@ -470,3 +470,96 @@ async fn credentials_need_a_recent_login() {
     assert_eq!(r.json()["api_keys_revoked"], 1);
     app.get("/api/v1/users/me", &key).await.expect(401);
 }
+
+/// The level of `user` in `project`, if any.
+async fn level_of(app: &TestApp, user: &str, project: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN users u ON u.id = ug.user_id
+         WHERE u.username = $1 AND ug.project_id = $2",
+    )
+    .bind(user)
+    .bind(project)
+    .fetch_optional(&app.pool)
+    .await
+    .expect("level")
+}
+
+/// Finding 7: one membership rule on every path. Nobody joins a project or
+/// group, or raises their own level, by managing: not a UserManager, not
+/// an administrator, through no route. On `facfb9a` a UserManager refused
+/// on the native group route became owner through the XNAT route.
+#[tokio::test]
+async fn nobody_grants_themselves_a_membership() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.post("/api/v1/projects", &owner, json!({"id": "P", "name": "P"})).await.expect(201);
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "plain"})).await.expect(201);
+    let attempts: Vec<(&str, Method, &str, Option<Value>)> = vec![
+        ("manager", Method::PUT, "/data/projects/P/users/owner/manager", None),
+        ("manager", Method::PUT, "/api/v1/projects/P/members/manager", Some(json!({"level": "owner"}))),
+        ("manager", Method::PUT, "/api/v1/users/manager/groups/P_owner", None),
+        ("manager", Method::PUT, "/xapi/users/manager/groups/P_member", None),
+        ("manager", Method::PUT, "/api/v1/users/me/groups", Some(json!(["P_owner"]))),
+        ("manager", Method::PUT, "/xapi/users/manager/groups/plain", None),
+        ("admin", Method::PUT, "/data/projects/P/users/member/admin", None),
+        ("admin", Method::PUT, "/api/v1/projects/P/members/admin", Some(json!({"level": "collaborator"}))),
+        ("admin", Method::PUT, "/api/v1/users/admin/groups/plain", None),
+    ];
+    let mut failures = Vec::new();
+    for (who, m, path, body) in attempts {
+        let token = if who == "admin" { app.admin_token.clone() } else { manager.clone() };
+        let r = app.send(m.clone(), path, &Auth::Bearer(token), body).await;
+        let ok = match r.status.as_u16() {
+            403 => true,
+            // Bulk routes answer per group.
+            202 => r.json()["results"][0]["ok"] == false,
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("{who} {m} {path} -> {} {}", r.status, r.text.chars().take(120).collect::<String>()));
+        }
+    }
+    assert!(failures.is_empty(), "self-granted memberships:\n{}", failures.join("\n"));
+    assert_eq!(level_of(&app, "manager", "P").await, None);
+    assert_eq!(level_of(&app, "admin", "P").await, None);
+    assert_eq!(app.count("SELECT count(*) FROM user_groups WHERE group_name = 'plain'").await, 0);
+    // Lowering oneself is fine while another owner remains; the last owner stays.
+    app.put("/api/v1/projects/P/members/manager", &app.admin_token, json!({"level": "owner"})).await.expect(200);
+    app.put("/api/v1/projects/P/members/owner", &owner, json!({"level": "member"})).await.expect(200);
+    let r = app.put("/api/v1/projects/P/members/manager", &manager, json!({"level": "member"})).await.expect(409);
+    assert_eq!(r.code(), "last_owner");
+}
+
+/// Finding 7: deleting the only owner of a project is refused like removing
+/// them (409 `last_owner`); on `facfb9a` it left the project ownerless.
+#[tokio::test]
+async fn the_only_owner_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.post("/api/v1/projects", &owner, json!({"id": "P", "name": "P"})).await.expect(201);
+    let r = app.delete("/api/v1/users/owner", &app.admin_token).await;
+    assert_eq!(r.status, 409, "deleting the only owner: {}", r.text);
+    assert_eq!(r.code(), "last_owner");
+    assert_eq!(level_of(&app, "owner", "P").await.as_deref(), Some("owner"));
+    app.create_user("heir", json!({})).await;
+    app.put("/api/v1/projects/P/members/heir", &owner, json!({"level": "owner"})).await.expect(200);
+    app.delete("/api/v1/users/owner", &app.admin_token).await.expect(200);
+}
+
+/// Finding 7: one rule for self-destructive actions: nobody disables or
+/// deletes their own account through the management routes. On `facfb9a`
+/// an administrator could delete (but not disable) itself.
+#[tokio::test]
+async fn nobody_deletes_their_own_account() {
+    let app = spawn_app().await;
+    app.create_user("second", json!({"admin": true})).await;
+    app.patch("/api/v1/users/admin", &app.admin_token, json!({"enabled": false})).await.expect(403);
+    let r = app.delete("/api/v1/users/admin", &app.admin_token).await;
+    assert_eq!(r.status, 403, "an administrator deleted itself: {}", r.text);
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.delete("/api/v1/users/me", &manager).await.expect(403);
+    assert_eq!(app.count("SELECT count(*) FROM users WHERE username IN ('admin', 'manager')").await, 2);
+}
