@@ -31,6 +31,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub rate_limits: RateLimitSettings,
     pub oidc: OidcSettings,
+    pub directory: DirectorySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,25 @@ impl OidcProvider {
         }
         std::env::var(&self.client_secret_env).ok().filter(|s| !s.is_empty())
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DirectorySettings {
+    pub visibility: Visibility,
+}
+
+/// Whom an ordinary user sees in directory listings (XNAT's `/data/users`)
+/// and whose email they see anywhere. USER_MANAGEMENT sees everyone with
+/// emails; everyone sees their own email.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// People who share a project with the caller; names, no emails.
+    SharedProjects,
+    /// Every enabled user; names, no emails.
+    All,
+    /// Every enabled user with their email (XNAT's own behaviour).
+    AllWithEmail,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

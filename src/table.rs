@@ -69,7 +69,7 @@ impl Table {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(&self.columns).map_err(ApiError::internal)?;
         for row in &self.rows {
-            w.write_record(row).map_err(ApiError::internal)?;
+            w.write_record(row.iter().map(|cell| csv_cell(cell).into_owned())).map_err(ApiError::internal)?;
         }
         let bytes = w.into_inner().map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
         String::from_utf8(bytes).map_err(ApiError::internal)
@@ -147,9 +147,23 @@ impl Table {
     }
 }
 
-/// XML 1.0 cannot carry most control characters, even escaped: drop them.
+/// A cell a spreadsheet would run as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) is prefixed with `'`, as OWASP
+/// recommends for CSV exports; any other cell is unchanged.
+pub fn csv_cell(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{v}"))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
+}
+
+/// XML 1.0 cannot carry most control characters or the non-characters
+/// U+FFFE and U+FFFF, even escaped: drop them.
 fn xml_safe(v: &str) -> String {
-    v.chars().filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')).collect()
+    v.chars()
+        .filter(|c| (!c.is_control() || matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+        .collect()
 }
 
 #[cfg(test)]

@@ -158,10 +158,12 @@ pub async fn delete(
 /// Members with their level. Its members or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path)),
     responses((status = 200, body = MemberList)))]
-pub async fn members(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn members(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
-    Ok(HttpResponse::Ok().json(MemberList { items: projects::members(&mut conn, &p.id).await? }))
+    let mut items = projects::members(&mut conn, &p.id).await?;
+    projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
+    Ok(HttpResponse::Ok().json(MemberList { items }))
 }
 
 /// Adds a user at a level or changes their level (one level per project).

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod directory;
 pub mod limits;
 pub mod oidc;
 pub mod password;

@@ -23,6 +23,8 @@ pub struct Project {
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Member {
+    #[serde(skip)]
+    pub user_id: Uuid,
     pub username: String,
     pub email: String,
     pub first_name: String,
@@ -187,7 +189,7 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, ApiError> {
 
 pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Member>, ApiError> {
     Ok(sqlx::query_as::<_, Member>(
-        "SELECT u.username, u.email, u.first_name, u.last_name, u.enabled, g.level
+        "SELECT u.id AS user_id, u.username, u.email, u.first_name, u.last_name, u.enabled, g.level
          FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN users u ON u.id = ug.user_id
          WHERE ug.project_id = $1
          ORDER BY array_position(ARRAY['owner','member','collaborator'], g.level), lower(u.username)",
@@ -195,6 +197,19 @@ pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Membe
     .bind(project)
     .fetch_all(conn)
     .await?)
+}
+
+/// Blanks the emails `caller` may not see (`directory.visibility`).
+pub fn hide_emails(
+    members: &mut [Member],
+    visibility: crate::config::Visibility,
+    caller: &crate::auth::principal::Principal,
+) {
+    for m in members {
+        if !crate::auth::directory::sees_email(visibility, caller, m.user_id) {
+            m.email.clear();
+        }
+    }
 }
 
 /// The projects a user may read, with their level.

@@ -766,6 +766,20 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> 
     Ok(qb.build_query_as::<User>().fetch_all(pool).await?)
 }
 
+/// Enabled users who share a project with `user`, and `user`, by name.
+pub async fn sharing_projects_with(pool: &PgPool, user: Uuid) -> Result<Vec<User>, ApiError> {
+    Ok(sqlx::query_as::<_, User>(&format!(
+        "SELECT {USER_COLUMNS} FROM users u
+         WHERE u.enabled AND (u.id = $1 OR EXISTS (
+             SELECT 1 FROM user_groups mine JOIN user_groups theirs ON theirs.project_id = mine.project_id
+             WHERE mine.user_id = $1 AND theirs.user_id = u.id AND mine.project_id IS NOT NULL))
+         ORDER BY lower(u.username), u.id"
+    ))
+    .bind(user)
+    .fetch_all(pool)
+    .await?)
+}
+
 pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, ApiError> {
     Ok(sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)").fetch_all(pool).await?)
 }

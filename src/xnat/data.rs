@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::api::projects::{answer_par, project_par_table, user_par_table};
 use crate::audit::Audit;
+use crate::auth::directory;
 use crate::auth::principal::Caller;
 use crate::domain::{Email, Level, Permission};
 use crate::error::{ApiError, ApiResult};
@@ -43,15 +44,23 @@ fn result_set(t: &Table) -> Value {
 }
 
 /// `GET /data/users`: `xdat_user_id, login, firstname, lastname, email` of
-/// every enabled user (XNAT shows them to any user, to share projects).
-/// Authenticated.
+/// the enabled users the caller may see (`directory.visibility`: by default
+/// the people they share a project with, emails only to USER_MANAGEMENT
+/// and of oneself). Authenticated.
 #[utoipa::path(get, path = "/data/users", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
-pub async fn data_users(_caller: Caller, state: web::Data<AppState>, q: Params) -> ApiResult<HttpResponse> {
+pub async fn data_users(caller: Caller, state: web::Data<AppState>, q: Params) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
-    let filter = users::ListFilter { enabled: Some(true), limit: i64::MAX, ..Default::default() };
+    let visibility = state.settings.directory.visibility;
+    let list = if directory::sees_everyone(visibility, &caller.0) {
+        let filter = users::ListFilter { enabled: Some(true), limit: i64::MAX, ..Default::default() };
+        users::list(&state.pool, &filter).await?
+    } else {
+        users::sharing_projects_with(&state.pool, caller.0.user_id).await?
+    };
     let mut t = Table::new("Users", &["xdat_user_id", "login", "firstname", "lastname", "email"]);
-    for u in users::list(&state.pool, &filter).await? {
-        t.push(vec![u.xdat_user_id.to_string(), u.username, u.first_name, u.last_name, u.email]);
+    for u in list {
+        let email = if directory::sees_email(visibility, &caller.0, u.id) { u.email } else { String::new() };
+        t.push(vec![u.xdat_user_id.to_string(), u.username, u.first_name, u.last_name, email]);
     }
     select_columns(t, &q).respond(format, result_set)
 }
@@ -105,7 +114,7 @@ fn display_name(level: &str) -> &'static str {
 #[utoipa::path(get, path = "/data/projects/{project}/users", tag = "xnat", params(("project" = String, Path)),
     responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
 pub async fn project_users(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: Params,
@@ -125,7 +134,9 @@ pub async fn project_users(
     .await?
     .into_iter()
     .collect();
-    for m in projects::members(&mut conn, &p.id).await? {
+    let mut members = projects::members(&mut conn, &p.id).await?;
+    projects::hide_emails(&mut members, state.settings.directory.visibility, &caller.0);
+    for m in members {
         let id = ids.get(&m.username).map(|i| i.to_string()).unwrap_or_default();
         t.push(vec![
             Level::parse(&m.level)?.group(&p.id),

