@@ -45,20 +45,45 @@ impl fmt::Display for Username {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Email(String);
+/// An email address: the form to show (as given, NFC-normalised) and the
+/// one canonical key every comparison and uniqueness check uses (local part
+/// lower-cased by Unicode's full case mapping, domain in IDNA ASCII form).
+/// Never compared with PostgreSQL's `lower()`, which folds e.g. U+212A
+/// KELVIN SIGN to `k` and `İ` to `i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    display: String,
+    key: String,
+}
+
+impl Serialize for Email {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.display)
+    }
+}
 
 impl Email {
     /// A pragmatic check (one `@`, a non-empty local part, a dotted or
-    /// `localhost` domain, no spaces or control characters, at most 254 bytes).
+    /// `localhost` domain that IDNA accepts, no spaces, at most 254 bytes),
+    /// refusing invisible or compatibility characters: an address must read
+    /// as what it is (no zero-width, bidi-override, private-use or
+    /// unassigned characters; no character NFKC would change, such as
+    /// U+212A KELVIN SIGN or full-width letters).
     pub fn parse(raw: &str) -> Result<Email, ApiError> {
+        use unicode_normalization::UnicodeNormalization;
         let err = || ApiError::unprocessable("invalid_email", "email must be a valid address such as name@example.org");
         let raw = raw.trim();
-        if raw.len() < 3 || raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if raw.len() < 3 || raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || !visible(c)) {
             return Err(err());
         }
-        let (local, domain) = raw.split_once('@').ok_or_else(err)?;
+        // Each character must be itself under NFKC: that refuses
+        // compatibility forms (full-width letters, ligatures) and singletons
+        // such as U+212A KELVIN SIGN, which even NFC turns into `K`.
+        if raw.chars().any(|c| !std::iter::once(c).nfkc().eq(std::iter::once(c))) {
+            return Err(err());
+        }
+        let display: String = raw.nfc().collect();
+        let (local, domain) = display.split_once('@').ok_or_else(err)?;
         if local.is_empty()
             || local.len() > 64
             || domain.is_empty()
@@ -67,31 +92,73 @@ impl Email {
             || domain.ends_with('.')
             || domain.contains("..")
             || !(domain.contains('.') || domain.eq_ignore_ascii_case("localhost"))
-            || raw.contains(['<', '>', '"', ',', ';', '\\'])
+            || display.contains(['<', '>', '"', ',', ';', '\\'])
         {
             return Err(err());
         }
-        Ok(Email(raw.to_string()))
+        let ascii_domain = idna::domain_to_ascii(domain).map_err(|_| err())?;
+        if ascii_domain.is_empty() || ascii_domain.len() > 253 {
+            return Err(err());
+        }
+        let key = format!("{}@{}", local.to_lowercase().nfc().collect::<String>(), ascii_domain.to_ascii_lowercase());
+        Ok(Email { display, key })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.display
     }
+
+    /// The canonical form: equal keys are the same address.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The key of a username or email as typed at a login or lookup: usernames
+/// are ASCII, so an ASCII name folds by ASCII rules; anything else is looked
+/// up as an email (`Email::key`) or not at all.
+pub fn login_key(raw: &str) -> String {
+    match Email::parse(raw) {
+        Ok(e) if raw.contains('@') => e.key,
+        _ if raw.is_ascii() => raw.to_ascii_lowercase(),
+        _ => {
+            use unicode_normalization::UnicodeNormalization;
+            raw.to_lowercase().nfc().collect()
+        }
+    }
+}
+
+/// Whether `c` may appear in a name or an address: no control, format
+/// (zero-width, bidi overrides), surrogate, private-use or unassigned
+/// (including the non-characters U+FFFE and U+FFFF) code point, and no line
+/// or paragraph separator.
+pub fn visible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    !matches!(
+        c.general_category(),
+        G::Control
+            | G::Format
+            | G::Surrogate
+            | G::PrivateUse
+            | G::Unassigned
+            | G::LineSeparator
+            | G::ParagraphSeparator
+    )
 }
 
 impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.display)
     }
 }
 
 /// A person's name part: at most 128 characters, no control characters.
 pub fn parse_name(field: &'static str, raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.trim();
-    if trimmed.chars().count() > 128 || trimmed.chars().any(|c| c.is_control()) {
+    if trimmed.chars().count() > 128 || trimmed.chars().any(|c| !visible(c)) {
         return Err(ApiError::unprocessable(
             "invalid_name",
-            format!("{field} must be at most 128 characters with no control characters"),
+            format!("{field} must be at most 128 characters with no control, invisible or unassigned characters"),
         ));
     }
     Ok(trimmed.to_string())
@@ -177,7 +244,7 @@ pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
 /// characters other than newlines and tabs.
 pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
     let t = raw.trim();
-    if t.chars().count() > max || t.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+    if t.chars().count() > max || t.chars().any(|c| !visible(c) && !matches!(c, '\n' | '\t' | '\r')) {
         return Err(ApiError::unprocessable(
             "invalid_text",
             format!("{field} must be at most {max} characters with no control characters"),
@@ -250,5 +317,21 @@ mod tests {
         for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "<a@b.c>"] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
+        // Invisible, compatibility and non-characters.
+        for bad in [
+            "\u{212A}im@kit.example",
+            "k\u{200B}im@kit.example",
+            "kim@kit.exam\u{202E}ple",
+            "ｋim@kit.example",
+            "kim\u{FFFF}@kit.example",
+            "kim@kit\u{E000}.example",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        // One key per address; PostgreSQL's lower() collisions stay apart.
+        assert_eq!(Email::parse("Kim@KIT.Example").unwrap().key(), "kim@kit.example");
+        assert_ne!(Email::parse("\u{130}x@kit.example").unwrap().key(), Email::parse("ix@kit.example").unwrap().key());
+        assert_eq!(Email::parse("a@bücher.example").unwrap().key(), "a@xn--bcher-kva.example");
+        assert_eq!(Email::parse("Kim@KIT.Example").unwrap().as_str(), "Kim@KIT.Example");
     }
 }

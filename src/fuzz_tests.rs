@@ -62,7 +62,12 @@ proptest! {
         let mut rd = csv::Reader::from_reader(csv_text.as_bytes());
         let row = rd.records().next().expect("row").expect("valid csv");
         let back: Vec<String> = row.iter().map(String::from).collect();
-        prop_assert_eq!(back, cells);
+        // Every cell comes back, with a `'` before what a spreadsheet would run.
+        let expected: Vec<String> = cells.iter().map(|c| crate::table::csv_cell(c).into_owned()).collect();
+        prop_assert_eq!(back, expected);
+        for cell in row.iter() {
+            prop_assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "formula cell {:?}", cell);
+        }
         let xml = t.xml().expect("xml");
         let mut reader = quick_xml::Reader::from_str(&xml);
         loop {

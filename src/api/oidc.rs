@@ -266,7 +266,12 @@ async fn resolve_account(
         return Ok(user);
     }
     let existing = match &id.email {
-        Some(email) => users::by_email(&mut tx, email).await?,
+        // An address this server would refuse (invisible or compatibility
+        // characters) names nobody here.
+        Some(email) => match Email::parse(email) {
+            Ok(email) => users::by_email(&mut tx, &email).await?,
+            Err(_) => None,
+        },
         None => None,
     };
     if let Some(user) = existing {

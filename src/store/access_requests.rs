@@ -99,21 +99,21 @@ pub async fn invite(
     inviter: Uuid,
 ) -> Result<AccessRequest, ApiError> {
     let p = projects::get(conn, project, true).await?;
-    let (user_id, email) = match invitee {
+    let (user_id, email, email_key) = match invitee {
         Invitee::Username(name) => {
             let u = users::get(conn, &name, false).await?;
             if !u.enabled {
                 return Err(ApiError::conflict("user_disabled", format!("user '{}' is disabled", u.username)));
             }
-            (Some(u.id), None)
+            (Some(u.id), None, None)
         }
         Invitee::Email(email) => {
             let verified: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND verified AND enabled")
-                    .bind(email.as_str())
+                sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1 AND verified AND enabled")
+                    .bind(email.key())
                     .fetch_optional(&mut *conn)
                     .await?;
-            (verified, Some(email.as_str().to_string()))
+            (verified, Some(email.as_str().to_string()), Some(email.key().to_string()))
         }
     };
     if let Some(uid) = user_id {
@@ -122,14 +122,15 @@ pub async fn invite(
         }
     }
     let par_id: i64 = sqlx::query_scalar(
-        "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by)
-         VALUES ($1, $2, 'invitation', $3, $4, $5) RETURNING par_id",
+        "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by, email_key)
+         VALUES ($1, $2, 'invitation', $3, $4, $5, $6) RETURNING par_id",
     )
     .bind(&p.id)
     .bind(level.as_str())
     .bind(user_id)
     .bind(&email)
     .bind(inviter)
+    .bind(&email_key)
     .fetch_one(&mut *conn)
     .await
     .map_err(duplicate)?;
@@ -252,21 +253,22 @@ pub async fn answer(
 }
 
 /// Gives a user the pending email invitations addressed to their (verified)
-/// email. Called whenever a user ends up enabled with a verified email.
+/// email (`email_key`: `Email::key`). Called whenever a user ends up enabled
+/// with a verified email.
 pub async fn attach_email_invitations(
     conn: &mut PgConnection,
     audit: &Audit,
     user_id: Uuid,
-    email: &str,
+    email_key: &str,
 ) -> Result<u64, ApiError> {
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE access_requests r SET user_id = $1
-         WHERE r.user_id IS NULL AND r.status = 'pending' AND lower(r.email) = lower($2)
+         WHERE r.user_id IS NULL AND r.status = 'pending' AND r.email_key = $2
            AND NOT EXISTS (SELECT 1 FROM access_requests o WHERE o.project_id = r.project_id AND o.user_id = $1 AND o.status = 'pending')
          RETURNING r.par_id",
     )
     .bind(user_id)
-    .bind(email)
+    .bind(email_key)
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {

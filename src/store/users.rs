@@ -24,6 +24,8 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub email: String,
+    /// `domain::Email::key` of `email`: what comparisons use.
+    pub email_key: String,
     pub first_name: String,
     pub last_name: String,
     pub enabled: bool,
@@ -96,7 +98,8 @@ impl From<User> for UserView {
     }
 }
 
-pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.first_name, u.last_name, u.enabled, u.verified,
+pub const USER_COLUMNS: &str =
+    "u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, u.verified,
     ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
     (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts,
     u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified,
@@ -116,27 +119,35 @@ pub fn unique_violation(err: sqlx::Error) -> ApiError {
     })
 }
 
-pub async fn by_email(conn: &mut PgConnection, email: &str) -> Result<Option<User>, ApiError> {
-    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.email) = lower($1)"))
-        .bind(email)
+pub async fn by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, ApiError> {
+    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"))
+        .bind(email.key())
         .fetch_optional(conn)
         .await?)
 }
 
+/// The folded form of a username for lookups: usernames are ASCII, so any
+/// other input names nobody (PostgreSQL's `lower()` would fold `İ` to `i`).
+fn name_key(username: &str) -> Option<String> {
+    username.is_ascii().then(|| username.to_ascii_lowercase())
+}
+
 pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, ApiError> {
-    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)"))
-        .bind(username)
+    let Some(key) = name_key(username) else { return Ok(None) };
+    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1"))
+        .bind(key)
         .fetch_optional(conn)
         .await?)
 }
 
 /// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
 pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, ApiError> {
+    let Some(key) = name_key(username) else { return Err(not_found(username)) };
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1){}",
+        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    sqlx::query_as::<_, User>(&sql).bind(username).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
+    sqlx::query_as::<_, User>(&sql).bind(key).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
 }
 
 /// Whether the user named `username` (case-insensitive) holds Administrator;
@@ -144,9 +155,9 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
 pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, ApiError> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
-                        WHERE lower(u.username) = lower($1) AND r.role = $2)",
+                        WHERE lower(u.username) = $1 AND r.role = $2)",
     )
-    .bind(username)
+    .bind(name_key(username))
     .bind(ADMIN_ROLE)
     .fetch_one(pool)
     .await?)
@@ -183,8 +194,9 @@ pub struct NewUser {
 pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, ApiError> {
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END)",
+        "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated,
+                            email_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END, $9)",
     )
     .bind(id)
     .bind(new.username.as_str())
@@ -194,6 +206,7 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
     .bind(new.enabled)
     .bind(new.verified)
     .bind(&new.password_hash)
+    .bind(new.email.key())
     .execute(&mut *conn)
     .await
     .map_err(unique_violation)?;
@@ -215,7 +228,7 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
     }
     audit::record(&mut *conn, audit, "user", &id.to_string(), "user.created", changes).await?;
     if new.verified && new.enabled {
-        crate::store::access_requests::attach_email_invitations(conn, audit, id, new.email.as_str()).await?;
+        crate::store::access_requests::attach_email_invitations(conn, audit, id, new.email.key()).await?;
     }
     get_by_id(conn, id).await
 }
@@ -289,11 +302,12 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         ensure_not_last_admin(conn, &before, "demote").await?;
     }
     let email = patch.email.as_ref().map(|e| e.as_str().to_string()).unwrap_or_else(|| before.email.clone());
+    let email_key = patch.email.as_ref().map(|e| e.key().to_string()).unwrap_or_else(|| before.email_key.clone());
     let first = patch.first_name.clone().unwrap_or_else(|| before.first_name.clone());
     let last = patch.last_name.clone().unwrap_or_else(|| before.last_name.clone());
     let enabled = patch.enabled.unwrap_or(before.enabled);
     // A changed email is no longer verified, unless the same request says so.
-    let email_changed = !email.eq_ignore_ascii_case(&before.email);
+    let email_changed = email_key != before.email_key;
     let verified = patch.verified.unwrap_or(if email_changed { false } else { before.verified });
     let mut changes = Changes::new()
         .field("email", before.email.as_str(), email.as_str())
@@ -304,7 +318,7 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
     if !changes.is_empty() {
         sqlx::query(
             "UPDATE users SET email = $2, first_name = $3, last_name = $4, enabled = $5, verified = $6,
-                    last_modified = now() WHERE id = $1",
+                    email_key = $7, last_modified = now() WHERE id = $1",
         )
         .bind(before.id)
         .bind(&email)
@@ -312,6 +326,7 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         .bind(&last)
         .bind(enabled)
         .bind(verified)
+        .bind(&email_key)
         .execute(&mut *conn)
         .await
         .map_err(unique_violation)?;
@@ -335,7 +350,7 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         crate::store::sessions::revoke_all(conn, audit, before.id, "user disabled").await?;
     }
     if verified && enabled && !(before.verified && before.enabled && !email_changed) {
-        crate::store::access_requests::attach_email_invitations(conn, audit, before.id, &email).await?;
+        crate::store::access_requests::attach_email_invitations(conn, audit, before.id, &email_key).await?;
     }
     get_by_id(conn, before.id).await
 }
@@ -593,7 +608,7 @@ pub async fn check_login(
     let row = sqlx::query_as::<_, LoginRow>(
         "WITH target AS (
              SELECT id, username, enabled, password_hash FROM users
-             WHERE lower(username) = lower($1) OR lower(email) = lower($1) LIMIT 1
+             WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
          ), reserved AS (
              UPDATE users u SET
                 failed_login_attempts = CASE WHEN u.locked_until IS NOT NULL AND u.locked_until <= now() THEN 1
@@ -613,7 +628,7 @@ pub async fn check_login(
                 (SELECT failed_login_attempts FROM reserved) AS reserved
          FROM target t, no_flush",
     )
-    .bind(login)
+    .bind(crate::domain::login_key(login))
     .bind(max)
     .fetch_optional(&state.pool)
     .await?;
@@ -628,11 +643,12 @@ pub async fn check_login(
     let Some(row) = row else {
         // An unknown name is counted and locked like an account, so the
         // answers (401, then 429) do not tell which names exist.
-        return match unknown_attempt(&state.pool, login, max).await? {
-            None => Err(locked(unknown_locked_until(&state.pool, login).await?)),
+        let key = crate::domain::login_key(login);
+        return match unknown_attempt(&state.pool, &key, max).await? {
+            None => Err(locked(unknown_locked_until(&state.pool, &key).await?)),
             Some(_) => {
                 let _ = state.hasher.verify(password, None).await?;
-                lock_unknown(&state.pool, login, max, lockout).await?;
+                lock_unknown(&state.pool, &key, max, lockout).await?;
                 Err(invalid())
             }
         };
@@ -691,7 +707,7 @@ async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
             .await?;
     }
     Ok(sqlx::query_scalar(
-        "INSERT INTO unknown_login_attempts AS t (login, failed) VALUES (lower($1), 1)
+        "INSERT INTO unknown_login_attempts AS t (login, failed) VALUES ($1, 1)
          ON CONFLICT (login) DO UPDATE SET
              failed = CASE WHEN t.locked_until IS NOT NULL AND t.locked_until <= now() THEN 1
                            ELSE t.failed + 1 END,
@@ -709,7 +725,7 @@ async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
 }
 
 async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    Ok(sqlx::query_scalar("SELECT locked_until FROM unknown_login_attempts WHERE login = lower($1)")
+    Ok(sqlx::query_scalar("SELECT locked_until FROM unknown_login_attempts WHERE login = $1")
         .bind(login)
         .fetch_optional(pool)
         .await?
@@ -719,7 +735,7 @@ async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateT
 async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Result<(), ApiError> {
     sqlx::query(
         "UPDATE unknown_login_attempts SET locked_until = now() + make_interval(secs => $3)
-         WHERE login = lower($1) AND failed >= $2 AND locked_until IS NULL",
+         WHERE login = $1 AND failed >= $2 AND locked_until IS NULL",
     )
     .bind(login)
     .bind(max)

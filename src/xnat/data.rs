@@ -186,11 +186,10 @@ async fn resolve_target(conn: &mut sqlx::PgConnection, raw: &str) -> ApiResult<T
         // Only a verified address names an account; any other becomes an
         // invitation that waits for an account to verify it.
         let email = Email::parse(raw)?;
-        let name: Option<String> =
-            sqlx::query_scalar("SELECT username FROM users WHERE lower(email) = lower($1) AND verified")
-                .bind(email.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
+        let name: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE email_key = $1 AND verified")
+            .bind(email.key())
+            .fetch_optional(&mut *conn)
+            .await?;
         return Ok(match name {
             Some(n) => Target::Login(n),
             None => Target::Email(email),

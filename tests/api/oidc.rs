@@ -518,3 +518,16 @@ async fn linking_needs_a_recent_login() {
     assert_eq!(body["error"]["code"], "reauthentication_required");
     assert_eq!(env.app.count("SELECT count(*) FROM oidc_states").await, 0);
 }
+
+/// Finding 8: a provider asserting a look-alike of an existing address
+/// (U+212A KELVIN SIGN for `K`) is not that address. On `facfb9a` it logged
+/// in as the existing `kim@kit.example`.
+#[tokio::test]
+async fn a_lookalike_email_is_not_the_address() {
+    let env = setup(|_| {}).await;
+    env.app.create_user("kim", json!({"email": "kim@kit.example", "verified": true})).await;
+    env.idp.account(json!({"sub": "kelvin", "email": "\u{212A}im@kit.example", "email_verified": true})).await;
+    let r = env.login("kelvin", "", None).await;
+    assert_ne!(r.status, 200, "the look-alike logged in: {}", r.text);
+    assert_eq!(env.app.count("SELECT count(*) FROM oidc_identities").await, 0);
+}

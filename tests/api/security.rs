@@ -624,3 +624,50 @@ async fn csv_cells_are_never_formulas() {
     assert_eq!(&row[2], format!("'{evil}"), "a formula cell: {csv_text}");
     assert_eq!(&row[3], "'+1-2");
 }
+
+/// Finding 8: one canonical email form, compared by the server and never by
+/// PostgreSQL's `lower()`. On `facfb9a` an account created as
+/// `\u{212A}ay@kit.example` (KELVIN SIGN) took `kay@kit.example`'s email
+/// invitation, and the real Kay could no longer register (409).
+#[tokio::test]
+async fn lookalike_emails_collide_with_nobody() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.post("/api/v1/projects", &owner, json!({"id": "KIT", "name": "KIT"})).await.expect(201);
+    app.post("/api/v1/projects/KIT/access-requests", &owner, json!({"email": "kay@kit.example", "level": "owner"}))
+        .await
+        .expect(201);
+    let mut refused = Vec::new();
+    for (name, email) in [
+        ("kelvin", "\u{212A}ay@kit.example"),
+        ("zwsp", "k\u{200B}ay@kit.example"),
+        ("bidi", "kay@kit.ex\u{202E}ample"),
+        ("fullwidth", "\u{FF4B}ay@kit.example"),
+        ("nonchar", "kay\u{FFFF}@kit.example"),
+    ] {
+        let body = json!({"username": name, "email": email, "password": PASSWORD, "verified": true});
+        let r = app.post("/api/v1/users", &app.admin_token, body).await;
+        refused.push((name, r.status.as_u16(), r.code()));
+    }
+    assert!(
+        refused.iter().all(|(_, status, code)| *status == 422 && code == "invalid_email"),
+        "look-alike addresses were accepted: {refused:?}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM access_requests WHERE user_id IS NOT NULL").await, 0);
+    // The real Kay registers and gets the invitation; case does not matter.
+    let kay = json!({"username": "kay", "email": "Kay@KIT.example", "password": PASSWORD, "verified": true});
+    app.post("/api/v1/users", &app.admin_token, kay).await.expect(201);
+    assert_eq!(app.count("SELECT count(*) FROM access_requests WHERE user_id IS NOT NULL").await, 1);
+    let dup = json!({"username": "kay2", "email": "kay@kit.EXAMPLE", "password": PASSWORD});
+    assert_eq!(app.post("/api/v1/users", &app.admin_token, dup).await.expect(409).code(), "email_taken");
+    // İ and i stay apart (PostgreSQL's lower() folds İ to i).
+    let dotted = json!({"username": "dotted", "email": "\u{130}x@kit.example", "password": PASSWORD});
+    app.post("/api/v1/users", &app.admin_token, dotted).await.expect(201);
+    let plain = json!({"username": "plain", "email": "ix@kit.example", "password": PASSWORD});
+    app.post("/api/v1/users", &app.admin_token, plain).await.expect(201);
+    // A name with U+FFFF would break the XML of every export: refused.
+    let r = app.patch("/api/v1/users/plain", &app.admin_token, json!({"first_name": "a\u{FFFF}b"})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    // Logins do not fold either: `\u{130}` is not `i`.
+    app.login_full("plaİn", PASSWORD).await.expect(401);
+}
