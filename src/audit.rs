@@ -124,6 +124,30 @@ pub fn push_insert(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec
     });
 }
 
+/// `push_insert` that writes its entries only when the SQL condition `cond`
+/// holds (e.g. `EXISTS (SELECT 1 FROM login)` in a statement whose earlier
+/// parts may have written nothing).
+pub fn push_insert_if(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>, cond: &str) {
+    qb.push(
+        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                 subject_type, subject_id, action, changes, request_id, client_ip)
+         SELECT * FROM (",
+    );
+    qb.push_values(entries, |mut row, e| {
+        row.push_bind(e.audit.actor_id)
+            .push_bind(e.audit.actor_username.clone())
+            .push_bind(e.audit.session_id)
+            .push_bind(e.audit.api_key_id)
+            .push_bind(e.subject_type.to_owned())
+            .push_bind(e.subject_id)
+            .push_bind(e.action.to_owned())
+            .push_bind(e.changes.into_value())
+            .push_bind(e.audit.request_id.clone())
+            .push_bind(e.audit.client_ip.clone());
+    });
+    qb.push(") AS entry WHERE ").push(cond.to_owned());
+}
+
 /// Appends one entry. Pass the request's transaction so the entry commits or
 /// rolls back with the change it describes.
 pub async fn record<'e, E>(

@@ -75,9 +75,12 @@ async fn insert<'e>(
         crate::store::users::push_login_update(&mut qb, ok);
         qb.push("), ");
     }
+    // With a login, every part below is written only if the login's own
+    // update matched (the password and "not before" it was checked against
+    // are still the user's): all of it or none of it.
     qb.push(
         "session AS (INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
-         VALUES (",
+         SELECT ",
     );
     qb.separated(", ")
         .push_bind(id)
@@ -87,11 +90,12 @@ async fn insert<'e>(
         .push_bind(audit.client_ip.clone())
         .push_bind(ua)
         .push_bind(tokens::sha256(&cookie));
-    qb.push(")), refresh AS (INSERT INTO refresh_tokens (token_hash, session_id) VALUES (")
+    if login.is_some() {
+        qb.push(" FROM login");
+    }
+    qb.push(" RETURNING id), refresh AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT ")
         .push_bind(tokens::sha256(&refresh))
-        .push(", ")
-        .push_bind(id)
-        .push(")) ");
+        .push(", id FROM session), log AS (");
     let mut session_audit = audit.clone();
     session_audit.session_id = Some(id);
     let mut entries = vec![audit::Entry {
@@ -104,8 +108,10 @@ async fn insert<'e>(
     if let Some(ok) = login {
         entries.insert(0, ok.entry(audit));
     }
-    audit::push_insert(&mut qb, entries);
-    qb.build().execute(exec).await?;
+    audit::push_insert_if(&mut qb, entries, "EXISTS (SELECT 1 FROM session)");
+    qb.push(") SELECT count(*) FROM session");
+    let written: i64 = qb.build_query_scalar().fetch_one(exec).await?;
+    crate::store::users::ensure_written(written)?;
     Ok(NewSession { id, refresh_token: refresh, cookie_secret: cookie })
 }
 

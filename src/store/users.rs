@@ -518,6 +518,7 @@ struct LoginRow {
     username: String,
     enabled: bool,
     password_hash: Option<String>,
+    tokens_not_before: DateTime<Utc>,
     /// The attempt count after reserving this attempt; `None` when locked.
     reserved: Option<i32>,
 }
@@ -528,6 +529,18 @@ pub struct LoginOk {
     pub user_id: Uuid,
     pub username: String,
     rehashed: Option<String>,
+    /// What the password was checked against, and the user's "not before"
+    /// instant, as read when the attempt began: the login's writes happen
+    /// only if neither changed since (a password change or "log out
+    /// everywhere" racing the hash wins).
+    checked_hash: Option<String>,
+    not_before: DateTime<Utc>,
+}
+
+/// A login whose password changed (or whose sessions were all revoked)
+/// while it was being checked: refused like a wrong password.
+fn stale_login() -> ApiError {
+    ApiError::unauthorized("invalid username or password").with_code("invalid_credentials")
 }
 
 /// `check_login`, then its bookkeeping (one statement).
@@ -547,10 +560,22 @@ pub async fn verify_login(
 pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
     let mut qb = sqlx::QueryBuilder::new("WITH login AS (");
     push_login_update(&mut qb, ok);
-    qb.push(") ");
+    qb.push("), log AS (");
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
-    audit::push_insert(&mut qb, vec![ok.entry(&audit)]);
-    qb.build().execute(exec).await?;
+    audit::push_insert_if(&mut qb, vec![ok.entry(&audit)], "EXISTS (SELECT 1 FROM login)");
+    qb.push(") SELECT count(*) FROM login");
+    let written: i64 = qb.build_query_scalar().fetch_one(exec).await?;
+    if written == 0 {
+        return Err(stale_login());
+    }
+    Ok(())
+}
+
+/// Whether a login statement wrote its session (see `LoginOk`).
+pub(crate) fn ensure_written(written: i64) -> Result<(), ApiError> {
+    if written == 0 {
+        return Err(stale_login());
+    }
     Ok(())
 }
 
@@ -564,6 +589,10 @@ pub(crate) fn push_login_update(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>,
     .push_bind(ok.rehashed.clone())
     .push(", password_hash) WHERE id = ")
     .push_bind(ok.user_id)
+    .push(" AND password_hash IS NOT DISTINCT FROM ")
+    .push_bind(ok.checked_hash.clone())
+    .push(" AND tokens_not_before = ")
+    .push_bind(ok.not_before)
     .push(" RETURNING id");
 }
 
@@ -607,7 +636,7 @@ pub async fn check_login(
     // session, the failure's log entry), which flushes the WAL past it.
     let row = sqlx::query_as::<_, LoginRow>(
         "WITH target AS (
-             SELECT id, username, enabled, password_hash FROM users
+             SELECT id, username, enabled, password_hash, tokens_not_before FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
          ), reserved AS (
              UPDATE users u SET
@@ -624,7 +653,7 @@ pub async fn check_login(
          ), no_flush AS (
              SELECT set_config('synchronous_commit', 'off', true)
          )
-         SELECT t.id, t.username, t.enabled, t.password_hash,
+         SELECT t.id, t.username, t.enabled, t.password_hash, t.tokens_not_before,
                 (SELECT failed_login_attempts FROM reserved) AS reserved
          FROM target t, no_flush",
     )
@@ -666,7 +695,13 @@ pub async fn check_login(
             Verified::YesRehashed(h) => Some(h),
             _ => None,
         };
-        return Ok(LoginOk { user_id: row.id, username: row.username, rehashed });
+        return Ok(LoginOk {
+            user_id: row.id,
+            username: row.username,
+            rehashed,
+            checked_hash: row.password_hash,
+            not_before: row.tokens_not_before,
+        });
     }
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = state.pool.begin().await?;
