@@ -31,3 +31,10 @@ CREATE UNIQUE INDEX access_requests_open_email ON access_requests (project_id, e
 DROP INDEX access_requests_waiting_email;
 CREATE INDEX access_requests_waiting_email ON access_requests (email_key)
     WHERE status = 'pending' AND user_id IS NULL;
+
+-- Invitations expire, and any request can be withdrawn (by whoever made it,
+-- a project owner or a user manager).
+ALTER TABLE access_requests ADD COLUMN expires_at timestamptz;
+ALTER TABLE access_requests DROP CONSTRAINT access_requests_status_check;
+ALTER TABLE access_requests ADD CONSTRAINT access_requests_status_check
+    CHECK (status IN ('pending', 'accepted', 'declined', 'withdrawn', 'expired'));

@@ -234,8 +234,9 @@ pub async fn create_request(
     let level = Level::parse(&body.level)?;
     let mut tx = state.pool.begin().await?;
     let project = projects::get(&mut tx, &path, false).await?;
-    let owner = caller.0.has(Permission::UserManagement)
-        || projects::level_in(&mut *tx, caller.0.user_id, &project.id).await? == Some(Level::Owner);
+    let level_in = projects::level_in(&mut *tx, caller.0.user_id, &project.id).await?;
+    let owner = caller.0.has(Permission::UserManagement) || level_in == Some(Level::Owner);
+    let is_reader = level_in.is_some();
     let par = match (body.username, body.email) {
         (Some(_), Some(_)) => {
             return Err(ApiError::unprocessable("invalid_invitee", "give either username or email, not both"))
@@ -254,7 +255,34 @@ pub async fn create_request(
         }
     };
     tx.commit().await?;
+    let mut par = par;
+    // A private project's details are for its members: someone asking to
+    // join learns only what they asked for.
+    if !owner && !is_reader {
+        par.project_description.clear();
+        par.project_pi.clear();
+    }
     Ok(HttpResponse::Created().json(par))
+}
+
+/// Withdraws a pending request or invitation: whoever made it, an owner of
+/// the project or USER_MANAGEMENT (others get 404). Authenticated.
+#[utoipa::path(delete, path = "/api/v1/access-requests/{par_id}", tag = "access-requests",
+    params(("par_id" = i64, Path)), responses((status = 200, body = AccessRequest), (status = 404, body = crate::error::ErrorBody),
+    (status = 409, body = crate::error::ErrorBody)))]
+pub async fn withdraw(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let par_id: i64 =
+        path.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
+    let who = Answerer { user_id: caller.0.user_id, manages_users: caller.0.has(Permission::UserManagement) };
+    let mut tx = state.pool.begin().await?;
+    let par = pars::withdraw(&mut tx, &audit, par_id, &who).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(par))
 }
 
 pub const PROJECT_PAR_COLUMNS: [&str; 9] =
@@ -351,8 +379,8 @@ pub async fn mine(state: web::Data<AppState>, caller: Caller, q: web::Query<Form
 /// Parses `accept`/`decline`.
 pub fn parse_action(raw: &str) -> Result<bool, ApiError> {
     match raw.to_ascii_lowercase().as_str() {
-        "accept" | "approve" => Ok(true),
-        "decline" | "reject" => Ok(false),
+        "accept" => Ok(true),
+        "decline" => Ok(false),
         _ => Err(ApiError::unprocessable("invalid_action", "action must be accept or decline")),
     }
 }

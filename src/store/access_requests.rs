@@ -32,8 +32,10 @@ pub struct AccessRequest {
     pub created_by_firstname: Option<String>,
     pub created_by_lastname: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// `pending`, `accepted` or `declined`.
+    /// `pending`, `accepted`, `declined`, `withdrawn` or `expired`.
     pub status: String,
+    /// When an invitation stops being valid (`INVITATION_TTL_DAYS`).
+    pub expires_at: Option<DateTime<Utc>>,
     pub approved: Option<bool>,
     pub approval_date: Option<DateTime<Utc>>,
 }
@@ -43,7 +45,7 @@ const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.d
         u.first_name AS firstname, u.last_name AS lastname, c.username AS created_by,
         c.first_name AS created_by_firstname, c.last_name AS created_by_lastname, r.created_at, r.status,
         CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
-        r.decided_at AS approval_date
+        r.decided_at AS approval_date, r.expires_at
     FROM access_requests r JOIN projects p ON p.id = r.project_id
     LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by";
 
@@ -66,7 +68,8 @@ pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<Ac
 /// A user's open invitations.
 pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, ApiError> {
     Ok(sqlx::query_as::<_, AccessRequest>(&format!(
-        "{SELECT} WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation' ORDER BY r.par_id"
+        "{SELECT} WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation'
+           AND (r.expires_at IS NULL OR r.expires_at > now()) ORDER BY r.par_id"
     ))
     .bind(user)
     .fetch_all(conn)
@@ -87,6 +90,40 @@ fn duplicate(e: sqlx::Error) -> ApiError {
     })
 }
 
+/// How long an invitation can be accepted.
+pub const INVITATION_TTL_DAYS: i32 = 30;
+
+/// Marks the project's lapsed invitations `expired` (so they no longer
+/// block a new invitation to the same person).
+async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE access_requests SET status = 'expired', decided_at = now()
+         WHERE project_id = $1 AND status = 'pending' AND expires_at <= now()",
+    )
+    .bind(project)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the user who made an invitation may still grant it: enabled, and
+/// an owner of the project or holding USER_MANAGEMENT (or ADMIN).
+async fn inviter_may_grant(conn: &mut PgConnection, inviter: Option<Uuid>, project: &str) -> Result<bool, ApiError> {
+    let Some(inviter) = inviter else { return Ok(false) };
+    Ok(sqlx::query_scalar(
+        "SELECT u.enabled AND (
+             EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role
+                     WHERE ur.user_id = u.id AND r.permissions && ARRAY['ADMIN', 'USER_MANAGEMENT'])
+             OR EXISTS (SELECT 1 FROM user_groups ug WHERE ug.user_id = u.id AND ug.group_name = $2))
+         FROM users u WHERE u.id = $1",
+    )
+    .bind(inviter)
+    .bind(Level::Owner.group(project))
+    .fetch_optional(&mut *conn)
+    .await?
+    .unwrap_or(false))
+}
+
 /// An owner invites a person. An email that belongs to a user whose email is
 /// verified targets that user at once; otherwise the invitation waits for
 /// such an account.
@@ -99,6 +136,7 @@ pub async fn invite(
     inviter: Uuid,
 ) -> Result<AccessRequest, ApiError> {
     let p = projects::get(conn, project, true).await?;
+    expire(conn, &p.id).await?;
     let (user_id, email, email_key) = match invitee {
         Invitee::Username(name) => {
             let u = users::get(conn, &name, false).await?;
@@ -122,8 +160,8 @@ pub async fn invite(
         }
     }
     let par_id: i64 = sqlx::query_scalar(
-        "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by, email_key)
-         VALUES ($1, $2, 'invitation', $3, $4, $5, $6) RETURNING par_id",
+        "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by, email_key, expires_at)
+         VALUES ($1, $2, 'invitation', $3, $4, $5, $6, now() + make_interval(days => $7)) RETURNING par_id",
     )
     .bind(&p.id)
     .bind(level.as_str())
@@ -131,6 +169,7 @@ pub async fn invite(
     .bind(&email)
     .bind(inviter)
     .bind(&email_key)
+    .bind(INVITATION_TTL_DAYS)
     .fetch_one(&mut *conn)
     .await
     .map_err(duplicate)?;
@@ -151,6 +190,12 @@ pub async fn ask(
     level: Level,
     requester: Uuid,
 ) -> Result<AccessRequest, ApiError> {
+    if level == Level::Owner {
+        return Err(ApiError::unprocessable(
+            "invalid_level",
+            "a request to join may ask for member or collaborator; an owner invites other owners",
+        ));
+    }
     let p = projects::get(conn, project, true).await?;
     if projects::level_in(&mut *conn, requester, &p.id).await?.is_some() {
         return Err(ApiError::conflict("already_member", "you are already a member of this project"));
@@ -194,10 +239,13 @@ pub async fn answer(
         kind: String,
         user_id: Option<Uuid>,
         status: String,
+        created_by: Option<Uuid>,
+        expired: bool,
     }
     let not_found = || ApiError::not_found("access_request_not_found", format!("access request {par_id} not found"));
     let row = sqlx::query_as::<_, Row>(
-        "SELECT project_id, level, kind, user_id, status FROM access_requests WHERE par_id = $1 FOR UPDATE",
+        "SELECT project_id, level, kind, user_id, status, created_by, COALESCE(expires_at <= now(), false) AS expired
+         FROM access_requests WHERE par_id = $1 FOR UPDATE",
     )
     .bind(par_id)
     .fetch_optional(&mut *conn)
@@ -218,6 +266,17 @@ pub async fn answer(
         return Err(ApiError::conflict(
             "already_answered",
             format!("access request {par_id} was already {}", row.status),
+        ));
+    }
+    if row.expired {
+        return Err(ApiError::conflict("invitation_expired", format!("access request {par_id} has expired")));
+    }
+    // An invitation grants what its inviter could grant when it is
+    // accepted, not when it was sent.
+    if accept && row.kind == "invitation" && !inviter_may_grant(conn, row.created_by, &row.project_id).await? {
+        return Err(ApiError::conflict(
+            "invitation_void",
+            "whoever sent this invitation can no longer grant this access; ask a current owner",
         ));
     }
     if accept {
@@ -283,4 +342,47 @@ pub async fn attach_email_invitations(
         .await?;
     }
     Ok(ids.len() as u64)
+}
+
+/// Withdraws a pending request: whoever made it, an owner of the project or
+/// a USER_MANAGEMENT holder. Others are told it does not exist.
+pub async fn withdraw(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    par_id: i64,
+    who: &Answerer,
+) -> Result<AccessRequest, ApiError> {
+    let not_found = || ApiError::not_found("access_request_not_found", format!("access request {par_id} not found"));
+    let row: Option<(String, Option<Uuid>, String)> =
+        sqlx::query_as("SELECT project_id, created_by, status FROM access_requests WHERE par_id = $1 FOR UPDATE")
+            .bind(par_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (project, created_by, status) = row.ok_or_else(not_found)?;
+    let allowed = created_by == Some(who.user_id)
+        || who.manages_users
+        || projects::level_in(&mut *conn, who.user_id, &project).await? == Some(Level::Owner);
+    if !allowed {
+        return Err(not_found());
+    }
+    if status != "pending" {
+        return Err(ApiError::conflict("already_answered", format!("access request {par_id} was already {status}")));
+    }
+    sqlx::query(
+        "UPDATE access_requests SET status = 'withdrawn', decided_at = now(), decided_by = $2 WHERE par_id = $1",
+    )
+    .bind(par_id)
+    .bind(who.user_id)
+    .execute(&mut *conn)
+    .await?;
+    audit::record(
+        &mut *conn,
+        audit,
+        "access_request",
+        &par_id.to_string(),
+        "access_request.withdrawn",
+        Changes::new().field("status", "pending", "withdrawn"),
+    )
+    .await?;
+    get(conn, par_id).await
 }

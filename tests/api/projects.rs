@@ -199,7 +199,9 @@ async fn join_request_answered_by_owner() {
     app.put(&format!("/api/v1/access-requests/{id}"), &owner, json!({"action": "accept"})).await.expect(200);
     let members = app.get("/api/v1/projects/P1/members", &jo).await.expect(200).json();
     assert!(levels(&members).contains(&("jo".into(), "collaborator".into())));
-    app.post("/api/v1/projects/P1/access-requests", &jo, json!({"level": "owner"})).await.expect(409);
+    // A member asking again is refused (already a member); nobody asks for owner.
+    app.post("/api/v1/projects/P1/access-requests", &jo, json!({"level": "member"})).await.expect(409);
+    app.post("/api/v1/projects/P1/access-requests", &jo, json!({"level": "owner"})).await.expect(422);
 }
 
 #[tokio::test]

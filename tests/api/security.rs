@@ -713,3 +713,77 @@ async fn a_login_racing_a_password_reset_gets_no_session() {
     println!("login race: hash {hash:?}, {raced} of 6 logins with the old password answered 200");
     assert!(survived.is_empty(), "sessions from the old password outlived the reset in tries {survived:?}");
 }
+
+/// Finding 8: an invitation grants what its inviter can grant when it is
+/// accepted; it can be withdrawn and it expires. On `facfb9a` an owner
+/// invitation outlived its inviter's ownership and nobody could withdraw it.
+#[tokio::test]
+async fn invitations_do_not_outlive_their_inviter() {
+    let app = spawn_app().await;
+    let first = app.user("first").await;
+    let second = app.user("second").await;
+    let guest = app.user("guest").await;
+    app.create_user("other", json!({})).await;
+    app.post("/api/v1/projects", &first, json!({"id": "INV", "name": "Inv"})).await.expect(201);
+    app.put("/api/v1/projects/INV/members/second", &first, json!({"level": "owner"})).await.expect(200);
+    let par = app
+        .post("/api/v1/projects/INV/access-requests", &second, json!({"username": "guest", "level": "owner"}))
+        .await
+        .expect(201)
+        .json()["par_id"]
+        .as_i64()
+        .expect("par_id");
+    // The inviter stops being an owner; the invitation can no longer grant ownership.
+    app.put("/api/v1/projects/INV/members/second", &first, json!({"level": "member"})).await.expect(200);
+    let r = app.put(&format!("/api/v1/access-requests/{par}"), &guest, json!({"action": "accept"})).await;
+    assert_eq!(r.status, 409, "a stale invitation made the guest owner: {}", r.text);
+    assert_eq!(r.code(), "invitation_void");
+    assert_eq!(level_of(&app, "guest", "INV").await, None);
+    // An owner (or the inviter) withdraws it; a stranger cannot even see it.
+    let other = app.login("other", PASSWORD).await;
+    app.delete(&format!("/api/v1/access-requests/{par}"), &other).await.expect(404);
+    let w = app.delete(&format!("/api/v1/access-requests/{par}"), &first).await.expect(200);
+    assert_eq!(w.json()["status"], "withdrawn");
+    app.put(&format!("/api/v1/access-requests/{par}"), &guest, json!({"action": "accept"})).await.expect(409);
+    // Invitations expire.
+    let par2 = app
+        .post("/api/v1/projects/INV/access-requests", &first, json!({"username": "guest", "level": "member"}))
+        .await
+        .expect(201)
+        .json();
+    assert!(par2["expires_at"].is_string());
+    let par2 = par2["par_id"].as_i64().expect("par_id");
+    sqlx::query("UPDATE access_requests SET expires_at = now() - interval '1 second' WHERE par_id = $1")
+        .bind(par2)
+        .execute(&app.pool)
+        .await
+        .expect("expire");
+    let r = app.put(&format!("/api/v1/access-requests/{par2}"), &guest, json!({"action": "accept"})).await.expect(409);
+    assert_eq!(r.code(), "invitation_expired");
+    assert_eq!(app.get("/api/v1/access-requests", &guest).await.expect(200).json()["items"], json!([]));
+    // A new invitation to the same person replaces the lapsed one.
+    app.post("/api/v1/projects/INV/access-requests", &first, json!({"username": "guest", "level": "member"}))
+        .await
+        .expect(201);
+    // Only accept and decline answer.
+    let r = app.put(&format!("/api/v1/access-requests/{par2}"), &guest, json!({"action": "approve"})).await;
+    assert_eq!(r.status, 422);
+}
+
+/// Finding 8: asking to join a private project reveals nothing about it,
+/// and nobody asks to be made owner. On `facfb9a` a non-member refused
+/// `GET /api/v1/projects/PA` read its description and PI in the 201 answer.
+#[tokio::test]
+async fn a_join_request_discloses_nothing() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let outsider = app.user("outsider").await;
+    let body = json!({"id": "PA", "name": "Private", "description": "secret cohort", "pi": "Dr Who"});
+    app.post("/api/v1/projects", &owner, body).await.expect(201);
+    app.get("/api/v1/projects/PA", &outsider).await.expect(403);
+    let r = app.post("/api/v1/projects/PA/access-requests", &outsider, json!({"level": "member"})).await.expect(201);
+    assert!(!r.text.contains("secret cohort") && !r.text.contains("Dr Who"), "{}", r.text);
+    let r =
+        app.post("/api/v1/projects/PA/access-requests", &app.user("climber").await, json!({"level": "owner"})).await;
+    assert_eq!(r.status, 422, "a join request asked for owner: {}", r.text);
+}
