@@ -10,6 +10,11 @@ use crate::error::ApiError;
 /// The reserved name that means "the caller" wherever a username is accepted.
 pub const ME: &str = "me";
 
+/// Words that XNAT routes use where a username may also stand
+/// (`/xapi/users/active/{u}` beside `/xapi/users/{u}/roles`, ...): no user
+/// may be called so, or a route would mean two things.
+pub const RESERVED_USERNAMES: [&str; 4] = ["active", "current", "profile", "profiles"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Username(String);
@@ -30,6 +35,12 @@ impl Username {
         }
         if raw.eq_ignore_ascii_case(ME) {
             return Err(ApiError::bad_request("reserved_username", "'me' is reserved and can't be used as a username"));
+        }
+        if RESERVED_USERNAMES.iter().any(|w| raw.eq_ignore_ascii_case(w)) || raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::bad_request(
+                "reserved_username",
+                format!("'{raw}' is reserved (a word of the XNAT routes, or all digits like an XNAT user id)"),
+            ));
         }
         Ok(Username(raw.to_string()))
     }
@@ -231,6 +242,15 @@ pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
     let ok = (1..=128).contains(&raw.len())
         && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let lower = raw.to_ascii_lowercase();
+    if ok && Level::ALL.iter().any(|l| lower.ends_with(&format!("_{}", l.as_str()))) {
+        // `{project}_owner` and its kind belong to projects: a plain group
+        // so named would block the project (or pose as its level group).
+        return Err(ApiError::unprocessable(
+            "reserved_group_name",
+            "names ending in _owner, _member or _collaborator are reserved for project groups",
+        ));
+    }
     if !ok {
         return Err(ApiError::unprocessable(
             "invalid_group_name",
@@ -304,7 +324,9 @@ mod tests {
         for ok in ["a", "alice", "Bob.Smith", "x_1-2", &"a".repeat(64)] {
             assert!(Username::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "me", "ME", "-a", ".a", "a b", "a/b", "é", &"a".repeat(65), "a\0"] {
+        for bad in
+            ["", "me", "ME", "-a", ".a", "a b", "a/b", "é", &"a".repeat(65), "a\0", "active", "Profiles", "4", "007"]
+        {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -27,25 +27,29 @@ pub fn init(format: LogFormat) {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Gives every request an id (a client-supplied `X-Request-Id` of up to 64
-/// safe characters is kept, otherwise a new UUID), logs the request in a span
-/// carrying that id, and echoes the id in the response header.
+/// Gives every request its own id (a new UUID: the key of the request's
+/// log lines and change-log entries, and of `request_id` in error bodies),
+/// logs the request in a span carrying that id, and sends it back as
+/// `X-Request-Id`. A client's own `X-Request-Id` (up to 64 of `A-Z a-z 0-9
+/// - _`) never replaces it: it is logged as `client_request_id` and echoed
+/// as `X-Client-Request-Id`, so a client cannot reuse another request's id.
 pub async fn request_id_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = req
+    let client_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map(str::to_string);
+    let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let _in_flight = req.app_data::<actix_web::web::Data<crate::startup::InFlight>>().map(|f| f.enter());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let span = tracing::info_span!("request", request_id = %id, client_request_id = client_id.as_deref().unwrap_or(""),
+        method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
     let result = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
     let _enter = span.enter();
@@ -55,6 +59,9 @@ pub async fn request_id_middleware(
             tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "served");
             if let Ok(v) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+            }
+            if let Some(v) = client_id.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+                res.headers_mut().insert(HeaderName::from_static("x-client-request-id"), v);
             }
             Ok(res)
         }

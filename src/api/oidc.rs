@@ -351,8 +351,9 @@ async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &E
         .skip_while(|c| !c.is_ascii_alphanumeric())
         .take(56)
         .collect();
-    if base.is_empty() || base.eq_ignore_ascii_case(crate::domain::ME) {
-        base = "user".into();
+    if Username::parse(&base).is_err() {
+        // Empty, reserved (`me`, an XNAT route word) or all digits.
+        base = if base.is_empty() { "user".into() } else { format!("user-{}", &base[..base.len().min(51)]) };
     }
     for n in 0..1000u32 {
         let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };

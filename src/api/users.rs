@@ -253,19 +253,22 @@ pub async fn update(
     body: web::Json<UpdateUser>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
-    let (user, _) = update_user(&state, &caller.0, &audit, &name, body.into_inner()).await?;
+    let (user, _) = update_user(&state, &caller.0, &audit, &name, body.into_inner(), None).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
 /// The update rules, shared by the native and XNAT APIs. Returns the user
 /// and whether anything changed. Privileged fields count only when their
-/// value would change (clients send whole objects back).
+/// value would change (clients send whole objects back). `reset_to` is a
+/// new password hash set by a manager (XNAT's `PUT /xapi/users/{u}` with a
+/// `password`), written in the same transaction after every check passed.
 pub async fn update_user(
     state: &AppState,
     caller: &Principal,
     audit: &Audit,
     name: &str,
     body: UpdateUser,
+    reset_to: Option<String>,
 ) -> ApiResult<(User, bool)> {
     let patch = Patch {
         email: body.email.as_deref().map(Email::parse).transpose()?,
@@ -290,8 +293,12 @@ pub async fn update_user(
     }
     require_admin_for(caller, &target)?;
     let user = users::update(&mut tx, audit, name, patch).await?;
+    let reset = reset_to.is_some();
+    if let Some(hash) = reset_to {
+        users::set_password(&mut tx, audit, &user, hash, None, "password.reset").await?;
+    }
     tx.commit().await?;
-    let changed = user.last_modified != target.last_modified;
+    let changed = reset || user.last_modified != target.last_modified;
     Ok((user, changed))
 }
 

@@ -173,6 +173,11 @@ enum Target {
 
 async fn resolve_target(conn: &mut sqlx::PgConnection, raw: &str) -> ApiResult<Target> {
     let raw = raw.trim();
+    // A username wins over an XNAT numeric id (new usernames cannot be all
+    // digits, but older ones may be).
+    if users::by_name(conn, raw).await?.is_some() {
+        return Ok(Target::Login(raw.to_string()));
+    }
     if let Ok(id) = raw.parse::<i32>() {
         let name: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE xdat_user_id = $1")
             .bind(id)
@@ -317,8 +322,9 @@ pub async fn answer(
         (false, true) => false,
         _ => return Err(ApiError::bad_request("invalid_action", "give ?accept or ?decline")),
     };
-    answer_par(&state, &caller, &audit, &path, accept).await?;
+    // Everything is checked before anything is written.
     let format = format_of(&q)?;
+    answer_par(&state, &caller, &audit, &path, accept).await?;
     let mut conn = state.pool.acquire().await?;
     let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
     user_par_table(&list).respond(format, result_set)

@@ -190,22 +190,22 @@ pub async fn update(
     if b.username.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(&target.username)) {
         return Err(ApiError::bad_request("username_immutable", "a username cannot be changed"));
     }
-    let mut changed_password = false;
-    if let Some(pw) = b.password {
-        if target.id == caller.0.user_id || !caller.0.has(Permission::UserManagement) {
-            return Err(ApiError::forbidden("change your own password through PUT /api/v1/users/me/password"));
+    // Every check comes before any write, and the password and the profile
+    // change commit together (or not at all).
+    let reset_to = match b.password {
+        Some(pw) => {
+            if target.id == caller.0.user_id || !caller.0.has(Permission::UserManagement) {
+                return Err(ApiError::forbidden("change your own password through PUT /api/v1/users/me/password"));
+            }
+            if target.admin() && !caller.0.is_admin() {
+                return Err(crate::auth::access::admin_target_refused());
+            }
+            use secrecy::ExposeSecret;
+            state.hasher.check_policy(pw.expose_secret(), &target.username, &target.email)?;
+            Some(state.hasher.hash(pw).await?)
         }
-        if target.admin() && !caller.0.is_admin() {
-            return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
-        }
-        use secrecy::ExposeSecret;
-        state.hasher.check_policy(pw.expose_secret(), &target.username, &target.email)?;
-        let hash = state.hasher.hash(pw).await?;
-        let mut tx = state.pool.begin().await?;
-        users::set_password(&mut tx, &audit, &target, hash, None, "password.reset").await?;
-        tx.commit().await?;
-        changed_password = true;
-    }
+        None => None,
+    };
     let patch = UpdateUser {
         email: b.email,
         first_name: b.first_name,
@@ -214,8 +214,8 @@ pub async fn update(
         verified: b.verified,
         admin: b.admin,
     };
-    let (user, changed) = update_user(&state, &caller.0, &audit, &target.username, patch).await?;
-    if !changed && !changed_password {
+    let (user, changed) = update_user(&state, &caller.0, &audit, &target.username, patch, reset_to).await?;
+    if !changed {
         return Ok(HttpResponse::NotModified().finish());
     }
     Ok(HttpResponse::Ok().json(XnatUser::from(user)))
@@ -299,7 +299,7 @@ async fn set_flag(
 ) -> ApiResult<HttpResponse> {
     let flag = super::parse_flag(&flag)?;
     let name = resolve_me(&caller.0, &username).to_string();
-    update_user(state, &caller.0, audit, &name, patch(flag)).await?;
+    update_user(state, &caller.0, audit, &name, patch(flag), None).await?;
     Ok(HttpResponse::Ok().json(flag))
 }
 

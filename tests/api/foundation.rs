@@ -24,7 +24,9 @@ async fn health_and_readiness() {
 async fn client_request_id_is_echoed() {
     let app = spawn_app().await;
     let r = app.client.get(app.url("/healthz")).header("X-Request-Id", "trace-abc_123").send().await.expect("send");
-    assert_eq!(r.headers()["x-request-id"], "trace-abc_123");
+    // Finding 8: the server's own id is the key; the client's is echoed apart.
+    assert_ne!(r.headers()["x-request-id"], "trace-abc_123");
+    assert_eq!(r.headers()["x-client-request-id"], "trace-abc_123");
     // A hostile one is replaced.
     let r =
         app.client.get(app.url("/healthz")).header("X-Request-Id", "bad id\twith spaces").send().await.expect("send");

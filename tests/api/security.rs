@@ -787,3 +787,104 @@ async fn a_join_request_discloses_nothing() {
         app.post("/api/v1/projects/PA/access-requests", &app.user("climber").await, json!({"level": "owner"})).await;
     assert_eq!(r.status, 422, "a join request asked for owner: {}", r.text);
 }
+
+/// Finding 8: usernames that XNAT routes could read two ways are refused
+/// (route words, all digits), and a username wins over an XNAT numeric id.
+/// On `facfb9a` a user named `4` was shadowed by the user whose XNAT id is 4,
+/// and a user named `active` turned `DELETE /xapi/users/active/roles` into
+/// "end the sessions of `roles`".
+#[tokio::test]
+async fn route_words_and_numbers_are_not_usernames() {
+    let app = spawn_app().await;
+    for name in ["active", "current", "profiles", "profile", "4", "007"] {
+        let body = json!({"username": name, "email": format!("u{name}@example.org"), "password": PASSWORD});
+        let r = app.post("/api/v1/users", &app.admin_token, body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "reserved_username".to_string()), "username {name}");
+    }
+    // An older account (made before the rule) whose name is another
+    // account's XNAT id is found by its name.
+    app.create_user("shadow", json!({})).await;
+    app.create_user("numbered", json!({})).await;
+    let id: i32 = sqlx::query_scalar("SELECT xdat_user_id FROM users WHERE username = 'numbered'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("id");
+    sqlx::query("UPDATE users SET username = $1 WHERE username = 'shadow'")
+        .bind(id.to_string())
+        .execute(&app.pool)
+        .await
+        .expect("legacy name");
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "NUM", "name": "Num"})).await.expect(201);
+    app.put(&format!("/data/projects/NUM/users/member/{id}"), &app.admin_token, json!(null)).await.expect(200);
+    assert_eq!(level_of(&app, "numbered", "NUM").await, None, "the XNAT id shadowed the username");
+    assert_eq!(level_of(&app, &id.to_string(), "NUM").await.as_deref(), Some("member"));
+}
+
+/// Finding 8: a request that is refused changes nothing. On `facfb9a`
+/// `PUT /data/pars/1?accept&format=bogus` answered 400 after accepting, and a
+/// UserManager's `PUT /xapi/users/alice {"password", "admin": true}`
+/// answered 403 after resetting the password.
+#[tokio::test]
+async fn a_refused_request_wrote_nothing() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    let alice = app.user("alice").await;
+    app.post("/api/v1/projects", &owner, json!({"id": "FMT", "name": "Fmt"})).await.expect(201);
+    let par = app
+        .post("/api/v1/projects/FMT/access-requests", &owner, json!({"username": "alice", "level": "member"}))
+        .await
+        .expect(201)
+        .json()["par_id"]
+        .as_i64()
+        .expect("par");
+    app.put(&format!("/data/pars/{par}?accept&format=bogus"), &alice, json!(null)).await.expect(400);
+    assert_eq!(level_of(&app, "alice", "FMT").await, None, "the refused request accepted the invitation");
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    let body = json!({"password": "a brand new long passphrase 9", "admin": true});
+    app.put("/xapi/users/alice", &manager, body).await.expect(403);
+    app.login("alice", PASSWORD).await;
+    assert_eq!(app.count("SELECT count(*) FROM change_log WHERE action = 'password.reset'").await, 0);
+    // And a manager's reset with a profile change is one commit.
+    let body = json!({"password": "a brand new long passphrase 9", "firstName": "Al"});
+    app.put("/xapi/users/alice", &manager, body).await.expect(200);
+    app.login("alice", "a brand new long passphrase 9").await;
+    let _ = alice;
+}
+
+/// Finding 8: the change log keys entries by the server's request id; a
+/// client's `X-Request-Id` cannot claim another request's entries.
+#[tokio::test]
+async fn client_request_ids_never_key_the_log() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/groups"))
+        .bearer_auth(&app.admin_token)
+        .header("X-Request-Id", "reused-id")
+        .json(&json!({"name": "logged"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 201);
+    let server_id = r.headers()["x-request-id"].to_str().expect("ascii").to_string();
+    assert_ne!(server_id, "reused-id");
+    assert_eq!(app.count("SELECT count(*) FROM change_log WHERE request_id = 'reused-id'").await, 0);
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM change_log WHERE request_id = $1")
+        .bind(&server_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("q");
+    assert_eq!(logged, 1);
+}
+
+/// Finding 8: a plain group cannot take a project's level-group name (on
+/// `facfb9a` a group `PZ_owner` blocked creating project `PZ`).
+#[tokio::test]
+async fn plain_groups_cannot_squat_project_groups() {
+    let app = spawn_app().await;
+    let r = app.post("/api/v1/groups", &app.admin_token, json!({"name": "PZ_owner"})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.code(), "reserved_group_name");
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "PZ", "name": "PZ"})).await.expect(201);
+}
