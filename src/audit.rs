@@ -37,8 +37,42 @@ impl Audit {
     }
 }
 
+/// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+#[derive(Debug, Default, Clone)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+/// The client's address: the peer, or, when the peer is a trusted proxy,
+/// the right-most address of `X-Forwarded-For` that is not a trusted proxy
+/// itself (the left part is whatever the client claimed).
 pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.ip().to_string())
+    let peer = req.peer_addr()?.ip();
+    let trusted = req.app_data::<actix_web::web::Data<TrustedProxies>>();
+    let nets = trusted.map(|t| t.0.as_slice()).unwrap_or(&[]);
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    Some(forwarded_client(peer, &forwarded, nets).to_string())
+}
+
+fn forwarded_client(peer: std::net::IpAddr, forwarded: &[&str], nets: &[ipnet::IpNet]) -> std::net::IpAddr {
+    let trusted = |ip: &std::net::IpAddr| nets.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // An unreadable hop: believe nothing further left.
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 impl FromRequest for Audit {
@@ -165,4 +199,22 @@ where
     push_insert(&mut qb, vec![Entry { audit, subject_type, subject_id: subject_id.to_string(), action, changes }]);
     qb.build().execute(exec).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer_proxy = "10.0.0.5".parse().unwrap();
+        let stranger = "203.0.113.9".parse().unwrap();
+        assert_eq!(forwarded_client(stranger, &["1.2.3.4"], &nets), stranger);
+        assert_eq!(forwarded_client(peer_proxy, &["1.2.3.4"], &nets).to_string(), "1.2.3.4");
+        // The client may prepend anything; the right-most untrusted hop counts.
+        assert_eq!(forwarded_client(peer_proxy, &["6.6.6.6", "1.2.3.4", "10.0.0.7"], &nets).to_string(), "1.2.3.4");
+        assert_eq!(forwarded_client(peer_proxy, &["junk", "10.0.0.7"], &nets).to_string(), "10.0.0.7");
+        assert_eq!(forwarded_client(peer_proxy, &[], &nets), peer_proxy);
+    }
 }

@@ -32,6 +32,9 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub oidc: OidcSettings,
     pub directory: DirectorySettings,
+    /// Addresses or networks (CIDR) of reverse proxies whose
+    /// `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,9 +204,19 @@ impl Settings {
     }
 
     /// Checks that need more than a type: ranges and relations between keys.
+    /// `trusted_proxies`, parsed (entries are checked by `validate`).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|e| parse_net(e)).collect()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad =
             |key: &str, value: &dyn std::fmt::Display, why: &str| Err(ConfigError(format!("{key} = {value}: {why}")));
+        for entry in &self.trusted_proxies {
+            if parse_net(entry).is_none() {
+                return bad("trusted_proxies", entry, "must be an IP address or a CIDR network such as 10.0.0.0/8");
+            }
+        }
         let p = &self.password;
         if p.min_length < 8 {
             return bad("password.min_length", &p.min_length, "must be at least 8");
@@ -380,4 +393,10 @@ fn known_keys() -> BTreeSet<String> {
         collect_keys(&value, "", &mut out);
     }
     out.into_iter().collect()
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (`10.0.0.1`).
+fn parse_net(raw: &str) -> Option<ipnet::IpNet> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>().ok().or_else(|| raw.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }

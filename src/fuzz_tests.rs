@@ -51,6 +51,8 @@ proptest! {
     #[test]
     fn valid_usernames_are_accepted(name in "[A-Za-z0-9][A-Za-z0-9._-]{0,63}") {
         prop_assume!(!name.eq_ignore_ascii_case("me"));
+        prop_assume!(!crate::domain::RESERVED_USERNAMES.iter().any(|w| name.eq_ignore_ascii_case(w)));
+        prop_assume!(!name.bytes().all(|b| b.is_ascii_digit()));
         prop_assert!(Username::parse(&name).is_ok());
     }
 

@@ -262,10 +262,12 @@ impl Application {
             std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let body_limit = settings.limits.body_bytes;
+        let proxies = web::Data::new(crate::audit::TrustedProxies(settings.trusted_proxy_nets()));
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(state.clone())
                 .app_data(in_flight_data.clone())
+                .app_data(proxies.clone())
                 .app_data(json_config(body_limit))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(

@@ -888,3 +888,44 @@ async fn plain_groups_cannot_squat_project_groups() {
     assert_eq!(r.code(), "reserved_group_name");
     app.post("/api/v1/projects", &app.admin_token, json!({"id": "PZ", "name": "PZ"})).await.expect(201);
 }
+
+async fn login_from(app: &TestApp, forwarded: &str) -> Resp {
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("X-Forwarded-For", forwarded)
+        .json(&json!({"username": "someone", "password": "a wrong but long passphrase"}))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let headers = r.headers().clone();
+    Resp { status, headers, text: r.text().await.expect("body") }
+}
+
+/// Finding 8: behind a trusted reverse proxy the rate limits count the real
+/// client (`trusted_proxies`), so one client cannot spend the whole site's
+/// login budget; from anyone else `X-Forwarded-For` is ignored. On
+/// `facfb9a` every client behind the proxy shared one budget.
+#[tokio::test]
+async fn rate_limits_see_the_client_behind_a_trusted_proxy() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.login_per_ip = 3;
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await; // the admin's login (no X-Forwarded-For) counted for 127.0.0.1
+    for _ in 0..3 {
+        login_from(&app, "198.51.100.7").await.expect(401);
+    }
+    assert_eq!(login_from(&app, "198.51.100.7").await.status, 429);
+    // Another client behind the same proxy still has its budget; a client
+    // cannot escape by prepending an address of its choice.
+    login_from(&app, "198.51.100.8").await.expect(401);
+    assert_eq!(login_from(&app, "10.9.9.9, 198.51.100.7").await.status, 429);
+    // Without trusted proxies the header is ignored: one budget for the peer.
+    let plain = spawn_app_with(|s| s.rate_limits.login_per_ip = 3).await;
+    for n in 0..2 {
+        login_from(&plain, &format!("198.51.100.{n}")).await.expect(401);
+    }
+    assert_eq!(login_from(&plain, "198.51.100.99").await.status, 429);
+}
