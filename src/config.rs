@@ -133,6 +133,7 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub access_token_ttl_secs: u64,
     pub session_ttl_secs: u64,
+    pub session_idle_secs: u64,
     pub basic_session_ttl_secs: u64,
     pub basic_sessions_per_user: u32,
     pub reauth_secs: u64,
@@ -143,6 +144,19 @@ pub struct AuthSettings {
     pub cache: bool,
     pub cache_entries: usize,
     pub cache_max_age_secs: u64,
+}
+
+impl AuthSettings {
+    /// The browser session cookie's name: with `cookie_secure`, prefixed
+    /// `__Host-` (the browser then requires Secure, `Path=/` and no Domain,
+    /// so no subdomain can set or shadow it).
+    pub fn cookie_name(&self) -> String {
+        if self.cookie_secure && !self.session_cookie_name.starts_with("__Host-") {
+            format!("__Host-{}", self.session_cookie_name)
+        } else {
+            self.session_cookie_name.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +249,9 @@ impl Settings {
         }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
             return bad("auth.access_token_ttl_secs", &self.auth.access_token_ttl_secs, "must be between 1 and 86400");
+        }
+        if self.auth.session_idle_secs != 0 && self.auth.session_idle_secs < 120 {
+            return bad("auth.session_idle_secs", &self.auth.session_idle_secs, "must be 0 (off) or at least 120");
         }
         if self.auth.basic_session_ttl_secs < 60 {
             return bad("auth.basic_session_ttl_secs", &self.auth.basic_session_ttl_secs, "must be at least 60");

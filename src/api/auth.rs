@@ -42,7 +42,7 @@ fn user_agent(req: &HttpRequest) -> Option<&str> {
 }
 
 pub fn session_cookie(state: &AppState, value: String, max_age_secs: i64) -> Cookie<'static> {
-    Cookie::build(state.settings.auth.session_cookie_name.clone(), value)
+    Cookie::build(state.settings.auth.cookie_name(), value)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
@@ -96,7 +96,9 @@ pub async fn refresh(
     use secrecy::ExposeSecret;
     state.limits.refresh_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
     let mut tx = state.pool.begin().await?;
-    let outcome = sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret()).await?;
+    let outcome =
+        sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret(), state.settings.auth.session_idle_secs)
+            .await?;
     tx.commit().await?;
     match outcome {
         Refreshed::Ok { session_id, user_id, refresh_token } => {

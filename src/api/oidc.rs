@@ -82,9 +82,10 @@ pub async fn login(
     q: web::Query<LoginQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
+    state.limits.oidc_start_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-"))?;
     let return_to = q.return_to.as_deref().map(|r| check_return_to(&state.settings, r)).transpose()?;
     let link_user = if q.link.unwrap_or(false) {
-        let presented = principal::credentials(&req, &state.settings.auth.session_cookie_name);
+        let presented = principal::credentials(&req, &state.settings.auth.cookie_name());
         let caller = principal::resolve(&state, presented, crate::audit::client_ip(&req))
             .await?
             .ok_or_else(|| ApiError::unauthorized("log in first to link a provider to your account"))?;

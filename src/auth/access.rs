@@ -117,7 +117,7 @@ pub async fn enforce(
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let creds = principal::credentials(req.request(), &state.settings.auth.session_cookie_name);
+    let creds = principal::credentials(req.request(), &state.settings.auth.cookie_name());
     let ip = crate::audit::client_ip(req.request());
     let principal = match principal::resolve(&state, creds, ip).await {
         Ok(Some(p)) => p,

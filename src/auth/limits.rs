@@ -47,6 +47,8 @@ pub struct RateLimits {
     pub refresh_ip: Limiter,
     pub api_key_user: Limiter,
     pub oidc_callback_ip: Limiter,
+    /// Starting an OIDC login writes a state row: limited like the callback.
+    pub oidc_start_ip: Limiter,
 }
 
 impl RateLimits {
@@ -57,13 +59,15 @@ impl RateLimits {
             refresh_ip: Limiter::new(s.refresh_per_ip, "token refresh"),
             api_key_user: Limiter::new(s.api_key_create_per_user, "API key creation"),
             oidc_callback_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
+            oidc_start_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
         }
     }
 
-    /// A login attempt: by client IP, then by account name.
+    /// A login attempt: by client IP, then by account name (folded as
+    /// logins are, so `ALICE` and `alice` share one budget).
     pub fn login(&self, ip: Option<&str>, login: &str) -> Result<(), ApiError> {
         self.login_ip.check(ip.unwrap_or("-"))?;
-        self.login_account.check(login.trim())
+        self.login_account.check(&crate::domain::login_key(login.trim()))
     }
 }
 

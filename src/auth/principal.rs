@@ -163,6 +163,11 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
     }
+    let session = matches!(method, AuthMethod::Cookie | AuthMethod::Jwt);
+    if session && row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs))
+    {
+        return Err(invalid());
+    }
     if !row.user.enabled {
         return Err(ApiError::unauthorized("account disabled"));
     }
@@ -190,9 +195,12 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
 }
 
 /// Resolves what a request presented to a principal. `Ok(None)` means
-/// anonymous; presented but invalid credentials are an error (401). A valid
-/// session cookie wins; a dead one falls back to the `Authorization` header
-/// (pyxnat sends both, and must be served after its session ended).
+/// anonymous; presented but invalid credentials are an error (401). An
+/// explicit `Authorization` header wins over a cookie, with one exception
+/// for XNAT clients (pyxnat sends its Basic credentials and its session
+/// cookie on every request): a live session cookie of the very user named
+/// by Basic is used as it is, so the password is not re-hashed each time; a
+/// dead one falls back to the Basic credentials.
 pub async fn resolve(
     state: &AppState,
     presented: Presented,
@@ -200,10 +208,16 @@ pub async fn resolve(
 ) -> Result<Option<Principal>, ApiError> {
     let now = Utc::now();
     if let Some(secret) = presented.cookie {
-        match cookie_principal(state, &secret, now).await {
-            Ok(p) => return Ok(Some(p)),
-            Err(e) if matches!(presented.header, Credentials::None) => return Err(e),
-            Err(_) => {}
+        match &presented.header {
+            Credentials::None => return cookie_principal(state, &secret, now).await.map(Some),
+            Credentials::Basic { username, .. } => {
+                if let Ok(p) = cookie_principal(state, &secret, now).await {
+                    if p.username.eq_ignore_ascii_case(username) {
+                        return Ok(Some(p));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     match presented.header {
@@ -314,6 +328,11 @@ async fn touch(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>, 
 }
 
 async fn touch_session(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>) {
+    // A dead session is not revived by being presented.
+    let idle = row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs));
+    if idle || row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
+        return;
+    }
     touch(state, key, row, now, "UPDATE sessions SET last_seen_at = now() WHERE id = $1").await
 }
 

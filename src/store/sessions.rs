@@ -130,7 +130,12 @@ pub enum Refreshed {
 
 /// Rotates a refresh token. Presenting an old (used) token again revokes the
 /// whole session: someone else holds a copy.
-pub async fn refresh(conn: &mut PgConnection, audit: &Audit, presented: &str) -> Result<Refreshed, ApiError> {
+pub async fn refresh(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    presented: &str,
+    idle_secs: u64,
+) -> Result<Refreshed, ApiError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         session_id: Uuid,
@@ -140,12 +145,14 @@ pub async fn refresh(conn: &mut PgConnection, audit: &Audit, presented: &str) ->
         enabled: bool,
         revoked_at: Option<DateTime<Utc>>,
         expires_at: DateTime<Utc>,
+        last_seen_at: DateTime<Utc>,
     }
     if presented.len() > 128 {
         return Ok(Refreshed::Invalid);
     }
     let row = sqlx::query_as::<_, Row>(
-        "SELECT t.session_id, t.used_at, s.user_id, u.username, u.enabled, s.revoked_at, s.expires_at
+        "SELECT t.session_id, t.used_at, s.user_id, u.username, u.enabled, s.revoked_at, s.expires_at,
+                s.last_seen_at
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
          WHERE t.token_hash = $1 FOR UPDATE OF t, s",
     )
@@ -157,7 +164,7 @@ pub async fn refresh(conn: &mut PgConnection, audit: &Audit, presented: &str) ->
     };
     let mut audit = audit.clone().as_user(row.user_id, &row.username);
     audit.session_id = Some(row.session_id);
-    if row.revoked_at.is_some() || row.expires_at <= Utc::now() || !row.enabled {
+    if row.revoked_at.is_some() || row.expires_at <= Utc::now() || !row.enabled || idle(row.last_seen_at, idle_secs) {
         return Ok(Refreshed::Invalid);
     }
     if row.used_at.is_some() {
@@ -302,4 +309,11 @@ pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, St
     .bind(id)
     .fetch_optional(conn)
     .await?)
+}
+
+/// Whether a session last seen at `last_seen` has been idle for longer than
+/// `idle_secs` (0: sessions never idle out). "Last seen" is written at most
+/// once a minute, so a session may live up to a minute past the limit.
+pub fn idle(last_seen: DateTime<Utc>, idle_secs: u64) -> bool {
+    idle_secs > 0 && (Utc::now() - last_seen).num_seconds() > i64::try_from(idle_secs).unwrap_or(i64::MAX)
 }

@@ -63,9 +63,7 @@ fn session_token(req: &HttpRequest, state: &AppState) -> Option<String> {
     if let Some(new) = req.extensions().get::<NewSessionCookie>() {
         return Some(new.0.clone());
     }
-    req.cookie(XNAT_COOKIE)
-        .or_else(|| req.cookie(&state.settings.auth.session_cookie_name))
-        .map(|c| c.value().to_string())
+    req.cookie(XNAT_COOKIE).or_else(|| req.cookie(&state.settings.auth.cookie_name())).map(|c| c.value().to_string())
 }
 
 /// `GET /`: a plain answer (never a redirect to a login page). Public.
