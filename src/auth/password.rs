@@ -202,6 +202,22 @@ impl Hasher {
                 "password must not contain the username or email address",
             ));
         }
+        // Length alone lets `passwordpassword` and twenty `a`s through:
+        // estimate the guesses (zxcvbn: repeats, sequences, keyboard runs,
+        // dictionary words, the user's own names) and refuse what is
+        // guessable (score below 3). Only the first 100 characters are
+        // estimated (zxcvbn's time grows with length; a longer password is
+        // judged by its start, which a repetitive one fails anyway).
+        let head: String = password.chars().take(100).collect();
+        let local = email.split('@').next().unwrap_or("");
+        let estimate = zxcvbn::zxcvbn(&head, &[username, email, local]);
+        if (estimate.score() as u8) < 3 {
+            return Err(ApiError::unprocessable(
+                "password_too_weak",
+                "this password is easy to guess (repeated or sequential characters, common words or names); \
+                 a few unrelated words make a strong one",
+            ));
+        }
         Ok(())
     }
 }
@@ -272,6 +288,37 @@ fn verify_phc(fallback: &Argon2<'_>, parsed: &PasswordHash<'_>, password: &[u8])
 mod tests {
     use super::*;
 
+    #[test]
+    fn guessable_passwords_are_refused_whatever_their_length() {
+        let h = cheap();
+        for weak in [
+            "passwordpassword",
+            "aaaaaaaaaaaaaaaaaaaa",
+            "abcdefghijklmnopqrst",
+            "qwertyuiopasdfghjkl",
+            "1234567890123456789",
+            "alicealicealicealice1",
+            &"ab".repeat(120),
+        ] {
+            let e = h.check_policy(weak, "alice", "alice@example.org").expect_err(weak);
+            assert!(
+                matches!(e.code, "password_too_weak" | "password_too_common" | "password_contains_identity"),
+                "{weak}: {}",
+                e.code
+            );
+        }
+        for strong in [
+            "a long enough passphrase for tests",
+            "correct-horse-battery-staple-42",
+            "a long enough passphrase for load tests",
+            "correct horse battery staple for bench",
+            "a brand new long passphrase 9",
+            "another long passphrase for the tests",
+        ] {
+            assert!(h.check_policy(strong, "alice", "alice@example.org").is_ok(), "{strong}");
+        }
+    }
+
     fn cheap() -> Hasher {
         let s = PasswordSettings {
             min_length: 15,
@@ -320,8 +367,12 @@ mod tests {
             "password_contains_identity"
         );
         // Code points, not bytes: 15 emoji are 60 bytes but 15 characters.
-        assert!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").is_ok());
-        assert_eq!(h.check_policy(&"🔑".repeat(14), "bob", "b@x.org").unwrap_err().code, "password_too_short");
+        let emoji = "🔑🌍🎲🦀🧪📎🚲🍋🎻🧭🪁🌵🛶🧩🐙";
+        assert!(h.check_policy(emoji, "bob", "b@x.org").is_ok());
+        let fourteen: String = emoji.chars().take(14).collect();
+        assert_eq!(h.check_policy(&fourteen, "bob", "b@x.org").unwrap_err().code, "password_too_short");
+        // The same one fifteen times is guessable, whatever its length.
+        assert_eq!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").unwrap_err().code, "password_too_weak");
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ async fn create_validation_and_duplicates() {
         (base("carol", "carol@example.org", "1q2w3e4r5t6y7u8i9o0p"), 422, "password_too_common"),
         (base("carol", "carol@example.org", "my name is carol, hello there"), 422, "password_contains_identity"),
         (base("carol", "carol@example.org", &"x".repeat(300)), 422, "password_too_long"),
+        (base("carol", "carol@example.org", "passwordpassword"), 422, "password_too_weak"),
+        (base("carol", "carol@example.org", &"a".repeat(20)), 422, "password_too_weak"),
         (json!({"username": "carol"}), 400, "invalid_json"),
         (
             json!({"username": "carol", "email": "c@example.org", "password": PASSWORD, "isAdmin": true}),
@@ -83,7 +85,11 @@ async fn create_validation_and_duplicates() {
     }
     assert_eq!(app.count("SELECT count(*) FROM users").await, before, "nothing written by rejected creates");
     // 64 characters of any Unicode are accepted and verified exactly.
-    let pw = "ключ-🔑-".repeat(8);
+    let pw: String = "Ключ🔑замок🚪дверь🌿сад🍎дом🏠окно🪟небо🌙река🌊лес🌲мост🌉гора⛰поле🌾"
+        .chars()
+        .cycle()
+        .take(64)
+        .collect();
     app.post("/api/v1/users", t, json!({"username": "dora", "email": "dora@example.org", "password": pw}))
         .await
         .expect(201);
