@@ -107,6 +107,9 @@ impl Email {
         {
             return Err(err());
         }
+        if !single_script(local) || !domain.split('.').all(single_script) {
+            return Err(err());
+        }
         let ascii_domain = idna::domain_to_ascii(domain).map_err(|_| err())?;
         if ascii_domain.is_empty() || ascii_domain.len() > 253 {
             return Err(err());
@@ -132,10 +135,10 @@ pub fn login_key(raw: &str) -> String {
     match Email::parse(raw) {
         Ok(e) if raw.contains('@') => e.key,
         _ if raw.is_ascii() => raw.to_ascii_lowercase(),
-        _ => {
-            use unicode_normalization::UnicodeNormalization;
-            raw.to_lowercase().nfc().collect()
-        }
+        // Neither a username (ASCII) nor an address this server accepts:
+        // kept exactly as given (no folding or normalisation, which would
+        // turn U+212A KELVIN SIGN into `k`), so it matches no account.
+        _ => raw.to_string(),
     }
 }
 
@@ -145,8 +148,9 @@ pub fn login_key(raw: &str) -> String {
 /// or paragraph separator.
 pub fn visible(c: char) -> bool {
     use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
-    !matches!(
-        c.general_category(),
+    let category = c.general_category();
+    let invisible_category = matches!(
+        category,
         G::Control
             | G::Format
             | G::Surrogate
@@ -154,7 +158,48 @@ pub fn visible(c: char) -> bool {
             | G::Unassigned
             | G::LineSeparator
             | G::ParagraphSeparator
-    )
+    );
+    // BRAILLE PATTERN BLANK renders as nothing too.
+    !invisible_category && !default_ignorable(c) && c != '\u{2800}'
+}
+
+/// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt,
+/// Unicode 15.1): characters that render as nothing, such as U+034F
+/// COMBINING GRAPHEME JOINER, variation selectors and the Hangul fillers.
+fn default_ignorable(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F | 0x200B..=0x200F
+        | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+}
+
+/// Whether `part` (an email's local part or one domain label) is written in
+/// one script, not counting Common and Inherited characters (digits,
+/// punctuation, combining marks), and does not start with a combining mark:
+/// `kаte` with a Cyrillic `а` is refused (UTS #39's single-script rule).
+fn single_script(part: &str) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    use unicode_script::{Script, UnicodeScript};
+    let starts_with_mark = part
+        .chars()
+        .next()
+        .is_some_and(|c| matches!(c.general_category(), G::NonspacingMark | G::SpacingMark | G::EnclosingMark));
+    if starts_with_mark {
+        return false;
+    }
+    let mut seen: Option<Script> = None;
+    for c in part.chars() {
+        let script = c.script();
+        if matches!(script, Script::Common | Script::Inherited) {
+            continue;
+        }
+        match seen {
+            None => seen = Some(script),
+            Some(s) if s == script => {}
+            Some(_) => return false,
+        }
+    }
+    true
 }
 
 impl fmt::Display for Email {
@@ -347,6 +392,12 @@ mod tests {
             "ｋim@kit.example",
             "kim\u{FFFF}@kit.example",
             "kim@kit\u{E000}.example",
+            "ka\u{34F}te@example.org",
+            "kate\u{FE0F}@example.org",
+            "k\u{2800}ate@example.org",
+            "\u{301}kate@example.org",
+            "k\u{430}te@example.org",
+            "kate@ex\u{430}mple.org",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
@@ -354,6 +405,8 @@ mod tests {
         assert_eq!(Email::parse("Kim@KIT.Example").unwrap().key(), "kim@kit.example");
         assert_ne!(Email::parse("\u{130}x@kit.example").unwrap().key(), Email::parse("ix@kit.example").unwrap().key());
         assert_eq!(Email::parse("a@bücher.example").unwrap().key(), "a@xn--bcher-kva.example");
+        assert!(Email::parse("катя@пример.рф").is_ok(), "one script is fine");
+        assert_eq!(login_key("\u{212A}ate"), "\u{212A}ate", "no folding into an ASCII name");
         assert_eq!(Email::parse("Kim@KIT.Example").unwrap().as_str(), "Kim@KIT.Example");
     }
 }

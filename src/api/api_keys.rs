@@ -55,7 +55,7 @@ pub async fn create(
 ) -> ApiResult<HttpResponse> {
     state.limits.api_key_user.check(&caller.0.user_id.to_string())?;
     let mut body = body.into_inner();
-    crate::auth::reauth::require(&state, &caller.0, body.current_password.take()).await?;
+    crate::auth::reauth::require(&state, &caller.0, &audit, body.current_password.take()).await?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(

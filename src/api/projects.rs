@@ -185,8 +185,9 @@ pub async fn set_member(
     let mut tx = state.pool.begin().await?;
     projects::set_level(&mut tx, &audit, &project, &username, level, projects::Grant::Managed).await?;
     let id = projects::get(&mut tx, &project, false).await?.id;
-    let items = projects::members(&mut tx, &id).await?;
+    let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;
+    projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(MemberList { items }))
 }
 
@@ -204,8 +205,9 @@ pub async fn remove_member(
     let mut tx = state.pool.begin().await?;
     projects::remove_member(&mut tx, &audit, &project, &username).await?;
     let id = projects::get(&mut tx, &project, false).await?.id;
-    let items = projects::members(&mut tx, &id).await?;
+    let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;
+    projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(MemberList { items }))
 }
 
@@ -256,6 +258,7 @@ pub async fn create_request(
     };
     tx.commit().await?;
     let mut par = par;
+    pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     // A private project's details are for its members: someone asking to
     // join learns only what they asked for.
     if !owner && !is_reader {
@@ -280,8 +283,9 @@ pub async fn withdraw(
         path.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
     let who = Answerer { user_id: caller.0.user_id, manages_users: caller.0.has(Permission::UserManagement) };
     let mut tx = state.pool.begin().await?;
-    let par = pars::withdraw(&mut tx, &audit, par_id, &who).await?;
+    let mut par = pars::withdraw(&mut tx, &audit, par_id, &who).await?;
     tx.commit().await?;
+    pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(par))
 }
 
@@ -354,7 +358,7 @@ fn native_json(list: Vec<AccessRequest>) -> impl FnOnce(&Table) -> Value {
 #[utoipa::path(get, path = "/api/v1/projects/{project}/access-requests", tag = "access-requests",
     params(("project" = String, Path), FormatQuery), responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
 pub async fn project_requests(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: web::Query<FormatQuery>,
@@ -362,7 +366,8 @@ pub async fn project_requests(
     let format = Format::parse(q.format.as_deref())?;
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
-    let list = pars::of_project(&mut conn, &p.id).await?;
+    let mut list = pars::of_project(&mut conn, &p.id).await?;
+    pars::hide_emails(&mut list, state.settings.directory.visibility, &caller.0);
     project_par_table(&p.id, &list).respond(format, native_json(list))
 }
 
@@ -399,7 +404,8 @@ pub async fn answer(
     body: web::Json<Answer>,
 ) -> ApiResult<HttpResponse> {
     let accept = parse_action(&body.action)?;
-    let par = answer_par(&state, &caller, &audit, &path, accept).await?;
+    let mut par = answer_par(&state, &caller, &audit, &path, accept).await?;
+    pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(par))
 }
 

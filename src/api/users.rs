@@ -362,8 +362,8 @@ pub async fn set_password(
             if !crate::auth::reauth::is_recent(&state, &caller) {
                 return Err(crate::auth::reauth::required());
             }
-        } else if state.hasher.verify(current, stored).await? == crate::auth::password::Verified::No {
-            return Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"));
+        } else {
+            users::check_own_password(&state, &audit, &target.username, current).await?;
         }
     }
     let hash = state.hasher.hash(body.new_password).await?;

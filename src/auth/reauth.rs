@@ -10,7 +10,6 @@
 use chrono::Utc;
 use secrecy::SecretString;
 
-use crate::auth::password::Verified;
 use crate::auth::principal::Principal;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -28,11 +27,12 @@ pub fn is_recent(state: &AppState, caller: &Principal) -> bool {
 }
 
 /// Passes when the caller's login is recent or `current_password` is theirs.
-/// A wrong password is 403 `wrong_password` (and is not counted as a login
-/// failure: the caller is already authenticated).
+/// A wrong password is 403 `wrong_password` and counts toward the lockout
+/// like a failed login (`users::check_own_password`).
 pub async fn require(
     state: &AppState,
     caller: &Principal,
+    audit: &crate::audit::Audit,
     current_password: Option<SecretString>,
 ) -> Result<(), ApiError> {
     if is_recent(state, caller) {
@@ -47,8 +47,5 @@ pub async fn require(
     if stored.is_none() {
         return Err(required());
     }
-    match state.hasher.verify(password, stored).await? {
-        Verified::No => Err(ApiError::forbidden("current password is wrong").with_code("wrong_password")),
-        _ => Ok(()),
-    }
+    crate::store::users::check_own_password(state, audit, &caller.username, password).await
 }

@@ -38,6 +38,12 @@ pub struct AccessRequest {
     pub expires_at: Option<DateTime<Utc>>,
     pub approved: Option<bool>,
     pub approval_date: Option<DateTime<Utc>>,
+    /// The person's account, once known (for the email rule, not shown).
+    #[serde(skip)]
+    pub user_id: Option<Uuid>,
+    /// The address an email invitation was sent to (not shown as such).
+    #[serde(skip)]
+    pub invited_email: Option<String>,
 }
 
 const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.description AS project_description,
@@ -45,7 +51,7 @@ const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.d
         u.first_name AS firstname, u.last_name AS lastname, c.username AS created_by,
         c.first_name AS created_by_firstname, c.last_name AS created_by_lastname, r.created_at, r.status,
         CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
-        r.decided_at AS approval_date, r.expires_at
+        r.decided_at AS approval_date, r.expires_at, r.user_id, r.email AS invited_email
     FROM access_requests r JOIN projects p ON p.id = r.project_id
     LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by";
 
@@ -88,6 +94,22 @@ fn duplicate(e: sqlx::Error) -> ApiError {
             ApiError::conflict("request_exists", "an open access request for this person and project already exists")
         })
     })
+}
+
+/// Blanks the account emails `caller` may not see (`directory.visibility`):
+/// an email invitation keeps the address its inviter typed.
+pub fn hide_emails(
+    list: &mut [AccessRequest],
+    visibility: crate::config::Visibility,
+    caller: &crate::auth::principal::Principal,
+) {
+    for r in list {
+        if let Some(uid) = r.user_id {
+            if !crate::auth::directory::sees_email(visibility, caller, uid) {
+                r.email = r.invited_email.clone();
+            }
+        }
+    }
 }
 
 /// How long an invitation can be accepted.
@@ -154,6 +176,9 @@ pub async fn invite(
             (verified, Some(email.as_str().to_string()), Some(email.key().to_string()))
         }
     };
+    if user_id == Some(inviter) {
+        return Err(projects::self_grant_refused());
+    }
     if let Some(uid) = user_id {
         if projects::level_in(&mut *conn, uid, &p.id).await?.is_some() {
             return Err(ApiError::conflict("already_member", "this person is already a member of the project"));
@@ -270,6 +295,13 @@ pub async fn answer(
     }
     if row.expired {
         return Err(ApiError::conflict("invitation_expired", format!("access request {par_id} has expired")));
+    }
+    // Nobody grants themselves access through a request: not by approving
+    // their own request to join, not by accepting their own invitation.
+    let own_request = row.kind == "request" && row.user_id == Some(who.user_id);
+    let own_invitation = row.kind == "invitation" && row.created_by.is_some() && row.created_by == row.user_id;
+    if accept && (own_request || own_invitation) {
+        return Err(projects::self_grant_refused());
     }
     // An invitation grants what its inviter could grant when it is
     // accepted, not when it was sent.

@@ -275,6 +275,9 @@ pub async fn set_level(
     if previous == Some(level) {
         return Ok(previous);
     }
+    if why == Grant::Managed {
+        ensure_may_manage_member(conn, audit, &p.id, &user).await?;
+    }
     let raises = previous.is_none_or(|p| level.rank() > p.rank());
     if why == Grant::Managed && raises && audit.actor_id == Some(user.id) {
         return Err(self_grant_refused());
@@ -299,9 +302,49 @@ pub async fn set_level(
     Ok(previous)
 }
 
+/// The administrator-target rule for memberships: an administrator's
+/// membership is changed by an administrator, by an owner of the project, or
+/// by themselves; never by a UserManager acting on USER_MANAGEMENT alone.
+async fn ensure_may_manage_member(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    project: &str,
+    target: &users::User,
+) -> Result<(), ApiError> {
+    let Some(actor) = audit.actor_id else { return Ok(()) };
+    if !target.admin() || actor == target.id {
+        return Ok(());
+    }
+    let allowed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)
+             OR EXISTS (SELECT 1 FROM user_groups WHERE user_id = $1 AND group_name = $3)",
+    )
+    .bind(actor)
+    .bind(users::ADMIN_ROLE)
+    .bind(Level::Owner.group(project))
+    .fetch_one(&mut *conn)
+    .await?;
+    if allowed {
+        Ok(())
+    } else {
+        Err(crate::auth::access::admin_target_refused())
+    }
+}
+
 /// Refuses (409 `last_owner`) when `user` is the only owner of a project:
 /// deleting them would leave it with none.
 pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Result<(), ApiError> {
+    // Lock the user's owned projects first (as every membership change locks
+    // its project), so two owners deleted at once cannot both pass.
+    sqlx::query(
+        "SELECT p.id FROM projects p WHERE p.id IN (
+             SELECT ug.project_id FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+             WHERE ug.user_id = $1 AND g.level = 'owner')
+         ORDER BY p.id FOR UPDATE",
+    )
+    .bind(user)
+    .execute(&mut *conn)
+    .await?;
     let sole: Option<String> = sqlx::query_scalar(
         "SELECT ug.project_id FROM user_groups ug JOIN groups g ON g.name = ug.group_name
          WHERE ug.user_id = $1 AND g.level = 'owner'
@@ -354,6 +397,7 @@ pub async fn remove_member(
     let level = level.and_then(|l| Level::parse(&l).ok()).ok_or_else(|| {
         ApiError::not_found("not_a_member", format!("'{}' is not a member of '{}'", user.username, p.id))
     })?;
+    ensure_may_manage_member(conn, audit, &p.id, &user).await?;
     if level == Level::Owner {
         ensure_other_owner(conn, &p.id, user.id).await?;
     }

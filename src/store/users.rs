@@ -780,6 +780,32 @@ async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Res
     Ok(())
 }
 
+/// Checks an authenticated caller's own password (`current_password`) the
+/// way a login checks one: the attempt counts toward the lockout and is
+/// refused while locked (429), so holding a token or key is no way to guess
+/// the password without limit. A wrong password is 403 `wrong_password`
+/// (the caller stays authenticated); a right one resets the count.
+pub async fn check_own_password(
+    state: &AppState,
+    audit: &Audit,
+    username: &str,
+    password: SecretString,
+) -> Result<(), ApiError> {
+    match check_login(state, audit, username, password).await {
+        Ok(ok) => {
+            sqlx::query("UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL")
+                .bind(ok.user_id)
+                .execute(&state.pool)
+                .await?;
+            Ok(())
+        }
+        Err(e) if e.code == "invalid_credentials" => {
+            Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Filters of the user list.
 #[derive(Debug, Default)]
 pub struct ListFilter {

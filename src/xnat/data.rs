@@ -335,7 +335,7 @@ pub async fn answer(
 #[utoipa::path(get, path = "/data/projects/{project}/pars", tag = "xnat", params(("project" = String, Path)),
     responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
 pub async fn project_pars(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: Params,
@@ -343,6 +343,7 @@ pub async fn project_pars(
     let format = format_of(&q)?;
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
-    let list = pars::of_project(&mut conn, &p.id).await?;
+    let mut list = pars::of_project(&mut conn, &p.id).await?;
+    pars::hide_emails(&mut list, state.settings.directory.visibility, &caller.0);
     project_par_table(&p.id, &list).respond(format, result_set)
 }

@@ -85,11 +85,8 @@ async fn create_validation_and_duplicates() {
     }
     assert_eq!(app.count("SELECT count(*) FROM users").await, before, "nothing written by rejected creates");
     // 64 characters of any Unicode are accepted and verified exactly.
-    let pw: String = "Ключ🔑замок🚪дверь🌿сад🍎дом🏠окно🪟небо🌙река🌊лес🌲мост🌉гора⛰поле🌾"
-        .chars()
-        .cycle()
-        .take(64)
-        .collect();
+    let pw: String =
+        "Ключ🔑замок🚪дверь🌿сад🍎дом🏠окно🪟небо🌙река🌊лес🌲мост🌉гора⛰поле🌾".chars().cycle().take(64).collect();
     app.post("/api/v1/users", t, json!({"username": "dora", "email": "dora@example.org", "password": pw}))
         .await
         .expect(201);

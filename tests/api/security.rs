@@ -644,6 +644,9 @@ async fn lookalike_emails_collide_with_nobody() {
         ("bidi", "kay@kit.ex\u{202E}ample"),
         ("fullwidth", "\u{FF4B}ay@kit.example"),
         ("nonchar", "kay\u{FFFF}@kit.example"),
+        ("cgj", "ka\u{34F}y@kit.example"),
+        ("cyrillic", "k\u{430}y@kit.example"),
+        ("braille", "k\u{2800}ay@kit.example"),
     ] {
         let body = json!({"username": name, "email": email, "password": PASSWORD, "verified": true});
         let r = app.post("/api/v1/users", &app.admin_token, body).await;
@@ -668,8 +671,11 @@ async fn lookalike_emails_collide_with_nobody() {
     // A name with U+FFFF would break the XML of every export: refused.
     let r = app.patch("/api/v1/users/plain", &app.admin_token, json!({"first_name": "a\u{FFFF}b"})).await;
     assert_eq!(r.status, 422, "{}", r.text);
-    // Logins do not fold either: `\u{130}` is not `i`.
+    // Logins do not fold either: `\u{130}` is not `i`, U+212A is not `k`.
     app.login_full("plaİn", PASSWORD).await.expect(401);
+    app.login_full("\u{212A}ay", PASSWORD).await.expect(401);
+    app.login_full("\u{212A}ay@kit.example", PASSWORD).await.expect(401);
+    app.login("kay", PASSWORD).await;
 }
 
 /// Finding 8: a login that checked the old password while a reset was
@@ -1044,4 +1050,124 @@ async fn oidc_login_starts_are_rate_limited() {
     }
     assert_eq!(statuses[2], 429, "{statuses:?}");
     assert!(statuses[..2].iter().all(|s| *s != 429), "{statuses:?}");
+}
+
+/// Helper review of finding 7: access requests are no back door to the
+/// membership rule. A UserManager approving their own join request, or
+/// anyone inviting themselves, is refused.
+#[tokio::test]
+async fn nobody_grants_themselves_access_through_a_request() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.post("/api/v1/projects", &owner, json!({"id": "PA", "name": "PA"})).await.expect(201);
+    let par = app.post("/api/v1/projects/PA/access-requests", &manager, json!({"level": "member"})).await.expect(201);
+    let id = par.json()["par_id"].as_i64().expect("id");
+    let r = app.put(&format!("/api/v1/access-requests/{id}"), &manager, json!({"action": "accept"})).await;
+    assert_eq!(r.status, 403, "a UserManager approved their own request: {}", r.text);
+    let r = app
+        .post("/api/v1/projects/PA/access-requests", &manager, json!({"username": "manager", "level": "owner"}))
+        .await;
+    assert_eq!(r.status, 403, "a UserManager invited themselves: {}", r.text);
+    assert_eq!(level_of(&app, "manager", "PA").await, None);
+    // The owner may still accept the request.
+    app.put(&format!("/api/v1/access-requests/{id}"), &owner, json!({"action": "accept"})).await.expect(200);
+    assert_eq!(level_of(&app, "manager", "PA").await.as_deref(), Some("member"));
+}
+
+/// Helper review of finding 7: deleting two co-owners at the same moment
+/// leaves the project one of them (the check locks the project).
+#[tokio::test]
+async fn co_owners_deleted_at_once_leave_an_owner() {
+    let app = spawn_app().await;
+    for round in 0..5 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        let ta = app.user(&a).await;
+        app.create_user(&b, json!({})).await;
+        let project = format!("PR{round}");
+        app.post("/api/v1/projects", &ta, json!({"id": project, "name": "x"})).await.expect(201);
+        app.put(&format!("/api/v1/projects/{project}/members/{b}"), &ta, json!({"level": "owner"})).await.expect(200);
+        let (pa, pb) = (format!("/api/v1/users/{a}"), format!("/api/v1/users/{b}"));
+        let (ra, rb) = tokio::join!(app.delete(&pa, &app.admin_token), app.delete(&pb, &app.admin_token));
+        let mut statuses = [ra.status.as_u16(), rb.status.as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "round {round}");
+        let owners = app.count(&format!("SELECT count(*) FROM user_groups WHERE group_name = '{project}_owner'")).await;
+        assert_eq!(owners, 1, "round {round}");
+    }
+}
+
+/// Helper review of finding 2: a UserManager cannot change an
+/// administrator's project memberships either; an owner of the project can.
+#[tokio::test]
+async fn a_user_manager_cannot_move_an_administrator_between_projects() {
+    let app = spawn_app().await;
+    let owner = app.user("owner").await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let manager = app.login("manager", PASSWORD).await;
+    app.create_user("admin2", json!({"admin": true})).await;
+    app.post("/api/v1/projects", &owner, json!({"id": "PA", "name": "PA"})).await.expect(201);
+    let body = json!({"level": "collaborator"});
+    app.put("/api/v1/projects/PA/members/admin2", &manager, body.clone()).await.expect(403);
+    app.put("/data/projects/PA/users/owner/admin2", &manager, json!(null)).await.expect(403);
+    assert_eq!(level_of(&app, "admin2", "PA").await, None);
+    app.put("/api/v1/projects/PA/members/admin2", &owner, body).await.expect(200);
+    app.delete("/data/projects/PA/users/collaborator/admin2", &manager).await.expect(403);
+    assert_eq!(level_of(&app, "admin2", "PA").await.as_deref(), Some("collaborator"));
+}
+
+/// Helper review of finding 7 (directory): member lists and access
+/// requests shown to an owner carry no email of other accounts.
+#[tokio::test]
+async fn owners_do_not_read_emails_through_memberships() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    app.create_user("kate", json!({})).await;
+    app.create_user("admin2", json!({"admin": true})).await;
+    app.post("/api/v1/projects", &alice, json!({"id": "PC", "name": "PC"})).await.expect(201);
+    let r = app.put("/api/v1/projects/PC/members/kate", &alice, json!({"level": "collaborator"})).await.expect(200);
+    assert!(!r.text.contains("kate@example.org"), "{}", r.text);
+    let r = app
+        .post("/api/v1/projects/PC/access-requests", &alice, json!({"username": "admin2", "level": "collaborator"}))
+        .await
+        .expect(201);
+    assert!(!r.text.contains("admin2@example.org"), "{}", r.text);
+    let csv_text = app.get("/api/v1/projects/PC/access-requests?format=csv", &alice).await.expect(200).text;
+    assert!(!csv_text.contains("admin2@example.org"), "{csv_text}");
+    // An address the owner typed is theirs to see.
+    app.post("/api/v1/projects/PC/access-requests", &alice, json!({"email": "new@example.org", "level": "member"}))
+        .await
+        .expect(201);
+    let csv_text = app.get("/data/projects/PC/pars?format=csv", &alice).await.expect(200).text;
+    assert!(csv_text.contains("new@example.org") && !csv_text.contains("admin2@example.org"), "{csv_text}");
+}
+
+/// Helper review of finding 6: `current_password` guesses count toward the
+/// lockout like logins, so a stolen key cannot guess the password without
+/// limit.
+#[tokio::test]
+async fn current_password_guesses_count_toward_the_lockout() {
+    let app = spawn_app().await;
+    let token = app.user("carol").await;
+    let key = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "k"})).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let r = if i % 2 == 0 {
+            let body = json!({"name": "x", "current_password": "guess number one two three"});
+            app.post("/api/v1/users/me/api-keys", &key, body).await
+        } else {
+            let body = json!({"current_password": "guess number one two three", "new_password": "a new and long passphrase 7"});
+            app.put("/api/v1/users/me/password", &key, body).await
+        };
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [403, 403, 403, 403, 403, 429, 429], "guesses through current_password");
+    // The right password now waits too; the key itself still works.
+    let body = json!({"name": "x", "current_password": PASSWORD});
+    app.post("/api/v1/users/me/api-keys", &key, body).await.expect(429);
+    app.get("/api/v1/users/me", &key).await.expect(200);
 }
