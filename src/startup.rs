@@ -51,6 +51,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/readyz", Public, web::get().to(api::health::readyz)),
         r(M::GET, "/api/v1/openapi.json", Public, web::get().to(api::docs::openapi_json)),
         r(M::GET, "/api/v1/docs", Public, web::get().to(api::docs::viewer)),
+        r(M::GET, "/api/v1/docs/{asset}", Public, web::get().to(api::docs::asset)),
         // authentication
         r(M::POST, "/api/v1/auth/login", Public, web::post().to(api::auth::login)),
         r(M::POST, "/api/v1/auth/refresh", Public, web::post().to(api::auth::refresh)),

@@ -2,12 +2,13 @@
 
 use std::sync::OnceLock;
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api;
+use crate::error::ApiError;
 
 struct Security;
 
@@ -29,7 +30,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "registrar", description = "User management: users, roles, sessions, API keys, change log."),
     paths(
-        api::health::healthz, api::health::readyz, openapi_json, viewer,
+        api::health::healthz, api::health::readyz, openapi_json, viewer, asset,
         api::auth::login, api::auth::refresh, api::auth::logout,
         api::oidc::providers, api::oidc::login, api::oidc::callback, api::oidc::list_identities, api::oidc::unlink,
         api::users::list, api::users::create, api::users::usernames, api::users::read, api::users::update,
@@ -144,10 +145,54 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
 }
 
-/// Interactive API viewer (Scalar). Public.
+/// Interactive API viewer (Swagger UI, vendored: `src/api/assets/swagger-ui`).
+/// Every script and style comes from this server; the page's
+/// Content-Security-Policy allows nothing else. Public.
 #[utoipa::path(get, path = "/api/v1/docs", tag = "operations", responses((status = 200, description = "HTML page")))]
 pub async fn viewer() -> HttpResponse {
-    static HTML: OnceLock<String> = OnceLock::new();
-    let html = HTML.get_or_init(|| utoipa_scalar::Scalar::new(document().clone()).to_html());
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html.clone())
+    const HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>registrar API</title>
+<link rel="stylesheet" href="docs/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/swagger-ui-bundle.js"></script>
+<script src="docs/init.js"></script>
+</body>
+</html>
+"#;
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", VIEWER_CSP))
+        .body(HTML)
+}
+
+/// What the viewer page may load: its own scripts and styles (Swagger UI
+/// sets inline styles), images as data URLs, and the OpenAPI document.
+pub const VIEWER_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+/// The viewer's files: `swagger-ui-bundle.js`, `swagger-ui.css`, `init.js`.
+/// Public.
+#[utoipa::path(get, path = "/api/v1/docs/{asset}", tag = "operations", params(("asset" = String, Path)),
+    responses((status = 200, description = "script or style sheet"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    const BUNDLE: &[u8] = include_bytes!("assets/swagger-ui/swagger-ui-bundle.js");
+    const CSS: &[u8] = include_bytes!("assets/swagger-ui/swagger-ui.css");
+    const INIT: &str = "window.addEventListener('load', function () {\n  window.ui = SwaggerUIBundle({\n    \
+        url: 'openapi.json',\n    dom_id: '#swagger-ui',\n    deepLinking: true,\n    validatorUrl: null\n  });\n});\n";
+    let (body, content_type): (&'static [u8], &str) = match path.as_str() {
+        "swagger-ui-bundle.js" => (BUNDLE, "text/javascript; charset=utf-8"),
+        "swagger-ui.css" => (CSS, "text/css; charset=utf-8"),
+        "init.js" => (INIT.as_bytes(), "text/javascript; charset=utf-8"),
+        _ => return Err(ApiError::not_found("not_found", "no such file")),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(body))
 }

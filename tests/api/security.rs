@@ -1171,3 +1171,26 @@ async fn current_password_guesses_count_toward_the_lockout() {
     app.post("/api/v1/users/me/api-keys", &key, body).await.expect(429);
     app.get("/api/v1/users/me", &key).await.expect(200);
 }
+
+/// Finding 9: the API viewer loads nothing from another origin (on
+/// `facfb9a` an unpinned script from a CDN ran on the origin of the session
+/// cookie) and its page sends a Content-Security-Policy that allows only
+/// this origin's scripts.
+#[tokio::test]
+async fn the_api_viewer_loads_only_its_own_code() {
+    let app = spawn_app().await;
+    let page = app.send(Method::GET, "/api/v1/docs", &Auth::None, None).await.expect(200);
+    let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "CSP: {csp:?}");
+    assert!(!page.text.contains("http://") && !page.text.contains("https://"), "{}", page.text);
+    let mut loaded = 0;
+    for part in page.text.split(['"', '\'']) {
+        if part.starts_with("docs/") {
+            let r = app.send(Method::GET, &format!("/api/v1/{part}"), &Auth::None, None).await.expect(200);
+            assert!(r.text.len() > 20, "{part}");
+            loaded += 1;
+        }
+    }
+    assert_eq!(loaded, 3, "stylesheet, bundle and start-up script");
+    app.send(Method::GET, "/api/v1/docs/other.js", &Auth::None, None).await.expect(404);
+}
