@@ -93,7 +93,17 @@ fn read_capture() -> (Vec<Secret>, String, Vec<Body>) {
             text: v["body"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
-    (secrets, read("logs.txt"), bodies)
+    // The in-process servers' log, then every registrar child process's.
+    let mut logs = read("logs.txt");
+    let mut children: Vec<PathBuf> = std::fs::read_dir(&d)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    children.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("child-")));
+    children.sort();
+    for child in children {
+        logs.push_str(&std::fs::read_to_string(&child).unwrap_or_default());
+    }
+    (secrets, logs, bodies)
 }
 
 /// The secrets the servers kept in their databases: password hashes, the

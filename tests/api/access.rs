@@ -20,7 +20,16 @@ fn concrete(path: &str, victim: &str) -> String {
 
 #[tokio::test]
 async fn every_route_enforces_its_declared_rule() {
-    let app = spawn_app().await;
+    every_route_enforces_its_declared_rule_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn every_route_enforces_its_declared_rule_without_auth_cache() {
+    every_route_enforces_its_declared_rule_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn every_route_enforces_its_declared_rule_on(app: TestApp) {
     let user = app.user("ordinary").await;
     app.create_user("victim", json!({})).await;
     app.post("/api/v1/projects", &app.admin_token, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
@@ -210,7 +219,16 @@ fn allowed(who: Who, access: &str) -> bool {
 /// route is swept as soon as it exists.
 #[tokio::test]
 async fn every_route_for_every_kind_of_caller() {
-    let app = spawn_app().await;
+    every_route_for_every_kind_of_caller_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn every_route_for_every_kind_of_caller_without_auth_cache() {
+    every_route_for_every_kind_of_caller_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn every_route_for_every_kind_of_caller_on(app: TestApp) {
     app.create_user("victim", json!({})).await;
     let owner = app.user("owner").await;
     app.post("/api/v1/projects", &owner, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
@@ -281,7 +299,8 @@ async fn auth_answers_are_not_cacheable() {
     let token = json["access_token"].as_str().expect("token").to_string();
     let refreshed = app
         .send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": refresh_token})))
-        .await;
+        .await
+        .expect(200);
     let key = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "k"})).await.expect(201);
     let failed = app.login_full("nostore", "not the password at all").await.expect(401);
     let me = app.get("/api/v1/users/me", &token).await.expect(200);

@@ -129,7 +129,16 @@ async fn refresh_rotates_and_detects_reuse() {
 
 #[tokio::test]
 async fn revoked_sessions_are_rejected_at_once() {
-    let app = spawn_app().await;
+    revoked_sessions_are_rejected_at_once_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn revoked_sessions_are_rejected_at_once_without_auth_cache() {
+    revoked_sessions_are_rejected_at_once_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn revoked_sessions_are_rejected_at_once_on(app: TestApp) {
     app.create_user("sam", json!({})).await;
     let a = app.login_full("sam", PASSWORD).await.expect(200).json();
     let b = app.login_full("sam", PASSWORD).await.expect(200);
@@ -161,7 +170,16 @@ async fn revoked_sessions_are_rejected_at_once() {
 
 #[tokio::test]
 async fn logout_ends_the_session() {
-    let app = spawn_app().await;
+    logout_ends_the_session_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn logout_ends_the_session_without_auth_cache() {
+    logout_ends_the_session_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn logout_ends_the_session_on(app: TestApp) {
     let t = app.user("leo").await;
     let r = app.post("/api/v1/auth/logout", &t, json!({})).await.expect(204);
     assert!(r.headers["set-cookie"].to_str().expect("c").contains("Max-Age=0"));
@@ -178,7 +196,16 @@ async fn logout_ends_the_session() {
 
 #[tokio::test]
 async fn disabling_or_deleting_ends_access() {
-    let app = spawn_app().await;
+    disabling_or_deleting_ends_access_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn disabling_or_deleting_ends_access_without_auth_cache() {
+    disabling_or_deleting_ends_access_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn disabling_or_deleting_ends_access_on(app: TestApp) {
     let t = app.user("dan").await;
     let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "script"})).await.expect(201).json()["key"]
         .as_str()
@@ -200,7 +227,16 @@ async fn disabling_or_deleting_ends_access() {
 
 #[tokio::test]
 async fn api_keys_bearer_and_basic() {
-    let app = spawn_app().await;
+    api_keys_bearer_and_basic_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn api_keys_bearer_and_basic_without_auth_cache() {
+    api_keys_bearer_and_basic_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn api_keys_bearer_and_basic_on(app: TestApp) {
     let t = app.user("kim").await;
     let created = app.post("/api/v1/users/kim/api-keys", &t, json!({"name": "nightly sync"})).await.expect(201).json();
     let key = created["key"].as_str().expect("key").to_string();
@@ -273,7 +309,16 @@ async fn expired_api_key_is_refused() {
 
 #[tokio::test]
 async fn password_change_and_reset() {
-    let app = spawn_app().await;
+    password_change_and_reset_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn password_change_and_reset_without_auth_cache() {
+    password_change_and_reset_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn password_change_and_reset_on(app: TestApp) {
     app.create_user("pat", json!({})).await;
     let s1 = app.login("pat", PASSWORD).await;
     let s2 = app.login("pat", PASSWORD).await;

@@ -100,3 +100,24 @@ pub fn issued_secrets(n: u64, text: &str, headers: &reqwest::header::HeaderMap) 
         }
     }
 }
+
+/// A log file for a registrar child process (`child-<name>.log`), which the
+/// audit reads like the in-process servers' log.
+pub fn child_log(name: &str) -> std::process::Stdio {
+    static FRESH: OnceLock<()> = OnceLock::new();
+    std::fs::create_dir_all(dir()).expect("capture dir");
+    // The first child of this run clears the logs of earlier runs.
+    FRESH.get_or_init(|| {
+        for entry in std::fs::read_dir(dir()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("child-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    });
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir().join(format!("child-{name}.log")))
+        .expect("child log");
+    std::process::Stdio::from(file)
+}

@@ -193,11 +193,17 @@ fn config_errors_name_the_bad_key() {
     assert!(e.contains("database.max_connections") && e.contains("extra.toml"), "{e}");
     let e = config_error(&[("REGISTRAR_CONFIG", "/nonexistent/registrar.toml")]);
     assert!(e.contains("REGISTRAR_CONFIG"), "{e}");
-    // The environment wins over the file.
-    std::fs::write(&file, "public_url = \"ftp://x\"\n").expect("write");
-    let e =
-        config_error(&[("REGISTRAR_CONFIG", file.to_str().expect("utf8")), ("REGISTRAR_PASSWORD__MAX_LENGTH", "10")]);
-    assert!(e.contains("password.max_length") || e.contains("public_url"), "{e}");
+    // The environment wins over the file: the file's unreadable value is
+    // replaced by the environment's good one, so start-up gets as far as
+    // the (environment's) bad minimum. Were the file to win, the error
+    // would name its max_length.
+    std::fs::write(&file, "[password]\nmax_length = \"many\"\n").expect("write");
+    let e = config_error(&[
+        ("REGISTRAR_CONFIG", file.to_str().expect("utf8")),
+        ("REGISTRAR_PASSWORD__MAX_LENGTH", "300"),
+        ("REGISTRAR_PASSWORD__MIN_LENGTH", "4"),
+    ]);
+    assert!(e.contains("password.min_length") && !e.contains("max_length"), "{e}");
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -251,7 +257,7 @@ async fn local_default_database_lifecycle() {
             .env("REGISTRAR_BIND", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(crate::capture::child_log("local-db"))
             .spawn()
             .expect("spawn registrar")
     };
@@ -316,8 +322,8 @@ async fn sigterm_finishes_in_flight_requests() {
         .env("REGISTRAR_RATE_LIMITS__LOGIN_PER_ACCOUNT", "0")
         // Real argon2 cost: each login takes tens of milliseconds.
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(crate::capture::child_log("sigterm"))
+        .stderr(crate::capture::child_log("sigterm"))
         .spawn()
         .expect("spawn");
     let base = format!("http://127.0.0.1:{port}");

@@ -24,8 +24,17 @@ async fn login_refresh_and_key_creation_are_rate_limited() {
     assert_eq!(r.code(), "rate_limited");
     let retry: u64 = r.headers["retry-after"].to_str().expect("ascii").parse().expect("secs");
     assert!((1..=61).contains(&retry), "{retry}");
-    // Refused before any password check: no failure counted, no log entry.
+    // Refused before any password check, although the password was right: no
+    // failure counted, no session, no log entry.
     assert_eq!(app.get("/api/v1/users/rl", &app.admin_token).await.json()["failed_login_attempts"], 0);
+    let rl = "(SELECT id FROM users WHERE username = 'rl')";
+    assert_eq!(app.count(&format!("SELECT count(*) FROM sessions WHERE user_id = {rl}")).await, 2);
+    let logged = app
+        .count(&format!(
+            "SELECT count(*) FROM change_log WHERE subject_id = {rl}::text AND action IN ('login.succeeded', 'login.failed')"
+        ))
+        .await;
+    assert_eq!(logged, 3, "two logins and one failure, nothing for the refused attempt");
     // Refresh and API key creation likewise.
     for _ in 0..2 {
         app.send(Method::POST, "/api/v1/auth/refresh", &Auth::None, Some(json!({"refresh_token": "x"})))
@@ -172,11 +181,16 @@ async fn nul_characters_are_a_client_error() {
     app.create_user("nul", json!({})).await;
     let r = app.put("/api/v1/users/nul/groups", &app.admin_token, json!(["a\u{0}b"])).await.expect(202);
     assert_eq!(r.json()["results"][0]["ok"], false);
-    let r = app.get("/api/v1/groups/a%00b", &app.admin_token).await;
-    assert!(r.status.is_client_error(), "{}", r.text);
-    let r = app.put("/api/v1/users/nul/roles", &app.admin_token, json!(["x\u{0}"])).await;
-    assert!(r.status.is_client_error() || r.status == 202, "{}", r.text);
+    let r = app.get("/api/v1/groups/a%00b", &app.admin_token).await.expect(400);
+    assert_eq!(r.code(), "invalid_characters");
+    // A role name with NUL is a role that does not exist: refused, nothing granted.
+    let r = app.put("/api/v1/users/nul/roles", &app.admin_token, json!(["x\u{0}"])).await.expect(202);
+    assert_eq!(r.json()["results"][0]["ok"], false, "{}", r.text);
     assert_eq!(app.count("SELECT count(*) FROM user_groups").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM user_roles r JOIN users u ON u.id = r.user_id WHERE u.username = 'nul'").await,
+        0
+    );
 }
 
 #[tokio::test]

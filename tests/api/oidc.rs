@@ -229,6 +229,9 @@ impl Env {
         let status = r.status();
         let headers = r.headers().clone();
         let text = r.text().await.expect("body");
+        // Into the suite's secrets capture, like every helper request.
+        let n = crate::capture::body("GET oidc callback", status.as_u16(), &text);
+        crate::capture::issued_secrets(n, &text, &headers);
         assert_no_secret_leak(&text);
         Resp { status, headers, text }
     }
@@ -402,7 +405,7 @@ async fn state_is_single_use_and_bound_to_the_browser() {
 async fn bad_id_tokens_and_provider_failures_are_refused() {
     let env = setup(|_| {}).await;
     env.idp.account(alice()).await;
-    for mode in ["tamper-signature", "wrong-audience", "wrong-issuer"] {
+    for mode in ["tamper-signature", "wrong-audience", "wrong-issuer", "wrong-nonce", "expired"] {
         env.idp.mode(mode).await;
         let r = env.login("alice-sub", "", None).await.expect(401);
         assert_eq!(r.code(), "invalid_id_token", "{mode}");
@@ -412,7 +415,7 @@ async fn bad_id_tokens_and_provider_failures_are_refused() {
     assert_eq!(r.code(), "provider_unavailable");
     assert_eq!(env.app.count("SELECT count(*) FROM users").await, 1, "nothing half-created");
     assert_eq!(env.app.count("SELECT count(*) FROM oidc_identities").await, 0);
-    assert_eq!(env.actions("oidc.login_failed").await, 4);
+    assert_eq!(env.actions("oidc.login_failed").await, 6);
     env.idp.mode("normal").await;
     env.login("alice-sub", "", None).await.expect(200);
     // A wrong client secret: the provider refuses the exchange.
@@ -530,4 +533,40 @@ async fn a_lookalike_email_is_not_the_address() {
     let r = env.login("kelvin", "", None).await;
     assert_ne!(r.status, 200, "the look-alike logged in: {}", r.text);
     assert_eq!(env.app.count("SELECT count(*) FROM oidc_identities").await, 0);
+}
+
+/// A login started on one instance is finished by another (the state lives
+/// in the database): as behind a load balancer with no sticky sessions.
+#[tokio::test]
+async fn a_second_instance_finishes_the_login() {
+    let env = setup(|_| {}).await;
+    env.idp.account(alice()).await;
+    let mut settings = test_settings();
+    settings.public_url = env.app.address.clone();
+    settings.oidc.providers = vec![registrar::config::OidcProvider {
+        name: "uni".into(),
+        display_name: "University login".into(),
+        issuer: env.idp.issuer.clone(),
+        client_id: "registrar".into(),
+        client_secret: SECRET.to_string().into(),
+        client_secret_env: String::new(),
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        auto_create: true,
+        link_by_email: true,
+    }];
+    let second = spawn_on(env.app.db.clone(), env.app.db.clone(), settings).await;
+    let (callback, state_cookie) = env.start_and_authorize("alice-sub", "", None).await;
+    let on_second = callback.replacen(&env.app.address, &second.address, 1);
+    assert_ne!(on_second, callback);
+    let r = second
+        .client
+        .get(&on_second)
+        .header("Cookie", format!("registrar_oidc={state_cookie}"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("token");
+    assert_eq!(env.app.get("/api/v1/users/me", token).await.expect(200).json()["username"], "alice");
 }

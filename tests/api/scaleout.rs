@@ -31,10 +31,10 @@ async fn start(db_url: &str) -> Instance {
         .env("REGISTRAR_PASSWORD__ITERATIONS", "1")
         .env("REGISTRAR_WORKERS", "1")
         .env("REGISTRAR_DATABASE__MAX_CONNECTIONS", "5")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,registrar=debug")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(crate::capture::child_log(&format!("scaleout-{port}")))
+        .stderr(crate::capture::child_log(&format!("scaleout-{port}")))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn registrar");
@@ -101,6 +101,8 @@ async fn three_instances_share_one_database() {
     let s: serde_json::Value = login(b.url.clone(), "sue", PASSWORD).await.json().await.expect("json");
     let token = s["access_token"].as_str().expect("token").to_string();
     let me = |base: &str| client.get(format!("{base}/api/v1/users/me")).bearer_auth(&token).send();
+    // Both other instances have the token in their auth cache before the revocation.
+    assert_eq!(me(&b.url).await.expect("me").status(), 200);
     assert_eq!(me(&c.url).await.expect("me").status(), 200);
     let r = client
         .delete(format!("{}/api/v1/sessions/{}", a.url, s["session_id"].as_str().expect("sid")))
@@ -111,6 +113,56 @@ async fn three_instances_share_one_database() {
     assert_eq!(r.status(), 204);
     assert_eq!(me(&b.url).await.expect("me").status(), 401);
     assert_eq!(me(&c.url).await.expect("me").status(), 401);
+
+    // A role (and the admin flag) taken away through A stops working on B and
+    // C at once, with the caller's token cached there (the user_roles trigger).
+    let r = post(
+        &a.url,
+        "/api/v1/users",
+        Some(&admin),
+        json!({"username": "uma", "email": "uma@example.org", "password": PASSWORD, "roles": ["UserManager"]}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status(), 201);
+    let r = post(
+        &a.url,
+        "/api/v1/users",
+        Some(&admin),
+        json!({"username": "ada", "email": "ada@example.org", "password": PASSWORD, "admin": true}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(r.status(), 201);
+    let token_of = |v: serde_json::Value| v["access_token"].as_str().expect("token").to_string();
+    let uma = token_of(login(b.url.clone(), "uma", PASSWORD).await.json().await.expect("json"));
+    let ada = token_of(login(b.url.clone(), "ada", PASSWORD).await.json().await.expect("json"));
+    let get = |base: &str, path: &str, t: &str| client.get(format!("{base}{path}")).bearer_auth(t.to_string()).send();
+    for base in [&b.url, &c.url] {
+        assert_eq!(get(base, "/api/v1/users", &uma).await.expect("list").status(), 200);
+        assert_eq!(get(base, "/api/v1/admin/change-log", &ada).await.expect("log").status(), 200);
+    }
+    let r = client
+        .delete(format!("{}/api/v1/users/uma/roles/UserManager", a.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("revoke role");
+    assert_eq!(r.status(), 200);
+    let r = client
+        .patch(format!("{}/api/v1/users/ada", a.url))
+        .bearer_auth(&admin)
+        .json(&json!({"admin": false}))
+        .send()
+        .await
+        .expect("demote");
+    assert_eq!(r.status(), 200);
+    for base in [&b.url, &c.url] {
+        assert_eq!(get(base, "/api/v1/users", &uma).await.expect("list").status(), 403, "{base}");
+        assert_eq!(get(base, "/api/v1/admin/change-log", &ada).await.expect("log").status(), 403, "{base}");
+        // Their own accounts still answer: the token itself is fine.
+        assert_eq!(get(base, "/api/v1/users/me", &uma).await.expect("me").status(), 200, "{base}");
+    }
 
     // Lockout counts are shared: 2 + 2 + 1 failures on three instances lock the account.
     for (base, n) in [(&a.url, 2), (&b.url, 2), (&c.url, 1)] {

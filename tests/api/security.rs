@@ -28,6 +28,8 @@ pub async fn raw(app: &TestApp, method: &str, path: &str, auth: Option<&str>, bo
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    crate::capture::body(&format!("{method} {path}"), status, &body);
+    assert_no_secret_leak(&body);
     (status, body)
 }
 
@@ -267,7 +269,16 @@ fn valid_body(method: &str, pattern: &str) -> Option<String> {
 /// for `admin`, reset its password and ended its sessions.
 #[tokio::test]
 async fn a_user_manager_cannot_act_on_an_administrator() {
-    let app = spawn_app().await;
+    a_user_manager_cannot_act_on_an_administrator_on(spawn_app().await).await;
+}
+
+/// The same with `auth.cache = false` (one query per request).
+#[tokio::test]
+async fn a_user_manager_cannot_act_on_an_administrator_without_auth_cache() {
+    a_user_manager_cannot_act_on_an_administrator_on(spawn_app_with(|s| s.auth.cache = false).await).await;
+}
+
+async fn a_user_manager_cannot_act_on_an_administrator_on(app: TestApp) {
     app.create_user("manager", json!({"roles": ["UserManager"]})).await;
     let manager = app.login("manager", PASSWORD).await;
     app.post("/api/v1/groups", &app.admin_token, json!({"name": "G1"})).await.expect(201);
@@ -1193,4 +1204,56 @@ async fn the_api_viewer_loads_only_its_own_code() {
     }
     assert_eq!(loaded, 3, "stylesheet, bundle and start-up script");
     app.send(Method::GET, "/api/v1/docs/other.js", &Auth::None, None).await.expect(404);
+}
+
+/// Finding 10: the login rate limits hold on every way in: XNAT's form
+/// login, HTTP Basic on XNAT paths, and the OpenID callback.
+#[tokio::test]
+async fn every_login_path_is_rate_limited() {
+    let app = spawn_app_with(|s| {
+        s.rate_limits.login_per_account = 3;
+        s.rate_limits.oidc_callback_per_ip = 2;
+        s.oidc.providers = vec![registrar::config::OidcProvider {
+            name: "down".into(),
+            display_name: String::new(),
+            issuer: "http://127.0.0.1:9".into(),
+            client_id: "registrar".into(),
+            client_secret: "x".to_string().into(),
+            client_secret_env: String::new(),
+            scopes: vec!["openid".into()],
+            auto_create: true,
+            link_by_email: false,
+        }];
+    })
+    .await;
+    app.create_user("form", json!({})).await;
+    app.create_user("basic", json!({})).await;
+    let form = |pw: &'static str| {
+        app.client.put(app.url("/data/services/auth")).form(&[("username", "form"), ("password", pw)]).send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(form("a wrong but long passphrase").await.expect("send").status().as_u16());
+    }
+    let limited = form(PASSWORD).await.expect("send");
+    statuses.push(limited.status().as_u16());
+    assert_eq!(statuses, [401, 401, 401, 429], "XNAT form login");
+    let basic = |pw: &str| Auth::Basic("basic".into(), pw.into());
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            app.send(Method::GET, "/data/auth", &basic("a wrong but long passphrase"), None).await.status.as_u16(),
+        );
+    }
+    statuses.push(app.send(Method::GET, "/data/auth", &basic(PASSWORD), None).await.status.as_u16());
+    assert_eq!(statuses, [401, 401, 401, 429], "HTTP Basic");
+    // Refused before any check: no failure counted, nothing logged.
+    let failures = app.count("SELECT count(*) FROM change_log WHERE action = 'login.failed'").await;
+    assert_eq!(failures, 6, "only the six checked attempts are logged");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = app.send(Method::GET, "/api/v1/auth/oidc/down/callback?code=c&state=s", &Auth::None, None).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses[2], 429, "OpenID callback: {statuses:?}");
 }

@@ -6,7 +6,7 @@
 // A real panva/oidc-provider 9.x instance with devInteractions (plain HTML
 // login/consent forms), plus test-only endpoints:
 //   POST /test/accounts  {"sub": ..., "email": ..., ...}  upsert an account
-//   POST /test/mode      {"mode": "normal"|"tamper-signature"|"wrong-audience"
+//   POST /test/mode      {"mode": "normal"|"tamper-signature"|"wrong-audience"|"wrong-nonce"|"expired"
 //                                 |"wrong-issuer"|"error"}
 //   GET  /test/mode      current mode
 // --port 0 picks a free port; the issuer printed in "READY <issuer>" is the
@@ -40,7 +40,7 @@ if (redirectUris.length === 0) {
   process.exit(2);
 }
 
-const MODES = new Set(['normal', 'tamper-signature', 'wrong-audience', 'wrong-issuer', 'error']);
+const MODES = new Set(['normal', 'tamper-signature', 'wrong-audience', 'wrong-issuer', 'wrong-nonce', 'expired', 'error']);
 let mode = 'normal';
 
 // sub -> claims object (always contains sub)
@@ -218,6 +218,14 @@ provider.use(async (ctx, next) => {
     case 'wrong-issuer':
       body.id_token = await resign(body.id_token, (p) => { p.iss = 'http://evil.example'; });
       break;
+    case 'wrong-nonce':
+      body.id_token = await resign(body.id_token, (p) => { p.nonce = 'not-the-nonce-registrar-sent'; });
+      break;
+    case 'expired': {
+      const now = Math.floor(Date.now() / 1000);
+      body.id_token = await resign(body.id_token, (p) => { p.iat = now - 7200; p.exp = now - 3600; });
+      break;
+    }
     default:
       break;
   }
