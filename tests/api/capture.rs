@@ -94,7 +94,7 @@ pub fn issued_secrets(n: u64, text: &str, headers: &reqwest::header::HeaderMap) 
         let Ok(c) = c.to_str() else { continue };
         let pair = c.split(';').next().unwrap_or_default();
         if let Some((name, value)) = pair.split_once('=') {
-            if name == "registrar_session" || name == "JSESSIONID" {
+            if matches!(name, "registrar_session" | "__Host-registrar_session" | "JSESSIONID") {
                 secret("session_cookie", value, Some(n));
             }
         }

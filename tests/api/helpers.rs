@@ -261,6 +261,19 @@ impl TestApp {
         Resp { status, headers, text }
     }
 
+    /// Sends a request built directly on `self.client` (forms, cookies,
+    /// several credentials at once) through the same capture as `send`.
+    pub async fn exchange(&self, what: &str, rb: reqwest::RequestBuilder) -> Resp {
+        let resp = rb.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let n = crate::capture::body(what, status.as_u16(), &text);
+        crate::capture::issued_secrets(n, &text, &headers);
+        assert_no_secret_leak(&text);
+        Resp { status, headers, text }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.send(Method::GET, path, &Auth::Bearer(token.into()), None).await
     }

@@ -340,14 +340,9 @@ async fn nothing_started_from_an_api_key_outlives_it() {
     app.delete(&format!("/api/v1/users/me/api-keys/{key_id}"), &token).await.expect(204);
     app.send(Method::GET, "/data/auth", &basic, None).await.expect(401);
     if let Some(c) = &cookie {
-        let after = app
-            .client
-            .get(app.url("/data/auth"))
-            .header("Cookie", format!("JSESSIONID={c}"))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(after.status(), 401, "the key's session still works after the key was revoked");
+        let rb = app.client.get(app.url("/data/auth")).header("Cookie", format!("JSESSIONID={c}"));
+        let after = app.exchange("GET /data/auth", rb).await;
+        assert_eq!(after.status, 401, "the key's session still works after the key was revoked");
     }
     assert_eq!(cookie, None, "Basic with an API key started a session");
     let sessions = app.count("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = 'keyholder' AND s.method = 'basic'").await;
@@ -907,17 +902,12 @@ async fn plain_groups_cannot_squat_project_groups() {
 }
 
 async fn login_from(app: &TestApp, forwarded: &str) -> Resp {
-    let r = app
+    let rb = app
         .client
         .post(app.url("/api/v1/auth/login"))
         .header("X-Forwarded-For", forwarded)
-        .json(&json!({"username": "someone", "password": "a wrong but long passphrase"}))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let headers = r.headers().clone();
-    Resp { status, headers, text: r.text().await.expect("body") }
+        .json(&json!({"username": "someone", "password": "a wrong but long passphrase"}));
+    app.exchange("POST /api/v1/auth/login", rb).await
 }
 
 /// Finding 8: behind a trusted reverse proxy the rate limits count the real
@@ -999,14 +989,8 @@ async fn secure_cookies_use_the_host_prefix() {
         .to_string();
     assert!(raw.contains("Secure") && raw.contains("Path=/") && !raw.contains("Domain"), "{raw}");
     let value = cookie_named(&login, "__Host-registrar_session").expect("value");
-    let r = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .header("Cookie", format!("__Host-registrar_session={value}"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
+    let rb = app.client.get(app.url("/api/v1/users/me")).header("Cookie", format!("__Host-registrar_session={value}"));
+    app.exchange("GET /api/v1/users/me", rb).await.expect(200);
 }
 
 /// Finding 9: a session unused for `auth.session_idle_secs` ends, and so do

@@ -186,45 +186,22 @@ async fn pyxnat_style_jsession_handshake() {
     let r = call(&app, Method::GET, "/data/JSESSION", &b, None).await.expect(200);
     let sid = jsession_of(&r);
     assert_eq!(r.text, sid);
+    let jar = format!("JSESSIONID={sid}");
+    let with_cookie = |m: reqwest::Method, path: &str| app.client.request(m, app.url(path)).header("Cookie", &jar);
     // The cookie alone works (no password hashing on every call).
-    let r =
-        app.client.get(app.url("/data/auth")).header("Cookie", format!("JSESSIONID={sid}")).send().await.expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.expect("text"), "User 'py' is logged in");
+    let r = app.exchange("GET /data/auth", with_cookie(Method::GET, "/data/auth")).await.expect(200);
+    assert_eq!(r.text, "User 'py' is logged in");
     // Basic + cookie: served, no new session.
-    let r = app
-        .client
-        .get(app.url("/data/JSESSION"))
-        .basic_auth("py", Some(PASSWORD))
-        .header("Cookie", format!("JSESSIONID={sid}"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    assert!(r.headers().get("set-cookie").is_none());
+    let rb = with_cookie(Method::GET, "/data/JSESSION").basic_auth("py", Some(PASSWORD));
+    let r = app.exchange("GET /data/JSESSION", rb).await.expect(200);
+    assert!(r.headers.get("set-cookie").is_none());
     // Logout: 200; the cookie is dead.
-    let r = app
-        .client
-        .delete(app.url("/data/JSESSION"))
-        .header("Cookie", format!("JSESSIONID={sid}"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let r =
-        app.client.get(app.url("/data/auth")).header("Cookie", format!("JSESSIONID={sid}")).send().await.expect("send");
-    assert_eq!(r.status(), 401);
+    app.exchange("DELETE /data/JSESSION", with_cookie(Method::DELETE, "/data/JSESSION")).await.expect(200);
+    app.exchange("GET /data/auth", with_cookie(Method::GET, "/data/auth")).await.expect(401);
     // Dead cookie + valid Basic: served with a new session.
-    let r = app
-        .client
-        .get(app.url("/data/projects?format=json"))
-        .basic_auth("py", Some(PASSWORD))
-        .header("Cookie", format!("JSESSIONID={sid}"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().expect("c").to_string();
+    let rb = with_cookie(Method::GET, "/data/projects?format=json").basic_auth("py", Some(PASSWORD));
+    let r = app.exchange("GET /data/projects", rb).await.expect(200);
+    let cookie = r.headers["set-cookie"].to_str().expect("c").to_string();
     assert!(cookie.starts_with("JSESSIONID=") && !cookie.contains(&sid));
     // Wrong password: a clean 401 in XNAT's words.
     let r =
@@ -245,39 +222,28 @@ async fn xnatpy_style_handshake() {
     let bi = call(&app, Method::GET, "/xapi/siteConfig/buildInfo", &Auth::None, None).await.expect(200).json();
     assert_eq!(bi["version"], v);
     // Form login: exactly 200, session id body, JSESSIONID cookie.
-    let r = app
-        .client
-        .put(app.url("/data/services/auth"))
-        .form(&[("username", "xp"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().expect("c").to_string();
-    let body = r.text().await.expect("text");
+    let form = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        app.client.put(app.url("/data/services/auth")).form(&pairs)
+    };
+    let r =
+        app.exchange("PUT /data/services/auth", form(&[("username", "xp"), ("password", PASSWORD)])).await.expect(200);
+    let cookie = r.headers["set-cookie"].to_str().expect("c").to_string();
+    let body = r.text.clone();
     assert!(cookie.starts_with(&format!("JSESSIONID={body}")), "{cookie} / {body}");
     let jar = format!("JSESSIONID={body}");
-    let r = app.client.get(app.url("/data/auth")).header("Cookie", &jar).send().await.expect("send");
-    assert_eq!(r.text().await.expect("t"), "User 'xp' is logged in");
-    let r = app.client.get(app.url("/data/JSESSION")).header("Cookie", &jar).send().await.expect("send");
-    assert_eq!(r.status(), 200);
+    let with_cookie = |m: reqwest::Method, path: &str| app.client.request(m, app.url(path)).header("Cookie", &jar);
+    let r = app.exchange("GET /data/auth", with_cookie(Method::GET, "/data/auth")).await;
+    assert_eq!(r.text, "User 'xp' is logged in");
+    app.exchange("GET /data/JSESSION", with_cookie(Method::GET, "/data/JSESSION")).await.expect(200);
     // format=json on /xapi routes is ignored.
-    let r = app.client.get(app.url("/xapi/users/xp?format=json")).header("Cookie", &jar).send().await.expect("send");
-    assert_eq!(r.status(), 200);
-    let r = app.client.delete(app.url("/data/JSESSION")).header("Cookie", &jar).send().await.expect("send");
-    assert_eq!(r.status(), 200);
+    app.exchange("GET /xapi/users/xp", with_cookie(Method::GET, "/xapi/users/xp?format=json")).await.expect(200);
+    app.exchange("DELETE /data/JSESSION", with_cookie(Method::DELETE, "/data/JSESSION")).await.expect(200);
     // Bad logins: clean 401s, never HTML; no CSRF token needed anywhere.
-    let r = app
-        .client
-        .put(app.url("/data/services/auth"))
-        .form(&[("username", "xp"), ("password", "wrong wrong wrong wrong")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 401);
-    let r = app.client.put(app.url("/data/services/auth")).form(&[("user", "xp")]).send().await.expect("send");
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.expect("t").starts_with('{'));
+    let wrong = form(&[("username", "xp"), ("password", "wrong wrong wrong wrong")]);
+    app.exchange("PUT /data/services/auth", wrong).await.expect(401);
+    let r = app.exchange("PUT /data/services/auth", form(&[("user", "xp")])).await.expect(400);
+    assert!(r.text.starts_with('{'));
 }
 
 #[tokio::test]
