@@ -4,12 +4,15 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod http;
 pub mod localdb;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod table;
 pub mod telemetry;

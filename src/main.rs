@@ -112,14 +112,14 @@ async fn serve(settings: Settings, pool: sqlx::PgPool) -> Result<()> {
 
 async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) -> Result<()> {
     registrar::db::migrate(pool).await?;
-    registrar::startup::bootstrap(settings, pool).await?;
+    registrar::bootstrap::bootstrap(settings, pool).await?;
     let hasher = registrar::auth::password::Hasher::new(&settings.password, 1)?;
     match command {
         AdminCommand::Create { username, email, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
             let mut conn = pool.acquire().await?;
-            registrar::startup::create_admin(&mut conn, settings, &hasher, &username, &email, password, !generated)
+            registrar::bootstrap::create_admin(&mut conn, settings, &hasher, &username, &email, password, !generated)
                 .await?;
             println!("administrator '{username}' created");
             if let Some(pw) = shown {

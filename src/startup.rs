@@ -1,36 +1,26 @@
-//! The Application: state, start-up work, and the route table in one place.
+//! The Application: the route table (each route with its access rule) and
+//! the server's wiring, start and graceful stop. State lives in `state`,
+//! start-up work in `bootstrap`, HTTP plumbing in `http`.
 
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Route};
+use actix_web::{web, App, HttpServer, Route};
 use anyhow::{Context, Result};
-use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
 use crate::api;
 use crate::auth::access::{self, RouteTable, Rule};
 use crate::auth::password::Hasher;
 use crate::auth::tokens::Keys;
+use crate::bootstrap::bootstrap;
 use crate::config::Settings;
 use crate::domain::Permission::{Admin, UserManagement};
-use crate::error::ApiError;
+use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
+use crate::state::{AppState, InFlight};
 use crate::xnat;
-
-/// Shared by every worker. Cheap to clone; no globals.
-pub struct AppState {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub hasher: Hasher,
-    pub keys: Keys,
-    pub oidc: crate::auth::oidc::Oidc,
-    pub role_permissions: crate::auth::principal::RolePermissions,
-    pub limits: crate::auth::limits::RateLimits,
-    pub auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
-}
 
 /// One route: method, path pattern, who may call it, handler.
 pub type RouteDef = (Method, &'static str, Rule, Route);
@@ -196,29 +186,6 @@ pub struct Application {
     pool: PgPool,
 }
 
-/// Requests being served. Shutdown waits for it to reach zero before the
-/// pool closes, so a request in flight at SIGTERM still gets its database.
-#[derive(Clone, Default)]
-pub struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
-
-impl InFlight {
-    pub fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlightGuard(self.0.clone())
-    }
-    fn count(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-pub struct InFlightGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 impl Application {
     /// Migrates, bootstraps, and binds the HTTP server on `settings.bind`
     /// (port 0 picks a free port, as the tests do).
@@ -291,9 +258,14 @@ impl Application {
                 for route in list {
                     resource = resource.route(route);
                 }
+                // XNAT clients' Basic logins become sessions (inside the guard).
+                let xnat_sessions =
+                    actix_web::middleware::Condition::new(xnat::is_xnat_path(pattern), from_fn(xnat::basic_session));
                 // The resource's own rules, enforced after routing selected it.
                 let guard = access::ResourceRules { pattern, by_method: rules };
-                let resource = resource.wrap(from_fn(move |req, next| access::enforce(guard.clone(), req, next)));
+                let resource = resource
+                    .wrap(xnat_sessions)
+                    .wrap(from_fn(move |req, next| access::enforce(guard.clone(), req, next)));
                 app = app.service(resource);
             }
             app
@@ -379,197 +351,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Start-up work that must happen once, whichever instance gets there first:
-/// server secrets and the bootstrap administrator.
-pub async fn bootstrap(settings: &Settings, pool: &PgPool) -> Result<Keys> {
-    let configured = settings.auth.jwt_secret.expose_secret().as_bytes().to_vec();
-    let settings2 = settings.clone();
-    let (jwt, pepper) = crate::db::with_bootstrap_lock(pool, move |conn| {
-        Box::pin(async move {
-            let jwt = if configured.is_empty() {
-                crate::db::server_secret(conn, "jwt_signing_key").await?
-            } else {
-                configured
-            };
-            let pepper = crate::db::server_secret(conn, "api_key_pepper").await?;
-            ensure_admin(conn, &settings2).await?;
-            Ok((jwt, pepper))
-        })
-    })
-    .await?;
-    Ok(Keys::new(&jwt, pepper, settings.auth.access_token_ttl_secs))
-}
-
-/// Creates the administrator when the database has no user at all. The
-/// password is the configured one, or a generated one printed once.
-async fn ensure_admin(conn: &mut sqlx::PgConnection, settings: &Settings) -> Result<()> {
-    if crate::store::users::count(conn).await.map_err(|e| anyhow::anyhow!("{e}"))? > 0 {
-        return Ok(());
-    }
-    let configured = settings.admin_password.expose_secret().to_string();
-    let (password, generated) =
-        if configured.is_empty() { (crate::auth::tokens::random_secret(), true) } else { (configured, false) };
-    let hasher = Hasher::new(&settings.password, 1)?;
-    create_admin(
-        conn,
-        settings,
-        &hasher,
-        &settings.admin_username,
-        &settings.admin_email,
-        SecretString::from(password.clone()),
-        !generated,
-    )
-    .await?;
-    if generated {
-        // Printed to the console once, never logged.
-        println!(
-            "\n  Bootstrap administrator created.\n    username: {}\n    password: {}\n  Shown only now: store it, then change it.\n",
-            settings.admin_username, password
-        );
-    } else {
-        tracing::info!(username = %settings.admin_username, "bootstrap administrator created with the configured password");
-    }
-    Ok(())
-}
-
-/// Creates an enabled, verified administrator (used by bootstrap and the CLI).
-pub async fn create_admin(
-    conn: &mut sqlx::PgConnection,
-    settings: &Settings,
-    hasher: &Hasher,
-    username: &str,
-    email: &str,
-    password: SecretString,
-    check_policy: bool,
-) -> Result<()> {
-    let to_anyhow = |e: ApiError| anyhow::anyhow!("{}", e.message);
-    let username = crate::domain::Username::parse(username).map_err(to_anyhow)?;
-    let email = crate::domain::Email::parse(email).map_err(to_anyhow)?;
-    if check_policy {
-        hasher
-            .check_policy(password.expose_secret(), username.as_str(), email.as_str())
-            .map_err(|e| anyhow::anyhow!("the administrator password (admin_password) is refused: {}", e.message))?;
-    }
-    let _ = settings;
-    let hash = hasher.hash(password).await.map_err(to_anyhow)?;
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    crate::store::users::create(
-        &mut tx,
-        &crate::audit::Audit::system(),
-        crate::store::users::NewUser {
-            username,
-            email,
-            first_name: String::new(),
-            last_name: String::new(),
-            password_hash: Some(hash),
-            enabled: true,
-            verified: true,
-            roles: vec![crate::store::users::ADMIN_ROLE.to_string()],
-        },
-    )
-    .await
-    .map_err(to_anyhow)?;
-    tx.commit().await?;
-    Ok(())
-}
-
-fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(|err, _req| json_error(err).into())
-}
-
-/// Maps body problems to 400/413/415 without echoing values (they may be secrets).
-pub fn json_error(err: JsonPayloadError) -> ApiError {
-    match err {
-        JsonPayloadError::ContentType => ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected a JSON body with Content-Type: application/json",
-        ),
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {limit} bytes"),
-        ),
-        JsonPayloadError::Deserialize(e) => {
-            let msg = e.to_string();
-            let safe = ["missing field", "unknown field", "duplicate field"].iter().any(|k| msg.contains(k));
-            let text = if safe {
-                let head = msg.split(" at line").next().unwrap_or(&msg);
-                format!("invalid request body: {head}")
-            } else if e.is_syntax() || e.is_eof() {
-                format!("malformed JSON at line {} column {}", e.line(), e.column())
-            } else {
-                format!("a field has an invalid value or type (line {} column {})", e.line(), e.column())
-            };
-            ApiError::bad_request("invalid_json", text)
-        }
-        JsonPayloadError::Serialize(e) => ApiError::internal(e),
-        JsonPayloadError::Payload(_) => ApiError::bad_request("invalid_body", "could not read the request body"),
-        _ => ApiError::bad_request("invalid_body", "invalid request body"),
-    }
-}
-
-/// Maps form-body problems (XNAT's login form) like JSON ones.
-fn form_error(err: actix_web::error::UrlencodedError) -> ApiError {
-    use actix_web::error::UrlencodedError as E;
-    match err {
-        E::ContentType => ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected a form body (application/x-www-form-urlencoded)",
-        ),
-        E::Overflow { limit, .. } => ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {limit} bytes"),
-        ),
-        _ => ApiError::bad_request("invalid_form", "invalid form body: username and password are required"),
-    }
-}
-
-fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let msg = match &err {
-        QueryPayloadError::Deserialize(e) => e.to_string(),
-        _ => "invalid query string".into(),
-    };
-    ApiError::bad_request("invalid_query", format!("invalid query parameters: {msg}")).into()
-}
-
-fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::not_found("not_found", "no such resource").into()
-}
-
-/// Refuses requests whose headers exceed `limits.header_bytes` (431).
-async fn header_limit(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    use actix_web::ResponseError;
-    let limit = req.app_data::<web::Data<AppState>>().map(|s| s.settings.limits.header_bytes).unwrap_or(16_384);
-    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if size > limit {
-        let err = ApiError::new(
-            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!("request headers are larger than {limit} bytes"),
-        );
-        return Ok(req.into_response(err.error_response()));
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", "no such route"))
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    use actix_web::ResponseError;
-    ApiError::new(
-        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
-    .error_response()
 }

@@ -47,7 +47,7 @@ pub async fn request_id_middleware(
         .map(str::to_string);
     let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let _in_flight = req.app_data::<actix_web::web::Data<crate::startup::InFlight>>().map(|f| f.enter());
+    let _in_flight = req.app_data::<actix_web::web::Data<crate::state::InFlight>>().map(|f| f.enter());
     let span = tracing::info_span!("request", request_id = %id, client_request_id = client_id.as_deref().unwrap_or(""),
         method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();

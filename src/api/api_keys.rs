@@ -9,7 +9,7 @@ use crate::api::resolve_me;
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{api_keys, users};
 
 #[derive(Deserialize, utoipa::ToSchema)]

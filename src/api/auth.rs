@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::sessions::{self, Refreshed};
 
 #[derive(Deserialize, utoipa::ToSchema)]

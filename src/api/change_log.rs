@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{page_limit, resolve_me};
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{change_log, users};
 
 #[derive(Deserialize, utoipa::IntoParams)]

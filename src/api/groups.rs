@@ -10,7 +10,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::parse_group_name;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::users::{ItemResult, UserView};
 use crate::store::{groups, users};
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::ApiResult;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PermissionInfo {

@@ -14,7 +14,7 @@ use crate::auth::tokens;
 use crate::config::OidcProvider;
 use crate::domain::{Email, Username};
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{identities, sessions, users};
 
 const STATE_COOKIE: &str = "registrar_oidc";

@@ -9,7 +9,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::{parse_text, Email, Level, Permission, ProjectId};
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access_requests::{self as pars, AccessRequest, Answerer, Invitee};
 use crate::store::projects::{self, Member, NewProject, Project, ProjectPatch, ProjectWithLevel};
 use crate::store::users;

@@ -8,7 +8,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{sessions, users};
 
 /// A user's active sessions. The user themself or USER_MANAGEMENT.

@@ -13,7 +13,7 @@ use crate::audit::Audit;
 use crate::auth::principal::{Caller, Principal};
 use crate::domain::{parse_name, Email, Permission, Username};
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::users::{self, ItemResult, Patch, User, UserView, ADMIN_ROLE};
 
 #[derive(Deserialize, utoipa::IntoParams)]

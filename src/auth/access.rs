@@ -17,7 +17,7 @@ use crate::audit::{self, Audit, Changes};
 use crate::auth::principal::{self, Principal};
 use crate::domain::Permission;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::RequestId;
 
 /// Who may call a route.
@@ -93,7 +93,8 @@ pub fn param(req: &ServiceRequest, name: &str) -> Option<String> {
     req.match_info().get(name).map(|raw| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
 }
 
-/// Resolves the caller and enforces the matched resource's declared rule.
+/// The guard of one resource: authenticate, check CSRF, authorize, in that
+/// order, then the handler with the caller in the request's extensions.
 pub async fn enforce(
     rules: ResourceRules,
     req: ServiceRequest,
@@ -102,98 +103,30 @@ pub async fn enforce(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(deny(req, ApiError::internal(anyhow::anyhow!("application state missing"))));
     };
-    let pattern = rules.pattern;
     let Some(rule) = rules.rule_for(req.method()) else {
         // Deny by default: a method this resource declares no rule for.
-        return Ok(deny(
-            req,
-            ApiError::new(
-                actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this route",
-            ),
-        ));
+        let err = ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        );
+        return Ok(deny(req, err));
     };
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let creds = principal::credentials(req.request(), &state.settings.auth.cookie_name());
-    let ip = crate::audit::client_ip(req.request());
-    let principal = match principal::resolve(&state, creds, ip).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok(deny(req, ApiError::unauthorized("authentication required"))),
+    let principal = match authenticate(&state, &req).await {
+        Ok(p) => p,
         Err(e) => return Ok(deny(req, e)),
     };
-    if principal.method == principal::AuthMethod::Cookie
-        && writes(req.method())
-        && cross_site(req.request(), &state.settings.public_url)
-    {
-        return Ok(deny(
-            req,
-            ApiError::new(
-                actix_web::http::StatusCode::FORBIDDEN,
-                "cross_site_request",
-                "a cross-site request with a session cookie is refused",
-            ),
-        ));
+    if let Err(e) = check_csrf(&state, &req, &principal) {
+        return Ok(deny(req, e));
     }
-    let allowed = match rule {
-        Rule::Public | Rule::Authenticated => true,
-        Rule::Permission(p) => principal.has(p),
-        Rule::SelfOr(p) => principal.has(p) || param(&req, "username").is_some_and(|u| principal.is(&u)),
-        Rule::ProjectOwnerOr(p) | Rule::ProjectReaderOr(p) if principal.has(p) => true,
-        Rule::ProjectOwnerOr(_) | Rule::ProjectReaderOr(_) => {
-            let Some(project) = param(&req, "project") else {
-                return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
-            };
-            match crate::store::projects::level_in(&state.pool, principal.user_id, &project).await {
-                Ok(level) if matches!(rule, Rule::ProjectOwnerOr(_)) => level == Some(crate::domain::Level::Owner),
-                Ok(level) => level.is_some(),
-                Err(e) => return Ok(deny(req, e)),
-            }
-        }
-    };
-    if !allowed {
-        log_denied(&state, &req, &principal, pattern).await;
-        return Ok(deny(req, ApiError::forbidden("you are not allowed to do this")));
-    }
-    // One rule for every write whose target is a user account: an account
-    // holding Administrator is managed by administrators only.
-    if writes(req.method()) && matches!(rule, Rule::SelfOr(_) | Rule::Permission(_)) {
-        if let Some(target) = param(&req, "username") {
-            match may_act_on(&state.pool, &principal, &target).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    log_denied(&state, &req, &principal, pattern).await;
-                    return Ok(deny(req, admin_target_refused()));
-                }
-                Err(e) => return Ok(deny(req, e)),
-            }
-        }
-    }
-    let mut principal = principal;
-    let mut new_cookie = None;
-    // XNAT clients that log in with a password over Basic ride on a session
-    // cookie afterwards, as with XNAT. An API key starts no session: a
-    // session must never outlive the key it came from.
-    if principal.via_basic
-        && principal.session_id.is_none()
-        && principal.api_key_id.is_none()
-        && crate::xnat::is_xnat_path(req.path())
-    {
-        match crate::xnat::start_session(&state, req.request(), &mut principal).await {
-            Ok(secret) => {
-                req.extensions_mut().insert(crate::xnat::NewSessionCookie(secret.clone()));
-                new_cookie = Some(secret);
-            }
-            Err(e) => return Ok(deny(req, e)),
-        }
+    if let Err(e) = authorize(&state, &req, rule, &principal, rules.pattern).await {
+        return Ok(deny(req, e));
     }
     req.extensions_mut().insert(principal);
     let mut res = next.call(req).await?.map_into_boxed_body();
-    if let Some(secret) = new_cookie {
-        let _ = res.response_mut().add_cookie(&crate::xnat::jsession_cookie(&state, secret));
-    }
     // What an authenticated caller sees is theirs alone: no shared or browser cache keeps it.
     let headers = res.headers_mut();
     if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
@@ -203,6 +136,71 @@ pub async fn enforce(
         );
     }
     Ok(res)
+}
+
+/// Who is calling: 401 when nobody, or when what was presented is invalid.
+async fn authenticate(state: &AppState, req: &ServiceRequest) -> Result<Principal, ApiError> {
+    let creds = principal::credentials(req.request(), &state.settings.auth.cookie_name());
+    let ip = crate::audit::client_ip(req.request());
+    principal::resolve(state, creds, ip).await?.ok_or_else(|| ApiError::unauthorized("authentication required"))
+}
+
+/// A write that rides on a session cookie must come from this origin.
+fn check_csrf(state: &AppState, req: &ServiceRequest, principal: &Principal) -> Result<(), ApiError> {
+    if principal.method == principal::AuthMethod::Cookie
+        && writes(req.method())
+        && cross_site(req.request(), &state.settings.public_url)
+    {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "a cross-site request with a session cookie is refused",
+        ));
+    }
+    Ok(())
+}
+
+/// The route's rule, then the administrator-target rule for writes on an
+/// account; every refusal is logged (`authorization.denied`).
+async fn authorize(
+    state: &AppState,
+    req: &ServiceRequest,
+    rule: Rule,
+    principal: &Principal,
+    pattern: &str,
+) -> Result<(), ApiError> {
+    let allowed = match rule {
+        Rule::Public | Rule::Authenticated => true,
+        Rule::Permission(p) => principal.has(p),
+        Rule::SelfOr(p) => principal.has(p) || param(req, "username").is_some_and(|u| principal.is(&u)),
+        Rule::ProjectOwnerOr(p) | Rule::ProjectReaderOr(p) if principal.has(p) => true,
+        Rule::ProjectOwnerOr(_) | Rule::ProjectReaderOr(_) => match param(req, "project") {
+            None => false,
+            Some(project) => {
+                let level = crate::store::projects::level_in(&state.pool, principal.user_id, &project).await?;
+                if matches!(rule, Rule::ProjectOwnerOr(_)) {
+                    level == Some(crate::domain::Level::Owner)
+                } else {
+                    level.is_some()
+                }
+            }
+        },
+    };
+    if !allowed {
+        log_denied(state, req, principal, pattern).await;
+        return Err(ApiError::forbidden("you are not allowed to do this"));
+    }
+    // One rule for every write whose target is a user account: an account
+    // holding Administrator is managed by administrators only.
+    if writes(req.method()) && matches!(rule, Rule::SelfOr(_) | Rule::Permission(_)) {
+        if let Some(target) = param(req, "username") {
+            if !may_act_on(&state.pool, principal, &target).await? {
+                log_denied(state, req, principal, pattern).await;
+                return Err(admin_target_refused());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The refusal of a write on an administrator's account by a non-administrator.
@@ -281,13 +279,17 @@ pub async fn settle_writes(
     Ok(res)
 }
 
+/// XNAT's body of a 401 on `/data` paths: pyxnat recognises exactly these
+/// words as "authentication failed".
+pub const XNAT_UNAUTHENTICATED_BODY: &str = "The request requires user authentication";
+
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
     if err.status == actix_web::http::StatusCode::UNAUTHORIZED && req.path().starts_with("/data") {
         // XNAT's own words: pyxnat recognises exactly this body as "authentication failed".
         let resp = actix_web::HttpResponse::Unauthorized()
             .content_type("text/plain; charset=utf-8")
             .insert_header(("WWW-Authenticate", "Basic realm=\"registrar\""))
-            .body(crate::xnat::UNAUTHENTICATED_BODY);
+            .body(XNAT_UNAUTHENTICATED_BODY);
         return req.into_response(resp);
     }
     req.into_response(err.error_response())

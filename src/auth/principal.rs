@@ -18,7 +18,7 @@ use crate::auth::cache::CacheKey;
 use crate::auth::tokens;
 use crate::domain::Permission;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use crate::auth::principal::Principal;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The refusal: 403 `reauthentication_required`.
 pub fn required() -> ApiError {

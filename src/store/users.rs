@@ -11,7 +11,7 @@ use crate::audit::{self, Audit, Changes};
 use crate::auth::password::Verified;
 use crate::domain::{Email, Username};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub const ADMIN_ROLE: &str = "Administrator";
 

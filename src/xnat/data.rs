@@ -12,7 +12,7 @@ use crate::auth::directory;
 use crate::auth::principal::Caller;
 use crate::domain::{Email, Level, Permission};
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::access_requests::{self as pars, Invitee};
 use crate::store::{projects, users};
 use crate::table::{Format, Table};

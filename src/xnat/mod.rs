@@ -13,14 +13,14 @@ use serde_json::json;
 use crate::audit::Audit;
 use crate::auth::principal::{Caller, Principal, XNAT_COOKIE};
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::sessions;
 
 /// The XNAT version registrar answers to clients (they check it is 1.x).
 pub const XNAT_VERSION: &str = "1.8.10";
 
 /// XNAT's body of a 401 on `/data` paths.
-pub const UNAUTHENTICATED_BODY: &str = "The request requires user authentication";
+pub const UNAUTHENTICATED_BODY: &str = crate::auth::access::XNAT_UNAUTHENTICATED_BODY;
 
 /// Paths XNAT clients use; Basic logins there get a `JSESSIONID` session.
 pub fn is_xnat_path(path: &str) -> bool {
@@ -56,6 +56,34 @@ pub async fn start_session(state: &AppState, req: &HttpRequest, principal: &mut 
     tx.commit().await?;
     principal.session_id = Some(s.id);
     Ok(s.cookie_secret)
+}
+
+/// Middleware on every `/data` and `/xapi` resource, inside the access
+/// guard: a caller who authenticated with HTTP Basic and a password gets a
+/// session and its `JSESSIONID` cookie, as with XNAT (an API key starts
+/// none: a session must never outlive the key it came from).
+pub async fn basic_session(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    use actix_web::ResponseError;
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let principal = req.extensions().get::<Principal>().cloned();
+    let (Some(state), Some(mut principal)) = (state, principal) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if !(principal.via_basic && principal.session_id.is_none() && principal.api_key_id.is_none()) {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let secret = match start_session(&state, req.request(), &mut principal).await {
+        Ok(secret) => secret,
+        Err(e) => return Ok(req.into_response(e.error_response())),
+    };
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(NewSessionCookie(secret.clone()));
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    let _ = res.response_mut().add_cookie(&jsession_cookie(&state, secret));
+    Ok(res)
 }
 
 /// The session id XNAT clients see: the `JSESSIONID` cookie value.

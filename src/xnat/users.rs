@@ -14,7 +14,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::users::{self, ItemResult, User};
 use crate::store::{groups, sessions};
 
