@@ -129,24 +129,10 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
         AdminCommand::ResetPassword { username, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
-            let mut tx = pool.begin().await?;
-            let user = registrar::store::users::get(&mut tx, &username, true)
+            // The same reset as a manager's through the API or XNAT.
+            let user = registrar::service::users::reset_password(pool, &hasher, &username, password, !generated)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            if !generated {
-                hasher
-                    .check_policy(secrecy::ExposeSecret::expose_secret(&password), &user.username, &user.email)
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            }
-            let hash = hasher.hash(password).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let audit = registrar::audit::Audit::system();
-            registrar::store::users::set_password(&mut tx, &audit, &user, hash, None, "password.reset")
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            registrar::store::sessions::revoke_all(&mut tx, &audit, user.id, "password reset from the command line")
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            tx.commit().await?;
             println!("password of '{}' reset; their sessions are revoked", user.username);
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");

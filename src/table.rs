@@ -166,6 +166,69 @@ fn xml_safe(v: &str) -> String {
         .collect()
 }
 
+// The access-request tables of XNAT's `/data/.../pars` and of the native
+// API's `format=csv|xml|html` answers.
+
+pub const PROJECT_PAR_COLUMNS: [&str; 9] =
+    ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"];
+
+/// The rows XNAT's `GET /data/projects/{p}/pars` gives.
+pub fn project_par_table(project: &str, list: &[crate::store::access_requests::AccessRequest]) -> Table {
+    let mut t = Table::new(format!("Access requests of {project}"), &PROJECT_PAR_COLUMNS);
+    for r in list {
+        t.push(vec![
+            r.par_id.to_string(),
+            r.project_id.clone(),
+            r.level.clone(),
+            r.created_at.to_rfc3339(),
+            r.email.clone().unwrap_or_default(),
+            r.login.clone().unwrap_or_default(),
+            r.project_name.clone(),
+            r.approved.map(|a| a.to_string()).unwrap_or_default(),
+            r.approval_date.map(|d| d.to_rfc3339()).unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+pub const USER_PAR_COLUMNS: [&str; 12] = [
+    "par_id",
+    "proj_id",
+    "level",
+    "create_date",
+    "login",
+    "firstname",
+    "lastname",
+    "secondary_id",
+    "name",
+    "id",
+    "description",
+    "?column?",
+];
+
+/// The rows XNAT's `GET /data/pars` gives: login/firstname/lastname are the
+/// inviter's, `?column?` the project's investigator.
+pub fn user_par_table(list: &[crate::store::access_requests::AccessRequest]) -> Table {
+    let mut t = Table::new("Open project access requests", &USER_PAR_COLUMNS);
+    for r in list {
+        t.push(vec![
+            r.par_id.to_string(),
+            r.project_id.clone(),
+            r.level.clone(),
+            r.created_at.to_rfc3339(),
+            r.created_by.clone().unwrap_or_default(),
+            r.created_by_firstname.clone().unwrap_or_default(),
+            r.created_by_lastname.clone().unwrap_or_default(),
+            r.project_name.clone(),
+            r.project_name.clone(),
+            r.project_id.clone(),
+            r.project_description.clone(),
+            r.project_pi.clone(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,13 +64,9 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    state.limits.login(audit.client_ip.as_deref(), &body.username)?;
-    let ok = crate::store::users::check_login(&state, &audit, body.username.trim(), body.password).await?;
-    // The login's bookkeeping and the new session: one statement, one commit.
-    let audit = audit.as_user(ok.user_id, &ok.username);
-    let ttl = state.settings.auth.session_ttl_secs;
-    let s = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent(&req)).await?;
-    let access = state.keys.issue_access(ok.user_id, s.id, chrono::Utc::now().timestamp())?;
+    let logged_in =
+        crate::service::auth::password_login(&state, &audit, &body.username, body.password, user_agent(&req)).await?;
+    let (s, access) = (logged_in.session, logged_in.access_token);
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

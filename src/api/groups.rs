@@ -10,6 +10,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::parse_group_name;
 use crate::error::{ApiError, ApiResult};
+use crate::service;
 use crate::state::AppState;
 use crate::store::users::{ItemResult, UserView};
 use crate::store::{groups, users};
@@ -131,25 +132,9 @@ async fn bulk(
     list: Vec<String>,
     add: bool,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk_response(apply_groups(state, caller, audit, username, list, add).await?))
+    Ok(bulk_response(service::memberships::apply_groups(state, &caller.0, audit, username, list, add).await?))
 }
 
-/// Adds to or removes from several groups, each applied or refused whole;
-/// shared by the native and XNAT APIs.
-pub async fn apply_groups(
-    state: &AppState,
-    caller: &Caller,
-    audit: &Audit,
-    username: &str,
-    list: Vec<String>,
-    add: bool,
-) -> ApiResult<Vec<ItemResult>> {
-    let name = target(caller, username);
-    let mut tx = state.pool.begin().await?;
-    let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
-    tx.commit().await?;
-    Ok(results)
-}
 /// Adds a user to several groups: `{"results": [{"group", "ok", "error"}]}`,
 /// 200 when all applied, 202 when only some. Needs USER_MANAGEMENT.
 #[utoipa::path(put, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,

@@ -12,16 +12,7 @@ pub mod projects;
 pub mod sessions;
 pub mod users;
 
-use crate::auth::principal::Principal;
-
-/// `me` means the caller everywhere a username is accepted.
-pub fn resolve_me<'a>(caller: &'a Principal, username: &'a str) -> &'a str {
-    if username == crate::domain::ME {
-        &caller.username
-    } else {
-        username
-    }
-}
+pub use crate::auth::principal::resolve_me;
 
 /// Page size: default 50, at most 500.
 pub fn page_limit(limit: Option<i64>) -> Result<i64, crate::error::ApiError> {

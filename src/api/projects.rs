@@ -9,6 +9,7 @@ use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::{parse_text, Email, Level, Permission, ProjectId};
 use crate::error::{ApiError, ApiResult};
+use crate::service;
 use crate::state::AppState;
 use crate::store::access_requests::{self as pars, AccessRequest, Answerer, Invitee};
 use crate::store::projects::{self, Member, NewProject, Project, ProjectPatch, ProjectWithLevel};
@@ -81,10 +82,10 @@ fn name_field(raw: &str) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", responses((status = 200, body = [Project])))]
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
-    if caller.0.has(Permission::UserManagement) {
-        return Ok(HttpResponse::Ok().json(projects::list(&mut conn).await?));
-    }
-    Ok(HttpResponse::Ok().json(projects::of_user(&mut conn, caller.0.user_id).await?))
+    Ok(match service::projects::visible(&mut conn, &caller.0).await? {
+        service::projects::Visible::All(list) => HttpResponse::Ok().json(list),
+        service::projects::Visible::Mine(list) => HttpResponse::Ok().json(list),
+    })
 }
 
 /// Creates a project, its groups `{id}_owner`, `{id}_member`,
@@ -289,65 +290,7 @@ pub async fn withdraw(
     Ok(HttpResponse::Ok().json(par))
 }
 
-pub const PROJECT_PAR_COLUMNS: [&str; 9] =
-    ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"];
-
-/// The rows XNAT's `GET /data/projects/{p}/pars` gives.
-pub fn project_par_table(project: &str, list: &[AccessRequest]) -> Table {
-    let mut t = Table::new(format!("Access requests of {project}"), &PROJECT_PAR_COLUMNS);
-    for r in list {
-        t.push(vec![
-            r.par_id.to_string(),
-            r.project_id.clone(),
-            r.level.clone(),
-            r.created_at.to_rfc3339(),
-            r.email.clone().unwrap_or_default(),
-            r.login.clone().unwrap_or_default(),
-            r.project_name.clone(),
-            r.approved.map(|a| a.to_string()).unwrap_or_default(),
-            r.approval_date.map(|d| d.to_rfc3339()).unwrap_or_default(),
-        ]);
-    }
-    t
-}
-
-pub const USER_PAR_COLUMNS: [&str; 12] = [
-    "par_id",
-    "proj_id",
-    "level",
-    "create_date",
-    "login",
-    "firstname",
-    "lastname",
-    "secondary_id",
-    "name",
-    "id",
-    "description",
-    "?column?",
-];
-
-/// The rows XNAT's `GET /data/pars` gives: login/firstname/lastname are the
-/// inviter's, `?column?` the project's investigator.
-pub fn user_par_table(list: &[AccessRequest]) -> Table {
-    let mut t = Table::new("Open project access requests", &USER_PAR_COLUMNS);
-    for r in list {
-        t.push(vec![
-            r.par_id.to_string(),
-            r.project_id.clone(),
-            r.level.clone(),
-            r.created_at.to_rfc3339(),
-            r.created_by.clone().unwrap_or_default(),
-            r.created_by_firstname.clone().unwrap_or_default(),
-            r.created_by_lastname.clone().unwrap_or_default(),
-            r.project_name.clone(),
-            r.project_name.clone(),
-            r.project_id.clone(),
-            r.project_description.clone(),
-            r.project_pi.clone(),
-        ]);
-    }
-    t
-}
+pub use crate::table::{project_par_table, user_par_table, PROJECT_PAR_COLUMNS, USER_PAR_COLUMNS};
 
 fn native_json(list: Vec<AccessRequest>) -> impl FnOnce(&Table) -> Value {
     move |_| json!({"items": list})
@@ -404,24 +347,7 @@ pub async fn answer(
     body: web::Json<Answer>,
 ) -> ApiResult<HttpResponse> {
     let accept = parse_action(&body.action)?;
-    let mut par = answer_par(&state, &caller, &audit, &path, accept).await?;
+    let mut par = service::access_requests::answer(&state, &caller.0, &audit, &path, accept).await?;
     pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(par))
-}
-
-/// Shared by the native and XNAT routes.
-pub async fn answer_par(
-    state: &AppState,
-    caller: &Caller,
-    audit: &Audit,
-    par_id: &str,
-    accept: bool,
-) -> ApiResult<AccessRequest> {
-    let par_id: i64 =
-        par_id.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
-    let who = Answerer { user_id: caller.0.user_id, manages_users: caller.0.has(Permission::UserManagement) };
-    let mut tx = state.pool.begin().await?;
-    let par = pars::answer(&mut tx, audit, par_id, &who, accept).await?;
-    tx.commit().await?;
-    Ok(par)
 }

@@ -4,17 +4,17 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::api::{page_limit, resolve_me};
 use crate::audit::Audit;
 use crate::auth::principal::{Caller, Principal};
-use crate::domain::{parse_name, Email, Permission, Username};
 use crate::error::{ApiError, ApiResult};
+use crate::service;
+pub use crate::service::users::{CreateUser, PasswordChange, UpdateUser};
 use crate::state::AppState;
-use crate::store::users::{self, ItemResult, Patch, User, UserView, ADMIN_ROLE};
+use crate::store::users::{self, ItemResult, User, UserView};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -35,59 +35,6 @@ pub struct UserPage {
     pub items: Vec<UserView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    pub username: String,
-    pub email: String,
-    #[serde(default)]
-    pub first_name: String,
-    #[serde(default)]
-    pub last_name: String,
-    /// Omit for an account that logs in only through OpenID Connect.
-    #[schema(value_type = Option<String>, format = Password)]
-    pub password: Option<SecretString>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub verified: bool,
-    #[serde(default)]
-    pub admin: bool,
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUser {
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub enabled: Option<bool>,
-    pub verified: Option<bool>,
-    pub admin: Option<bool>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordChange {
-    /// Required when changing one's own password.
-    #[schema(value_type = Option<String>, format = Password)]
-    pub current_password: Option<SecretString>,
-    #[schema(value_type = String, format = Password)]
-    pub new_password: SecretString,
-    /// Also revoke every API key of the user.
-    #[serde(default)]
-    pub revoke_api_keys: bool,
-    /// Also unlink every OpenID identity of the user.
-    #[serde(default)]
-    pub unlink_identities: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -114,15 +61,6 @@ impl RoleList {
         }
         Ok(v)
     }
-}
-
-/// Managing an administrator (or granting the Administrator role) takes ADMIN:
-/// a UserManager must not be able to take over or mint an administrator.
-fn require_admin_for(caller: &Principal, target: &User) -> Result<(), ApiError> {
-    if target.admin() && !caller.is_admin() && target.id != caller.user_id {
-        return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
-    }
-    Ok(())
 }
 
 fn encode_cursor(u: &User) -> String {
@@ -174,36 +112,6 @@ pub async fn usernames(_caller: Caller, state: web::Data<AppState>) -> ApiResult
     Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
 }
 
-/// Parses and checks a creation request into a `NewUser` (hashing the password).
-pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, ApiError> {
-    let username = Username::parse(body.username.trim())?;
-    let email = Email::parse(&body.email)?;
-    let mut roles = body.roles;
-    if body.admin && !roles.iter().any(|r| r == ADMIN_ROLE) {
-        roles.push(ADMIN_ROLE.into());
-    }
-    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may create an administrator"));
-    }
-    let password_hash = match body.password {
-        Some(p) => {
-            state.hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
-            Some(state.hasher.hash(p).await?)
-        }
-        None => None,
-    };
-    Ok(users::NewUser {
-        username,
-        email,
-        first_name: parse_name("first_name", &body.first_name)?,
-        last_name: parse_name("last_name", &body.last_name)?,
-        password_hash,
-        enabled: body.enabled,
-        verified: body.verified,
-        roles,
-    })
-}
-
 /// Creates a user. Needs USER_MANAGEMENT (ADMIN to create an administrator).
 /// 409 when the username or email (case-insensitive) is taken.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser, responses(
@@ -215,10 +123,7 @@ pub async fn create(
     audit: Audit,
     body: web::Json<CreateUser>,
 ) -> ApiResult<HttpResponse> {
-    let new = new_user(&state, &caller.0, body.into_inner()).await?;
-    let mut tx = state.pool.begin().await?;
-    let user = users::create(&mut tx, &audit, new).await?;
-    tx.commit().await?;
+    let user = service::users::create_user(&state, &caller.0, &audit, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.username)))
         .json(UserView::from(user)))
@@ -253,53 +158,8 @@ pub async fn update(
     body: web::Json<UpdateUser>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
-    let (user, _) = update_user(&state, &caller.0, &audit, &name, body.into_inner(), None).await?;
+    let (user, _) = service::users::update_user(&state, &caller.0, &audit, &name, body.into_inner(), None).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
-}
-
-/// The update rules, shared by the native and XNAT APIs. Returns the user
-/// and whether anything changed. Privileged fields count only when their
-/// value would change (clients send whole objects back). `reset_to` is a
-/// new password hash set by a manager (XNAT's `PUT /xapi/users/{u}` with a
-/// `password`), written in the same transaction after every check passed.
-pub async fn update_user(
-    state: &AppState,
-    caller: &Principal,
-    audit: &Audit,
-    name: &str,
-    body: UpdateUser,
-    reset_to: Option<String>,
-) -> ApiResult<(User, bool)> {
-    let patch = Patch {
-        email: body.email.as_deref().map(Email::parse).transpose()?,
-        first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
-        last_name: body.last_name.as_deref().map(|n| parse_name("last_name", n)).transpose()?,
-        enabled: body.enabled,
-        verified: body.verified,
-        admin: body.admin,
-    };
-    let mut tx = state.pool.begin().await?;
-    let target = users::get(&mut tx, name, false).await?;
-    let admin_change = patch.admin.is_some_and(|a| a != target.admin());
-    let privileged = admin_change
-        || patch.enabled.is_some_and(|e| e != target.enabled)
-        || patch.verified.is_some_and(|v| v != target.verified);
-    let is_self = target.id == caller.user_id;
-    if privileged && (is_self || !caller.has(Permission::UserManagement)) {
-        return Err(ApiError::forbidden("you cannot change your own enabled, verified or admin state"));
-    }
-    if admin_change && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may change the admin flag"));
-    }
-    require_admin_for(caller, &target)?;
-    let user = users::update(&mut tx, audit, name, patch).await?;
-    let reset = reset_to.is_some();
-    if let Some(hash) = reset_to {
-        users::set_password(&mut tx, audit, &user, hash, None, "password.reset").await?;
-    }
-    tx.commit().await?;
-    let changed = reset || user.last_modified != target.last_modified;
-    Ok((user, changed))
 }
 
 /// Deletes a user with their sessions and API keys. Needs USER_MANAGEMENT
@@ -320,7 +180,7 @@ pub async fn delete(
     if target.id == caller.0.user_id {
         return Err(ApiError::forbidden("you cannot delete your own account").with_code("self_destructive"));
     }
-    require_admin_for(&caller.0, &target)?;
+    service::users::require_admin_for(&caller.0, &target)?;
     let user = users::delete(&mut tx, &audit, &name).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
@@ -338,45 +198,7 @@ pub async fn set_password(
     path: web::Path<String>,
     body: web::Json<PasswordChange>,
 ) -> ApiResult<HttpResponse> {
-    let caller = caller.0;
-    let name = resolve_me(&caller, &path).to_string();
-    let body = body.into_inner();
-    let mut conn = state.pool.acquire().await?;
-    let target = users::get(&mut conn, &name, false).await?;
-    drop(conn);
-    let is_self = target.id == caller.user_id;
-    if !is_self {
-        require_admin_for(&caller, &target)?;
-    }
-    state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
-    if is_self {
-        let current = body.current_password.ok_or_else(|| {
-            ApiError::unprocessable("current_password_required", "give current_password to change your own password")
-        })?;
-        let mut conn = state.pool.acquire().await?;
-        let stored = users::password_hash(&mut conn, target.id).await?;
-        drop(conn);
-        if stored.is_none() {
-            // An account without a password (OpenID only) has nothing to
-            // check against: setting its first password needs a recent login.
-            if !crate::auth::reauth::is_recent(&state, &caller) {
-                return Err(crate::auth::reauth::required());
-            }
-        } else {
-            users::check_own_password(&state, &audit, &target.username, current).await?;
-        }
-    }
-    let hash = state.hasher.hash(body.new_password).await?;
-    let mut tx = state.pool.begin().await?;
-    let (keep, action) = if is_self { (caller.session_id, "password.changed") } else { (None, "password.reset") };
-    users::set_password(&mut tx, &audit, &target, hash, keep, action).await?;
-    if body.revoke_api_keys {
-        crate::store::api_keys::revoke_all(&mut tx, &audit, target.id).await?;
-    }
-    if body.unlink_identities {
-        crate::store::identities::unlink_all(&mut tx, &audit, target.id).await?;
-    }
-    tx.commit().await?;
+    service::users::change_password(&state, &caller.0, &audit, &path, body.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -413,34 +235,9 @@ async fn change_roles(
     roles: Vec<String>,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let (user, results) = apply_roles(state, caller, audit, username, roles, grant).await?;
+    let (user, results) = service::users::apply_roles(state, caller, audit, username, roles, grant).await?;
     let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
-}
-
-/// The role-change rules, shared by the native and XNAT APIs: nobody changes
-/// their own roles; only an administrator grants or removes Administrator.
-pub async fn apply_roles(
-    state: &AppState,
-    caller: &Principal,
-    audit: &Audit,
-    username: &str,
-    roles: Vec<String>,
-    grant: bool,
-) -> ApiResult<(User, Vec<ItemResult>)> {
-    let name = resolve_me(caller, username).to_string();
-    if caller.is(&name) {
-        return Err(ApiError::forbidden("you cannot change your own roles"));
-    }
-    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may grant or remove the Administrator role"));
-    }
-    let mut tx = state.pool.begin().await?;
-    let target = users::get(&mut tx, &name, false).await?;
-    require_admin_for(caller, &target)?;
-    let out = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
-    tx.commit().await?;
-    Ok(out)
 }
 
 /// Grants several roles. 200 when all applied, 202 when only some were (see
@@ -504,7 +301,7 @@ async fn one_role(
     role: String,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let (user, mut results) = apply_roles(state, caller, audit, user, vec![role], grant).await?;
+    let (user, mut results) = service::users::apply_roles(state, caller, audit, user, vec![role], grant).await?;
     if results.iter().any(|r| !r.ok) {
         // One role, and it failed: report it as the error it was.
         let failed = results.pop().and_then(ItemResult::into_error);

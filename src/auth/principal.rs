@@ -62,6 +62,15 @@ impl Principal {
     }
 }
 
+/// `me` means the caller everywhere a username is accepted.
+pub fn resolve_me<'a>(caller: &'a Principal, username: &'a str) -> &'a str {
+    if username == crate::domain::ME {
+        &caller.username
+    } else {
+        username
+    }
+}
+
 /// The `Authorization` header of a request.
 pub enum Credentials {
     None,

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::api::projects::{answer_par, project_par_table, user_par_table};
 use crate::audit::Audit;
 use crate::auth::directory;
 use crate::auth::principal::Caller;
-use crate::domain::{Email, Level, Permission};
+use crate::domain::{Email, Level};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::access_requests::{self as pars, Invitee};
 use crate::store::{projects, users};
+use crate::table::{project_par_table, user_par_table};
 use crate::table::{Format, Table};
 
 type Params = web::Query<HashMap<String, String>>;
@@ -67,14 +67,10 @@ pub async fn data_users(caller: Caller, state: web::Data<AppState>, q: Params) -
 
 async fn project_table(state: &AppState, caller: &Caller) -> ApiResult<Table> {
     let mut conn = state.pool.acquire().await?;
-    let rows: Vec<(String, String, String, String)> = if caller.0.has(Permission::UserManagement) {
-        projects::list(&mut conn).await?.into_iter().map(|p| (p.id, p.name, p.description, p.pi)).collect()
-    } else {
-        projects::of_user(&mut conn, caller.0.user_id)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.name, p.description, p.pi))
-            .collect()
+    use crate::service::projects::{visible, Visible};
+    let rows: Vec<(String, String, String, String)> = match visible(&mut conn, &caller.0).await? {
+        Visible::All(list) => list.into_iter().map(|p| (p.id, p.name, p.description, p.pi)).collect(),
+        Visible::Mine(list) => list.into_iter().map(|p| (p.id, p.name, p.description, p.pi)).collect(),
     };
     let mut t =
         Table::new("Projects", &["ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"]);
@@ -324,7 +320,7 @@ pub async fn answer(
     };
     // Everything is checked before anything is written.
     let format = format_of(&q)?;
-    answer_par(&state, &caller, &audit, &path, accept).await?;
+    crate::service::access_requests::answer(&state, &caller.0, &audit, &path, accept).await?;
     let mut conn = state.pool.acquire().await?;
     let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
     user_par_table(&list).respond(format, result_set)

@@ -1,6 +1,6 @@
 //! The XNAT-compatible adapter: XNAT's paths, shapes and status codes over
 //! the same domain and store functions as the native API. No rule is
-//! implemented twice: handlers here translate, then call `api::*`/`store::*`.
+//! implemented twice: handlers here translate, then call `service::*`/`store::*`.
 
 pub mod data;
 pub mod users;
@@ -143,18 +143,9 @@ pub async fn services_auth(
     form: web::Form<AuthForm>,
 ) -> ApiResult<HttpResponse> {
     let form = form.into_inner();
-    state.limits.login(audit.client_ip.as_deref(), &form.username)?;
-    let ok = crate::store::users::check_login(
-        &state,
-        &audit,
-        form.username.trim(),
-        secrecy::SecretString::from(form.password),
-    )
-    .await?;
-    let audit = audit.as_user(ok.user_id, &ok.username);
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let ttl = state.settings.auth.session_ttl_secs;
-    let s = sessions::create_for_login(&state.pool, &audit, &ok, ttl, ua).await?;
+    let password = secrecy::SecretString::from(form.password);
+    let s = crate::service::auth::password_login(&state, &audit, &form.username, password, ua).await?.session;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .cookie(jsession_cookie(&state, s.cookie_secret.clone()))

@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::api::users::{apply_roles, new_user, update_user, CreateUser, UpdateUser};
-use crate::api::{groups::apply_groups, resolve_me};
 use crate::audit::Audit;
+use crate::auth::principal::resolve_me;
 use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
+use crate::service::memberships::apply_groups;
+use crate::service::users::{apply_roles, create_user, update_user, CreateUser, UpdateUser};
 use crate::state::AppState;
 use crate::store::users::{self, ItemResult, User};
 use crate::store::{groups, sessions};
@@ -137,10 +138,7 @@ pub async fn create(
         admin: b.admin.unwrap_or(false),
         roles: Vec::new(),
     };
-    let new = new_user(&state, &caller.0, req).await?;
-    let mut tx = state.pool.begin().await?;
-    let user = users::create(&mut tx, &audit, new).await?;
-    tx.commit().await?;
+    let user = create_user(&state, &caller.0, &audit, req).await?;
     Ok(HttpResponse::Created().json(XnatUser::from(user)))
 }
 
@@ -351,10 +349,7 @@ fn single(results: Vec<ItemResult>, what: &str) -> ApiResult<HttpResponse> {
 }
 
 fn list_body(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
-    if raw.is_empty() || raw.len() > 100 {
-        return Err(ApiError::bad_request("invalid_list", "give between 1 and 100 names"));
-    }
-    Ok(raw)
+    crate::service::bounded_list(raw, "invalid_list", "names")
 }
 
 /// A user's groups. The user themself or USER_MANAGEMENT.
@@ -376,7 +371,7 @@ pub async fn add_groups(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk(apply_groups(&state, &caller, &audit, &path, list_body(body.into_inner())?, true).await?))
+    Ok(bulk(apply_groups(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?))
 }
 
 /// Removes a user from groups: 200, or 202 with the groups that failed. USER_MANAGEMENT.
@@ -389,7 +384,7 @@ pub async fn remove_groups(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk(apply_groups(&state, &caller, &audit, &path, list_body(body.into_inner())?, false).await?))
+    Ok(bulk(apply_groups(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?))
 }
 
 /// Adds a user to one group. USER_MANAGEMENT.
@@ -402,7 +397,7 @@ pub async fn add_group(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, group) = path.into_inner();
-    single(apply_groups(&state, &caller, &audit, &user, vec![group], true).await?, "group")
+    single(apply_groups(&state, &caller.0, &audit, &user, vec![group], true).await?, "group")
 }
 
 /// Removes a user from one group; 200. USER_MANAGEMENT.
@@ -415,7 +410,7 @@ pub async fn remove_group(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, group) = path.into_inner();
-    single(apply_groups(&state, &caller, &audit, &user, vec![group], false).await?, "group")
+    single(apply_groups(&state, &caller.0, &audit, &user, vec![group], false).await?, "group")
 }
 
 /// A user's roles. The user themself or USER_MANAGEMENT.

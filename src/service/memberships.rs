@@ -1,0 +1,28 @@
+//! Group memberships, shared by the native and XNAT APIs. Whether the
+//! caller may change their own memberships is the one rule of
+//! `store::projects::set_level` and `store::groups::add`.
+
+use crate::audit::Audit;
+use crate::auth::principal::resolve_me;
+use crate::auth::principal::Principal;
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::store::groups;
+use crate::store::users::ItemResult;
+
+/// Adds to or removes from several groups, each applied or refused whole;
+/// shared by the native and XNAT APIs.
+pub async fn apply_groups(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    list: Vec<String>,
+    add: bool,
+) -> ApiResult<Vec<ItemResult>> {
+    let name = resolve_me(caller, username).to_string();
+    let mut tx = state.pool.begin().await?;
+    let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
+    tx.commit().await?;
+    Ok(results)
+}

@@ -1,0 +1,19 @@
+//! The service layer: one plain function per flow, under every front end.
+//! The native API (`api`), the XNAT adapter (`xnat`) and the command line
+//! (`main.rs`) parse their input, call these, and shape the answer; each
+//! function runs its whole write in one transaction. Nothing here imports
+//! `startup`, `api` handlers or `xnat`.
+
+pub mod access_requests;
+pub mod auth;
+pub mod memberships;
+pub mod projects;
+pub mod users;
+
+/// A list of names given to a bulk route: between 1 and 100.
+pub fn bounded_list(list: Vec<String>, code: &'static str, what: &str) -> Result<Vec<String>, crate::error::ApiError> {
+    if list.is_empty() || list.len() > 100 {
+        return Err(crate::error::ApiError::bad_request(code, format!("give between 1 and 100 {what}")));
+    }
+    Ok(list)
+}

@@ -1,0 +1,268 @@
+//! User flows: create, update, passwords (change, reset), roles. The native
+//! API, the XNAT API and the command line all call these.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::audit::Audit;
+use crate::auth::principal::resolve_me;
+use crate::auth::principal::Principal;
+use crate::domain::{parse_name, Email, Permission, Username};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::users::{self, ItemResult, Patch, User, ADMIN_ROLE};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub email: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    /// Omit for an account that logs in only through OpenID Connect.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub verified: Option<bool>,
+    pub admin: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// Required when changing one's own password.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<SecretString>,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+    /// Also revoke every API key of the user.
+    #[serde(default)]
+    pub revoke_api_keys: bool,
+    /// Also unlink every OpenID identity of the user.
+    #[serde(default)]
+    pub unlink_identities: bool,
+}
+
+/// Managing an administrator (or granting the Administrator role) takes ADMIN:
+/// a UserManager must not be able to take over or mint an administrator.
+pub fn require_admin_for(caller: &Principal, target: &User) -> Result<(), ApiError> {
+    if target.admin() && !caller.is_admin() && target.id != caller.user_id {
+        return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
+    }
+    Ok(())
+}
+
+/// Parses and checks a creation request into a `NewUser` (hashing the password).
+pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, ApiError> {
+    let username = Username::parse(body.username.trim())?;
+    let email = Email::parse(&body.email)?;
+    let mut roles = body.roles;
+    if body.admin && !roles.iter().any(|r| r == ADMIN_ROLE) {
+        roles.push(ADMIN_ROLE.into());
+    }
+    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
+        return Err(ApiError::forbidden("only an administrator may create an administrator"));
+    }
+    let password_hash = match body.password {
+        Some(p) => {
+            state.hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
+            Some(state.hasher.hash(p).await?)
+        }
+        None => None,
+    };
+    Ok(users::NewUser {
+        username,
+        email,
+        first_name: parse_name("first_name", &body.first_name)?,
+        last_name: parse_name("last_name", &body.last_name)?,
+        password_hash,
+        enabled: body.enabled,
+        verified: body.verified,
+        roles,
+    })
+}
+
+/// Creates a user (one transaction). USER_MANAGEMENT; ADMIN for an administrator.
+pub async fn create_user(state: &AppState, caller: &Principal, audit: &Audit, body: CreateUser) -> ApiResult<User> {
+    let new = new_user(state, caller, body).await?;
+    let mut tx = state.pool.begin().await?;
+    let user = users::create(&mut tx, audit, new).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The update rules, shared by the native and XNAT APIs. Returns the user
+/// and whether anything changed. Privileged fields count only when their
+/// value would change (clients send whole objects back). `reset_to` is a
+/// new password hash set by a manager (XNAT's `PUT /xapi/users/{u}` with a
+/// `password`), written in the same transaction after every check passed.
+pub async fn update_user(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    name: &str,
+    body: UpdateUser,
+    reset_to: Option<String>,
+) -> ApiResult<(User, bool)> {
+    let patch = Patch {
+        email: body.email.as_deref().map(Email::parse).transpose()?,
+        first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
+        last_name: body.last_name.as_deref().map(|n| parse_name("last_name", n)).transpose()?,
+        enabled: body.enabled,
+        verified: body.verified,
+        admin: body.admin,
+    };
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, name, false).await?;
+    let admin_change = patch.admin.is_some_and(|a| a != target.admin());
+    let privileged = admin_change
+        || patch.enabled.is_some_and(|e| e != target.enabled)
+        || patch.verified.is_some_and(|v| v != target.verified);
+    let is_self = target.id == caller.user_id;
+    if privileged && (is_self || !caller.has(Permission::UserManagement)) {
+        return Err(ApiError::forbidden("you cannot change your own enabled, verified or admin state"));
+    }
+    if admin_change && !caller.is_admin() {
+        return Err(ApiError::forbidden("only an administrator may change the admin flag"));
+    }
+    require_admin_for(caller, &target)?;
+    let user = users::update(&mut tx, audit, name, patch).await?;
+    let reset = reset_to.is_some();
+    if let Some(hash) = reset_to {
+        write_reset(&mut tx, audit, &user, hash).await?;
+    }
+    tx.commit().await?;
+    let changed = reset || user.last_modified != target.last_modified;
+    Ok((user, changed))
+}
+
+/// Changes a password: the user themself (with `current_password`, which
+/// counts toward the lockout; other sessions end) or a manager's reset (every
+/// session ends). `revoke_api_keys`/`unlink_identities` end those too, in
+/// the same transaction.
+pub async fn change_password(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    body: PasswordChange,
+) -> ApiResult<()> {
+    let name = resolve_me(caller, username).to_string();
+    let mut conn = state.pool.acquire().await?;
+    let target = users::get(&mut conn, &name, false).await?;
+    drop(conn);
+    let is_self = target.id == caller.user_id;
+    if !is_self {
+        require_admin_for(caller, &target)?;
+    }
+    state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
+    if is_self {
+        let current = body.current_password.ok_or_else(|| {
+            ApiError::unprocessable("current_password_required", "give current_password to change your own password")
+        })?;
+        let mut conn = state.pool.acquire().await?;
+        let stored = users::password_hash(&mut conn, target.id).await?;
+        drop(conn);
+        if stored.is_none() {
+            // An account without a password (OpenID only) has nothing to
+            // check against: setting its first password needs a recent login.
+            if !crate::auth::reauth::is_recent(state, caller) {
+                return Err(crate::auth::reauth::required());
+            }
+        } else {
+            users::check_own_password(state, audit, &target.username, current).await?;
+        }
+    }
+    let hash = state.hasher.hash(body.new_password).await?;
+    let mut tx = state.pool.begin().await?;
+    if is_self {
+        users::set_password(&mut tx, audit, &target, hash, caller.session_id, "password.changed").await?;
+    } else {
+        write_reset(&mut tx, audit, &target, hash).await?;
+    }
+    if body.revoke_api_keys {
+        crate::store::api_keys::revoke_all(&mut tx, audit, target.id).await?;
+    }
+    if body.unlink_identities {
+        crate::store::identities::unlink_all(&mut tx, audit, target.id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A reset from the command line (`registrar admin reset-password`): the
+/// same reset as a manager's, by the system. Returns the user.
+pub async fn reset_password(
+    pool: &sqlx::PgPool,
+    hasher: &crate::auth::password::Hasher,
+    username: &str,
+    password: SecretString,
+    check_policy: bool,
+) -> ApiResult<User> {
+    let mut tx = pool.begin().await?;
+    let user = users::get(&mut tx, username, true).await?;
+    if check_policy {
+        hasher.check_policy(password.expose_secret(), &user.username, &user.email)?;
+    }
+    let hash = hasher.hash(password).await?;
+    write_reset(&mut tx, &Audit::system(), &user, hash).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The one place a password is reset (native manager reset, XNAT's
+/// `PUT /xapi/users/{u}` with a password, the command line): the new hash,
+/// the log entry, and every session of the user ended, including the
+/// tokens issued so far.
+pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User, hash: String) -> ApiResult<()> {
+    users::set_password(tx, audit, user, hash, None, "password.reset").await?;
+    crate::store::sessions::revoke_all(tx, audit, user.id, "password reset").await?;
+    Ok(())
+}
+
+/// The role-change rules, shared by the native and XNAT APIs: nobody changes
+/// their own roles; only an administrator grants or removes Administrator.
+pub async fn apply_roles(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    roles: Vec<String>,
+    grant: bool,
+) -> ApiResult<(User, Vec<ItemResult>)> {
+    let name = resolve_me(caller, username).to_string();
+    if caller.is(&name) {
+        return Err(ApiError::forbidden("you cannot change your own roles"));
+    }
+    if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
+        return Err(ApiError::forbidden("only an administrator may grant or remove the Administrator role"));
+    }
+    let mut tx = state.pool.begin().await?;
+    let target = users::get(&mut tx, &name, false).await?;
+    require_admin_for(caller, &target)?;
+    let out = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
+    tx.commit().await?;
+    Ok(out)
+}
