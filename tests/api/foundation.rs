@@ -389,3 +389,36 @@ async fn sigterm_finishes_in_flight_requests() {
     let status = tokio::task::spawn_blocking(move || sigterm_and_wait(&mut child)).await.expect("join");
     assert!(status.success(), "{status}");
 }
+
+/// `registrar admin reset-password` is the same reset as a manager's through
+/// the API: the new password works, every session of the user ends.
+#[tokio::test]
+async fn the_command_line_resets_a_password_like_the_api() {
+    let app = spawn_app().await;
+    let token = app.user("cli").await;
+    let url = database_url(app.db.get_database().expect("db name")).await;
+    crate::capture::secret("password", "a fresh command line passphrase", None);
+    let mut child = registrar_bin()
+        .args(["admin", "reset-password", "--username", "cli", "--password-stdin"])
+        .env("REGISTRAR_DATABASE_URL", &url)
+        .env("REGISTRAR_PASSWORD__MEMORY_KIB", "256")
+        .env("REGISTRAR_PASSWORD__ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run registrar");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "a fresh command line passphrase").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.settle_auth_cache().await;
+    app.get("/api/v1/users/me", &token).await.expect(401);
+    app.login_full("cli", PASSWORD).await.expect(401);
+    app.login("cli", "a fresh command line passphrase").await;
+    let reset = app.count("SELECT count(*) FROM change_log WHERE action = 'password.reset'").await;
+    assert_eq!(reset, 1);
+}
