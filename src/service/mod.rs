@@ -7,6 +7,7 @@
 pub mod access_requests;
 pub mod auth;
 pub mod memberships;
+pub mod oidc;
 pub mod projects;
 pub mod users;
 

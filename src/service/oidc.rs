@@ -1,0 +1,156 @@
+//! The account an OpenID Connect login ends in: an existing link, a link
+//! for the logged-in caller, a verified email of an existing account (when
+//! the provider may link), or a new account.
+
+use crate::audit::{Audit, Changes};
+use crate::auth::oidc::Identity;
+use crate::config::OidcProvider;
+use crate::domain::{Email, Username};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::{identities, users};
+
+/// The account rules, in order: an existing link; linking for a logged-in
+/// caller; a verified email of an existing account (when allowed); refusing
+/// an unverified email that matches an account; creating a new account.
+pub async fn resolve_account(
+    state: &AppState,
+    audit: &Audit,
+    p: &OidcProvider,
+    id: &Identity,
+    link_user: Option<uuid::Uuid>,
+) -> ApiResult<users::User> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(user_id) = identities::find(&mut tx, &p.name, &id.subject).await? {
+        let user = users::get_by_id(&mut tx, user_id).await?;
+        if let Some(wanted) = link_user {
+            if wanted != user_id {
+                return Err(ApiError::conflict(
+                    "identity_in_use",
+                    "this identity is already linked to another account",
+                ));
+            }
+        }
+        if !user.enabled {
+            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        }
+        identities::touch(&mut tx, &p.name, &id.subject).await?;
+        let a = audit.clone().as_user(user.id, &user.username);
+        crate::audit::record(
+            &mut *tx,
+            &a,
+            "user",
+            &user.id.to_string(),
+            "login.succeeded",
+            Changes::new().set("method", "oidc").set("provider", p.name.as_str()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    if let Some(user_id) = link_user {
+        let user = users::get_by_id(&mut tx, user_id).await?;
+        let a = audit.clone().as_user(user.id, &user.username);
+        identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "by the account holder")
+            .await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    let existing = match &id.email {
+        // An address this server would refuse (invisible or compatibility
+        // characters) names nobody here.
+        Some(email) => match Email::parse(email) {
+            Ok(email) => users::by_email(&mut tx, &email).await?,
+            Err(_) => None,
+        },
+        None => None,
+    };
+    if let Some(user) = existing {
+        // Linking by email trusts both sides: the provider verified the
+        // address, and so did this server (a self-set, unverified address is
+        // anyone's claim). An account holding any permission is never linked
+        // automatically: its owner links the identity from their profile.
+        let privileged = !state.role_permissions.of(&user.roles).is_empty();
+        if !(p.link_by_email && id.email_verified && user.verified && !privileged) {
+            return Err(ApiError::conflict(
+                "email_in_use",
+                format!(
+                    "an account with this email already exists; log in with your password and link {} from your profile",
+                    if p.display_name.is_empty() { &p.name } else { &p.display_name }
+                ),
+            ));
+        }
+        if !user.enabled {
+            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        }
+        let a = audit.clone().as_user(user.id, &user.username);
+        identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "verified email").await?;
+        tx.commit().await?;
+        return Ok(user);
+    }
+    if !p.auto_create {
+        return Err(ApiError::forbidden("no account is linked to this identity; ask an administrator to create one")
+            .with_code("no_account"));
+    }
+    let email = id.email.as_deref().ok_or_else(|| {
+        ApiError::unprocessable("email_required", "the identity provider did not share an email address")
+    })?;
+    let email = Email::parse(email)?;
+    let username = unique_username(&mut tx, id, &email).await?;
+    let clean = |s: &Option<String>| {
+        s.as_deref().map(|v| crate::domain::parse_name("name", v).unwrap_or_default()).unwrap_or_default()
+    };
+    let (first, last) = match (clean(&id.given_name), clean(&id.family_name)) {
+        (f, l) if f.is_empty() && l.is_empty() => {
+            let full = clean(&id.name);
+            match full.rsplit_once(' ') {
+                Some((f, l)) => (f.to_string(), l.to_string()),
+                None => (full, String::new()),
+            }
+        }
+        other => other,
+    };
+    let system = Audit { actor_username: Some(format!("oidc:{}", p.name)), ..audit.clone() };
+    let user = users::create(
+        &mut tx,
+        &system,
+        users::NewUser {
+            username,
+            email,
+            first_name: first,
+            last_name: last,
+            password_hash: None,
+            enabled: true,
+            verified: id.email_verified,
+            roles: Vec::new(),
+        },
+    )
+    .await?;
+    let a = audit.clone().as_user(user.id, &user.username);
+    identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "first login").await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A valid, unused username from `preferred_username` or the email's local part.
+async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &Email) -> ApiResult<Username> {
+    let raw =
+        id.preferred_username.clone().unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_string());
+    let mut base: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(56)
+        .collect();
+    if Username::parse(&base).is_err() {
+        // Empty, reserved (`me`, an XNAT route word) or all digits.
+        base = if base.is_empty() { "user".into() } else { format!("user-{}", &base[..base.len().min(51)]) };
+    }
+    for n in 0..1000u32 {
+        let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
+        if users::by_name(conn, &candidate).await?.is_none() {
+            return Username::parse(&candidate);
+        }
+    }
+    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
+}
