@@ -75,8 +75,8 @@ pub async fn create_admin(
     check_policy: bool,
 ) -> Result<()> {
     let to_anyhow = |e: ApiError| anyhow::anyhow!("{}", e.message);
-    let username = crate::domain::Username::parse(username).map_err(to_anyhow)?;
-    let email = crate::domain::Email::parse(email).map_err(to_anyhow)?;
+    let username = crate::domain::Username::parse(username)?;
+    let email = crate::domain::Email::parse(email)?;
     if check_policy {
         hasher
             .check_policy(password.expose_secret(), username.as_str(), email.as_str())

@@ -5,7 +5,31 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+/// Why domain input was refused. Carries no HTTP: the HTTP layer maps it
+/// (`impl From<domain::Error> for ApiError`), the command line prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A value that is not valid (a stable `code` such as `invalid_email`).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// A value that is valid but reserved (`me`, route words).
+    #[error("{message}")]
+    Reserved { code: &'static str, message: String },
+}
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Invalid { code, message: message.into() }
+    }
+    pub fn reserved(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Reserved { code, message: message.into() }
+    }
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid { code, .. } | Error::Reserved { code, .. } => code,
+        }
+    }
+}
 
 /// The reserved name that means "the caller" wherever a username is accepted.
 pub const ME: &str = "me";
@@ -22,22 +46,22 @@ pub struct Username(String);
 impl Username {
     /// 1 to 64 characters: ASCII letters, digits, `.`, `_`, `-`, starting with a
     /// letter or digit (XNAT logins). `me` is reserved (MLTE).
-    pub fn parse(raw: &str) -> Result<Username, ApiError> {
+    pub fn parse(raw: &str) -> Result<Username, Error> {
         let ok_len = (1..=64).contains(&raw.len());
         let mut chars = raw.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
         let rest_ok = raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !(ok_len && first_ok && rest_ok) {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "invalid_username",
                 "username must be 1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
             ));
         }
         if raw.eq_ignore_ascii_case(ME) {
-            return Err(ApiError::bad_request("reserved_username", "'me' is reserved and can't be used as a username"));
+            return Err(Error::reserved("reserved_username", "'me' is reserved and can't be used as a username"));
         }
         if RESERVED_USERNAMES.iter().any(|w| raw.eq_ignore_ascii_case(w)) || raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request(
+            return Err(Error::reserved(
                 "reserved_username",
                 format!("'{raw}' is reserved (a word of the XNAT routes, or all digits like an XNAT user id)"),
             ));
@@ -80,9 +104,9 @@ impl Email {
     /// as what it is (no zero-width, bidi-override, private-use or
     /// unassigned characters; no character NFKC would change, such as
     /// U+212A KELVIN SIGN or full-width letters).
-    pub fn parse(raw: &str) -> Result<Email, ApiError> {
+    pub fn parse(raw: &str) -> Result<Email, Error> {
         use unicode_normalization::UnicodeNormalization;
-        let err = || ApiError::unprocessable("invalid_email", "email must be a valid address such as name@example.org");
+        let err = || Error::invalid("invalid_email", "email must be a valid address such as name@example.org");
         let raw = raw.trim();
         if raw.len() < 3 || raw.len() > 254 || raw.chars().any(|c| c.is_whitespace() || !visible(c)) {
             return Err(err());
@@ -209,10 +233,10 @@ impl fmt::Display for Email {
 }
 
 /// A person's name part: at most 128 characters, no control characters.
-pub fn parse_name(field: &'static str, raw: &str) -> Result<String, ApiError> {
+pub fn parse_name(field: &'static str, raw: &str) -> Result<String, Error> {
     let trimmed = raw.trim();
     if trimmed.chars().count() > 128 || trimmed.chars().any(|c| !visible(c)) {
-        return Err(ApiError::unprocessable(
+        return Err(Error::invalid(
             "invalid_name",
             format!("{field} must be at most 128 characters with no control, invisible or unassigned characters"),
         ));
@@ -265,12 +289,12 @@ impl fmt::Display for Permission {
 pub struct ProjectId(String);
 
 impl ProjectId {
-    pub fn parse(raw: &str) -> Result<ProjectId, ApiError> {
+    pub fn parse(raw: &str) -> Result<ProjectId, Error> {
         let ok = (1..=64).contains(&raw.len())
             && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !ok {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "invalid_project_id",
                 "project id must be 1-64 characters: letters, digits, '_' or '-', starting with a letter or digit",
             ));
@@ -283,7 +307,7 @@ impl ProjectId {
 }
 
 /// A group name: 1-128 ASCII letters, digits, `_`, `.` or `-`.
-pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
+pub fn parse_group_name(raw: &str) -> Result<String, Error> {
     let ok = (1..=128).contains(&raw.len())
         && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -291,13 +315,13 @@ pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
     if ok && Level::ALL.iter().any(|l| lower.ends_with(&format!("_{}", l.as_str()))) {
         // `{project}_owner` and its kind belong to projects: a plain group
         // so named would block the project (or pose as its level group).
-        return Err(ApiError::unprocessable(
+        return Err(Error::invalid(
             "reserved_group_name",
             "names ending in _owner, _member or _collaborator are reserved for project groups",
         ));
     }
     if !ok {
-        return Err(ApiError::unprocessable(
+        return Err(Error::invalid(
             "invalid_group_name",
             "group name must be 1-128 characters: letters, digits, '_', '.' or '-', starting with a letter or digit",
         ));
@@ -307,10 +331,10 @@ pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
 
 /// Free text such as a project name or description: bounded, no control
 /// characters other than newlines and tabs.
-pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
+pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, Error> {
     let t = raw.trim();
     if t.chars().count() > max || t.chars().any(|c| !visible(c) && !matches!(c, '\n' | '\t' | '\r')) {
-        return Err(ApiError::unprocessable(
+        return Err(Error::invalid(
             "invalid_text",
             format!("{field} must be at most {max} characters with no control characters"),
         ));
@@ -338,11 +362,11 @@ impl Level {
         }
     }
 
-    pub fn parse(raw: &str) -> Result<Level, ApiError> {
+    pub fn parse(raw: &str) -> Result<Level, Error> {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(raw))
-            .ok_or_else(|| ApiError::unprocessable("invalid_level", "level must be owner, member or collaborator"))
+            .ok_or_else(|| Error::invalid("invalid_level", "level must be owner, member or collaborator"))
     }
 
     /// Higher is more access: owner 3, member 2, collaborator 1.

@@ -45,6 +45,17 @@ pub struct ErrorDetail {
     pub details: Option<serde_json::Value>,
 }
 
+/// Domain refusals: invalid values are 422, reserved ones 400 (as before).
+impl From<crate::domain::Error> for ApiError {
+    fn from(e: crate::domain::Error) -> ApiError {
+        let message = e.to_string();
+        match e {
+            crate::domain::Error::Invalid { code, .. } => ApiError::unprocessable(code, message),
+            crate::domain::Error::Reserved { code, .. } => ApiError::bad_request(code, message),
+        }
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), retry_after: None, details: None, source: None }

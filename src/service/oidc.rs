@@ -149,8 +149,8 @@ async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &E
     for n in 0..1000u32 {
         let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
         if users::by_name(conn, &candidate).await?.is_none() {
-            return Username::parse(&candidate);
+            return Ok(Username::parse(&candidate)?);
         }
     }
-    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
+    Ok(Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))?)
 }
