@@ -130,9 +130,8 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
             let (password, generated) = read_password(password_stdin)?;
             let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
             // The same reset as a manager's through the API or XNAT.
-            let user = registrar::service::users::reset_password(pool, &hasher, &username, password, !generated)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let user =
+                registrar::service::users::reset_password(pool, &hasher, &username, password, !generated).await?;
             println!("password of '{}' reset; their sessions are revoked", user.username);
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");
