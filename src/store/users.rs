@@ -540,7 +540,7 @@ pub struct LoginOk {
 /// A login whose password changed (or whose sessions were all revoked)
 /// while it was being checked: refused like a wrong password.
 fn stale_login() -> ApiError {
-    ApiError::unauthorized("invalid username or password").with_code("invalid_credentials")
+    invalid_credentials()
 }
 
 /// `check_login`, then its bookkeeping (one statement).
@@ -622,19 +622,86 @@ pub async fn check_login(
     login: &str,
     password: SecretString,
 ) -> Result<LoginOk, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid username or password").with_code("invalid_credentials");
-    let max = i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5);
-    let lockout = i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900);
+    let limits = LockoutLimits::of(state);
     if login.len() > 254 {
         let _ = state.hasher.verify(password, None).await?;
-        return Err(invalid());
+        return Err(invalid_credentials());
     }
-    // Find the user and reserve an attempt (refused at once when locked).
-    // The reservation commits without waiting for its WAL flush: it is
-    // visible to every other attempt at once, and every answer that reveals
-    // a verdict follows a durable commit of this login (the success's
-    // session, the failure's log entry), which flushes the WAL past it.
-    let row = sqlx::query_as::<_, LoginRow>(
+    let Some(row) = reserve_attempt(&state.pool, login, limits.max).await? else {
+        // An unknown name is counted and locked like an account, so the
+        // answers (401, then 429) do not tell which names exist.
+        let key = crate::domain::login_key(login);
+        return match unknown_attempt(&state.pool, &key, limits.max).await? {
+            None => Err(limits.locked(unknown_locked_until(&state.pool, &key).await?)),
+            Some(_) => {
+                let _ = state.hasher.verify(password, None).await?;
+                lock_unknown(&state.pool, &key, limits.max, limits.lockout_secs).await?;
+                Err(invalid_credentials())
+            }
+        };
+    };
+    if row.reserved.is_none() {
+        let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&state.pool)
+            .await?;
+        return Err(limits.locked(until));
+    }
+    let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
+    if !matches!(verdict, Verified::No) && row.enabled {
+        let rehashed = match verdict {
+            Verified::YesRehashed(h) => Some(h),
+            _ => None,
+        };
+        return Ok(LoginOk {
+            user_id: row.id,
+            username: row.username,
+            rehashed,
+            checked_hash: row.password_hash,
+            not_before: row.tokens_not_before,
+        });
+    }
+    record_failure(&state.pool, audit, &row, &limits).await?;
+    Err(invalid_credentials())
+}
+
+/// The same 401 for an unknown name, a wrong password and a disabled account.
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized("invalid username or password").with_code("invalid_credentials")
+}
+
+/// `auth.max_failed_logins` and `auth.lockout_secs`, and the 429 they give.
+struct LockoutLimits {
+    max: i32,
+    lockout_secs: i64,
+}
+
+impl LockoutLimits {
+    fn of(state: &AppState) -> LockoutLimits {
+        LockoutLimits {
+            max: i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5),
+            lockout_secs: i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900),
+        }
+    }
+
+    fn locked(&self, until: Option<DateTime<Utc>>) -> ApiError {
+        let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(self.lockout_secs).max(1);
+        ApiError::too_many(
+            "account_locked",
+            "too many failed logins; the account is locked for a while",
+            u64::try_from(retry).unwrap_or(1),
+        )
+    }
+}
+
+/// Finds the account (username or email) and reserves an attempt, in one
+/// statement: `reserved` is `None` when the account is locked. The
+/// reservation commits without waiting for its WAL flush: it is visible to
+/// every other attempt at once, and every answer that reveals a verdict
+/// follows a durable commit of this login (the success's session, the
+/// failure's log entry), which flushes the WAL past it.
+async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<LoginRow>, ApiError> {
+    Ok(sqlx::query_as::<_, LoginRow>(
         "WITH target AS (
              SELECT id, username, enabled, password_hash, tokens_not_before FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
@@ -659,59 +726,22 @@ pub async fn check_login(
     )
     .bind(crate::domain::login_key(login))
     .bind(max)
-    .fetch_optional(&state.pool)
-    .await?;
-    let locked = |until: Option<DateTime<Utc>>| {
-        let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(lockout).max(1);
-        ApiError::too_many(
-            "account_locked",
-            "too many failed logins; the account is locked for a while",
-            u64::try_from(retry).unwrap_or(1),
-        )
-    };
-    let Some(row) = row else {
-        // An unknown name is counted and locked like an account, so the
-        // answers (401, then 429) do not tell which names exist.
-        let key = crate::domain::login_key(login);
-        return match unknown_attempt(&state.pool, &key, max).await? {
-            None => Err(locked(unknown_locked_until(&state.pool, &key).await?)),
-            Some(_) => {
-                let _ = state.hasher.verify(password, None).await?;
-                lock_unknown(&state.pool, &key, max, lockout).await?;
-                Err(invalid())
-            }
-        };
-    };
-    if row.reserved.is_none() {
-        let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(&state.pool)
-            .await?;
-        return Err(locked(until));
-    }
-    let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
-    if !matches!(verdict, Verified::No) && row.enabled {
-        let rehashed = match verdict {
-            Verified::YesRehashed(h) => Some(h),
-            _ => None,
-        };
-        return Ok(LoginOk {
-            user_id: row.id,
-            username: row.username,
-            rehashed,
-            checked_hash: row.password_hash,
-            not_before: row.tokens_not_before,
-        });
-    }
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// A failed check of a known account: the lock when the limit is reached,
+/// and the log entries, in one transaction.
+async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), ApiError> {
     let audit = audit.clone().as_user(row.id, &row.username);
-    let mut tx = state.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE users SET locked_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
     )
     .bind(row.id)
-    .bind(max)
-    .bind(lockout as f64)
+    .bind(limits.max)
+    .bind(limits.lockout_secs as f64)
     .fetch_optional(&mut *tx)
     .await?;
     let reason = if row.enabled { "bad_password" } else { "account_disabled" };
@@ -729,7 +759,7 @@ pub async fn check_login(
         .await?;
     }
     tx.commit().await?;
-    Err(invalid())
+    Ok(())
 }
 
 /// Reserves an attempt for a name that matches no account (as the account
