@@ -22,29 +22,7 @@ pub async fn resolve_account(
 ) -> ApiResult<users::User> {
     let mut tx = state.pool.begin().await?;
     if let Some(user_id) = identities::find(&mut tx, &p.name, &id.subject).await? {
-        let user = users::get_by_id(&mut tx, user_id).await?;
-        if let Some(wanted) = link_user {
-            if wanted != user_id {
-                return Err(ApiError::conflict(
-                    "identity_in_use",
-                    "this identity is already linked to another account",
-                ));
-            }
-        }
-        if !user.enabled {
-            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
-        }
-        identities::touch(&mut tx, &p.name, &id.subject).await?;
-        let a = audit.clone().as_user(user.id, &user.username);
-        crate::audit::record(
-            &mut *tx,
-            &a,
-            "user",
-            &user.id.to_string(),
-            "login.succeeded",
-            Changes::new().set("method", "oidc").set("provider", p.name.as_str()),
-        )
-        .await?;
+        let user = existing_link(&mut tx, audit, p, id, user_id, link_user).await?;
         tx.commit().await?;
         return Ok(user);
     }
@@ -56,38 +34,97 @@ pub async fn resolve_account(
         tx.commit().await?;
         return Ok(user);
     }
+    if let Some(user) = link_by_email(state, &mut tx, audit, p, id).await? {
+        tx.commit().await?;
+        return Ok(user);
+    }
+    let user = create_account(&mut tx, audit, p, id).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Rule 1: the identity is linked already; that user logs in (not when
+/// disabled, nor when the caller wanted it linked to someone else).
+async fn existing_link(
+    tx: &mut sqlx::PgConnection,
+    audit: &Audit,
+    p: &OidcProvider,
+    id: &Identity,
+    user_id: uuid::Uuid,
+    link_user: Option<uuid::Uuid>,
+) -> ApiResult<users::User> {
+    let user = users::get_by_id(tx, user_id).await?;
+    if link_user.is_some_and(|wanted| wanted != user_id) {
+        return Err(ApiError::conflict("identity_in_use", "this identity is already linked to another account"));
+    }
+    if !user.enabled {
+        return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+    }
+    identities::touch(tx, &p.name, &id.subject).await?;
+    let a = audit.clone().as_user(user.id, &user.username);
+    crate::audit::record(
+        &mut *tx,
+        &a,
+        "user",
+        &user.id.to_string(),
+        "login.succeeded",
+        Changes::new().set("method", "oidc").set("provider", p.name.as_str()),
+    )
+    .await?;
+    Ok(user)
+}
+
+/// Rules 3 and 4: an account with the identity's email. Linked only when
+/// both sides verified the address, the provider may link, and the account
+/// holds no permission; otherwise 409 `email_in_use`. `None`: no such account.
+async fn link_by_email(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    audit: &Audit,
+    p: &OidcProvider,
+    id: &Identity,
+) -> ApiResult<Option<users::User>> {
     let existing = match &id.email {
         // An address this server would refuse (invisible or compatibility
         // characters) names nobody here.
         Some(email) => match Email::parse(email) {
-            Ok(email) => users::by_email(&mut tx, &email).await?,
+            Ok(email) => users::by_email(tx, &email).await?,
             Err(_) => None,
         },
         None => None,
     };
-    if let Some(user) = existing {
-        // Linking by email trusts both sides: the provider verified the
-        // address, and so did this server (a self-set, unverified address is
-        // anyone's claim). An account holding any permission is never linked
-        // automatically: its owner links the identity from their profile.
-        let privileged = !state.role_permissions.of(&user.roles).is_empty();
-        if !(p.link_by_email && id.email_verified && user.verified && !privileged) {
-            return Err(ApiError::conflict(
-                "email_in_use",
-                format!(
-                    "an account with this email already exists; log in with your password and link {} from your profile",
-                    if p.display_name.is_empty() { &p.name } else { &p.display_name }
-                ),
-            ));
-        }
-        if !user.enabled {
-            return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
-        }
-        let a = audit.clone().as_user(user.id, &user.username);
-        identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "verified email").await?;
-        tx.commit().await?;
-        return Ok(user);
+    let Some(user) = existing else { return Ok(None) };
+    // Linking by email trusts both sides: the provider verified the
+    // address, and so did this server (a self-set, unverified address is
+    // anyone's claim). An account holding any permission is never linked
+    // automatically: its owner links the identity from their profile.
+    let privileged = !state.role_permissions.of(&user.roles).is_empty();
+    if !(p.link_by_email && id.email_verified && user.verified && !privileged) {
+        return Err(ApiError::conflict(
+            "email_in_use",
+            format!(
+                "an account with this email already exists; log in with your password and link {} from your profile",
+                if p.display_name.is_empty() { &p.name } else { &p.display_name }
+            ),
+        ));
     }
+    if !user.enabled {
+        return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+    }
+    let a = audit.clone().as_user(user.id, &user.username);
+    identities::link(tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "verified email").await?;
+    Ok(Some(user))
+}
+
+/// Rules 5 and 6: a new account (username from the claims, made valid and
+/// unique; `verified` from `email_verified`; no password), or 403
+/// `no_account` when the provider may not create accounts.
+async fn create_account(
+    tx: &mut sqlx::PgConnection,
+    audit: &Audit,
+    p: &OidcProvider,
+    id: &Identity,
+) -> ApiResult<users::User> {
     if !p.auto_create {
         return Err(ApiError::forbidden("no account is linked to this identity; ask an administrator to create one")
             .with_code("no_account"));
@@ -96,7 +133,7 @@ pub async fn resolve_account(
         ApiError::unprocessable("email_required", "the identity provider did not share an email address")
     })?;
     let email = Email::parse(email)?;
-    let username = unique_username(&mut tx, id, &email).await?;
+    let username = unique_username(tx, id, &email).await?;
     let clean = |s: &Option<String>| {
         s.as_deref().map(|v| crate::domain::parse_name("name", v).unwrap_or_default()).unwrap_or_default()
     };
@@ -112,7 +149,7 @@ pub async fn resolve_account(
     };
     let system = Audit { actor_username: Some(format!("oidc:{}", p.name)), ..audit.clone() };
     let user = users::create(
-        &mut tx,
+        tx,
         &system,
         users::NewUser {
             username,
@@ -127,8 +164,7 @@ pub async fn resolve_account(
     )
     .await?;
     let a = audit.clone().as_user(user.id, &user.username);
-    identities::link(&mut tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "first login").await?;
-    tx.commit().await?;
+    identities::link(tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "first login").await?;
     Ok(user)
 }
 
