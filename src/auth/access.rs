@@ -145,9 +145,11 @@ async fn authenticate(state: &AppState, req: &ServiceRequest) -> Result<Principa
     principal::resolve(state, creds, ip).await?.ok_or_else(|| ApiError::unauthorized("authentication required"))
 }
 
-/// A write that rides on a session cookie must come from this origin.
+/// A write that rides on an ambient credential (a session cookie, or Basic
+/// credentials a browser may have cached after a `WWW-Authenticate`
+/// prompt) must come from this origin.
 fn check_csrf(state: &AppState, req: &ServiceRequest, principal: &Principal) -> Result<(), ApiError> {
-    if principal.method == principal::AuthMethod::Cookie
+    if (principal.method == principal::AuthMethod::Cookie || principal.via_basic)
         && writes(req.method())
         && cross_site(req.request(), &state.settings.public_url)
     {

@@ -22,8 +22,6 @@ pub struct ApiKeyView {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, name, prefix, created_at, expires_at, last_used_at, revoked_at";
-
 pub async fn create(
     conn: &mut PgConnection,
     audit: &Audit,
@@ -34,16 +32,18 @@ pub async fn create(
 ) -> Result<(ApiKeyView, String), ApiError> {
     let (prefix, secret, full) = tokens::new_api_key();
     let id = Uuid::now_v7();
-    let view = sqlx::query_as::<_, ApiKeyView>(&format!(
+    let view = sqlx::query_as!(
+        ApiKeyView,
         "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(user_id)
-    .bind(name)
-    .bind(&prefix)
-    .bind(keys.api_key_hash(&secret))
-    .bind(expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at",
+        id,
+        user_id,
+        name,
+        prefix,
+        keys.api_key_hash(&secret),
+        expires_at,
+    )
     .fetch_one(&mut *conn)
     .await?;
     let changes = Changes::new()
@@ -56,21 +56,24 @@ pub async fn create(
 }
 
 pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyView>, ApiError> {
-    Ok(sqlx::query_as::<_, ApiKeyView>(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC"
-    ))
-    .bind(user_id)
+    Ok(sqlx::query_as!(
+        ApiKeyView,
+        "SELECT id, name, prefix, created_at, expires_at, last_used_at, revoked_at
+         FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC",
+        user_id,
+    )
     .fetch_all(conn)
     .await?)
 }
 
 pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: Uuid) -> Result<(), ApiError> {
-    let res =
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
+    let res = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        id,
+        user_id,
+    )
+    .execute(&mut *conn)
+    .await?;
     if res.rows_affected() == 0 {
         return Err(ApiError::not_found("api_key_not_found", "no such active API key for this user"));
     }
@@ -89,10 +92,10 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: U
 /// Revokes every active API key of a user (a password reset or "log out
 /// everywhere" that asked for it); one change-log entry per key.
 pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -> Result<u64, ApiError> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
+    let ids: Vec<Uuid> = sqlx::query_scalar!(
         "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {

@@ -19,21 +19,25 @@ pub struct Identity {
 }
 
 pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Identity>, ApiError> {
-    Ok(sqlx::query_as::<_, Identity>(
-        "SELECT provider, subject, email, created_at, last_login_at FROM oidc_identities WHERE user_id = $1 ORDER BY provider, subject",
+    Ok(sqlx::query_as!(
+        Identity,
+        "SELECT provider, subject, email, created_at, last_login_at FROM oidc_identities
+         WHERE user_id = $1 ORDER BY provider, subject",
+        user,
     )
-    .bind(user)
     .fetch_all(conn)
     .await?)
 }
 
 /// The user linked to (provider, subject), if any.
 pub async fn find(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<Option<Uuid>, ApiError> {
-    Ok(sqlx::query_scalar("SELECT user_id FROM oidc_identities WHERE provider = $1 AND subject = $2 FOR UPDATE")
-        .bind(provider)
-        .bind(subject)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        "SELECT user_id FROM oidc_identities WHERE provider = $1 AND subject = $2 FOR UPDATE",
+        provider,
+        subject,
+    )
+    .fetch_optional(conn)
+    .await?)
 }
 
 pub async fn link(
@@ -45,13 +49,13 @@ pub async fn link(
     email: Option<&str>,
     how: &str,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO oidc_identities (provider, subject, user_id, email, last_login_at) VALUES ($1, $2, $3, $4, now())",
+        provider,
+        subject,
+        user,
+        email,
     )
-    .bind(provider)
-    .bind(subject)
-    .bind(user)
-    .bind(email)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -66,11 +70,13 @@ pub async fn link(
 }
 
 pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<(), ApiError> {
-    sqlx::query("UPDATE oidc_identities SET last_login_at = now() WHERE provider = $1 AND subject = $2")
-        .bind(provider)
-        .bind(subject)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE oidc_identities SET last_login_at = now() WHERE provider = $1 AND subject = $2",
+        provider,
+        subject
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -79,12 +85,11 @@ pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Re
 /// Unlinks every OpenID identity of a user who has a password (a password
 /// reset that asked for it); one change-log entry per identity.
 pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> Result<u64, ApiError> {
-    let gone: Vec<(String, String)> =
-        sqlx::query_as("DELETE FROM oidc_identities WHERE user_id = $1 RETURNING provider, subject")
-            .bind(user)
+    let gone: Vec<String> =
+        sqlx::query_scalar!("DELETE FROM oidc_identities WHERE user_id = $1 RETURNING provider", user)
             .fetch_all(&mut *conn)
             .await?;
-    for (provider, _) in &gone {
+    for provider in &gone {
         crate::audit::record(
             &mut *conn,
             audit,
@@ -99,20 +104,19 @@ pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> R
 }
 
 pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider: &str) -> Result<u64, ApiError> {
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user).execute(&mut *conn).await?;
-    let has_password: bool = sqlx::query_scalar("SELECT password_hash IS NOT NULL FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_one(&mut *conn)
-        .await?;
-    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM oidc_identities WHERE user_id = $1 AND provider <> $2")
-        .bind(user)
-        .bind(provider)
-        .fetch_one(&mut *conn)
-        .await?;
+    let has_password: bool =
+        sqlx::query_scalar!(r#"SELECT password_hash IS NOT NULL AS "has!" FROM users WHERE id = $1 FOR UPDATE"#, user)
+            .fetch_one(&mut *conn)
+            .await?;
+    let others: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM oidc_identities WHERE user_id = $1 AND provider <> $2"#,
+        user,
+        provider,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let subjects: Vec<String> =
-        sqlx::query_scalar("SELECT subject FROM oidc_identities WHERE user_id = $1 AND provider = $2")
-            .bind(user)
-            .bind(provider)
+        sqlx::query_scalar!("SELECT subject FROM oidc_identities WHERE user_id = $1 AND provider = $2", user, provider)
             .fetch_all(&mut *conn)
             .await?;
     if subjects.is_empty() {
@@ -127,9 +131,7 @@ pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider
             "this identity is the account's only way to log in; set a password or link another provider first",
         ));
     }
-    let n = sqlx::query("DELETE FROM oidc_identities WHERE user_id = $1 AND provider = $2")
-        .bind(user)
-        .bind(provider)
+    let n = sqlx::query!("DELETE FROM oidc_identities WHERE user_id = $1 AND provider = $2", user, provider)
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -160,18 +162,18 @@ pub async fn save_state(
     ttl_secs: u64,
 ) -> Result<(), ApiError> {
     // Old, abandoned logins go as new ones arrive.
-    sqlx::query("DELETE FROM oidc_states WHERE expires_at < now()").execute(&mut *conn).await?;
-    sqlx::query(
+    sqlx::query!("DELETE FROM oidc_states WHERE expires_at < now()").execute(&mut *conn).await?;
+    sqlx::query!(
         "INSERT INTO oidc_states (state, provider, nonce, pkce_verifier, return_to, link_user_id, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        state,
+        provider,
+        nonce,
+        verifier,
+        return_to,
+        link_user,
+        Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(600)),
     )
-    .bind(state)
-    .bind(provider)
-    .bind(nonce)
-    .bind(verifier)
-    .bind(return_to)
-    .bind(link_user)
-    .bind(Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(600)))
     .execute(conn)
     .await?;
     Ok(())
@@ -179,12 +181,13 @@ pub async fn save_state(
 
 /// Takes (deletes) a state: a second use finds nothing.
 pub async fn take_state(conn: &mut PgConnection, state: &str, provider: &str) -> Result<Option<LoginState>, ApiError> {
-    Ok(sqlx::query_as::<_, LoginState>(
+    Ok(sqlx::query_as!(
+        LoginState,
         "DELETE FROM oidc_states WHERE state = $1 AND provider = $2 AND expires_at > now()
          RETURNING provider, nonce, pkce_verifier, return_to, link_user_id",
+        state,
+        provider,
     )
-    .bind(state)
-    .bind(provider)
     .fetch_optional(conn)
     .await?)
 }

@@ -645,7 +645,17 @@ pub async fn check_login(
             .bind(row.id)
             .fetch_one(&state.pool)
             .await?;
-        return Err(limits.locked(until));
+        return Err(match until {
+            Some(_) => limits.locked(until),
+            // Every attempt reserves a try before its hash is checked, so
+            // with `max` logins of this account in flight the next waits a
+            // moment; the account is not locked (nobody guessed wrong yet).
+            None => ApiError::too_many(
+                "login_in_progress",
+                "too many logins for this account at once; retry in a moment",
+                1,
+            ),
+        });
     }
     let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
     if !matches!(verdict, Verified::No) && row.enabled {

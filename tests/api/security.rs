@@ -1241,3 +1241,38 @@ async fn every_login_path_is_rate_limited() {
     }
     assert_eq!(statuses[2], 429, "OpenID callback: {statuses:?}");
 }
+
+/// Second attack review: parallel logins with the right password are never
+/// told the account is locked (each attempt reserves a try before its hash
+/// is checked; the ones beyond the limit wait with `login_in_progress`).
+#[tokio::test]
+async fn parallel_right_passwords_are_not_a_lockout() {
+    let app = spawn_app().await;
+    app.create_user("conc", json!({})).await;
+    let results = futures_util::future::join_all((0..10).map(|_| app.login_full("conc", PASSWORD))).await;
+    for r in &results {
+        assert!(r.status == 200 || r.code() == "login_in_progress", "{} {}", r.status, r.text);
+    }
+    app.login("conc", PASSWORD).await;
+}
+
+/// Second attack review: Basic credentials a browser cached are ambient
+/// like a cookie, so a cross-site write with them is refused too.
+#[tokio::test]
+async fn cross_site_writes_with_basic_credentials_are_refused() {
+    let app = spawn_app().await;
+    app.create_user("cs", json!({})).await;
+    let rb = app
+        .client
+        .put(app.url("/xapi/users/cs"))
+        .basic_auth("cs", Some(PASSWORD))
+        .header("Origin", "https://evil.example")
+        .header("Sec-Fetch-Site", "cross-site")
+        .json(&json!({"firstName": "Pwned"}));
+    let r = app.exchange("PUT /xapi/users/cs", rb).await.expect(403);
+    assert_eq!(r.code(), "cross_site_request");
+    // XNAT clients send neither header and are served.
+    let rb =
+        app.client.put(app.url("/xapi/users/cs")).basic_auth("cs", Some(PASSWORD)).json(&json!({"firstName": "Ok"}));
+    app.exchange("PUT /xapi/users/cs", rb).await.expect(200);
+}
