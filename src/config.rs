@@ -150,11 +150,11 @@ impl AuthSettings {
     /// The browser session cookie's name: with `cookie_secure`, prefixed
     /// `__Host-` (the browser then requires Secure, `Path=/` and no Domain,
     /// so no subdomain can set or shadow it).
-    pub fn cookie_name(&self) -> String {
+    pub fn cookie_name(&self) -> std::borrow::Cow<'_, str> {
         if self.cookie_secure && !self.session_cookie_name.starts_with("__Host-") {
-            format!("__Host-{}", self.session_cookie_name)
+            std::borrow::Cow::Owned(format!("__Host-{}", self.session_cookie_name))
         } else {
-            self.session_cookie_name.clone()
+            std::borrow::Cow::Borrowed(&self.session_cookie_name)
         }
     }
 }

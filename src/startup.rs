@@ -259,14 +259,15 @@ impl Application {
                     resource = resource.route(route);
                 }
                 // XNAT clients' Basic logins become sessions (inside the guard).
-                let xnat_sessions =
-                    actix_web::middleware::Condition::new(xnat::is_xnat_path(pattern), from_fn(xnat::basic_session));
-                // The resource's own rules, enforced after routing selected it.
+                // The resource's own rules, enforced after routing selected it;
+                // on XNAT paths, inside the guard, Basic logins become sessions.
                 let guard = access::ResourceRules { pattern, by_method: rules };
-                let resource = resource
-                    .wrap(xnat_sessions)
-                    .wrap(from_fn(move |req, next| access::enforce(guard.clone(), req, next)));
-                app = app.service(resource);
+                let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
+                if xnat::is_xnat_path(pattern) {
+                    app = app.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
+                } else {
+                    app = app.service(resource.wrap(guard));
+                }
             }
             app
         })

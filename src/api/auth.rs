@@ -42,7 +42,7 @@ fn user_agent(req: &HttpRequest) -> Option<&str> {
 }
 
 pub fn session_cookie(state: &AppState, value: String, max_age_secs: i64) -> Cookie<'static> {
-    Cookie::build(state.settings.auth.cookie_name(), value)
+    Cookie::build(state.settings.auth.cookie_name().into_owned(), value)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)

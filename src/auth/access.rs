@@ -141,7 +141,10 @@ pub async fn enforce(
 /// Who is calling: 401 when nobody, or when what was presented is invalid.
 async fn authenticate(state: &AppState, req: &ServiceRequest) -> Result<Principal, ApiError> {
     let creds = principal::credentials(req.request(), &state.settings.auth.cookie_name());
-    let ip = crate::audit::client_ip(req.request());
+    // The client's address matters only to a password check (rate limits, log).
+    let ip = matches!(creds.header, principal::Credentials::Basic { .. })
+        .then(|| crate::audit::client_ip(req.request()))
+        .flatten();
     principal::resolve(state, creds, ip).await?.ok_or_else(|| ApiError::unauthorized("authentication required"))
 }
 
