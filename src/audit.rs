@@ -144,6 +144,11 @@ pub fn push_insert(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec
         "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
                                  subject_type, subject_id, action, changes, request_id, client_ip) ",
     );
+    push_values(qb, entries);
+}
+
+/// `VALUES (..), ..` of the entries, in the change log's column order.
+fn push_values(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>) {
     qb.push_values(entries, |mut row, e| {
         row.push_bind(e.audit.actor_id)
             .push_bind(e.audit.actor_username.clone())
@@ -167,18 +172,7 @@ pub fn push_insert_if(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: 
                                  subject_type, subject_id, action, changes, request_id, client_ip)
          SELECT * FROM (",
     );
-    qb.push_values(entries, |mut row, e| {
-        row.push_bind(e.audit.actor_id)
-            .push_bind(e.audit.actor_username.clone())
-            .push_bind(e.audit.session_id)
-            .push_bind(e.audit.api_key_id)
-            .push_bind(e.subject_type.to_owned())
-            .push_bind(e.subject_id)
-            .push_bind(e.action.to_owned())
-            .push_bind(e.changes.into_value())
-            .push_bind(e.audit.request_id.clone())
-            .push_bind(e.audit.client_ip.clone());
-    });
+    push_values(qb, entries);
     qb.push(") AS entry WHERE ").push(cond.to_owned());
 }
 

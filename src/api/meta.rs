@@ -14,13 +14,7 @@ pub struct PermissionInfo {
     pub description: &'static str,
 }
 
-#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct RoleInfo {
-    pub name: String,
-    pub description: String,
-    pub permissions: Vec<String>,
-    pub builtin: bool,
-}
+pub use crate::store::roles::RoleInfo;
 
 /// Every permission type (the data tracker's `get_permission_info`). Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/permissions", tag = "roles", responses((status = 200, body = [PermissionInfo])))]
@@ -33,9 +27,5 @@ pub async fn permissions(_caller: Caller) -> HttpResponse {
 /// Roles with the permissions they grant. Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", responses((status = 200, body = [RoleInfo])))]
 pub async fn roles(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let roles =
-        sqlx::query_as::<_, RoleInfo>("SELECT name, description, permissions, builtin FROM roles ORDER BY name")
-            .fetch_all(&state.pool)
-            .await?;
-    Ok(HttpResponse::Ok().json(roles))
+    Ok(HttpResponse::Ok().json(crate::store::roles::list(&state.pool).await?))
 }

@@ -234,12 +234,10 @@ pub async fn reset_password(
 
 /// The one place a password is reset (native manager reset, XNAT's
 /// `PUT /xapi/users/{u}` with a password, the command line): the new hash,
-/// the log entry, and every session of the user ended, including the
-/// tokens issued so far.
+/// the log entry, and every session of the user ended.
 pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User, hash: String) -> ApiResult<()> {
-    users::set_password(tx, audit, user, hash, None, "password.reset").await?;
-    crate::store::sessions::revoke_all(tx, audit, user.id, "password reset").await?;
-    Ok(())
+    // Ends every session of the user (and so every token naming one).
+    users::set_password(tx, audit, user, hash, None, "password.reset").await
 }
 
 /// The role-change rules, shared by the native and XNAT APIs: nobody changes

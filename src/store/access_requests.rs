@@ -324,7 +324,18 @@ pub async fn answer(
         )
         .await?;
     }
-    let status = if accept { "accepted" } else { "declined" };
+    decide(conn, audit, par_id, who, if accept { "accepted" } else { "declined" }).await
+}
+
+/// Ends a pending request with `status` (accepted, declined, withdrawn),
+/// logged as `access_request.<status>`.
+async fn decide(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    par_id: i64,
+    who: &Answerer,
+    status: &str,
+) -> Result<AccessRequest, ApiError> {
     sqlx::query("UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1")
         .bind(par_id)
         .bind(status)
@@ -400,21 +411,5 @@ pub async fn withdraw(
     if status != "pending" {
         return Err(ApiError::conflict("already_answered", format!("access request {par_id} was already {status}")));
     }
-    sqlx::query(
-        "UPDATE access_requests SET status = 'withdrawn', decided_at = now(), decided_by = $2 WHERE par_id = $1",
-    )
-    .bind(par_id)
-    .bind(who.user_id)
-    .execute(&mut *conn)
-    .await?;
-    audit::record(
-        &mut *conn,
-        audit,
-        "access_request",
-        &par_id.to_string(),
-        "access_request.withdrawn",
-        Changes::new().field("status", "pending", "withdrawn"),
-    )
-    .await?;
-    get(conn, par_id).await
+    decide(conn, audit, par_id, who, "withdrawn").await
 }

@@ -77,15 +77,7 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: U
     if res.rows_affected() == 0 {
         return Err(ApiError::not_found("api_key_not_found", "no such active API key for this user"));
     }
-    audit::record(
-        &mut *conn,
-        audit,
-        "api_key",
-        &id.to_string(),
-        "api_key.revoked",
-        Changes::new().set("user_id", user_id.to_string()),
-    )
-    .await?;
+    log_revoked(conn, audit, id, user_id).await?;
     Ok(())
 }
 
@@ -99,15 +91,13 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {
-        audit::record(
-            &mut *conn,
-            audit,
-            "api_key",
-            &id.to_string(),
-            "api_key.revoked",
-            Changes::new().set("user_id", user_id.to_string()),
-        )
-        .await?;
+        log_revoked(conn, audit, *id, user_id).await?;
     }
     Ok(ids.len() as u64)
+}
+
+async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: Uuid) -> Result<(), ApiError> {
+    let changes = Changes::new().set("user_id", user_id.to_string());
+    audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;
+    Ok(())
 }

@@ -8,5 +8,6 @@ pub mod change_log;
 pub mod groups;
 pub mod identities;
 pub mod projects;
+pub mod roles;
 pub mod sessions;
 pub mod users;
