@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::auth::principal::Principal;
-use crate::error::ApiError;
+use crate::domain::Result;
 use crate::telemetry::RequestId;
 
 /// The acting party and request of a change.
@@ -76,8 +76,8 @@ fn forwarded_client(peer: std::net::IpAddr, forwarded: &[&str], nets: &[ipnet::I
 }
 
 impl FromRequest for Audit {
-    type Error = ApiError;
-    type Future = Ready<Result<Audit, ApiError>>;
+    type Error = crate::error::ApiError;
+    type Future = Ready<Result<Audit, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let ext = req.extensions();

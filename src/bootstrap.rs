@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::auth::password::Hasher;
 use crate::auth::tokens::Keys;
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::domain::Error;
 
 /// Start-up work that must happen once, whichever instance gets there first:
 /// server secrets and the bootstrap administrator.
@@ -74,13 +74,13 @@ pub async fn create_admin(
     password: SecretString,
     check_policy: bool,
 ) -> Result<()> {
-    let to_anyhow = |e: ApiError| anyhow::anyhow!("{}", e.message);
+    let to_anyhow = |e: Error| anyhow::anyhow!("{}", e);
     let username = crate::domain::Username::parse(username)?;
     let email = crate::domain::Email::parse(email)?;
     if check_policy {
         hasher
             .check_policy(password.expose_secret(), username.as_str(), email.as_str())
-            .map_err(|e| anyhow::anyhow!("the administrator password (admin_password) is refused: {}", e.message))?;
+            .map_err(|e| anyhow::anyhow!("the administrator password (admin_password) is refused: {}", e))?;
     }
     let _ = settings;
     let hash = hasher.hash(password).await.map_err(to_anyhow)?;

@@ -45,13 +45,28 @@ pub struct ErrorDetail {
     pub details: Option<serde_json::Value>,
 }
 
-/// Domain refusals: invalid values are 422, reserved ones 400 (as before).
+/// The one mapping from domain errors to HTTP.
 impl From<crate::domain::Error> for ApiError {
     fn from(e: crate::domain::Error) -> ApiError {
+        use crate::domain::Error as E;
         let message = e.to_string();
         match e {
-            crate::domain::Error::Invalid { code, .. } => ApiError::unprocessable(code, message),
-            crate::domain::Error::Reserved { code, .. } => ApiError::bad_request(code, message),
+            E::Invalid { code, field, .. } => {
+                let err = ApiError::unprocessable(code, message);
+                match field {
+                    Some(field) => err.with_details(serde_json::json!({ "field": field })),
+                    None => err,
+                }
+            }
+            E::Malformed { code, .. } => ApiError::bad_request(code, message),
+            E::NotFound { code, .. } => ApiError::not_found(code, message),
+            E::Conflict { code, .. } => ApiError::conflict(code, message),
+            E::Unauthenticated { code, .. } => ApiError::unauthorized(message).with_code(code),
+            E::Forbidden { code, .. } => ApiError::forbidden(message).with_code(code),
+            E::Locked { code, retry_after, .. } => ApiError::too_many(code, message, retry_after),
+            E::Unavailable { code, retry_after, .. } => ApiError::unavailable(code, message, retry_after),
+            E::Upstream { code, .. } => ApiError::new(StatusCode::BAD_GATEWAY, code, message),
+            E::Internal(source) => ApiError::internal(source),
         }
     }
 }
@@ -101,18 +116,6 @@ impl ApiError {
         self.details = Some(details);
         self
     }
-
-    /// Maps a unique-constraint violation named `constraint` to a 409.
-    pub fn on_constraint(err: sqlx::Error, f: impl FnOnce(&str) -> Option<ApiError>) -> ApiError {
-        if let sqlx::Error::Database(db) = &err {
-            if let Some(name) = db.constraint() {
-                if let Some(mapped) = f(name) {
-                    return mapped;
-                }
-            }
-        }
-        ApiError::from(err)
-    }
 }
 
 impl fmt::Debug for ApiError {
@@ -135,38 +138,7 @@ impl std::error::Error for ApiError {}
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> ApiError {
-        match &err {
-            sqlx::Error::PoolTimedOut => {
-                tracing::warn!("database pool exhausted");
-                ApiError::unavailable("database_busy", "the server is busy, try again shortly", 1)
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => {
-                tracing::warn!(error = %err, "database unreachable");
-                ApiError::unavailable("database_unavailable", "the database is unavailable, try again shortly", 2)
-            }
-            sqlx::Error::Database(db)
-                if db.code().as_deref() == Some("40001") || db.code().as_deref() == Some("40P01") =>
-            {
-                ApiError::conflict("concurrent_update", "the record was changed concurrently; retry the request")
-            }
-            // Text PostgreSQL cannot store (a NUL character, say): the client's input is at fault.
-            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
-                ApiError::bad_request(
-                    "invalid_characters",
-                    "the request contains characters that cannot be stored (such as NUL)",
-                )
-            }
-            sqlx::Error::Database(db)
-                if db.code().as_deref().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
-                ApiError::unavailable("database_unavailable", "the database is unavailable, try again shortly", 2)
-            }
-            _ => ApiError::internal(err),
-        }
+        crate::domain::Error::from(err).into()
     }
 }
 

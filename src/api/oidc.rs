@@ -90,7 +90,7 @@ pub async fn login(
             .ok_or_else(|| ApiError::unauthorized("log in first to link a provider to your account"))?;
         // A new way into the account: only right after a login.
         if !crate::auth::reauth::is_recent(&state, &caller) {
-            return Err(crate::auth::reauth::required());
+            return Err(crate::auth::reauth::required().into());
         }
         Some(caller.user_id)
     } else {
@@ -172,8 +172,8 @@ pub async fn callback(
         Err(e) => {
             let mut a = audit.clone();
             a.actor_username = Some(format!("oidc:{}", p.name));
-            record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", e.code)).await;
-            return Err(e);
+            record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", e.code())).await;
+            return Err(e.into());
         }
     };
     let user = match crate::service::oidc::resolve_account(&state, &audit, p, &id, saved.link_user_id).await {
@@ -181,10 +181,12 @@ pub async fn callback(
         Err(e) => {
             let mut a = audit.clone();
             a.actor_username = Some(format!("oidc:{}:{}", p.name, id.subject));
-            let changes =
-                Changes::new().set("error", e.code).set("subject", id.subject.as_str()).set("email", id.email.clone());
+            let changes = Changes::new()
+                .set("error", e.code())
+                .set("subject", id.subject.as_str())
+                .set("email", id.email.clone());
             record_outcome(&state, &a, &p.name, "oidc.login_refused", changes).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     // The session, exactly as for a password login (method `oidc`).

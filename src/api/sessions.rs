@@ -68,7 +68,7 @@ pub async fn revoke_one(
         return Err(not_found());
     }
     if !crate::auth::access::may_act_on_id(&state.pool, &caller.0, owner).await? {
-        return Err(crate::auth::access::admin_target_refused());
+        return Err(crate::auth::access::admin_target_refused().into());
     }
     if !sessions::revoke(&mut tx, &audit, id, "revoked by request").await? {
         return Err(not_found());

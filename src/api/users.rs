@@ -305,7 +305,9 @@ async fn one_role(
     if results.iter().any(|r| !r.ok) {
         // One role, and it failed: report it as the error it was.
         let failed = results.pop().and_then(ItemResult::into_error);
-        return Err(failed.unwrap_or_else(|| ApiError::conflict("not_applied", "the role could not be changed")));
+        return Err(
+            failed.map_or_else(|| ApiError::conflict("not_applied", "the role could not be changed"), ApiError::from)
+        );
     }
     Ok(HttpResponse::Ok().json(RolesResult { user: UserView::from(user), results }))
 }

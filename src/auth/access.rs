@@ -201,7 +201,7 @@ async fn authorize(
         if let Some(target) = param(req, "username") {
             if !may_act_on(&state.pool, principal, &target).await? {
                 log_denied(state, req, principal, pattern).await;
-                return Err(admin_target_refused());
+                return Err(admin_target_refused().into());
             }
         }
     }
@@ -209,8 +209,8 @@ async fn authorize(
 }
 
 /// The refusal of a write on an administrator's account by a non-administrator.
-pub fn admin_target_refused() -> ApiError {
-    ApiError::forbidden("only an administrator may manage an administrator account")
+pub fn admin_target_refused() -> crate::domain::Error {
+    crate::domain::Error::forbidden("only an administrator may manage an administrator account")
 }
 
 /// Whether `caller` may write to the account named `target` (a username or

@@ -14,7 +14,7 @@ use openidconnect::{
 };
 
 use crate::config::{OidcProvider, Settings};
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
@@ -44,10 +44,9 @@ pub struct Started {
     pub verifier: String,
 }
 
-fn unavailable(provider: &str, what: impl std::fmt::Display) -> ApiError {
+fn unavailable(provider: &str, what: impl std::fmt::Display) -> Error {
     tracing::warn!(provider, error = %what, "OIDC provider problem");
-    ApiError::new(
-        actix_web::http::StatusCode::BAD_GATEWAY,
+    Error::upstream(
         "provider_unavailable",
         format!("the identity provider '{provider}' could not be reached or answered wrongly; try again later"),
     )
@@ -63,7 +62,7 @@ impl Oidc {
         Ok(Oidc { http, cache: Mutex::new(HashMap::new()) })
     }
 
-    async fn metadata(&self, p: &OidcProvider) -> Result<CoreProviderMetadata, ApiError> {
+    async fn metadata(&self, p: &OidcProvider) -> Result<CoreProviderMetadata, Error> {
         if let Ok(cache) = self.cache.lock() {
             if let Some((at, m)) = cache.get(&p.name) {
                 if at.elapsed() < DISCOVERY_TTL {
@@ -92,18 +91,18 @@ impl Oidc {
             openidconnect::EndpointMaybeSet,
             openidconnect::EndpointMaybeSet,
         >,
-        ApiError,
+        Error,
     > {
         let m = self.metadata(p).await?;
         let secret = p.secret().ok_or_else(|| unavailable(&p.name, "client secret missing"))?;
-        let redirect = RedirectUrl::new(redirect_uri(settings, &p.name))
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("{e}")))?;
+        let redirect =
+            RedirectUrl::new(redirect_uri(settings, &p.name)).map_err(|e| Error::internal(anyhow::anyhow!("{e}")))?;
         Ok(CoreClient::from_provider_metadata(m, ClientId::new(p.client_id.clone()), Some(ClientSecret::new(secret)))
             .set_redirect_uri(redirect))
     }
 
     /// The provider's authorization URL with a fresh state, nonce and PKCE challenge.
-    pub async fn start(&self, settings: &Settings, p: &OidcProvider) -> Result<Started, ApiError> {
+    pub async fn start(&self, settings: &Settings, p: &OidcProvider) -> Result<Started, Error> {
         let client = self.client(settings, p).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req =
@@ -128,7 +127,7 @@ impl Oidc {
         code: &str,
         verifier: String,
         nonce: String,
-    ) -> Result<Identity, ApiError> {
+    ) -> Result<Identity, Error> {
         let client = self.client(settings, p).await?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -143,7 +142,7 @@ impl Oidc {
                         return unavailable(&p.name, code);
                     }
                     tracing::info!(provider = %p.name, error = %code, "OIDC code exchange refused");
-                    ApiError::unauthorized("the identity provider refused the login").with_code("oidc_rejected")
+                    Error::unauthorized("the identity provider refused the login").with_code("oidc_rejected")
                 }
                 other => unavailable(&p.name, other),
             })?;
@@ -151,7 +150,7 @@ impl Oidc {
         let verifier = client.id_token_verifier();
         let claims = id_token.claims(&verifier, &Nonce::new(nonce)).map_err(|e| {
             tracing::warn!(provider = %p.name, error = %e, "ID token refused");
-            ApiError::unauthorized(format!("the identity provider's ID token is not valid: {e}"))
+            Error::unauthorized(format!("the identity provider's ID token is not valid: {e}"))
                 .with_code("invalid_id_token")
         })?;
         let localized = |c: Option<&openidconnect::LocalizedClaim<_>>| -> Option<String> {
@@ -176,12 +175,9 @@ pub fn redirect_uri(settings: &Settings, provider: &str) -> String {
 }
 
 /// Only relative paths on this server, or URLs on a configured origin: no open redirect.
-pub fn check_return_to(settings: &Settings, raw: &str) -> Result<String, ApiError> {
+pub fn check_return_to(settings: &Settings, raw: &str) -> Result<String, Error> {
     let bad = || {
-        ApiError::bad_request(
-            "invalid_return_to",
-            "return_to must be a path on this server or a URL on a configured origin",
-        )
+        Error::malformed("invalid_return_to", "return_to must be a path on this server or a URL on a configured origin")
     };
     if raw.len() > 2048 || raw.chars().any(|c| c.is_control() || c == '\\') {
         return Err(bad());

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordSettings;
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 
 /// Top common and breached passwords (Django's list of 19,640, lower-case).
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
@@ -103,10 +103,7 @@ impl Hasher {
     /// Runs `f` on a hashing thread once a slot is free. Answers 503
     /// at once when too many requests already wait (a login flood must not
     /// pile up memory or latency).
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(Argon2<'static>) -> T + Send + 'static) -> Result<T, Error> {
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
         let permit = if queued >= self.max_waiting + self.slots.available_permits() {
             None
@@ -115,7 +112,7 @@ impl Hasher {
         };
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         let Some(permit) = permit else {
-            return Err(ApiError::unavailable("busy", "too many logins in progress, try again shortly", 1));
+            return Err(Error::unavailable("busy", "too many logins in progress, try again shortly", 1));
         };
         let argon = self.argon();
         let span = tracing::Span::current();
@@ -128,13 +125,13 @@ impl Hasher {
         });
         let sent = self.pool.jobs.lock().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
         if !sent {
-            return Err(ApiError::internal(anyhow::anyhow!("hashing threads are gone")));
+            return Err(Error::internal(anyhow::anyhow!("hashing threads are gone")));
         }
-        result.await.map_err(|e| ApiError::internal(anyhow::anyhow!("hashing task failed: {e}")))
+        result.await.map_err(|e| Error::internal(anyhow::anyhow!("hashing task failed: {e}")))
     }
 
     /// Hashes a password (PHC string with a random salt).
-    pub async fn hash(&self, password: SecretString) -> Result<String, ApiError> {
+    pub async fn hash(&self, password: SecretString) -> Result<String, Error> {
         let params = self.params.clone();
         self.run(move |_| hash_phc(&params, password.expose_secret().as_bytes())).await?
     }
@@ -142,7 +139,7 @@ impl Hasher {
     /// Verifies `password` against `stored`; with no stored hash (unknown
     /// user, no password) it verifies against a dummy hash so timing does not
     /// tell the cases apart, and answers `No`.
-    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Result<Verified, ApiError> {
+    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Result<Verified, Error> {
         let dummy = self.dummy_hash.clone();
         let wanted = self.params.clone();
         self.run(move |argon| {
@@ -174,30 +171,30 @@ impl Hasher {
     /// The password policy: length in code points between min and max, not a
     /// common or breached password, not containing the username or email.
     /// No composition rules; the password is used exactly as received.
-    pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), ApiError> {
+    pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), Error> {
         let len = password.chars().count();
         if len < self.min_length {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "password_too_short",
                 format!("password must be at least {} characters long", self.min_length),
             ));
         }
         if len > self.max_length {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "password_too_long",
                 format!("password must be at most {} characters long", self.max_length),
             ));
         }
         let lower = password.to_lowercase();
         if blocklist().contains(lower.as_str()) {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "password_too_common",
                 "this password is in a list of common or breached passwords; choose another",
             ));
         }
         let contains = |needle: &str| !needle.is_empty() && lower.contains(&needle.to_lowercase());
         if contains(username) || contains(email) {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "password_contains_identity",
                 "password must not contain the username or email address",
             ));
@@ -212,7 +209,7 @@ impl Hasher {
         let local = email.split('@').next().unwrap_or("");
         let estimate = zxcvbn::zxcvbn(&head, &[username, email, local]);
         if (estimate.score() as u8) < 3 {
-            return Err(ApiError::unprocessable(
+            return Err(Error::invalid(
                 "password_too_weak",
                 "this password is easy to guess (repeated or sequential characters, common words or names); \
                  a few unrelated words make a strong one",
@@ -246,8 +243,8 @@ fn raw_hash(
 }
 
 /// A new argon2id PHC string for `password` with a random salt.
-fn hash_phc(params: &Params, password: &[u8]) -> Result<String, ApiError> {
-    let fail = |e: &dyn std::fmt::Display| ApiError::internal(anyhow::anyhow!("argon2: {e}"));
+fn hash_phc(params: &Params, password: &[u8]) -> Result<String, Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::internal(anyhow::anyhow!("argon2: {e}"));
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| fail(&e))?;
@@ -302,9 +299,9 @@ mod tests {
         ] {
             let e = h.check_policy(weak, "alice", "alice@example.org").expect_err(weak);
             assert!(
-                matches!(e.code, "password_too_weak" | "password_too_common" | "password_contains_identity"),
+                matches!(e.code(), "password_too_weak" | "password_too_common" | "password_contains_identity"),
                 "{weak}: {}",
-                e.code
+                e.code()
             );
         }
         for strong in [
@@ -360,19 +357,19 @@ mod tests {
     #[test]
     fn policy() {
         let h = cheap();
-        assert_eq!(h.check_policy("short", "u", "e@x.org").unwrap_err().code, "password_too_short");
+        assert_eq!(h.check_policy("short", "u", "e@x.org").unwrap_err().code(), "password_too_short");
         assert!(h.check_policy("correct horse battery staple", "alice", "alice@x.org").is_ok());
         assert_eq!(
-            h.check_policy("my name is alice and that is it", "alice", "a@x.org").unwrap_err().code,
+            h.check_policy("my name is alice and that is it", "alice", "a@x.org").unwrap_err().code(),
             "password_contains_identity"
         );
         // Code points, not bytes: 15 emoji are 60 bytes but 15 characters.
         let emoji = "🔑🌍🎲🦀🧪📎🚲🍋🎻🧭🪁🌵🛶🧩🐙";
         assert!(h.check_policy(emoji, "bob", "b@x.org").is_ok());
         let fourteen: String = emoji.chars().take(14).collect();
-        assert_eq!(h.check_policy(&fourteen, "bob", "b@x.org").unwrap_err().code, "password_too_short");
+        assert_eq!(h.check_policy(&fourteen, "bob", "b@x.org").unwrap_err().code(), "password_too_short");
         // The same one fifteen times is guessable, whatever its length.
-        assert_eq!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").unwrap_err().code, "password_too_weak");
+        assert_eq!(h.check_policy(&"🔑".repeat(15), "bob", "b@x.org").unwrap_err().code(), "password_too_weak");
     }
 
     #[tokio::test]

@@ -11,12 +11,12 @@ use chrono::Utc;
 use secrecy::SecretString;
 
 use crate::auth::principal::Principal;
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 
 /// The refusal: 403 `reauthentication_required`.
-pub fn required() -> ApiError {
-    ApiError::forbidden("this needs a recent login: log in again, or give your current password as current_password")
+pub fn required() -> Error {
+    Error::forbidden("this needs a recent login: log in again, or give your current password as current_password")
         .with_code("reauthentication_required")
 }
 
@@ -34,7 +34,7 @@ pub async fn require(
     caller: &Principal,
     audit: &crate::audit::Audit,
     current_password: Option<SecretString>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if is_recent(state, caller) {
         return Ok(());
     }

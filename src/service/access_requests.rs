@@ -3,7 +3,7 @@
 use crate::audit::Audit;
 use crate::auth::principal::Principal;
 use crate::domain::Permission;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::access_requests::{self as pars, AccessRequest, Answerer};
 
@@ -15,9 +15,9 @@ pub async fn answer(
     audit: &Audit,
     par_id: &str,
     accept: bool,
-) -> ApiResult<AccessRequest> {
+) -> Result<AccessRequest> {
     let par_id: i64 =
-        par_id.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
+        par_id.parse().map_err(|_| Error::not_found("access_request_not_found", "access request not found"))?;
     let who = Answerer { user_id: caller.user_id, manages_users: caller.has(Permission::UserManagement) };
     let mut tx = state.pool.begin().await?;
     let par = pars::answer(&mut tx, audit, par_id, &who, accept).await?;

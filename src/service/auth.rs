@@ -4,7 +4,7 @@
 use secrecy::SecretString;
 
 use crate::audit::Audit;
-use crate::error::ApiResult;
+use crate::domain::Result;
 use crate::state::AppState;
 use crate::store::sessions::{self, NewSession};
 
@@ -23,7 +23,7 @@ pub async fn password_login(
     login: &str,
     password: SecretString,
     user_agent: Option<&str>,
-) -> ApiResult<LoggedIn> {
+) -> Result<LoggedIn> {
     state.limits.login(audit.client_ip.as_deref(), login)?;
     let ok = crate::store::users::check_login(state, audit, login.trim(), password).await?;
     let audit = audit.clone().as_user(ok.user_id, &ok.username);

@@ -5,7 +5,7 @@
 use crate::audit::Audit;
 use crate::auth::principal::resolve_me;
 use crate::auth::principal::Principal;
-use crate::error::ApiResult;
+use crate::domain::Result;
 use crate::state::AppState;
 use crate::store::groups;
 use crate::store::users::ItemResult;
@@ -19,7 +19,7 @@ pub async fn apply_groups(
     username: &str,
     list: Vec<String>,
     add: bool,
-) -> ApiResult<Vec<ItemResult>> {
+) -> Result<Vec<ItemResult>> {
     let name = resolve_me(caller, username).to_string();
     let mut tx = state.pool.begin().await?;
     let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;

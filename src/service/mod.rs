@@ -3,6 +3,7 @@
 //! (`main.rs`) parse their input, call these, and shape the answer; each
 //! function runs its whole write in one transaction. Nothing here imports
 //! `startup`, `api` handlers or `xnat`.
+use crate::domain::{Error, Result};
 
 pub mod access_requests;
 pub mod auth;
@@ -12,9 +13,9 @@ pub mod projects;
 pub mod users;
 
 /// A list of names given to a bulk route: between 1 and 100.
-pub fn bounded_list(list: Vec<String>, code: &'static str, what: &str) -> Result<Vec<String>, crate::error::ApiError> {
+pub fn bounded_list(list: Vec<String>, code: &'static str, what: &str) -> Result<Vec<String>, Error> {
     if list.is_empty() || list.len() > 100 {
-        return Err(crate::error::ApiError::bad_request(code, format!("give between 1 and 100 {what}")));
+        return Err(Error::malformed(code, format!("give between 1 and 100 {what}")));
     }
     Ok(list)
 }

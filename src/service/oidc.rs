@@ -6,7 +6,7 @@ use crate::audit::{Audit, Changes};
 use crate::auth::oidc::Identity;
 use crate::config::OidcProvider;
 use crate::domain::{Email, Username};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::{identities, users};
 
@@ -19,7 +19,7 @@ pub async fn resolve_account(
     p: &OidcProvider,
     id: &Identity,
     link_user: Option<uuid::Uuid>,
-) -> ApiResult<users::User> {
+) -> Result<users::User> {
     let mut tx = state.pool.begin().await?;
     if let Some(user_id) = identities::find(&mut tx, &p.name, &id.subject).await? {
         let user = existing_link(&mut tx, audit, p, id, user_id, link_user).await?;
@@ -52,13 +52,13 @@ async fn existing_link(
     id: &Identity,
     user_id: uuid::Uuid,
     link_user: Option<uuid::Uuid>,
-) -> ApiResult<users::User> {
+) -> Result<users::User> {
     let user = users::get_by_id(tx, user_id).await?;
     if link_user.is_some_and(|wanted| wanted != user_id) {
-        return Err(ApiError::conflict("identity_in_use", "this identity is already linked to another account"));
+        return Err(Error::conflict("identity_in_use", "this identity is already linked to another account"));
     }
     if !user.enabled {
-        return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        return Err(Error::forbidden("this account is disabled").with_code("account_disabled"));
     }
     identities::touch(tx, &p.name, &id.subject).await?;
     let a = audit.clone().as_user(user.id, &user.username);
@@ -83,7 +83,7 @@ async fn link_by_email(
     audit: &Audit,
     p: &OidcProvider,
     id: &Identity,
-) -> ApiResult<Option<users::User>> {
+) -> Result<Option<users::User>> {
     let existing = match &id.email {
         // An address this server would refuse (invisible or compatibility
         // characters) names nobody here.
@@ -100,7 +100,7 @@ async fn link_by_email(
     // automatically: its owner links the identity from their profile.
     let privileged = !state.role_permissions.of(&user.roles).is_empty();
     if !(p.link_by_email && id.email_verified && user.verified && !privileged) {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "email_in_use",
             format!(
                 "an account with this email already exists; log in with your password and link {} from your profile",
@@ -109,7 +109,7 @@ async fn link_by_email(
         ));
     }
     if !user.enabled {
-        return Err(ApiError::forbidden("this account is disabled").with_code("account_disabled"));
+        return Err(Error::forbidden("this account is disabled").with_code("account_disabled"));
     }
     let a = audit.clone().as_user(user.id, &user.username);
     identities::link(tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "verified email").await?;
@@ -124,14 +124,15 @@ async fn create_account(
     audit: &Audit,
     p: &OidcProvider,
     id: &Identity,
-) -> ApiResult<users::User> {
+) -> Result<users::User> {
     if !p.auto_create {
-        return Err(ApiError::forbidden("no account is linked to this identity; ask an administrator to create one")
+        return Err(Error::forbidden("no account is linked to this identity; ask an administrator to create one")
             .with_code("no_account"));
     }
-    let email = id.email.as_deref().ok_or_else(|| {
-        ApiError::unprocessable("email_required", "the identity provider did not share an email address")
-    })?;
+    let email = id
+        .email
+        .as_deref()
+        .ok_or_else(|| Error::invalid("email_required", "the identity provider did not share an email address"))?;
     let email = Email::parse(email)?;
     let username = unique_username(tx, id, &email).await?;
     let clean = |s: &Option<String>| {
@@ -169,7 +170,7 @@ async fn create_account(
 }
 
 /// A valid, unused username from `preferred_username` or the email's local part.
-async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &Email) -> ApiResult<Username> {
+async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &Email) -> Result<Username> {
     let raw =
         id.preferred_username.clone().unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_string());
     let mut base: String = raw
@@ -185,8 +186,8 @@ async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &E
     for n in 0..1000u32 {
         let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
         if users::by_name(conn, &candidate).await?.is_none() {
-            return Ok(Username::parse(&candidate)?);
+            return Username::parse(&candidate);
         }
     }
-    Ok(Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))?)
+    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
 }

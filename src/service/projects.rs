@@ -2,7 +2,7 @@
 
 use crate::auth::principal::Principal;
 use crate::domain::Permission;
-use crate::error::ApiResult;
+use crate::domain::Result;
 use crate::store::projects::{self, Project, ProjectWithLevel};
 
 /// The projects a caller may read: all of them with USER_MANAGEMENT, else
@@ -12,7 +12,7 @@ pub enum Visible {
     Mine(Vec<ProjectWithLevel>),
 }
 
-pub async fn visible(conn: &mut sqlx::PgConnection, caller: &Principal) -> ApiResult<Visible> {
+pub async fn visible(conn: &mut sqlx::PgConnection, caller: &Principal) -> Result<Visible> {
     if caller.has(Permission::UserManagement) {
         Ok(Visible::All(projects::list(conn).await?))
     } else {

@@ -8,7 +8,7 @@ use crate::audit::Audit;
 use crate::auth::principal::resolve_me;
 use crate::auth::principal::Principal;
 use crate::domain::{parse_name, Email, Permission, Username};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::users::{self, ItemResult, Patch, User, ADMIN_ROLE};
 
@@ -67,15 +67,15 @@ pub struct PasswordChange {
 
 /// Managing an administrator (or granting the Administrator role) takes ADMIN:
 /// a UserManager must not be able to take over or mint an administrator.
-pub fn require_admin_for(caller: &Principal, target: &User) -> Result<(), ApiError> {
+pub fn require_admin_for(caller: &Principal, target: &User) -> Result<(), Error> {
     if target.admin() && !caller.is_admin() && target.id != caller.user_id {
-        return Err(ApiError::forbidden("only an administrator may manage an administrator account"));
+        return Err(Error::forbidden("only an administrator may manage an administrator account"));
     }
     Ok(())
 }
 
 /// Parses and checks a creation request into a `NewUser` (hashing the password).
-pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, ApiError> {
+pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, Error> {
     let username = Username::parse(body.username.trim())?;
     let email = Email::parse(&body.email)?;
     let mut roles = body.roles;
@@ -83,7 +83,7 @@ pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) ->
         roles.push(ADMIN_ROLE.into());
     }
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may create an administrator"));
+        return Err(Error::forbidden("only an administrator may create an administrator"));
     }
     let password_hash = match body.password {
         Some(p) => {
@@ -105,7 +105,7 @@ pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) ->
 }
 
 /// Creates a user (one transaction). USER_MANAGEMENT; ADMIN for an administrator.
-pub async fn create_user(state: &AppState, caller: &Principal, audit: &Audit, body: CreateUser) -> ApiResult<User> {
+pub async fn create_user(state: &AppState, caller: &Principal, audit: &Audit, body: CreateUser) -> Result<User> {
     let new = new_user(state, caller, body).await?;
     let mut tx = state.pool.begin().await?;
     let user = users::create(&mut tx, audit, new).await?;
@@ -125,7 +125,7 @@ pub async fn update_user(
     name: &str,
     body: UpdateUser,
     reset_to: Option<String>,
-) -> ApiResult<(User, bool)> {
+) -> Result<(User, bool)> {
     let patch = Patch {
         email: body.email.as_deref().map(Email::parse).transpose()?,
         first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
@@ -142,10 +142,10 @@ pub async fn update_user(
         || patch.verified.is_some_and(|v| v != target.verified);
     let is_self = target.id == caller.user_id;
     if privileged && (is_self || !caller.has(Permission::UserManagement)) {
-        return Err(ApiError::forbidden("you cannot change your own enabled, verified or admin state"));
+        return Err(Error::forbidden("you cannot change your own enabled, verified or admin state"));
     }
     if admin_change && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may change the admin flag"));
+        return Err(Error::forbidden("only an administrator may change the admin flag"));
     }
     require_admin_for(caller, &target)?;
     let user = users::update(&mut tx, audit, name, patch).await?;
@@ -168,7 +168,7 @@ pub async fn change_password(
     audit: &Audit,
     username: &str,
     body: PasswordChange,
-) -> ApiResult<()> {
+) -> Result<()> {
     let name = resolve_me(caller, username).to_string();
     let mut conn = state.pool.acquire().await?;
     let target = users::get(&mut conn, &name, false).await?;
@@ -180,7 +180,7 @@ pub async fn change_password(
     state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
     if is_self {
         let current = body.current_password.ok_or_else(|| {
-            ApiError::unprocessable("current_password_required", "give current_password to change your own password")
+            Error::invalid("current_password_required", "give current_password to change your own password")
         })?;
         let mut conn = state.pool.acquire().await?;
         let stored = users::password_hash(&mut conn, target.id).await?;
@@ -220,7 +220,7 @@ pub async fn reset_password(
     username: &str,
     password: SecretString,
     check_policy: bool,
-) -> ApiResult<User> {
+) -> Result<User> {
     let mut tx = pool.begin().await?;
     let user = users::get(&mut tx, username, true).await?;
     if check_policy {
@@ -235,7 +235,7 @@ pub async fn reset_password(
 /// The one place a password is reset (native manager reset, XNAT's
 /// `PUT /xapi/users/{u}` with a password, the command line): the new hash,
 /// the log entry, and every session of the user ended.
-pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User, hash: String) -> ApiResult<()> {
+pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User, hash: String) -> Result<()> {
     // Ends every session of the user (and so every token naming one).
     users::set_password(tx, audit, user, hash, None, "password.reset").await
 }
@@ -249,13 +249,13 @@ pub async fn apply_roles(
     username: &str,
     roles: Vec<String>,
     grant: bool,
-) -> ApiResult<(User, Vec<ItemResult>)> {
+) -> Result<(User, Vec<ItemResult>)> {
     let name = resolve_me(caller, username).to_string();
     if caller.is(&name) {
-        return Err(ApiError::forbidden("you cannot change your own roles"));
+        return Err(Error::forbidden("you cannot change your own roles"));
     }
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
-        return Err(ApiError::forbidden("only an administrator may grant or remove the Administrator role"));
+        return Err(Error::forbidden("only an administrator may grant or remove the Administrator role"));
     }
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;

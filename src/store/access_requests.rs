@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
 use crate::domain::{Email, Level};
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 use crate::store::{projects, users};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -55,16 +55,16 @@ const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.d
     FROM access_requests r JOIN projects p ON p.id = r.project_id
     LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by";
 
-pub async fn get(conn: &mut PgConnection, par_id: i64) -> Result<AccessRequest, ApiError> {
+pub async fn get(conn: &mut PgConnection, par_id: i64) -> Result<AccessRequest, Error> {
     sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.par_id = $1"))
         .bind(par_id)
         .fetch_optional(conn)
         .await?
-        .ok_or_else(|| ApiError::not_found("access_request_not_found", format!("access request {par_id} not found")))
+        .ok_or_else(|| Error::not_found("access_request_not_found", format!("access request {par_id} not found")))
 }
 
 /// Every request of a project, newest first.
-pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<AccessRequest>, ApiError> {
+pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<AccessRequest>, Error> {
     Ok(sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.project_id = $1 ORDER BY r.par_id DESC"))
         .bind(project)
         .fetch_all(conn)
@@ -72,7 +72,7 @@ pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<Ac
 }
 
 /// A user's open invitations.
-pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, ApiError> {
+pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, Error> {
     Ok(sqlx::query_as::<_, AccessRequest>(&format!(
         "{SELECT} WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation'
            AND (r.expires_at IS NULL OR r.expires_at > now()) ORDER BY r.par_id"
@@ -88,10 +88,10 @@ pub enum Invitee {
     Email(Email),
 }
 
-fn duplicate(e: sqlx::Error) -> ApiError {
-    ApiError::on_constraint(e, |c| {
+fn duplicate(e: sqlx::Error) -> Error {
+    Error::on_constraint(e, |c| {
         c.starts_with("access_requests_open").then(|| {
-            ApiError::conflict("request_exists", "an open access request for this person and project already exists")
+            Error::conflict("request_exists", "an open access request for this person and project already exists")
         })
     })
 }
@@ -117,7 +117,7 @@ pub const INVITATION_TTL_DAYS: i32 = 30;
 
 /// Marks the project's lapsed invitations `expired` (so they no longer
 /// block a new invitation to the same person).
-async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), ApiError> {
+async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), Error> {
     sqlx::query(
         "UPDATE access_requests SET status = 'expired', decided_at = now()
          WHERE project_id = $1 AND status = 'pending' AND expires_at <= now()",
@@ -130,7 +130,7 @@ async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), ApiError> 
 
 /// Whether the user who made an invitation may still grant it: enabled, and
 /// an owner of the project or holding USER_MANAGEMENT (or ADMIN).
-async fn inviter_may_grant(conn: &mut PgConnection, inviter: Option<Uuid>, project: &str) -> Result<bool, ApiError> {
+async fn inviter_may_grant(conn: &mut PgConnection, inviter: Option<Uuid>, project: &str) -> Result<bool, Error> {
     let Some(inviter) = inviter else { return Ok(false) };
     Ok(sqlx::query_scalar(
         "SELECT u.enabled AND (
@@ -156,14 +156,14 @@ pub async fn invite(
     level: Level,
     invitee: Invitee,
     inviter: Uuid,
-) -> Result<AccessRequest, ApiError> {
+) -> Result<AccessRequest, Error> {
     let p = projects::get(conn, project, true).await?;
     expire(conn, &p.id).await?;
     let (user_id, email, email_key) = match invitee {
         Invitee::Username(name) => {
             let u = users::get(conn, &name, false).await?;
             if !u.enabled {
-                return Err(ApiError::conflict("user_disabled", format!("user '{}' is disabled", u.username)));
+                return Err(Error::conflict("user_disabled", format!("user '{}' is disabled", u.username)));
             }
             (Some(u.id), None, None)
         }
@@ -181,7 +181,7 @@ pub async fn invite(
     }
     if let Some(uid) = user_id {
         if projects::level_in(&mut *conn, uid, &p.id).await?.is_some() {
-            return Err(ApiError::conflict("already_member", "this person is already a member of the project"));
+            return Err(Error::conflict("already_member", "this person is already a member of the project"));
         }
     }
     let par_id: i64 = sqlx::query_scalar(
@@ -214,16 +214,16 @@ pub async fn ask(
     project: &str,
     level: Level,
     requester: Uuid,
-) -> Result<AccessRequest, ApiError> {
+) -> Result<AccessRequest, Error> {
     if level == Level::Owner {
-        return Err(ApiError::unprocessable(
+        return Err(Error::invalid(
             "invalid_level",
             "a request to join may ask for member or collaborator; an owner invites other owners",
         ));
     }
     let p = projects::get(conn, project, true).await?;
     if projects::level_in(&mut *conn, requester, &p.id).await?.is_some() {
-        return Err(ApiError::conflict("already_member", "you are already a member of this project"));
+        return Err(Error::conflict("already_member", "you are already a member of this project"));
     }
     let par_id: i64 = sqlx::query_scalar(
         "INSERT INTO access_requests (project_id, level, kind, user_id, created_by)
@@ -256,7 +256,7 @@ pub async fn answer(
     par_id: i64,
     who: &Answerer,
     accept: bool,
-) -> Result<AccessRequest, ApiError> {
+) -> Result<AccessRequest, Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         project_id: String,
@@ -267,7 +267,7 @@ pub async fn answer(
         created_by: Option<Uuid>,
         expired: bool,
     }
-    let not_found = || ApiError::not_found("access_request_not_found", format!("access request {par_id} not found"));
+    let not_found = || Error::not_found("access_request_not_found", format!("access request {par_id} not found"));
     let row = sqlx::query_as::<_, Row>(
         "SELECT project_id, level, kind, user_id, status, created_by, COALESCE(expires_at <= now(), false) AS expired
          FROM access_requests WHERE par_id = $1 FOR UPDATE",
@@ -288,13 +288,10 @@ pub async fn answer(
         return Err(not_found());
     }
     if row.status != "pending" {
-        return Err(ApiError::conflict(
-            "already_answered",
-            format!("access request {par_id} was already {}", row.status),
-        ));
+        return Err(Error::conflict("already_answered", format!("access request {par_id} was already {}", row.status)));
     }
     if row.expired {
-        return Err(ApiError::conflict("invitation_expired", format!("access request {par_id} has expired")));
+        return Err(Error::conflict("invitation_expired", format!("access request {par_id} has expired")));
     }
     // Nobody grants themselves access through a request: not by approving
     // their own request to join, not by accepting their own invitation.
@@ -306,7 +303,7 @@ pub async fn answer(
     // An invitation grants what its inviter could grant when it is
     // accepted, not when it was sent.
     if accept && row.kind == "invitation" && !inviter_may_grant(conn, row.created_by, &row.project_id).await? {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "invitation_void",
             "whoever sent this invitation can no longer grant this access; ask a current owner",
         ));
@@ -335,7 +332,7 @@ async fn decide(
     par_id: i64,
     who: &Answerer,
     status: &str,
-) -> Result<AccessRequest, ApiError> {
+) -> Result<AccessRequest, Error> {
     sqlx::query("UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1")
         .bind(par_id)
         .bind(status)
@@ -362,7 +359,7 @@ pub async fn attach_email_invitations(
     audit: &Audit,
     user_id: Uuid,
     email_key: &str,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE access_requests r SET user_id = $1
          WHERE r.user_id IS NULL AND r.status = 'pending' AND r.email_key = $2
@@ -394,8 +391,8 @@ pub async fn withdraw(
     audit: &Audit,
     par_id: i64,
     who: &Answerer,
-) -> Result<AccessRequest, ApiError> {
-    let not_found = || ApiError::not_found("access_request_not_found", format!("access request {par_id} not found"));
+) -> Result<AccessRequest, Error> {
+    let not_found = || Error::not_found("access_request_not_found", format!("access request {par_id} not found"));
     let row: Option<(String, Option<Uuid>, String)> =
         sqlx::query_as("SELECT project_id, created_by, status FROM access_requests WHERE par_id = $1 FOR UPDATE")
             .bind(par_id)
@@ -409,7 +406,7 @@ pub async fn withdraw(
         return Err(not_found());
     }
     if status != "pending" {
-        return Err(ApiError::conflict("already_answered", format!("access request {par_id} was already {status}")));
+        return Err(Error::conflict("already_answered", format!("access request {par_id} was already {status}")));
     }
     decide(conn, audit, par_id, who, "withdrawn").await
 }

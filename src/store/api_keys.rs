@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
 use crate::auth::tokens::{self, Keys};
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKeyView {
@@ -29,7 +29,7 @@ pub async fn create(
     user_id: Uuid,
     name: &str,
     expires_at: Option<DateTime<Utc>>,
-) -> Result<(ApiKeyView, String), ApiError> {
+) -> Result<(ApiKeyView, String), Error> {
     let (prefix, secret, full) = tokens::new_api_key();
     let id = Uuid::now_v7();
     let view = sqlx::query_as!(
@@ -55,7 +55,7 @@ pub async fn create(
     Ok((view, full))
 }
 
-pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyView>, ApiError> {
+pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyView>, Error> {
     Ok(sqlx::query_as!(
         ApiKeyView,
         "SELECT id, name, prefix, created_at, expires_at, last_used_at, revoked_at
@@ -66,7 +66,7 @@ pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<ApiKeyVi
     .await?)
 }
 
-pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: Uuid) -> Result<(), ApiError> {
+pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: Uuid) -> Result<(), Error> {
     let res = sqlx::query!(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
         id,
@@ -75,7 +75,7 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: U
     .execute(&mut *conn)
     .await?;
     if res.rows_affected() == 0 {
-        return Err(ApiError::not_found("api_key_not_found", "no such active API key for this user"));
+        return Err(Error::not_found("api_key_not_found", "no such active API key for this user"));
     }
     log_revoked(conn, audit, id, user_id).await?;
     Ok(())
@@ -83,7 +83,7 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, id: U
 
 /// Revokes every active API key of a user (a password reset or "log out
 /// everywhere" that asked for it); one change-log entry per key.
-pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -> Result<u64, ApiError> {
+pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -> Result<u64, Error> {
     let ids: Vec<Uuid> = sqlx::query_scalar!(
         "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
         user_id,
@@ -96,7 +96,7 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -
     Ok(ids.len() as u64)
 }
 
-async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: Uuid) -> Result<(), ApiError> {
+async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: Uuid) -> Result<(), Error> {
     let changes = Changes::new().set("user_id", user_id.to_string());
     audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;
     Ok(())

@@ -1,11 +1,10 @@
 //! Reading the change log (it is written by `audit::record`).
 
+use crate::domain::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-use crate::error::ApiError;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Entry {
@@ -28,7 +27,7 @@ const COLUMNS: &str = "id, at, actor_id, actor_username, actor_session_id, actor
     subject_id, action, changes, request_id, client_ip";
 
 /// Entries about a user, newest first, before the cursor `before` (an id).
-pub async fn about_user(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, ApiError> {
+pub async fn about_user(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
     Ok(sqlx::query_as::<_, Entry>(&format!(
         "SELECT {COLUMNS} FROM change_log WHERE subject_type = 'user' AND subject_id = $1
            AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
@@ -41,7 +40,7 @@ pub async fn about_user(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit
 }
 
 /// Entries made by a user, newest first.
-pub async fn by_actor(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, ApiError> {
+pub async fn by_actor(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
     Ok(sqlx::query_as::<_, Entry>(&format!(
         "SELECT {COLUMNS} FROM change_log WHERE actor_id = $1
            AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
@@ -54,7 +53,7 @@ pub async fn by_actor(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: 
 }
 
 /// Every entry, newest first.
-pub async fn all(pool: &PgPool, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, ApiError> {
+pub async fn all(pool: &PgPool, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
     Ok(sqlx::query_as::<_, Entry>(&format!(
         "SELECT {COLUMNS} FROM change_log WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
     ))

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
 use crate::domain::Level;
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 use crate::store::projects;
 use crate::store::users::{self, ItemResult};
 
@@ -26,11 +26,11 @@ pub struct Group {
 const COLUMNS: &str = "g.name, g.display_name, g.project_id, g.level,
     (SELECT count(*) FROM user_groups ug WHERE ug.group_name = g.name) AS members, g.created_at";
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("group_not_found", format!("group '{name}' not found"))
+fn not_found(name: &str) -> Error {
+    Error::not_found("group_not_found", format!("group '{name}' not found"))
 }
 
-pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Group, ApiError> {
+pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Group, Error> {
     sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g WHERE lower(g.name) = lower($1)"))
         .bind(name)
         .fetch_optional(conn)
@@ -38,22 +38,22 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Group, ApiError>
         .ok_or_else(|| not_found(name))
 }
 
-pub async fn list(conn: &mut PgConnection) -> Result<Vec<Group>, ApiError> {
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Group>, Error> {
     Ok(sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g ORDER BY lower(g.name)"))
         .fetch_all(conn)
         .await?)
 }
 
-pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_name: &str) -> Result<Group, ApiError> {
+pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_name: &str) -> Result<Group, Error> {
     sqlx::query("INSERT INTO groups (name, display_name) VALUES ($1, $2)")
         .bind(name)
         .bind(display_name)
         .execute(&mut *conn)
         .await
         .map_err(|e| {
-            ApiError::on_constraint(e, |c| {
+            Error::on_constraint(e, |c| {
                 (c == "groups_pkey" || c == "groups_name_ci")
-                    .then(|| ApiError::conflict("group_exists", format!("group '{name}' already exists")))
+                    .then(|| Error::conflict("group_exists", format!("group '{name}' already exists")))
             })
         })?;
     audit::record(
@@ -69,10 +69,10 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_
 }
 
 /// Deletes a plain group; a project's groups go with their project (409).
-pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Result<Group, ApiError> {
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Result<Group, Error> {
     let g = get(conn, name).await?;
     if g.project_id.is_some() {
-        return Err(ApiError::conflict("project_group", "a project's groups are deleted with the project"));
+        return Err(Error::conflict("project_group", "a project's groups are deleted with the project"));
     }
     let members = member_names(conn, &g.name).await?;
     audit::record(
@@ -88,7 +88,7 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Resul
     Ok(g)
 }
 
-async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String>, ApiError> {
+async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String>, Error> {
     Ok(sqlx::query_scalar(
         "SELECT u.username FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
     )
@@ -97,7 +97,7 @@ async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String
     .await?)
 }
 
-pub async fn members(conn: &mut PgConnection, group: &str) -> Result<Vec<users::User>, ApiError> {
+pub async fn members(conn: &mut PgConnection, group: &str) -> Result<Vec<users::User>, Error> {
     let g = get(conn, group).await?;
     Ok(sqlx::query_as::<_, users::User>(&format!(
         "SELECT {} FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
@@ -108,7 +108,7 @@ pub async fn members(conn: &mut PgConnection, group: &str) -> Result<Vec<users::
     .await?)
 }
 
-pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>, ApiError> {
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>, Error> {
     Ok(sqlx::query_scalar("SELECT group_name FROM user_groups WHERE user_id = $1 ORDER BY lower(group_name)")
         .bind(user)
         .fetch_all(conn)
@@ -117,7 +117,7 @@ pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>,
 
 /// Adds a user to one group. For a project group this sets the user's level
 /// in that project (replacing another level).
-pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), ApiError> {
+pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), Error> {
     let g = get(conn, group).await?;
     if let (Some(project), Some(level)) = (&g.project_id, &g.level) {
         projects::set_level(conn, audit, project, username, Level::parse(level)?, projects::Grant::Managed).await?;
@@ -146,16 +146,13 @@ pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: 
     Ok(())
 }
 
-pub async fn remove(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), ApiError> {
+pub async fn remove(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), Error> {
     let g = get(conn, group).await?;
     let user = users::get(conn, username, false).await?;
     if let Some(project) = &g.project_id {
         let current = projects::level_in(&mut *conn, user.id, project).await?;
         if current.map(|l| l.group(project)).as_deref() != Some(g.name.as_str()) {
-            return Err(ApiError::not_found(
-                "not_a_member",
-                format!("'{}' is not in group '{}'", user.username, g.name),
-            ));
+            return Err(Error::not_found("not_a_member", format!("'{}' is not in group '{}'", user.username, g.name)));
         }
         projects::remove_member(conn, audit, project, &user.username).await?;
         return Ok(());
@@ -166,7 +163,7 @@ pub async fn remove(conn: &mut PgConnection, audit: &Audit, username: &str, grou
         .execute(&mut *conn)
         .await?;
     if res.rows_affected() == 0 {
-        return Err(ApiError::not_found("not_a_member", format!("'{}' is not in group '{}'", user.username, g.name)));
+        return Err(Error::not_found("not_a_member", format!("'{}' is not in group '{}'", user.username, g.name)));
     }
     audit::record(
         &mut *conn,
@@ -188,7 +185,7 @@ pub async fn apply_many(
     username: &str,
     groups: &[String],
     add_to: bool,
-) -> Result<Vec<ItemResult>, ApiError> {
+) -> Result<Vec<ItemResult>, Error> {
     users::get(conn, username, false).await?;
     let mut results = Vec::with_capacity(groups.len());
     for group in groups {
@@ -203,7 +200,7 @@ pub async fn apply_many(
                 sp.commit().await?;
                 results.push(ItemResult::ok(group));
             }
-            Err(e) if e.status.is_client_error() => {
+            Err(e) if e.is_refusal() => {
                 sp.rollback().await?;
                 results.push(ItemResult::failed(group, e));
             }

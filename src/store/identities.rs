@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Identity {
@@ -18,7 +18,7 @@ pub struct Identity {
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
-pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Identity>, ApiError> {
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Identity>, Error> {
     Ok(sqlx::query_as!(
         Identity,
         "SELECT provider, subject, email, created_at, last_login_at FROM oidc_identities
@@ -30,7 +30,7 @@ pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Identity
 }
 
 /// The user linked to (provider, subject), if any.
-pub async fn find(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<Option<Uuid>, ApiError> {
+pub async fn find(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<Option<Uuid>, Error> {
     Ok(sqlx::query_scalar!(
         "SELECT user_id FROM oidc_identities WHERE provider = $1 AND subject = $2 FOR UPDATE",
         provider,
@@ -48,7 +48,7 @@ pub async fn link(
     subject: &str,
     email: Option<&str>,
     how: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     sqlx::query!(
         "INSERT INTO oidc_identities (provider, subject, user_id, email, last_login_at) VALUES ($1, $2, $3, $4, now())",
         provider,
@@ -59,9 +59,9 @@ pub async fn link(
     .execute(&mut *conn)
     .await
     .map_err(|e| {
-        ApiError::on_constraint(e, |c| {
+        Error::on_constraint(e, |c| {
             (c == "oidc_identities_pkey")
-                .then(|| ApiError::conflict("identity_in_use", "this identity is already linked to an account"))
+                .then(|| Error::conflict("identity_in_use", "this identity is already linked to an account"))
         })
     })?;
     let changes = Changes::new().set("provider", provider).set("subject", subject).set("email", email).set("how", how);
@@ -69,7 +69,7 @@ pub async fn link(
     Ok(())
 }
 
-pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<(), ApiError> {
+pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE oidc_identities SET last_login_at = now() WHERE provider = $1 AND subject = $2",
         provider,
@@ -84,7 +84,7 @@ pub async fn touch(conn: &mut PgConnection, provider: &str, subject: &str) -> Re
 /// with no way to log in (no password and no other identity).
 /// Unlinks every OpenID identity of a user who has a password (a password
 /// reset that asked for it); one change-log entry per identity.
-pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> Result<u64, ApiError> {
+pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> Result<u64, Error> {
     let gone: Vec<String> =
         sqlx::query_scalar!("DELETE FROM oidc_identities WHERE user_id = $1 RETURNING provider", user)
             .fetch_all(&mut *conn)
@@ -103,7 +103,7 @@ pub async fn unlink_all(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> R
     Ok(gone.len() as u64)
 }
 
-pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider: &str) -> Result<u64, ApiError> {
+pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider: &str) -> Result<u64, Error> {
     let has_password: bool =
         sqlx::query_scalar!(r#"SELECT password_hash IS NOT NULL AS "has!" FROM users WHERE id = $1 FOR UPDATE"#, user)
             .fetch_one(&mut *conn)
@@ -120,13 +120,10 @@ pub async fn unlink(conn: &mut PgConnection, audit: &Audit, user: Uuid, provider
             .fetch_all(&mut *conn)
             .await?;
     if subjects.is_empty() {
-        return Err(ApiError::not_found(
-            "identity_not_found",
-            format!("no identity of provider '{provider}' is linked"),
-        ));
+        return Err(Error::not_found("identity_not_found", format!("no identity of provider '{provider}' is linked")));
     }
     if !has_password && others == 0 {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "last_login_method",
             "this identity is the account's only way to log in; set a password or link another provider first",
         ));
@@ -160,7 +157,7 @@ pub async fn save_state(
     return_to: Option<&str>,
     link_user: Option<Uuid>,
     ttl_secs: u64,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     // Old, abandoned logins go as new ones arrive.
     sqlx::query!("DELETE FROM oidc_states WHERE expires_at < now()").execute(&mut *conn).await?;
     sqlx::query!(
@@ -180,7 +177,7 @@ pub async fn save_state(
 }
 
 /// Takes (deletes) a state: a second use finds nothing.
-pub async fn take_state(conn: &mut PgConnection, state: &str, provider: &str) -> Result<Option<LoginState>, ApiError> {
+pub async fn take_state(conn: &mut PgConnection, state: &str, provider: &str) -> Result<Option<LoginState>, Error> {
     Ok(sqlx::query_as!(
         LoginState,
         "DELETE FROM oidc_states WHERE state = $1 AND provider = $2 AND expires_at > now()

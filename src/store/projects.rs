@@ -7,8 +7,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
+use crate::domain::{Error, Result};
 use crate::domain::{Level, ProjectId};
-use crate::error::ApiError;
 use crate::store::users;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -45,22 +45,18 @@ pub struct ProjectWithLevel {
 
 const COLUMNS: &str = "id, name, description, pi, created_at, last_modified";
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found("project_not_found", format!("project '{id}' not found"))
+fn not_found(id: &str) -> Error {
+    Error::not_found("project_not_found", format!("project '{id}' not found"))
 }
 
-pub async fn get(conn: &mut PgConnection, id: &str, lock: bool) -> Result<Project, ApiError> {
+pub async fn get(conn: &mut PgConnection, id: &str, lock: bool) -> Result<Project, Error> {
     let sql =
         format!("SELECT {COLUMNS} FROM projects WHERE lower(id) = lower($1){}", if lock { " FOR UPDATE" } else { "" });
     sqlx::query_as::<_, Project>(&sql).bind(id).fetch_optional(conn).await?.ok_or_else(|| not_found(id))
 }
 
 /// A user's level in a project, if any (also used by the access middleware).
-pub async fn level_in<'e, E: sqlx::PgExecutor<'e>>(
-    exec: E,
-    user: Uuid,
-    project: &str,
-) -> Result<Option<Level>, ApiError> {
+pub async fn level_in<'e, E: sqlx::PgExecutor<'e>>(exec: E, user: Uuid, project: &str) -> Result<Option<Level>, Error> {
     let level: Option<String> = sqlx::query_scalar(
         "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name
          WHERE ug.user_id = $1 AND lower(ug.project_id) = lower($2)",
@@ -80,12 +76,7 @@ pub struct NewProject {
 }
 
 /// Creates the project, its three groups, and makes `creator` its owner.
-pub async fn create(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    creator: Uuid,
-    new: NewProject,
-) -> Result<Project, ApiError> {
+pub async fn create(conn: &mut PgConnection, audit: &Audit, creator: Uuid, new: NewProject) -> Result<Project, Error> {
     let id = new.id.as_str();
     sqlx::query("INSERT INTO projects (id, name, description, pi, created_by) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
@@ -96,9 +87,9 @@ pub async fn create(
         .execute(&mut *conn)
         .await
         .map_err(|e| {
-            ApiError::on_constraint(e, |c| {
+            Error::on_constraint(e, |c| {
                 (c == "projects_pkey" || c == "projects_id_key")
-                    .then(|| ApiError::conflict("project_exists", format!("project '{id}' already exists")))
+                    .then(|| Error::conflict("project_exists", format!("project '{id}' already exists")))
             })
         })?;
     for level in Level::ALL {
@@ -110,12 +101,9 @@ pub async fn create(
             .execute(&mut *conn)
             .await
             .map_err(|e| {
-                ApiError::on_constraint(e, |c| {
+                Error::on_constraint(e, |c| {
                     (c == "groups_pkey" || c == "groups_name_ci").then(|| {
-                        ApiError::conflict(
-                            "group_exists",
-                            format!("a group named '{}' already exists", level.group(id)),
-                        )
+                        Error::conflict("group_exists", format!("a group named '{}' already exists", level.group(id)))
                     })
                 })
             })?;
@@ -139,12 +127,7 @@ pub struct ProjectPatch {
     pub pi: Option<String>,
 }
 
-pub async fn update(
-    conn: &mut PgConnection,
-    audit: &Audit,
-    id: &str,
-    patch: ProjectPatch,
-) -> Result<Project, ApiError> {
+pub async fn update(conn: &mut PgConnection, audit: &Audit, id: &str, patch: ProjectPatch) -> Result<Project, Error> {
     let before = get(conn, id, true).await?;
     let name = patch.name.unwrap_or_else(|| before.name.clone());
     let description = patch.description.unwrap_or_else(|| before.description.clone());
@@ -168,7 +151,7 @@ pub async fn update(
 }
 
 /// Deletes the project with its groups, memberships and access requests.
-pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<Project, ApiError> {
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<Project, Error> {
     let p = get(conn, id, true).await?;
     let members = members(conn, &p.id).await?;
     let changes = Changes::new().field("name", p.name.as_str(), serde_json::Value::Null).field(
@@ -181,13 +164,13 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<
     Ok(p)
 }
 
-pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, ApiError> {
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, Error> {
     Ok(sqlx::query_as::<_, Project>(&format!("SELECT {COLUMNS} FROM projects ORDER BY lower(id)"))
         .fetch_all(conn)
         .await?)
 }
 
-pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Member>, ApiError> {
+pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Member>, Error> {
     Ok(sqlx::query_as::<_, Member>(
         "SELECT u.id AS user_id, u.username, u.email, u.first_name, u.last_name, u.enabled, g.level
          FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN users u ON u.id = ug.user_id
@@ -213,7 +196,7 @@ pub fn hide_emails(
 }
 
 /// The projects a user may read, with their level.
-pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<ProjectWithLevel>, ApiError> {
+pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<ProjectWithLevel>, Error> {
     Ok(sqlx::query_as::<_, ProjectWithLevel>(
         "SELECT p.id, p.name, p.description, p.pi, g.level
          FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN projects p ON p.id = ug.project_id
@@ -238,8 +221,8 @@ pub enum Grant {
 }
 
 /// The refusal of a membership its target gave themselves.
-pub fn self_grant_refused() -> ApiError {
-    ApiError::forbidden(
+pub fn self_grant_refused() -> Error {
+    Error::forbidden(
         "you cannot add yourself to a project or group or raise your own level; ask an owner or send an access request",
     )
     .with_code("self_grant")
@@ -258,11 +241,11 @@ pub async fn set_level(
     username: &str,
     level: Level,
     why: Grant,
-) -> Result<Option<Level>, ApiError> {
+) -> Result<Option<Level>, Error> {
     let p = get(conn, project, true).await?;
     let user = users::get(conn, username, false).await?;
     if !user.enabled {
-        return Err(ApiError::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
+        return Err(Error::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
     }
     let previous: Option<String> = sqlx::query_scalar(
         "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2",
@@ -310,7 +293,7 @@ async fn ensure_may_manage_member(
     audit: &Audit,
     project: &str,
     target: &users::User,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let Some(actor) = audit.actor_id else { return Ok(()) };
     if !target.admin() || actor == target.id {
         return Ok(());
@@ -333,7 +316,7 @@ async fn ensure_may_manage_member(
 
 /// Refuses (409 `last_owner`) when `user` is the only owner of a project:
 /// deleting them would leave it with none.
-pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Result<(), ApiError> {
+pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
     // Lock the user's owned projects first (as every membership change locks
     // its project), so two owners deleted at once cannot both pass.
     sqlx::query(
@@ -355,7 +338,7 @@ pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Resul
     .fetch_optional(&mut *conn)
     .await?;
     match sole {
-        Some(p) => Err(ApiError::conflict(
+        Some(p) => Err(Error::conflict(
             "last_owner",
             format!("this user is the only owner of project '{p}': make someone else owner first"),
         )),
@@ -364,7 +347,7 @@ pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Resul
 }
 
 /// A project always keeps one owner.
-async fn ensure_other_owner(conn: &mut PgConnection, project: &str, leaving: Uuid) -> Result<(), ApiError> {
+async fn ensure_other_owner(conn: &mut PgConnection, project: &str, leaving: Uuid) -> Result<(), Error> {
     let others: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM user_groups WHERE project_id = $1 AND group_name = $2 AND user_id <> $3",
     )
@@ -374,7 +357,7 @@ async fn ensure_other_owner(conn: &mut PgConnection, project: &str, leaving: Uui
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
-        return Err(ApiError::conflict("last_owner", "a project must keep at least one owner"));
+        return Err(Error::conflict("last_owner", "a project must keep at least one owner"));
     }
     Ok(())
 }
@@ -384,7 +367,7 @@ pub async fn remove_member(
     audit: &Audit,
     project: &str,
     username: &str,
-) -> Result<Level, ApiError> {
+) -> Result<Level, Error> {
     let p = get(conn, project, true).await?;
     let user = users::get(conn, username, false).await?;
     let level: Option<String> = sqlx::query_scalar(
@@ -395,7 +378,7 @@ pub async fn remove_member(
     .fetch_optional(&mut *conn)
     .await?;
     let level = level.and_then(|l| Level::parse(&l).ok()).ok_or_else(|| {
-        ApiError::not_found("not_a_member", format!("'{}' is not a member of '{}'", user.username, p.id))
+        Error::not_found("not_a_member", format!("'{}' is not a member of '{}'", user.username, p.id))
     })?;
     ensure_may_manage_member(conn, audit, &p.id, &user).await?;
     if level == Level::Owner {

@@ -1,9 +1,8 @@
 //! Roles and the permissions they grant (read-only: roles have no write route).
 
+use crate::domain::{Error, Result};
 use serde::Serialize;
 use sqlx::PgPool;
-
-use crate::error::ApiError;
 
 #[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RoleInfo {
@@ -13,7 +12,7 @@ pub struct RoleInfo {
     pub builtin: bool,
 }
 
-pub async fn list(pool: &PgPool) -> Result<Vec<RoleInfo>, ApiError> {
+pub async fn list(pool: &PgPool) -> Result<Vec<RoleInfo>, Error> {
     Ok(sqlx::query_as!(RoleInfo, "SELECT name, description, permissions, builtin FROM roles ORDER BY name")
         .fetch_all(pool)
         .await?)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Audit, Changes};
 use crate::auth::tokens;
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 use crate::store::users::LoginOk;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -38,7 +38,7 @@ pub async fn create(
     method: &str,
     ttl_secs: u64,
     user_agent: Option<&str>,
-) -> Result<NewSession, ApiError> {
+) -> Result<NewSession, Error> {
     insert(conn, audit, user_id, method, ttl_secs, user_agent, None).await
 }
 
@@ -51,7 +51,7 @@ pub async fn create_for_login(
     ok: &LoginOk,
     ttl_secs: u64,
     user_agent: Option<&str>,
-) -> Result<NewSession, ApiError> {
+) -> Result<NewSession, Error> {
     insert(pool, audit, ok.user_id, "password", ttl_secs, user_agent, Some(ok)).await
 }
 
@@ -63,7 +63,7 @@ async fn insert<'e>(
     ttl_secs: u64,
     user_agent: Option<&str>,
     login: Option<&LoginOk>,
-) -> Result<NewSession, ApiError> {
+) -> Result<NewSession, Error> {
     let id = Uuid::new_v4();
     let refresh = tokens::random_secret();
     let cookie = tokens::random_secret();
@@ -135,7 +135,7 @@ pub async fn refresh(
     audit: &Audit,
     presented: &str,
     idle_secs: u64,
-) -> Result<Refreshed, ApiError> {
+) -> Result<Refreshed, Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         session_id: Uuid,
@@ -191,7 +191,7 @@ pub async fn refresh(
 }
 
 /// Revokes one session. Returns false if it was unknown or already revoked.
-pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &str) -> Result<bool, ApiError> {
+pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &str) -> Result<bool, Error> {
     let res = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
         .bind(id)
         .execute(&mut *conn)
@@ -213,7 +213,7 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &s
 
 /// Revokes every session of a user and invalidates every access token issued
 /// until now ("not before").
-pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, reason: &str) -> Result<u64, ApiError> {
+pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, reason: &str) -> Result<u64, Error> {
     let n = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(user_id)
         .execute(&mut *conn)
@@ -235,7 +235,7 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, r
 /// Keeps at most `keep` live `basic` sessions (started by HTTP Basic on XNAT
 /// paths) of a user: the oldest beyond that end now, logged as
 /// `session.revoked` with the reason `basic_session_cap`.
-pub async fn cap_basic(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, keep: u32) -> Result<u64, ApiError> {
+pub async fn cap_basic(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, keep: u32) -> Result<u64, Error> {
     let ended: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE sessions SET revoked_at = now() WHERE id IN (
              SELECT id FROM sessions
@@ -267,7 +267,7 @@ pub async fn revoke_others(
     audit: &Audit,
     user_id: Uuid,
     keep: Option<Uuid>,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let n = sqlx::query(
         "UPDATE sessions SET revoked_at = now()
          WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2)",
@@ -291,7 +291,7 @@ pub async fn revoke_others(
     Ok(n)
 }
 
-pub async fn list_active(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<SessionView>, ApiError> {
+pub async fn list_active(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<SessionView>, Error> {
     Ok(sqlx::query_as::<_, SessionView>(
         "SELECT id, method, created_at, last_seen_at, expires_at, client_ip, user_agent FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY created_at DESC",
@@ -302,7 +302,7 @@ pub async fn list_active(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<S
 }
 
 /// The owner of a session, for the permission check on revoke-one.
-pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, String)>, ApiError> {
+pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, String)>, Error> {
     Ok(sqlx::query_as::<_, (Uuid, String)>(
         "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
     )

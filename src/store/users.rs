@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::audit::{self, Audit, Changes};
 use crate::auth::password::Verified;
 use crate::domain::{Email, Username};
-use crate::error::ApiError;
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 
 pub const ADMIN_ROLE: &str = "Administrator";
@@ -105,21 +105,21 @@ pub const USER_COLUMNS: &str =
     u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified,
     u.xdat_user_id";
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("user_not_found", format!("user '{name}' not found"))
+fn not_found(name: &str) -> Error {
+    Error::not_found("user_not_found", format!("user '{name}' not found"))
 }
 
 /// Maps the unique indexes on users to 409s.
-pub fn unique_violation(err: sqlx::Error) -> ApiError {
-    ApiError::on_constraint(err, |c| match c {
-        "users_username_key" => Some(ApiError::conflict("username_taken", "a user with this username already exists")),
-        "users_email_key" => Some(ApiError::conflict("email_taken", "a user with this email already exists")),
-        "users_pkey" => Some(ApiError::conflict("user_exists", "user already exists")),
+pub fn unique_violation(err: sqlx::Error) -> Error {
+    Error::on_constraint(err, |c| match c {
+        "users_username_key" => Some(Error::conflict("username_taken", "a user with this username already exists")),
+        "users_email_key" => Some(Error::conflict("email_taken", "a user with this email already exists")),
+        "users_pkey" => Some(Error::conflict("user_exists", "user already exists")),
         _ => None,
     })
 }
 
-pub async fn by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, ApiError> {
+pub async fn by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, Error> {
     Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"))
         .bind(email.key())
         .fetch_optional(conn)
@@ -132,7 +132,7 @@ fn name_key(username: &str) -> Option<String> {
     username.is_ascii().then(|| username.to_ascii_lowercase())
 }
 
-pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, ApiError> {
+pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, Error> {
     let Some(key) = name_key(username) else { return Ok(None) };
     Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1"))
         .bind(key)
@@ -141,7 +141,7 @@ pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<U
 }
 
 /// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
-pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, ApiError> {
+pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, Error> {
     let Some(key) = name_key(username) else { return Err(not_found(username)) };
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1{}",
@@ -152,7 +152,7 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
 
 /// Whether the user named `username` (case-insensitive) holds Administrator;
 /// false for an unknown name.
-pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, ApiError> {
+pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, Error> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
                         WHERE lower(u.username) = $1 AND r.role = $2)",
@@ -164,7 +164,7 @@ pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, ApiError
 }
 
 /// `holds_admin` by user id.
-pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, ApiError> {
+pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
     Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)")
         .bind(id)
         .bind(ADMIN_ROLE)
@@ -172,7 +172,7 @@ pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, ApiError> {
         .await?)
 }
 
-pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, ApiError> {
+pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, Error> {
     sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
         .bind(id)
         .fetch_optional(conn)
@@ -191,7 +191,7 @@ pub struct NewUser {
     pub roles: Vec<String>,
 }
 
-pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, ApiError> {
+pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, Error> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated,
@@ -233,7 +233,7 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
     get_by_id(conn, id).await
 }
 
-async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, ApiError> {
+async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, Error> {
     let res = sqlx::query(
         "INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
     )
@@ -247,7 +247,7 @@ async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
             .fetch_one(&mut *conn)
             .await?;
         if !exists {
-            return Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")));
+            return Err(Error::not_found("role_not_found", format!("role '{role}' does not exist")));
         }
         return Ok(false);
     }
@@ -255,7 +255,7 @@ async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
 }
 
 /// Takes the admin-set lock and fails if `user` is the last enabled admin.
-async fn ensure_not_last_admin(conn: &mut PgConnection, user: &User, what: &str) -> Result<(), ApiError> {
+async fn ensure_not_last_admin(conn: &mut PgConnection, user: &User, what: &str) -> Result<(), Error> {
     if !(user.admin() && user.enabled) {
         return Ok(());
     }
@@ -269,7 +269,7 @@ async fn ensure_not_last_admin(conn: &mut PgConnection, user: &User, what: &str)
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
-        return Err(ApiError::conflict("last_admin", format!("cannot {what} the last enabled administrator")));
+        return Err(Error::conflict("last_admin", format!("cannot {what} the last enabled administrator")));
     }
     Ok(())
 }
@@ -293,7 +293,7 @@ impl Patch {
 
 /// Applies `patch` to the locked row and logs the differences. Disabling a
 /// user revokes their sessions. Returns the updated user.
-pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patch: Patch) -> Result<User, ApiError> {
+pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patch: Patch) -> Result<User, Error> {
     let before = get(conn, username, true).await?;
     if patch.enabled == Some(false) && before.enabled {
         ensure_not_last_admin(conn, &before, "disable").await?;
@@ -355,12 +355,12 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
     get_by_id(conn, before.id).await
 }
 
-async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), ApiError> {
+async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
     sqlx::query("UPDATE users SET last_modified = now() WHERE id = $1").bind(id).execute(conn).await?;
     Ok(())
 }
 
-async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, ApiError> {
+async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, Error> {
     let res = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
         .bind(user)
         .bind(role)
@@ -369,7 +369,7 @@ async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<
     Ok(res.rows_affected() > 0)
 }
 
-pub async fn delete(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, ApiError> {
+pub async fn delete(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, Error> {
     let user = get(conn, username, true).await?;
     ensure_not_last_admin(conn, &user, "delete").await?;
     crate::store::projects::ensure_not_sole_owner(conn, user.id).await?;
@@ -390,22 +390,22 @@ pub struct ItemResult {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Status and code of the failure, for routes that change one item.
+    /// The refusal itself, for routes that change one item.
     #[serde(skip)]
-    pub failure: Option<(actix_web::http::StatusCode, &'static str)>,
+    #[schema(ignore)]
+    pub failure: Option<Error>,
 }
 
 impl ItemResult {
     pub fn ok(name: &str) -> ItemResult {
         ItemResult { name: name.to_string(), ok: true, error: None, failure: None }
     }
-    pub fn failed(name: &str, e: ApiError) -> ItemResult {
-        ItemResult { name: name.to_string(), ok: false, failure: Some((e.status, e.code)), error: Some(e.message) }
+    pub fn failed(name: &str, e: Error) -> ItemResult {
+        ItemResult { name: name.to_string(), ok: false, error: Some(e.to_string()), failure: Some(e) }
     }
     /// The failure as the error it was (`None` if the item applied).
-    pub fn into_error(self) -> Option<ApiError> {
-        let (status, code) = self.failure?;
-        Some(ApiError::new(status, code, self.error.unwrap_or_default()))
+    pub fn into_error(self) -> Option<Error> {
+        self.failure
     }
 }
 
@@ -417,7 +417,7 @@ pub async fn change_roles(
     username: &str,
     roles: &[String],
     grant: bool,
-) -> Result<(User, Vec<ItemResult>), ApiError> {
+) -> Result<(User, Vec<ItemResult>), Error> {
     let user = get(conn, username, true).await?;
     let mut results = Vec::new();
     let mut changed = false;
@@ -436,7 +436,7 @@ pub async fn change_roles(
                 changed = true;
                 results.push(ItemResult::ok(role))
             }
-            Err(e) if e.status.is_client_error() => results.push(ItemResult::failed(role, e)),
+            Err(e) if e.is_refusal() => results.push(ItemResult::failed(role, e)),
             Err(e) => return Err(e),
         }
     }
@@ -449,7 +449,7 @@ pub async fn change_roles(
     Ok((get_by_id(conn, user.id).await?, results))
 }
 
-async fn role_change(conn: &mut PgConnection, user: &User, role: &str, grant: bool) -> Result<(), ApiError> {
+async fn role_change(conn: &mut PgConnection, user: &User, role: &str, grant: bool) -> Result<(), Error> {
     if grant {
         insert_role(conn, user.id, role).await.map(|_| ())
     } else if role == ADMIN_ROLE && user.roles.iter().any(|r| r == ADMIN_ROLE) {
@@ -465,7 +465,7 @@ async fn role_change(conn: &mut PgConnection, user: &User, role: &str, grant: bo
         if exists {
             Ok(())
         } else {
-            Err(ApiError::not_found("role_not_found", format!("role '{role}' does not exist")))
+            Err(Error::not_found("role_not_found", format!("role '{role}' does not exist")))
         }
     }
 }
@@ -479,7 +479,7 @@ pub async fn set_password(
     hash: String,
     keep_session: Option<Uuid>,
     action: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     sqlx::query(
         "UPDATE users SET password_hash = $2, password_updated = now(), last_modified = now(),
                 failed_login_attempts = 0, locked_until = NULL WHERE id = $1",
@@ -493,11 +493,11 @@ pub async fn set_password(
     Ok(())
 }
 
-pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, ApiError> {
+pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
     Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_one(conn).await?)
 }
 
-pub async fn unlock(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, ApiError> {
+pub async fn unlock(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, Error> {
     let user = get(conn, username, true).await?;
     sqlx::query("UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1")
         .bind(user.id)
@@ -539,17 +539,12 @@ pub struct LoginOk {
 
 /// A login whose password changed (or whose sessions were all revoked)
 /// while it was being checked: refused like a wrong password.
-fn stale_login() -> ApiError {
+fn stale_login() -> Error {
     invalid_credentials()
 }
 
 /// `check_login`, then its bookkeeping (one statement).
-pub async fn verify_login(
-    state: &AppState,
-    audit: &Audit,
-    login: &str,
-    password: SecretString,
-) -> Result<Uuid, ApiError> {
+pub async fn verify_login(state: &AppState, audit: &Audit, login: &str, password: SecretString) -> Result<Uuid, Error> {
     let ok = check_login(state, audit, login, password).await?;
     record_login(&state.pool, audit, &ok).await?;
     Ok(ok.user_id)
@@ -557,7 +552,7 @@ pub async fn verify_login(
 
 /// Writes what a successful login changes: counters reset, "last login",
 /// the upgraded hash if any, and the change log. One statement.
-pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), ApiError> {
+pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), Error> {
     let mut qb = sqlx::QueryBuilder::new("WITH login AS (");
     push_login_update(&mut qb, ok);
     qb.push("), log AS (");
@@ -572,7 +567,7 @@ pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok
 }
 
 /// Whether a login statement wrote its session (see `LoginOk`).
-pub(crate) fn ensure_written(written: i64) -> Result<(), ApiError> {
+pub(crate) fn ensure_written(written: i64) -> Result<(), Error> {
     if written == 0 {
         return Err(stale_login());
     }
@@ -621,7 +616,7 @@ pub async fn check_login(
     audit: &Audit,
     login: &str,
     password: SecretString,
-) -> Result<LoginOk, ApiError> {
+) -> Result<LoginOk, Error> {
     let limits = LockoutLimits::of(state);
     if login.len() > 254 {
         let _ = state.hasher.verify(password, None).await?;
@@ -650,11 +645,9 @@ pub async fn check_login(
             // Every attempt reserves a try before its hash is checked, so
             // with `max` logins of this account in flight the next waits a
             // moment; the account is not locked (nobody guessed wrong yet).
-            None => ApiError::too_many(
-                "login_in_progress",
-                "too many logins for this account at once; retry in a moment",
-                1,
-            ),
+            None => {
+                Error::too_many("login_in_progress", "too many logins for this account at once; retry in a moment", 1)
+            }
         });
     }
     let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
@@ -676,8 +669,8 @@ pub async fn check_login(
 }
 
 /// The same 401 for an unknown name, a wrong password and a disabled account.
-fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("invalid username or password").with_code("invalid_credentials")
+fn invalid_credentials() -> Error {
+    Error::unauthorized("invalid username or password").with_code("invalid_credentials")
 }
 
 /// `auth.max_failed_logins` and `auth.lockout_secs`, and the 429 they give.
@@ -694,9 +687,9 @@ impl LockoutLimits {
         }
     }
 
-    fn locked(&self, until: Option<DateTime<Utc>>) -> ApiError {
+    fn locked(&self, until: Option<DateTime<Utc>>) -> Error {
         let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(self.lockout_secs).max(1);
-        ApiError::too_many(
+        Error::too_many(
             "account_locked",
             "too many failed logins; the account is locked for a while",
             u64::try_from(retry).unwrap_or(1),
@@ -710,7 +703,7 @@ impl LockoutLimits {
 /// every other attempt at once, and every answer that reveals a verdict
 /// follows a durable commit of this login (the success's session, the
 /// failure's log entry), which flushes the WAL past it.
-async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<LoginRow>, ApiError> {
+async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<LoginRow>, Error> {
     Ok(sqlx::query_as::<_, LoginRow>(
         "WITH target AS (
              SELECT id, username, enabled, password_hash, tokens_not_before FROM users
@@ -742,7 +735,7 @@ async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
 
 /// A failed check of a known account: the lock when the limit is reached,
 /// and the log entries, in one transaction.
-async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), ApiError> {
+async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), Error> {
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = pool.begin().await?;
     let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
@@ -774,7 +767,7 @@ async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &L
 
 /// Reserves an attempt for a name that matches no account (as the account
 /// query does for a known one): `None` when the name is locked.
-async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<i32>, ApiError> {
+async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<i32>, Error> {
     if rand::random::<u8>() < 3 {
         // Forget names whose last failure is a day old.
         sqlx::query("DELETE FROM unknown_login_attempts WHERE last_attempt < now() - interval '1 day'")
@@ -799,7 +792,7 @@ async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
     .await?)
 }
 
-async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(sqlx::query_scalar("SELECT locked_until FROM unknown_login_attempts WHERE login = $1")
         .bind(login)
         .fetch_optional(pool)
@@ -807,7 +800,7 @@ async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateT
         .flatten())
 }
 
-async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Result<(), ApiError> {
+async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Result<(), Error> {
     sqlx::query(
         "UPDATE unknown_login_attempts SET locked_until = now() + make_interval(secs => $3)
          WHERE login = $1 AND failed >= $2 AND locked_until IS NULL",
@@ -830,7 +823,7 @@ pub async fn check_own_password(
     audit: &Audit,
     username: &str,
     password: SecretString,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     match check_login(state, audit, username, password).await {
         Ok(ok) => {
             sqlx::query("UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL")
@@ -839,8 +832,8 @@ pub async fn check_own_password(
                 .await?;
             Ok(())
         }
-        Err(e) if e.code == "invalid_credentials" => {
-            Err(ApiError::forbidden("current password is wrong").with_code("wrong_password"))
+        Err(e) if e.code() == "invalid_credentials" => {
+            Err(Error::forbidden("current password is wrong").with_code("wrong_password"))
         }
         Err(e) => Err(e),
     }
@@ -857,7 +850,7 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> {
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
     // Only the filters in use go into the SQL, so the planner can walk the
     // (lower(username), id) index from the cursor.
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {USER_COLUMNS} FROM users u WHERE true"));
@@ -884,7 +877,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, ApiError> 
 }
 
 /// Enabled users who share a project with `user`, and `user`, by name.
-pub async fn sharing_projects_with(pool: &PgPool, user: Uuid) -> Result<Vec<User>, ApiError> {
+pub async fn sharing_projects_with(pool: &PgPool, user: Uuid) -> Result<Vec<User>, Error> {
     Ok(sqlx::query_as::<_, User>(&format!(
         "SELECT {USER_COLUMNS} FROM users u
          WHERE u.enabled AND (u.id = $1 OR EXISTS (
@@ -897,10 +890,10 @@ pub async fn sharing_projects_with(pool: &PgPool, user: Uuid) -> Result<Vec<User
     .await?)
 }
 
-pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, ApiError> {
+pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, Error> {
     Ok(sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)").fetch_all(pool).await?)
 }
 
-pub async fn count(conn: &mut PgConnection) -> Result<i64, ApiError> {
+pub async fn count(conn: &mut PgConnection) -> Result<i64, Error> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await?)
 }

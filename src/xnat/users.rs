@@ -103,12 +103,12 @@ pub struct XnatUserBody {
 
 async fn load(state: &AppState, caller: &Caller, username: &str) -> ApiResult<User> {
     let mut conn = state.pool.acquire().await?;
-    users::get(&mut conn, resolve_me(&caller.0, username), false).await
+    Ok(users::get(&mut conn, resolve_me(&caller.0, username), false).await?)
 }
 
 async fn all_users(state: &AppState) -> ApiResult<Vec<User>> {
     let filter = users::ListFilter { limit: i64::MAX, ..Default::default() };
-    users::list(&state.pool, &filter).await
+    Ok(users::list(&state.pool, &filter).await?)
 }
 
 /// Usernames. USER_MANAGEMENT.
@@ -196,7 +196,7 @@ pub async fn update(
                 return Err(ApiError::forbidden("change your own password through PUT /api/v1/users/me/password"));
             }
             if target.admin() && !caller.0.is_admin() {
-                return Err(crate::auth::access::admin_target_refused());
+                return Err(crate::auth::access::admin_target_refused().into());
             }
             use secrecy::ExposeSecret;
             state.hasher.check_policy(pw.expose_secret(), &target.username, &target.email)?;
@@ -341,15 +341,16 @@ fn bulk(results: Vec<ItemResult>) -> HttpResponse {
 fn single(results: Vec<ItemResult>, what: &str) -> ApiResult<HttpResponse> {
     match results.into_iter().next() {
         Some(r) if r.ok => Ok(HttpResponse::Ok().json(Vec::<String>::new())),
-        Some(r) => Err(r
-            .into_error()
-            .unwrap_or_else(|| ApiError::not_found("not_applied", format!("{what} could not be changed")))),
+        Some(r) => Err(r.into_error().map_or_else(
+            || ApiError::not_found("not_applied", format!("{what} could not be changed")),
+            ApiError::from,
+        )),
         None => Err(ApiError::bad_request("invalid_request", "nothing to change")),
     }
 }
 
 fn list_body(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
-    crate::service::bounded_list(raw, "invalid_list", "names")
+    Ok(crate::service::bounded_list(raw, "invalid_list", "names")?)
 }
 
 /// A user's groups. The user themself or USER_MANAGEMENT.

@@ -5,31 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Why domain input was refused. Carries no HTTP: the HTTP layer maps it
-/// (`impl From<domain::Error> for ApiError`), the command line prints it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// A value that is not valid (a stable `code` such as `invalid_email`).
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-    /// A value that is valid but reserved (`me`, route words).
-    #[error("{message}")]
-    Reserved { code: &'static str, message: String },
-}
-
-impl Error {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
-        Error::Invalid { code, message: message.into() }
-    }
-    pub fn reserved(code: &'static str, message: impl Into<String>) -> Error {
-        Error::Reserved { code, message: message.into() }
-    }
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::Invalid { code, .. } | Error::Reserved { code, .. } => code,
-        }
-    }
-}
+mod error;
+pub use error::{Error, Result};
 
 /// The reserved name that means "the caller" wherever a username is accepted.
 pub const ME: &str = "me";
