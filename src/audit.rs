@@ -123,6 +123,9 @@ impl Changes {
     pub fn into_value(self) -> Value {
         Value::Object(self.0)
     }
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
 }
 
 /// One change-log entry, for statements that write it together with the
@@ -133,47 +136,6 @@ pub struct Entry<'a> {
     pub subject_id: String,
     pub action: &'a str,
     pub changes: Changes,
-}
-
-/// Appends `INSERT INTO change_log (..) VALUES (..), ..` for `entries` to a
-/// statement being built: the one place that knows the change log's columns.
-/// Used as a whole statement by `record`, and as a data-modifying `WITH` part
-/// by statements that write a change and its entries in one round trip.
-pub fn push_insert(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>) {
-    qb.push(
-        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
-                                 subject_type, subject_id, action, changes, request_id, client_ip) ",
-    );
-    push_values(qb, entries);
-}
-
-/// `VALUES (..), ..` of the entries, in the change log's column order.
-fn push_values(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>) {
-    qb.push_values(entries, |mut row, e| {
-        row.push_bind(e.audit.actor_id)
-            .push_bind(e.audit.actor_username.clone())
-            .push_bind(e.audit.session_id)
-            .push_bind(e.audit.api_key_id)
-            .push_bind(e.subject_type.to_owned())
-            .push_bind(e.subject_id)
-            .push_bind(e.action.to_owned())
-            .push_bind(e.changes.into_value())
-            .push_bind(e.audit.request_id.clone())
-            .push_bind(e.audit.client_ip.clone());
-    });
-}
-
-/// `push_insert` that writes its entries only when the SQL condition `cond`
-/// holds (e.g. `EXISTS (SELECT 1 FROM login)` in a statement whose earlier
-/// parts may have written nothing).
-pub fn push_insert_if(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, entries: Vec<Entry<'_>>, cond: &str) {
-    qb.push(
-        "INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
-                                 subject_type, subject_id, action, changes, request_id, client_ip)
-         SELECT * FROM (",
-    );
-    push_values(qb, entries);
-    qb.push(") AS entry WHERE ").push(cond.to_owned());
 }
 
 /// Appends one entry. Pass the request's transaction so the entry commits or
@@ -189,10 +151,8 @@ pub async fn record<'e, E>(
 where
     E: sqlx::PgExecutor<'e>,
 {
-    let mut qb = sqlx::QueryBuilder::new("");
-    push_insert(&mut qb, vec![Entry { audit, subject_type, subject_id: subject_id.to_string(), action, changes }]);
-    qb.build().execute(exec).await?;
-    Ok(())
+    let entry = Entry { audit, subject_type, subject_id: subject_id.to_string(), action, changes };
+    crate::store::change_log::write(exec, &[entry]).await
 }
 
 #[cfg(test)]

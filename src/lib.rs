@@ -6,7 +6,6 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
-pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
@@ -15,6 +14,8 @@ pub mod service;
 pub mod startup;
 pub mod state;
 pub mod store;
+/// The database plumbing (pool, migrations, server secrets), kept in `store`.
+pub use store::db;
 pub mod table;
 pub mod telemetry;
 pub mod xnat;
@@ -24,7 +25,7 @@ mod fuzz_tests;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::PgPool;
 use std::str::FromStr;
 
 use secrecy::ExposeSecret;
@@ -43,32 +44,7 @@ pub async fn open_database(settings: &config::Settings) -> Result<(PgPool, Optio
     let pg =
         tokio::task::spawn_blocking(move || localdb::LocalPostgres::ensure_started(&data_dir, &bin_dir, auto_install))
             .await??;
-    ensure_database(pg.connect_options("postgres"), "registrar").await?;
+    db::ensure_database(pg.connect_options("postgres"), "registrar").await?;
     let pool = db::pool(pg.connect_options("registrar"), &settings.database);
     Ok((pool, Some(pg)))
-}
-
-/// Creates `name` on the server of `admin` if it does not exist yet.
-pub async fn ensure_database(admin: PgConnectOptions, name: &str) -> Result<()> {
-    let mut conn =
-        admin.log_statements(tracing::log::LevelFilter::Debug).connect().await.context("connecting to PostgreSQL")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
-    if !exists {
-        let quoted = name.replace('"', "\"\"");
-        if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn).await {
-            // Another instance may have created it at the same moment.
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(name)
-                .fetch_one(&mut conn)
-                .await?;
-            if !exists {
-                return Err(e.into());
-            }
-        }
-    }
-    conn.close().await?;
-    Ok(())
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::cache::CacheKey;
 use crate::auth::tokens;
+use crate::domain::Error;
 use crate::domain::Permission;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -122,28 +123,9 @@ pub fn parse_basic(b64: &str) -> Option<Credentials> {
     Some(Credentials::Basic { username: user.to_string(), password: SecretString::from(pass.to_string()) })
 }
 
-/// A caller's user row with the state of the session or key presented;
-/// what the auth cache keeps.
-#[derive(sqlx::FromRow, Clone)]
-pub struct Row {
-    #[sqlx(flatten)]
-    user: crate::store::users::User,
-    tokens_not_before: DateTime<Utc>,
-    // session or key state
-    revoked_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
-    touched_at: Option<DateTime<Utc>>,
-    ref_id: Uuid,
-    secret_hash: Option<Vec<u8>>,
-    authenticated_at: Option<DateTime<Utc>>,
-}
-
-/// The user row (so `GET /users/me` needs no second query) and the "not
-/// before" instant. Permissions come from the roles through `RolePermissions`.
-fn user_part() -> &'static str {
-    static PART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PART.get_or_init(|| format!("{}, u.tokens_not_before", crate::store::users::USER_COLUMNS))
-}
+/// What the auth cache keeps: the caller's user row with the state of the
+/// session or key presented (`store::credentials`).
+pub type Row = crate::store::credentials::Credential;
 
 /// What each role grants, read from the `roles` table at start-up (roles
 /// have no write route; a change made in SQL takes effect on restart).
@@ -151,9 +133,8 @@ fn user_part() -> &'static str {
 pub struct RolePermissions(std::collections::HashMap<String, Vec<Permission>>);
 
 impl RolePermissions {
-    pub async fn load(pool: &sqlx::PgPool) -> Result<RolePermissions, sqlx::Error> {
-        let rows: Vec<(String, Vec<String>)> =
-            sqlx::query_as("SELECT name, permissions FROM roles").fetch_all(pool).await?;
+    pub async fn load(pool: &sqlx::PgPool) -> Result<RolePermissions, Error> {
+        let rows = crate::store::roles::permissions(pool).await?;
         Ok(RolePermissions(
             rows.into_iter().map(|(r, ps)| (r, ps.iter().filter_map(|p| Permission::from_name(p)).collect())).collect(),
         ))
@@ -167,8 +148,8 @@ impl RolePermissions {
     }
 }
 
-fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid or expired credentials");
+fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, Error> {
+    let invalid = || Error::unauthorized("invalid or expired credentials");
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
     }
@@ -178,7 +159,7 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         return Err(invalid());
     }
     if !row.user.enabled {
-        return Err(ApiError::unauthorized("account disabled"));
+        return Err(Error::unauthorized("account disabled"));
     }
     // A lockout stops password guesses (`users::check_login`), nothing else:
     // the holder's sessions, tokens and keys keep working, so failed guesses
@@ -214,7 +195,7 @@ pub async fn resolve(
     state: &AppState,
     presented: Presented,
     client_ip: Option<String>,
-) -> Result<Option<Principal>, ApiError> {
+) -> Result<Option<Principal>, Error> {
     let now = Utc::now();
     if let Some(secret) = presented.cookie {
         match &presented.header {
@@ -231,7 +212,7 @@ pub async fn resolve(
     }
     match presented.header {
         Credentials::None => Ok(None),
-        Credentials::Malformed => Err(ApiError::unauthorized("malformed Authorization header")),
+        Credentials::Malformed => Err(Error::unauthorized("malformed Authorization header")),
         Credentials::Bearer(token) => {
             if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
                 return api_key_principal(state, prefix, secret, None, now).await.map(Some);
@@ -239,12 +220,12 @@ pub async fn resolve(
             let claims = state
                 .keys
                 .verify_access(&token)
-                .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+                .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
             let key = CacheKey::Session(claims.sid);
-            let row = cached(state, &key, session_row(state, "s.id = $1", SessionKey::Id(claims.sid))).await?;
-            let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+            let row = cached(state, &key, crate::store::credentials::session_by_id(&state.pool, claims.sid)).await?;
+            let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
             if row.user.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
-                return Err(ApiError::unauthorized("invalid or expired credentials"));
+                return Err(Error::unauthorized("invalid or expired credentials"));
             }
             touch_session(state, &key, &row, now).await;
             principal_from(state, row, AuthMethod::Jwt, now).map(Some)
@@ -258,17 +239,9 @@ pub async fn resolve(
                 state.limits.login(client_ip.as_deref(), &username)?;
                 let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
                 let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
-                let part = user_part();
-                let row = sqlx::query_as::<_, Row>(&format!(
-                    "SELECT {part}, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
-                            NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash,
-                            now() AS authenticated_at
-                     FROM users u WHERE u.id = $1"
-                ))
-                .bind(user_id)
-                .fetch_optional(&state.pool)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+                let row = crate::store::credentials::user(&state.pool, user_id)
+                    .await?
+                    .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
                 principal_from(state, row, AuthMethod::Basic, now)?
             };
             p.via_basic = true;
@@ -277,44 +250,24 @@ pub async fn resolve(
     }
 }
 
-async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) -> Result<Principal, ApiError> {
+async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) -> Result<Principal, Error> {
     if secret.len() > 128 {
-        return Err(ApiError::unauthorized("invalid or expired credentials"));
+        return Err(Error::unauthorized("invalid or expired credentials"));
     }
     let hash = tokens::sha256(secret);
     let key = CacheKey::Cookie(<[u8; 32]>::try_from(hash.as_slice()).unwrap_or_default());
-    let row = cached(state, &key, session_row(state, "s.cookie_hash = $1", SessionKey::Hash(hash))).await?;
-    let row = row.ok_or_else(|| ApiError::unauthorized("invalid or expired credentials"))?;
+    let row = cached(state, &key, crate::store::credentials::session_by_cookie(&state.pool, &hash)).await?;
+    let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
     touch_session(state, &key, &row, now).await;
     principal_from(state, row, AuthMethod::Cookie, now)
-}
-
-enum SessionKey {
-    Id(Uuid),
-    Hash(Vec<u8>),
-}
-
-async fn session_row(state: &AppState, cond: &str, key: SessionKey) -> Result<Option<Row>, ApiError> {
-    let part = user_part();
-    let sql = format!(
-        "SELECT {part}, s.revoked_at, s.expires_at, s.last_seen_at AS touched_at, s.id AS ref_id,
-                NULL::bytea AS secret_hash, s.created_at AS authenticated_at
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE {cond}"
-    );
-    let q = sqlx::query_as::<_, Row>(&sql);
-    let q = match key {
-        SessionKey::Id(id) => q.bind(id),
-        SessionKey::Hash(h) => q.bind(h),
-    };
-    Ok(q.fetch_optional(&state.pool).await?)
 }
 
 /// The row under `key`: from the auth cache, or read by `load` and cached.
 async fn cached(
     state: &AppState,
     key: &CacheKey,
-    load: impl std::future::Future<Output = Result<Option<Row>, ApiError>>,
-) -> Result<Option<Row>, ApiError> {
+    load: impl std::future::Future<Output = Result<Option<Row>, Error>>,
+) -> Result<Option<Row>, Error> {
     if let Some(row) = state.auth_cache.get(key) {
         return Ok(Some(row));
     }
@@ -328,11 +281,14 @@ async fn cached(
 
 /// Records "last seen"/"last used" at most once a minute per session or
 /// key, so reads stay reads.
-async fn touch(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>, sql: &str) {
+async fn touch<F>(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>, write: F)
+where
+    F: std::future::Future<Output = Result<(), Error>>,
+{
     if row.touched_at.is_some_and(|t| (now - t).num_seconds() < 60) {
         return;
     }
-    let _ = sqlx::query(sql).bind(row.ref_id).execute(&state.pool).await;
+    let _ = write.await;
     state.auth_cache.update(key, |r| r.touched_at = Some(now));
 }
 
@@ -342,7 +298,7 @@ async fn touch_session(state: &AppState, key: &CacheKey, row: &Row, now: DateTim
     if idle || row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return;
     }
-    touch(state, key, row, now, "UPDATE sessions SET last_seen_at = now() WHERE id = $1").await
+    touch(state, key, row, now, crate::store::credentials::touch_session(&state.pool, row.ref_id)).await
 }
 
 async fn api_key_principal(
@@ -351,21 +307,10 @@ async fn api_key_principal(
     secret: &str,
     basic_user: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<Principal, ApiError> {
-    let invalid = || ApiError::unauthorized("invalid or expired credentials");
-    let part = user_part();
+) -> Result<Principal, Error> {
+    let invalid = || Error::unauthorized("invalid or expired credentials");
     let key = CacheKey::ApiKey(prefix.to_string());
-    let load = async {
-        Ok(sqlx::query_as::<_, Row>(&format!(
-            "SELECT {part}, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
-                    k.secret_hash, NULL::timestamptz AS authenticated_at
-             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"
-        ))
-        .bind(prefix)
-        .fetch_optional(&state.pool)
-        .await?)
-    };
-    let row = cached(state, &key, load).await?;
+    let row = cached(state, &key, crate::store::credentials::api_key(&state.pool, prefix)).await?;
     // Hash even when the prefix is unknown: the timing is the same either way.
     let presented = state.keys.api_key_hash(secret);
     let row = row.ok_or_else(invalid)?;
@@ -378,7 +323,7 @@ async fn api_key_principal(
             return Err(invalid());
         }
     }
-    touch(state, &key, &row, now, "UPDATE api_keys SET last_used_at = now() WHERE id = $1").await;
+    touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, row.ref_id)).await;
     principal_from(state, row, AuthMethod::ApiKey, now)
 }
 

@@ -46,18 +46,26 @@ pub struct AccessRequest {
     pub invited_email: Option<String>,
 }
 
-const SELECT: &str = "SELECT r.par_id, r.project_id, p.name AS project_name, p.description AS project_description,
-        p.pi AS project_pi, r.level, r.kind, u.username AS login, COALESCE(u.email, r.email) AS email,
-        u.first_name AS firstname, u.last_name AS lastname, c.username AS created_by,
-        c.first_name AS created_by_firstname, c.last_name AS created_by_lastname, r.created_at, r.status,
-        CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
-        r.decided_at AS approval_date, r.expires_at, r.user_id, r.email AS invited_email
-    FROM access_requests r JOIN projects p ON p.id = r.project_id
-    LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by";
+/// `sqlx::query_as!` of `AccessRequest` rows (with their project and the
+/// people named), then `$tail`.
+macro_rules! select_requests {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            AccessRequest,
+            r#"SELECT r.par_id, r.project_id, p.name AS project_name, p.description AS project_description,
+                      p.pi AS project_pi, r.level, r.kind, u.username AS "login?", COALESCE(u.email, r.email) AS email,
+                      u.first_name AS "firstname?", u.last_name AS "lastname?", c.username AS "created_by?",
+                      c.first_name AS "created_by_firstname?", c.last_name AS "created_by_lastname?", r.created_at,
+                      r.status, CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
+                      r.decided_at AS approval_date, r.expires_at, r.user_id, r.email AS invited_email
+               FROM access_requests r JOIN projects p ON p.id = r.project_id
+               LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by "# + $tail $(, $arg)*
+        )
+    };
+}
 
 pub async fn get(conn: &mut PgConnection, par_id: i64) -> Result<AccessRequest, Error> {
-    sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.par_id = $1"))
-        .bind(par_id)
+    select_requests!("WHERE r.par_id = $1", par_id)
         .fetch_optional(conn)
         .await?
         .ok_or_else(|| Error::not_found("access_request_not_found", format!("access request {par_id} not found")))
@@ -65,19 +73,16 @@ pub async fn get(conn: &mut PgConnection, par_id: i64) -> Result<AccessRequest, 
 
 /// Every request of a project, newest first.
 pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<AccessRequest>, Error> {
-    Ok(sqlx::query_as::<_, AccessRequest>(&format!("{SELECT} WHERE r.project_id = $1 ORDER BY r.par_id DESC"))
-        .bind(project)
-        .fetch_all(conn)
-        .await?)
+    Ok(select_requests!("WHERE r.project_id = $1 ORDER BY r.par_id DESC", project).fetch_all(conn).await?)
 }
 
 /// A user's open invitations.
 pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, Error> {
-    Ok(sqlx::query_as::<_, AccessRequest>(&format!(
-        "{SELECT} WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation'
-           AND (r.expires_at IS NULL OR r.expires_at > now()) ORDER BY r.par_id"
-    ))
-    .bind(user)
+    Ok(select_requests!(
+        "WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation'
+           AND (r.expires_at IS NULL OR r.expires_at > now()) ORDER BY r.par_id",
+        user,
+    )
     .fetch_all(conn)
     .await?)
 }
@@ -118,11 +123,11 @@ pub const INVITATION_TTL_DAYS: i32 = 30;
 /// Marks the project's lapsed invitations `expired` (so they no longer
 /// block a new invitation to the same person).
 async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE access_requests SET status = 'expired', decided_at = now()
          WHERE project_id = $1 AND status = 'pending' AND expires_at <= now()",
+        project
     )
-    .bind(project)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -132,15 +137,15 @@ async fn expire(conn: &mut PgConnection, project: &str) -> Result<(), Error> {
 /// an owner of the project or holding USER_MANAGEMENT (or ADMIN).
 async fn inviter_may_grant(conn: &mut PgConnection, inviter: Option<Uuid>, project: &str) -> Result<bool, Error> {
     let Some(inviter) = inviter else { return Ok(false) };
-    Ok(sqlx::query_scalar(
-        "SELECT u.enabled AND (
+    Ok(sqlx::query_scalar!(
+        r#"SELECT u.enabled AND (
              EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.name = ur.role
                      WHERE ur.user_id = u.id AND r.permissions && ARRAY['ADMIN', 'USER_MANAGEMENT'])
-             OR EXISTS (SELECT 1 FROM user_groups ug WHERE ug.user_id = u.id AND ug.group_name = $2))
-         FROM users u WHERE u.id = $1",
+             OR EXISTS (SELECT 1 FROM user_groups ug WHERE ug.user_id = u.id AND ug.group_name = $2)) AS "may!"
+         FROM users u WHERE u.id = $1"#,
+        inviter,
+        Level::Owner.group(project)
     )
-    .bind(inviter)
-    .bind(Level::Owner.group(project))
     .fetch_optional(&mut *conn)
     .await?
     .unwrap_or(false))
@@ -169,8 +174,7 @@ pub async fn invite(
         }
         Invitee::Email(email) => {
             let verified: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1 AND verified AND enabled")
-                    .bind(email.key())
+                sqlx::query_scalar!("SELECT id FROM users WHERE email_key = $1 AND verified AND enabled", email.key())
                     .fetch_optional(&mut *conn)
                     .await?;
             (verified, Some(email.as_str().to_string()), Some(email.key().to_string()))
@@ -184,17 +188,17 @@ pub async fn invite(
             return Err(Error::conflict("already_member", "this person is already a member of the project"));
         }
     }
-    let par_id: i64 = sqlx::query_scalar(
+    let par_id: i64 = sqlx::query_scalar!(
         "INSERT INTO access_requests (project_id, level, kind, user_id, email, created_by, email_key, expires_at)
          VALUES ($1, $2, 'invitation', $3, $4, $5, $6, now() + make_interval(days => $7)) RETURNING par_id",
+        p.id,
+        level.as_str(),
+        user_id,
+        email,
+        inviter,
+        email_key,
+        INVITATION_TTL_DAYS
     )
-    .bind(&p.id)
-    .bind(level.as_str())
-    .bind(user_id)
-    .bind(&email)
-    .bind(inviter)
-    .bind(&email_key)
-    .bind(INVITATION_TTL_DAYS)
     .fetch_one(&mut *conn)
     .await
     .map_err(duplicate)?;
@@ -225,13 +229,13 @@ pub async fn ask(
     if projects::level_in(&mut *conn, requester, &p.id).await?.is_some() {
         return Err(Error::conflict("already_member", "you are already a member of this project"));
     }
-    let par_id: i64 = sqlx::query_scalar(
+    let par_id: i64 = sqlx::query_scalar!(
         "INSERT INTO access_requests (project_id, level, kind, user_id, created_by)
          VALUES ($1, $2, 'request', $3, $3) RETURNING par_id",
+        p.id,
+        level.as_str(),
+        requester
     )
-    .bind(&p.id)
-    .bind(level.as_str())
-    .bind(requester)
     .fetch_one(&mut *conn)
     .await
     .map_err(duplicate)?;
@@ -268,11 +272,8 @@ pub async fn answer(
         expired: bool,
     }
     let not_found = || Error::not_found("access_request_not_found", format!("access request {par_id} not found"));
-    let row = sqlx::query_as::<_, Row>(
-        "SELECT project_id, level, kind, user_id, status, created_by, COALESCE(expires_at <= now(), false) AS expired
-         FROM access_requests WHERE par_id = $1 FOR UPDATE",
-    )
-    .bind(par_id)
+    let row = sqlx::query_as!(Row, r#"SELECT project_id, level, kind, user_id, status, created_by, COALESCE(expires_at <= now(), false) AS "expired!"
+         FROM access_requests WHERE par_id = $1 FOR UPDATE"#, par_id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(not_found)?;
@@ -333,12 +334,14 @@ async fn decide(
     who: &Answerer,
     status: &str,
 ) -> Result<AccessRequest, Error> {
-    sqlx::query("UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1")
-        .bind(par_id)
-        .bind(status)
-        .bind(who.user_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE access_requests SET status = $2, decided_at = now(), decided_by = $3 WHERE par_id = $1",
+        par_id,
+        status,
+        who.user_id
+    )
+    .execute(&mut *conn)
+    .await?;
     audit::record(
         &mut *conn,
         audit,
@@ -360,14 +363,10 @@ pub async fn attach_email_invitations(
     user_id: Uuid,
     email_key: &str,
 ) -> Result<u64, Error> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "UPDATE access_requests r SET user_id = $1
+    let ids: Vec<i64> = sqlx::query_scalar!("UPDATE access_requests r SET user_id = $1
          WHERE r.user_id IS NULL AND r.status = 'pending' AND r.email_key = $2
            AND NOT EXISTS (SELECT 1 FROM access_requests o WHERE o.project_id = r.project_id AND o.user_id = $1 AND o.status = 'pending')
-         RETURNING r.par_id",
-    )
-    .bind(user_id)
-    .bind(email_key)
+         RETURNING r.par_id", user_id, email_key)
     .fetch_all(&mut *conn)
     .await?;
     for id in &ids {
@@ -393,12 +392,11 @@ pub async fn withdraw(
     who: &Answerer,
 ) -> Result<AccessRequest, Error> {
     let not_found = || Error::not_found("access_request_not_found", format!("access request {par_id} not found"));
-    let row: Option<(String, Option<Uuid>, String)> =
-        sqlx::query_as("SELECT project_id, created_by, status FROM access_requests WHERE par_id = $1 FOR UPDATE")
-            .bind(par_id)
+    let row =
+        sqlx::query!("SELECT project_id, created_by, status FROM access_requests WHERE par_id = $1 FOR UPDATE", par_id)
             .fetch_optional(&mut *conn)
             .await?;
-    let (project, created_by, status) = row.ok_or_else(not_found)?;
+    let (project, created_by, status) = row.map(|r| (r.project_id, r.created_by, r.status)).ok_or_else(not_found)?;
     let allowed = created_by == Some(who.user_id)
         || who.manages_users
         || projects::level_in(&mut *conn, who.user_id, &project).await? == Some(Level::Owner);

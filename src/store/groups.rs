@@ -23,31 +23,32 @@ pub struct Group {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "g.name, g.display_name, g.project_id, g.level,
-    (SELECT count(*) FROM user_groups ug WHERE ug.group_name = g.name) AS members, g.created_at";
+/// `sqlx::query_as!` of `Group` rows from `groups g`, then `$tail`.
+macro_rules! select_groups {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Group,
+            r#"SELECT g.name, g.display_name, g.project_id, g.level,
+                      (SELECT count(*) FROM user_groups ug WHERE ug.group_name = g.name) AS "members!", g.created_at
+               FROM groups g "# + $tail $(, $arg)*
+        )
+    };
+}
 
 fn not_found(name: &str) -> Error {
     Error::not_found("group_not_found", format!("group '{name}' not found"))
 }
 
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Group, Error> {
-    sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g WHERE lower(g.name) = lower($1)"))
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| not_found(name))
+    select_groups!("WHERE lower(g.name) = lower($1)", name).fetch_optional(conn).await?.ok_or_else(|| not_found(name))
 }
 
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Group>, Error> {
-    Ok(sqlx::query_as::<_, Group>(&format!("SELECT {COLUMNS} FROM groups g ORDER BY lower(g.name)"))
-        .fetch_all(conn)
-        .await?)
+    Ok(select_groups!("ORDER BY lower(g.name)").fetch_all(conn).await?)
 }
 
 pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_name: &str) -> Result<Group, Error> {
-    sqlx::query("INSERT INTO groups (name, display_name) VALUES ($1, $2)")
-        .bind(name)
-        .bind(display_name)
+    sqlx::query!("INSERT INTO groups (name, display_name) VALUES ($1, $2)", name, display_name)
         .execute(&mut *conn)
         .await
         .map_err(|e| {
@@ -84,33 +85,31 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Resul
         Changes::new().field("members", members, serde_json::Value::Null),
     )
     .await?;
-    sqlx::query("DELETE FROM groups WHERE name = $1").bind(&g.name).execute(&mut *conn).await?;
+    sqlx::query!("DELETE FROM groups WHERE name = $1", g.name).execute(&mut *conn).await?;
     Ok(g)
 }
 
 async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT u.username FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
+        group,
     )
-    .bind(group)
     .fetch_all(conn)
     .await?)
 }
 
 pub async fn members(conn: &mut PgConnection, group: &str) -> Result<Vec<users::User>, Error> {
     let g = get(conn, group).await?;
-    Ok(sqlx::query_as::<_, users::User>(&format!(
-        "SELECT {} FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
-        users::USER_COLUMNS
-    ))
-    .bind(&g.name)
+    Ok(users::select_users!(
+        "FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.group_name = $1 ORDER BY lower(u.username)",
+        g.name,
+    )
     .fetch_all(conn)
     .await?)
 }
 
 pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar("SELECT group_name FROM user_groups WHERE user_id = $1 ORDER BY lower(group_name)")
-        .bind(user)
+    Ok(sqlx::query_scalar!("SELECT group_name FROM user_groups WHERE user_id = $1 ORDER BY lower(group_name)", user)
         .fetch_all(conn)
         .await?)
 }
@@ -127,11 +126,13 @@ pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: 
     if audit.actor_id == Some(user.id) {
         return Err(projects::self_grant_refused());
     }
-    let res = sqlx::query("INSERT INTO user_groups (user_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(user.id)
-        .bind(&g.name)
-        .execute(&mut *conn)
-        .await?;
+    let res = sqlx::query!(
+        "INSERT INTO user_groups (user_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        user.id,
+        g.name
+    )
+    .execute(&mut *conn)
+    .await?;
     if res.rows_affected() > 0 {
         audit::record(
             &mut *conn,
@@ -157,9 +158,7 @@ pub async fn remove(conn: &mut PgConnection, audit: &Audit, username: &str, grou
         projects::remove_member(conn, audit, project, &user.username).await?;
         return Ok(());
     }
-    let res = sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND group_name = $2")
-        .bind(user.id)
-        .bind(&g.name)
+    let res = sqlx::query!("DELETE FROM user_groups WHERE user_id = $1 AND group_name = $2", user.id, g.name)
         .execute(&mut *conn)
         .await?;
     if res.rows_affected() == 0 {

@@ -5,6 +5,8 @@
 pub mod access_requests;
 pub mod api_keys;
 pub mod change_log;
+pub mod credentials;
+pub mod db;
 pub mod groups;
 pub mod identities;
 pub mod projects;

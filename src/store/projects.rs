@@ -31,6 +31,9 @@ pub struct Member {
     pub last_name: String,
     pub enabled: bool,
     pub level: String,
+    /// XNAT's integer user id (for the XNAT tables, not shown natively).
+    #[serde(skip)]
+    pub xdat_user_id: i32,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -43,26 +46,34 @@ pub struct ProjectWithLevel {
     pub level: String,
 }
 
-const COLUMNS: &str = "id, name, description, pi, created_at, last_modified";
+/// `sqlx::query_as!` of `Project` rows from `projects`, then `$tail`.
+macro_rules! select_projects {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(Project, "SELECT id, name, description, pi, created_at, last_modified FROM projects " + $tail $(, $arg)*)
+    };
+}
 
 fn not_found(id: &str) -> Error {
     Error::not_found("project_not_found", format!("project '{id}' not found"))
 }
 
 pub async fn get(conn: &mut PgConnection, id: &str, lock: bool) -> Result<Project, Error> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM projects WHERE lower(id) = lower($1){}", if lock { " FOR UPDATE" } else { "" });
-    sqlx::query_as::<_, Project>(&sql).bind(id).fetch_optional(conn).await?.ok_or_else(|| not_found(id))
+    let project = if lock {
+        select_projects!("WHERE lower(id) = lower($1) FOR UPDATE", id).fetch_optional(conn).await?
+    } else {
+        select_projects!("WHERE lower(id) = lower($1)", id).fetch_optional(conn).await?
+    };
+    project.ok_or_else(|| not_found(id))
 }
 
 /// A user's level in a project, if any (also used by the access middleware).
 pub async fn level_in<'e, E: sqlx::PgExecutor<'e>>(exec: E, user: Uuid, project: &str) -> Result<Option<Level>, Error> {
-    let level: Option<String> = sqlx::query_scalar(
-        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name
-         WHERE ug.user_id = $1 AND lower(ug.project_id) = lower($2)",
+    let level: Option<String> = sqlx::query_scalar!(
+        r#"SELECT g.level AS "level!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+         WHERE ug.user_id = $1 AND lower(ug.project_id) = lower($2)"#,
+        user,
+        project
     )
-    .bind(user)
-    .bind(project)
     .fetch_optional(exec)
     .await?;
     Ok(level.and_then(|l| Level::parse(&l).ok()))
@@ -78,35 +89,39 @@ pub struct NewProject {
 /// Creates the project, its three groups, and makes `creator` its owner.
 pub async fn create(conn: &mut PgConnection, audit: &Audit, creator: Uuid, new: NewProject) -> Result<Project, Error> {
     let id = new.id.as_str();
-    sqlx::query("INSERT INTO projects (id, name, description, pi, created_by) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(&new.name)
-        .bind(&new.description)
-        .bind(&new.pi)
-        .bind(creator)
+    sqlx::query!(
+        "INSERT INTO projects (id, name, description, pi, created_by) VALUES ($1, $2, $3, $4, $5)",
+        id,
+        new.name,
+        new.description,
+        new.pi,
+        creator
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        Error::on_constraint(e, |c| {
+            (c == "projects_pkey" || c == "projects_id_key")
+                .then(|| Error::conflict("project_exists", format!("project '{id}' already exists")))
+        })
+    })?;
+    for level in Level::ALL {
+        sqlx::query!(
+            "INSERT INTO groups (name, display_name, project_id, level) VALUES ($1, $2, $3, $4)",
+            level.group(id),
+            format!("{} {}s", new.name, level.as_str()),
+            id,
+            level.as_str()
+        )
         .execute(&mut *conn)
         .await
         .map_err(|e| {
             Error::on_constraint(e, |c| {
-                (c == "projects_pkey" || c == "projects_id_key")
-                    .then(|| Error::conflict("project_exists", format!("project '{id}' already exists")))
+                (c == "groups_pkey" || c == "groups_name_ci").then(|| {
+                    Error::conflict("group_exists", format!("a group named '{}' already exists", level.group(id)))
+                })
             })
         })?;
-    for level in Level::ALL {
-        sqlx::query("INSERT INTO groups (name, display_name, project_id, level) VALUES ($1, $2, $3, $4)")
-            .bind(level.group(id))
-            .bind(format!("{} {}s", new.name, level.as_str()))
-            .bind(id)
-            .bind(level.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| {
-                Error::on_constraint(e, |c| {
-                    (c == "groups_pkey" || c == "groups_name_ci").then(|| {
-                        Error::conflict("group_exists", format!("a group named '{}' already exists", level.group(id)))
-                    })
-                })
-            })?;
     }
     let changes = Changes::new()
         .field("id", serde_json::Value::Null, id)
@@ -115,7 +130,7 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, creator: Uuid, new: 
         .field("pi", serde_json::Value::Null, new.pi.as_str());
     audit::record(&mut *conn, audit, "project", id, "project.created", changes).await?;
     let creator_name: String =
-        sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(creator).fetch_one(&mut *conn).await?;
+        sqlx::query_scalar!("SELECT username FROM users WHERE id = $1", creator).fetch_one(&mut *conn).await?;
     set_level(conn, audit, id, &creator_name, Level::Owner, Grant::Creator).await?;
     get(conn, id, false).await
 }
@@ -139,13 +154,15 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, id: &str, patch: Pro
     if changes.is_empty() {
         return Ok(before);
     }
-    sqlx::query("UPDATE projects SET name = $2, description = $3, pi = $4, last_modified = now() WHERE id = $1")
-        .bind(&before.id)
-        .bind(&name)
-        .bind(&description)
-        .bind(&pi)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE projects SET name = $2, description = $3, pi = $4, last_modified = now() WHERE id = $1",
+        before.id,
+        name,
+        description,
+        pi
+    )
+    .execute(&mut *conn)
+    .await?;
     audit::record(&mut *conn, audit, "project", &before.id, "project.updated", changes).await?;
     get(conn, &before.id, false).await
 }
@@ -160,24 +177,24 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<
         serde_json::Value::Null,
     );
     audit::record(&mut *conn, audit, "project", &p.id, "project.deleted", changes).await?;
-    sqlx::query("DELETE FROM projects WHERE id = $1").bind(&p.id).execute(&mut *conn).await?;
+    sqlx::query!("DELETE FROM projects WHERE id = $1", p.id).execute(&mut *conn).await?;
     Ok(p)
 }
 
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, Error> {
-    Ok(sqlx::query_as::<_, Project>(&format!("SELECT {COLUMNS} FROM projects ORDER BY lower(id)"))
-        .fetch_all(conn)
-        .await?)
+    Ok(select_projects!("ORDER BY lower(id)").fetch_all(conn).await?)
 }
 
 pub async fn members(conn: &mut PgConnection, project: &str) -> Result<Vec<Member>, Error> {
-    Ok(sqlx::query_as::<_, Member>(
-        "SELECT u.id AS user_id, u.username, u.email, u.first_name, u.last_name, u.enabled, g.level
+    Ok(sqlx::query_as!(
+        Member,
+        r#"SELECT u.id AS user_id, u.username, u.email, u.first_name, u.last_name, u.enabled, g.level AS "level!",
+                  u.xdat_user_id
          FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN users u ON u.id = ug.user_id
          WHERE ug.project_id = $1
-         ORDER BY array_position(ARRAY['owner','member','collaborator'], g.level), lower(u.username)",
+         ORDER BY array_position(ARRAY['owner','member','collaborator'], g.level), lower(u.username)"#,
+        project
     )
-    .bind(project)
     .fetch_all(conn)
     .await?)
 }
@@ -197,12 +214,13 @@ pub fn hide_emails(
 
 /// The projects a user may read, with their level.
 pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<ProjectWithLevel>, Error> {
-    Ok(sqlx::query_as::<_, ProjectWithLevel>(
-        "SELECT p.id, p.name, p.description, p.pi, g.level
+    Ok(sqlx::query_as!(
+        ProjectWithLevel,
+        r#"SELECT p.id, p.name, p.description, p.pi, g.level AS "level!"
          FROM user_groups ug JOIN groups g ON g.name = ug.group_name JOIN projects p ON p.id = ug.project_id
-         WHERE ug.user_id = $1 ORDER BY lower(p.id)",
+         WHERE ug.user_id = $1 ORDER BY lower(p.id)"#,
+        user
     )
-    .bind(user)
     .fetch_all(conn)
     .await?)
 }
@@ -247,11 +265,7 @@ pub async fn set_level(
     if !user.enabled {
         return Err(Error::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
     }
-    let previous: Option<String> = sqlx::query_scalar(
-        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2",
-    )
-    .bind(user.id)
-    .bind(&p.id)
+    let previous: Option<String> = sqlx::query_scalar!(r#"SELECT g.level AS "level!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2"#, user.id, p.id)
     .fetch_optional(&mut *conn)
     .await?;
     let previous = previous.and_then(|l| Level::parse(&l).ok());
@@ -268,17 +282,17 @@ pub async fn set_level(
     if previous == Some(Level::Owner) {
         ensure_other_owner(conn, &p.id, user.id).await?;
     }
-    sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2")
-        .bind(user.id)
-        .bind(&p.id)
+    sqlx::query!("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2", user.id, p.id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO user_groups (user_id, group_name, project_id) VALUES ($1, $2, $3)")
-        .bind(user.id)
-        .bind(level.group(&p.id))
-        .bind(&p.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO user_groups (user_id, group_name, project_id) VALUES ($1, $2, $3)",
+        user.id,
+        level.group(&p.id),
+        p.id
+    )
+    .execute(&mut *conn)
+    .await?;
     let changes =
         Changes::new().set("user", user.username.as_str()).field("level", previous.map(Level::as_str), level.as_str());
     audit::record(&mut *conn, audit, "project", &p.id, "project.member_set", changes).await?;
@@ -298,13 +312,13 @@ async fn ensure_may_manage_member(
     if !target.admin() || actor == target.id {
         return Ok(());
     }
-    let allowed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)
-             OR EXISTS (SELECT 1 FROM user_groups WHERE user_id = $1 AND group_name = $3)",
+    let allowed: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)
+             OR EXISTS (SELECT 1 FROM user_groups WHERE user_id = $1 AND group_name = $3) AS "allowed!""#,
+        actor,
+        users::ADMIN_ROLE,
+        Level::Owner.group(project)
     )
-    .bind(actor)
-    .bind(users::ADMIN_ROLE)
-    .bind(Level::Owner.group(project))
     .fetch_one(&mut *conn)
     .await?;
     if allowed {
@@ -319,22 +333,22 @@ async fn ensure_may_manage_member(
 pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
     // Lock the user's owned projects first (as every membership change locks
     // its project), so two owners deleted at once cannot both pass.
-    sqlx::query(
+    sqlx::query!(
         "SELECT p.id FROM projects p WHERE p.id IN (
              SELECT ug.project_id FROM user_groups ug JOIN groups g ON g.name = ug.group_name
              WHERE ug.user_id = $1 AND g.level = 'owner')
          ORDER BY p.id FOR UPDATE",
+        user
     )
-    .bind(user)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let sole: Option<String> = sqlx::query_scalar(
-        "SELECT ug.project_id FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+    let sole: Option<String> = sqlx::query_scalar!(
+        r#"SELECT ug.project_id AS "project_id!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name
          WHERE ug.user_id = $1 AND g.level = 'owner'
            AND NOT EXISTS (SELECT 1 FROM user_groups o WHERE o.group_name = ug.group_name AND o.user_id <> $1)
-         ORDER BY ug.project_id LIMIT 1",
+         ORDER BY ug.project_id LIMIT 1"#,
+        user
     )
-    .bind(user)
     .fetch_optional(&mut *conn)
     .await?;
     match sole {
@@ -348,12 +362,12 @@ pub async fn ensure_not_sole_owner(conn: &mut PgConnection, user: Uuid) -> Resul
 
 /// A project always keeps one owner.
 async fn ensure_other_owner(conn: &mut PgConnection, project: &str, leaving: Uuid) -> Result<(), Error> {
-    let others: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM user_groups WHERE project_id = $1 AND group_name = $2 AND user_id <> $3",
+    let others: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM user_groups WHERE project_id = $1 AND group_name = $2 AND user_id <> $3"#,
+        project,
+        Level::Owner.group(project),
+        leaving
     )
-    .bind(project)
-    .bind(Level::Owner.group(project))
-    .bind(leaving)
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
@@ -370,11 +384,7 @@ pub async fn remove_member(
 ) -> Result<Level, Error> {
     let p = get(conn, project, true).await?;
     let user = users::get(conn, username, false).await?;
-    let level: Option<String> = sqlx::query_scalar(
-        "SELECT g.level FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2",
-    )
-    .bind(user.id)
-    .bind(&p.id)
+    let level: Option<String> = sqlx::query_scalar!(r#"SELECT g.level AS "level!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2"#, user.id, p.id)
     .fetch_optional(&mut *conn)
     .await?;
     let level = level.and_then(|l| Level::parse(&l).ok()).ok_or_else(|| {
@@ -384,9 +394,7 @@ pub async fn remove_member(
     if level == Level::Owner {
         ensure_other_owner(conn, &p.id, user.id).await?;
     }
-    sqlx::query("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2")
-        .bind(user.id)
-        .bind(&p.id)
+    sqlx::query!("DELETE FROM user_groups WHERE user_id = $1 AND project_id = $2", user.id, p.id)
         .execute(&mut *conn)
         .await?;
     let changes =

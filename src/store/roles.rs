@@ -17,3 +17,20 @@ pub async fn list(pool: &PgPool) -> Result<Vec<RoleInfo>, Error> {
         .fetch_all(pool)
         .await?)
 }
+
+/// Whether a role of this name exists.
+pub async fn exists(conn: &mut sqlx::PgConnection, name: &str) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1) AS "exists!""#, name)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// What each role grants, by role name (`auth::principal::RolePermissions`).
+pub async fn permissions(pool: &PgPool) -> Result<Vec<(String, Vec<String>)>, Error> {
+    Ok(sqlx::query!("SELECT name, permissions FROM roles")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.name, r.permissions))
+        .collect())
+}

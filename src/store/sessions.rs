@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::audit::{self, Audit, Changes};
 use crate::auth::tokens;
 use crate::domain::{Error, Result};
+use crate::store::change_log;
 use crate::store::users::LoginOk;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -29,6 +30,42 @@ pub struct NewSession {
     pub cookie_secret: String,
 }
 
+/// The secrets and row values of a session about to be written.
+struct Fresh {
+    id: Uuid,
+    refresh: String,
+    cookie: String,
+    expires: DateTime<Utc>,
+    user_agent: Option<String>,
+}
+
+impl Fresh {
+    fn new(ttl_secs: u64, user_agent: Option<&str>) -> Fresh {
+        Fresh {
+            id: Uuid::new_v4(),
+            refresh: tokens::random_secret(),
+            cookie: tokens::random_secret(),
+            expires: Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(86_400)),
+            user_agent: user_agent.map(|s| s.chars().take(512).collect()),
+        }
+    }
+
+    /// The `session.created` entry (the session acting as itself).
+    fn entry<'a>(&self, audit: &'a Audit, method: &'a str) -> audit::Entry<'a> {
+        audit::Entry {
+            audit,
+            subject_type: "session",
+            subject_id: self.id.to_string(),
+            action: "session.created",
+            changes: Changes::new().set("method", method),
+        }
+    }
+
+    fn into_new(self) -> NewSession {
+        NewSession { id: self.id, refresh_token: self.refresh, cookie_secret: self.cookie }
+    }
+}
+
 /// Starts a session: the session, its refresh token and the change-log
 /// entry, in one statement.
 pub async fn create(
@@ -39,12 +76,49 @@ pub async fn create(
     ttl_secs: u64,
     user_agent: Option<&str>,
 ) -> Result<NewSession, Error> {
-    insert(conn, audit, user_id, method, ttl_secs, user_agent, None).await
+    let s = Fresh::new(ttl_secs, user_agent);
+    let mut session_audit = audit.clone();
+    session_audit.session_id = Some(s.id);
+    let log = change_log::rows(&[s.entry(&session_audit, method)]);
+    sqlx::query!(
+        "WITH session AS (
+             INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+         ), refresh AS (
+             INSERT INTO refresh_tokens (token_hash, session_id) SELECT $8, id FROM session
+         )
+         INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                 subject_type, subject_id, action, changes, request_id, client_ip)
+         SELECT e.actor_id, e.actor_username, e.actor_session_id, e.actor_api_key_id,
+                e.subject_type, e.subject_id, e.action, e.changes, e.request_id, e.client_ip
+         FROM jsonb_to_recordset($9) AS e(actor_id uuid, actor_username text, actor_session_id uuid,
+              actor_api_key_id uuid, subject_type text, subject_id text, action text, changes jsonb,
+              request_id text, client_ip text)",
+        s.id,
+        user_id,
+        method,
+        s.expires,
+        audit.client_ip,
+        s.user_agent,
+        tokens::sha256(&s.cookie),
+        tokens::sha256(&s.refresh),
+        log,
+    )
+    .execute(conn)
+    .await?;
+    Ok(s.into_new())
 }
 
 /// The session of a password login, written in one statement with the
-/// login's bookkeeping (`users::record_login`): one round trip and one
-/// commit after the hash, all or nothing, so it needs no transaction.
+/// login's bookkeeping: one round trip and one commit after the hash, all
+/// or nothing, so it needs no transaction.
+///
+/// This is the whole login write, in one place. `login` resets the failure
+/// counters, records the login and stores the upgraded hash if any, but only
+/// while the password and the "not before" instant are those the attempt
+/// was checked against (a password change or "log out everywhere" racing
+/// the hash wins); every later part is written only if `login` matched. The
+/// answer is the number of sessions written: 0 means the login went stale.
 pub async fn create_for_login(
     pool: &sqlx::PgPool,
     audit: &Audit,
@@ -52,67 +126,48 @@ pub async fn create_for_login(
     ttl_secs: u64,
     user_agent: Option<&str>,
 ) -> Result<NewSession, Error> {
-    insert(pool, audit, ok.user_id, "password", ttl_secs, user_agent, Some(ok)).await
-}
-
-async fn insert<'e>(
-    exec: impl sqlx::PgExecutor<'e>,
-    audit: &Audit,
-    user_id: Uuid,
-    method: &str,
-    ttl_secs: u64,
-    user_agent: Option<&str>,
-    login: Option<&LoginOk>,
-) -> Result<NewSession, Error> {
-    let id = Uuid::new_v4();
-    let refresh = tokens::random_secret();
-    let cookie = tokens::random_secret();
-    let expires = Utc::now() + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(86_400));
-    let ua: Option<String> = user_agent.map(|s| s.chars().take(512).collect());
-    let mut qb = sqlx::QueryBuilder::new("WITH ");
-    if let Some(ok) = login {
-        qb.push("login AS (");
-        crate::store::users::push_login_update(&mut qb, ok);
-        qb.push("), ");
-    }
-    // With a login, every part below is written only if the login's own
-    // update matched (the password and "not before" it was checked against
-    // are still the user's): all of it or none of it.
-    qb.push(
-        "session AS (INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
-         SELECT ",
-    );
-    qb.separated(", ")
-        .push_bind(id)
-        .push_bind(user_id)
-        .push_bind(method.to_owned())
-        .push_bind(expires)
-        .push_bind(audit.client_ip.clone())
-        .push_bind(ua)
-        .push_bind(tokens::sha256(&cookie));
-    if login.is_some() {
-        qb.push(" FROM login");
-    }
-    qb.push(" RETURNING id), refresh AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT ")
-        .push_bind(tokens::sha256(&refresh))
-        .push(", id FROM session), log AS (");
+    let s = Fresh::new(ttl_secs, user_agent);
     let mut session_audit = audit.clone();
-    session_audit.session_id = Some(id);
-    let mut entries = vec![audit::Entry {
-        audit: &session_audit,
-        subject_type: "session",
-        subject_id: id.to_string(),
-        action: "session.created",
-        changes: Changes::new().set("method", method),
-    }];
-    if let Some(ok) = login {
-        entries.insert(0, ok.entry(audit));
-    }
-    audit::push_insert_if(&mut qb, entries, "EXISTS (SELECT 1 FROM session)");
-    qb.push(") SELECT count(*) FROM session");
-    let written: i64 = qb.build_query_scalar().fetch_one(exec).await?;
+    session_audit.session_id = Some(s.id);
+    let log = change_log::rows(&[ok.entry(audit), s.entry(&session_audit, "password")]);
+    let written = sqlx::query_scalar!(
+        r#"WITH login AS (
+               UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                                password_hash = COALESCE($2, password_hash)
+               WHERE id = $1 AND password_hash IS NOT DISTINCT FROM $3 AND tokens_not_before = $4
+               RETURNING id
+           ), session AS (
+               INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
+               SELECT $5, id, 'password', $6, $7, $8, $9 FROM login RETURNING id
+           ), refresh AS (
+               INSERT INTO refresh_tokens (token_hash, session_id) SELECT $10, id FROM session
+           ), log AS (
+               INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                       subject_type, subject_id, action, changes, request_id, client_ip)
+               SELECT e.actor_id, e.actor_username, e.actor_session_id, e.actor_api_key_id,
+                      e.subject_type, e.subject_id, e.action, e.changes, e.request_id, e.client_ip
+               FROM jsonb_to_recordset($11) AS e(actor_id uuid, actor_username text, actor_session_id uuid,
+                    actor_api_key_id uuid, subject_type text, subject_id text, action text, changes jsonb,
+                    request_id text, client_ip text)
+               WHERE EXISTS (SELECT 1 FROM session)
+           )
+           SELECT count(*) AS "written!" FROM session"#,
+        ok.user_id,
+        ok.rehashed,
+        ok.checked_hash,
+        ok.not_before,
+        s.id,
+        s.expires,
+        audit.client_ip,
+        s.user_agent,
+        tokens::sha256(&s.cookie),
+        tokens::sha256(&s.refresh),
+        log,
+    )
+    .fetch_one(pool)
+    .await?;
     crate::store::users::ensure_written(written)?;
-    Ok(NewSession { id, refresh_token: refresh, cookie_secret: cookie })
+    Ok(s.into_new())
 }
 
 /// Outcome of presenting a refresh token.
@@ -136,7 +191,6 @@ pub async fn refresh(
     presented: &str,
     idle_secs: u64,
 ) -> Result<Refreshed, Error> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         session_id: Uuid,
         used_at: Option<DateTime<Utc>>,
@@ -150,13 +204,14 @@ pub async fn refresh(
     if presented.len() > 128 {
         return Ok(Refreshed::Invalid);
     }
-    let row = sqlx::query_as::<_, Row>(
+    let row = sqlx::query_as!(
+        Row,
         "SELECT t.session_id, t.used_at, s.user_id, u.username, u.enabled, s.revoked_at, s.expires_at,
                 s.last_seen_at
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
          WHERE t.token_hash = $1 FOR UPDATE OF t, s",
+        tokens::sha256(presented),
     )
-    .bind(tokens::sha256(presented))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
@@ -171,20 +226,17 @@ pub async fn refresh(
         revoke(conn, &audit, row.session_id, "refresh token reused").await?;
         return Ok(Refreshed::Reused);
     }
-    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1")
-        .bind(tokens::sha256(presented))
-        .execute(&mut *conn)
-        .await?;
     let next = tokens::random_secret();
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)")
-        .bind(tokens::sha256(&next))
-        .bind(row.session_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE sessions SET last_seen_at = now() WHERE id = $1")
-        .bind(row.session_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "WITH used AS (UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1),
+              seen AS (UPDATE sessions SET last_seen_at = now() WHERE id = $3)
+         INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($2, $3)",
+        tokens::sha256(presented),
+        tokens::sha256(&next),
+        row.session_id,
+    )
+    .execute(&mut *conn)
+    .await?;
     audit::record(&mut *conn, &audit, "session", &row.session_id.to_string(), "session.refreshed", Changes::new())
         .await?;
     Ok(Refreshed::Ok { session_id: row.session_id, user_id: row.user_id, refresh_token: next })
@@ -192,8 +244,7 @@ pub async fn refresh(
 
 /// Revokes one session. Returns false if it was unknown or already revoked.
 pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &str) -> Result<bool, Error> {
-    let res = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
+    let res = sqlx::query!("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", id)
         .execute(&mut *conn)
         .await?;
     if res.rows_affected() == 0 {
@@ -214,12 +265,11 @@ pub async fn revoke(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &s
 /// Revokes every session of a user and invalidates every access token issued
 /// until now ("not before").
 pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, reason: &str) -> Result<u64, Error> {
-    let n = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-        .bind(user_id)
+    let n = sqlx::query!("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    sqlx::query("UPDATE users SET tokens_not_before = now() WHERE id = $1").bind(user_id).execute(&mut *conn).await?;
+    sqlx::query!("UPDATE users SET tokens_not_before = now() WHERE id = $1", user_id).execute(&mut *conn).await?;
     audit::record(
         &mut *conn,
         audit,
@@ -236,15 +286,15 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, r
 /// paths) of a user: the oldest beyond that end now, logged as
 /// `session.revoked` with the reason `basic_session_cap`.
 pub async fn cap_basic(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, keep: u32) -> Result<u64, Error> {
-    let ended: Vec<Uuid> = sqlx::query_scalar(
+    let ended = sqlx::query_scalar!(
         "UPDATE sessions SET revoked_at = now() WHERE id IN (
              SELECT id FROM sessions
              WHERE user_id = $1 AND method = 'basic' AND revoked_at IS NULL AND expires_at > now()
              ORDER BY created_at DESC, id DESC OFFSET $2)
          RETURNING id",
+        user_id,
+        i64::from(keep),
     )
-    .bind(user_id)
-    .bind(i64::from(keep))
     .fetch_all(&mut *conn)
     .await?;
     for id in &ended {
@@ -268,12 +318,12 @@ pub async fn revoke_others(
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> Result<u64, Error> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "UPDATE sessions SET revoked_at = now()
          WHERE user_id = $1 AND revoked_at IS NULL AND ($2::uuid IS NULL OR id <> $2)",
+        user_id,
+        keep,
     )
-    .bind(user_id)
-    .bind(keep)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -292,23 +342,35 @@ pub async fn revoke_others(
 }
 
 pub async fn list_active(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<SessionView>, Error> {
-    Ok(sqlx::query_as::<_, SessionView>(
+    Ok(sqlx::query_as!(
+        SessionView,
         "SELECT id, method, created_at, last_seen_at, expires_at, client_ip, user_agent FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY created_at DESC",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(conn)
     .await?)
 }
 
+/// Every live session as (username, session id), by user name then age.
+pub async fn active_everywhere(pool: &sqlx::PgPool) -> Result<Vec<(String, Uuid)>, Error> {
+    Ok(sqlx::query!(
+        "SELECT u.username, s.id FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.revoked_at IS NULL AND s.expires_at > now() ORDER BY lower(u.username), s.created_at"
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.username, r.id))
+    .collect())
+}
+
 /// The owner of a session, for the permission check on revoke-one.
 pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, String)>, Error> {
-    Ok(sqlx::query_as::<_, (Uuid, String)>(
-        "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(sqlx::query!("SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1", id)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| (r.id, r.username)))
 }
 
 /// Whether a session last seen at `last_seen` has been idle for longer than

@@ -98,12 +98,27 @@ impl From<User> for UserView {
     }
 }
 
-pub const USER_COLUMNS: &str =
-    "u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, u.verified,
-    ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles,
-    (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts,
-    u.locked_until, u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified,
-    u.xdat_user_id";
+/// `sqlx::query_as!` of `User` rows: the user columns of `users u`, then
+/// `$tail` (the `FROM` clause on), with its arguments. The one place that
+/// lists a user's columns; every statement that uses it is checked against
+/// the schema at build time.
+macro_rules! select_users {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        $crate::store::users::select_users!(as $crate::store::users::User, $tail $(, $arg)*)
+    };
+    // Into another row type that has the user's fields and the tail's columns.
+    (as $row:path, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            r#"SELECT u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, u.verified,
+                      ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS "roles!",
+                      (u.password_hash IS NOT NULL) AS "has_password!", u.password_updated,
+                      u.failed_login_attempts, u.locked_until, u.last_login_attempt, u.last_successful_login,
+                      u.created_at, u.last_modified, u.xdat_user_id "# + $tail $(, $arg)*
+        )
+    };
+}
+pub(crate) use select_users;
 
 fn not_found(name: &str) -> Error {
     Error::not_found("user_not_found", format!("user '{name}' not found"))
@@ -120,10 +135,7 @@ pub fn unique_violation(err: sqlx::Error) -> Error {
 }
 
 pub async fn by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, Error> {
-    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email_key = $1"))
-        .bind(email.key())
-        .fetch_optional(conn)
-        .await?)
+    Ok(select_users!("FROM users u WHERE u.email_key = $1", email.key()).fetch_optional(conn).await?)
 }
 
 /// The folded form of a username for lookups: usernames are ASCII, so any
@@ -134,47 +146,51 @@ fn name_key(username: &str) -> Option<String> {
 
 pub async fn by_name(conn: &mut PgConnection, username: &str) -> Result<Option<User>, Error> {
     let Some(key) = name_key(username) else { return Ok(None) };
-    Ok(sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1"))
-        .bind(key)
-        .fetch_optional(conn)
-        .await?)
+    Ok(select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(conn).await?)
+}
+
+/// The username of XNAT's integer user id `id`.
+pub async fn name_by_xdat_id(conn: &mut PgConnection, id: i32) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!("SELECT username FROM users WHERE xdat_user_id = $1", id).fetch_optional(conn).await?)
 }
 
 /// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
 pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, Error> {
     let Some(key) = name_key(username) else { return Err(not_found(username)) };
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    sqlx::query_as::<_, User>(&sql).bind(key).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
+    let user = if lock {
+        select_users!("FROM users u WHERE lower(u.username) = $1 FOR UPDATE", key).fetch_optional(conn).await?
+    } else {
+        select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(conn).await?
+    };
+    user.ok_or_else(|| not_found(username))
 }
 
 /// Whether the user named `username` (case-insensitive) holds Administrator;
 /// false for an unknown name.
 pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
-                        WHERE lower(u.username) = $1 AND r.role = $2)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
+                          WHERE lower(u.username) = $1 AND r.role = $2) AS "held!""#,
+        name_key(username),
+        ADMIN_ROLE,
     )
-    .bind(name_key(username))
-    .bind(ADMIN_ROLE)
     .fetch_one(pool)
     .await?)
 }
 
 /// `holds_admin` by user id.
 pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2)")
-        .bind(id)
-        .bind(ADMIN_ROLE)
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2) AS "held!""#,
+        id,
+        ADMIN_ROLE
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, Error> {
-    sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
-        .bind(id)
+    select_users!("FROM users u WHERE u.id = $1", id)
         .fetch_optional(conn)
         .await?
         .ok_or_else(|| not_found(&id.to_string()))
@@ -193,20 +209,20 @@ pub struct NewUser {
 
 pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, Error> {
     let id = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated,
                             email_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END, $9)",
+        id,
+        new.username.as_str(),
+        new.email.as_str(),
+        new.first_name,
+        new.last_name,
+        new.enabled,
+        new.verified,
+        new.password_hash,
+        new.email.key(),
     )
-    .bind(id)
-    .bind(new.username.as_str())
-    .bind(new.email.as_str())
-    .bind(&new.first_name)
-    .bind(&new.last_name)
-    .bind(new.enabled)
-    .bind(new.verified)
-    .bind(&new.password_hash)
-    .bind(new.email.key())
     .execute(&mut *conn)
     .await
     .map_err(unique_violation)?;
@@ -234,19 +250,15 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
 }
 
 async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, Error> {
-    let res = sqlx::query(
+    let res = sqlx::query!(
         "INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
+        user,
+        role,
     )
-    .bind(user)
-    .bind(role)
     .execute(&mut *conn)
     .await?;
     if res.rows_affected() == 0 {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-            .bind(role)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !exists {
+        if !crate::store::roles::exists(conn, role).await? {
             return Err(Error::not_found("role_not_found", format!("role '{role}' does not exist")));
         }
         return Ok(false);
@@ -259,13 +271,13 @@ async fn ensure_not_last_admin(conn: &mut PgConnection, user: &User, what: &str)
     if !(user.admin() && user.enabled) {
         return Ok(());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ADMIN_SET_LOCK).execute(&mut *conn).await?;
-    let others: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM users u JOIN user_roles r ON r.user_id = u.id
-         WHERE r.role = $1 AND u.enabled AND u.id <> $2",
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", ADMIN_SET_LOCK).execute(&mut *conn).await?;
+    let others = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM users u JOIN user_roles r ON r.user_id = u.id
+           WHERE r.role = $1 AND u.enabled AND u.id <> $2"#,
+        ADMIN_ROLE,
+        user.id,
     )
-    .bind(ADMIN_ROLE)
-    .bind(user.id)
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 {
@@ -316,17 +328,17 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         .field("enabled", before.enabled, enabled)
         .field("verified", before.verified, verified);
     if !changes.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE users SET email = $2, first_name = $3, last_name = $4, enabled = $5, verified = $6,
                     email_key = $7, last_modified = now() WHERE id = $1",
+            before.id,
+            email,
+            first,
+            last,
+            enabled,
+            verified,
+            email_key,
         )
-        .bind(before.id)
-        .bind(&email)
-        .bind(&first)
-        .bind(&last)
-        .bind(enabled)
-        .bind(verified)
-        .bind(&email_key)
         .execute(&mut *conn)
         .await
         .map_err(unique_violation)?;
@@ -356,16 +368,12 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
 }
 
 async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
-    sqlx::query("UPDATE users SET last_modified = now() WHERE id = $1").bind(id).execute(conn).await?;
+    sqlx::query!("UPDATE users SET last_modified = now() WHERE id = $1", id).execute(conn).await?;
     Ok(())
 }
 
 async fn delete_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, Error> {
-    let res = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
-        .bind(user)
-        .bind(role)
-        .execute(conn)
-        .await?;
+    let res = sqlx::query!("DELETE FROM user_roles WHERE user_id = $1 AND role = $2", user, role).execute(conn).await?;
     Ok(res.rows_affected() > 0)
 }
 
@@ -379,7 +387,7 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, username: &str) -> R
         .field("email", user.email.as_str(), serde_json::Value::Null)
         .field("roles", user.roles.clone(), serde_json::Value::Null);
     audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.deleted", changes).await?;
-    sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *conn).await?;
+    sqlx::query!("DELETE FROM users WHERE id = $1", user.id).execute(&mut *conn).await?;
     Ok(user)
 }
 
@@ -458,11 +466,7 @@ async fn role_change(conn: &mut PgConnection, user: &User, role: &str, grant: bo
     } else if user.roles.iter().any(|r| r == role) {
         delete_role(conn, user.id, role).await.map(|_| ())
     } else {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM roles WHERE name = $1)")
-            .bind(role)
-            .fetch_one(&mut *conn)
-            .await?;
-        if exists {
+        if crate::store::roles::exists(conn, role).await? {
             Ok(())
         } else {
             Err(Error::not_found("role_not_found", format!("role '{role}' does not exist")))
@@ -480,12 +484,12 @@ pub async fn set_password(
     keep_session: Option<Uuid>,
     action: &str,
 ) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE users SET password_hash = $2, password_updated = now(), last_modified = now(),
                 failed_login_attempts = 0, locked_until = NULL WHERE id = $1",
+        user.id,
+        hash,
     )
-    .bind(user.id)
-    .bind(hash)
     .execute(&mut *conn)
     .await?;
     audit::record(&mut *conn, audit, "user", &user.id.to_string(), action, Changes::new().secret("password")).await?;
@@ -494,15 +498,17 @@ pub async fn set_password(
 }
 
 pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_one(conn).await?)
+    Ok(sqlx::query_scalar!("SELECT password_hash FROM users WHERE id = $1", id).fetch_one(conn).await?)
 }
 
 pub async fn unlock(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, Error> {
     let user = get(conn, username, true).await?;
-    sqlx::query("UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1")
-        .bind(user.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1",
+        user.id
+    )
+    .execute(&mut *conn)
+    .await?;
     let changes = Changes::new().field("failed_login_attempts", user.failed_login_attempts, 0).field(
         "locked_until",
         serde_json::to_value(user.locked_until).unwrap_or_default(),
@@ -528,13 +534,13 @@ struct LoginRow {
 pub struct LoginOk {
     pub user_id: Uuid,
     pub username: String,
-    rehashed: Option<String>,
+    pub(crate) rehashed: Option<String>,
     /// What the password was checked against, and the user's "not before"
     /// instant, as read when the attempt began: the login's writes happen
     /// only if neither changed since (a password change or "log out
     /// everywhere" racing the hash wins).
-    checked_hash: Option<String>,
-    not_before: DateTime<Utc>,
+    pub(crate) checked_hash: Option<String>,
+    pub(crate) not_before: DateTime<Utc>,
 }
 
 /// A login whose password changed (or whose sessions were all revoked)
@@ -551,19 +557,38 @@ pub async fn verify_login(state: &AppState, audit: &Audit, login: &str, password
 }
 
 /// Writes what a successful login changes: counters reset, "last login",
-/// the upgraded hash if any, and the change log. One statement.
+/// the upgraded hash if any, and the change log, in one statement, only
+/// while the password and "not before" are those the attempt was checked
+/// against (see `sessions::create_for_login`, which also starts a session).
 pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), Error> {
-    let mut qb = sqlx::QueryBuilder::new("WITH login AS (");
-    push_login_update(&mut qb, ok);
-    qb.push("), log AS (");
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
-    audit::push_insert_if(&mut qb, vec![ok.entry(&audit)], "EXISTS (SELECT 1 FROM login)");
-    qb.push(") SELECT count(*) FROM login");
-    let written: i64 = qb.build_query_scalar().fetch_one(exec).await?;
-    if written == 0 {
-        return Err(stale_login());
-    }
-    Ok(())
+    let log = crate::store::change_log::rows(&[ok.entry(&audit)]);
+    let written = sqlx::query_scalar!(
+        r#"WITH login AS (
+               UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                                password_hash = COALESCE($2, password_hash)
+               WHERE id = $1 AND password_hash IS NOT DISTINCT FROM $3 AND tokens_not_before = $4
+               RETURNING id
+           ), log AS (
+               INSERT INTO change_log (actor_id, actor_username, actor_session_id, actor_api_key_id,
+                                       subject_type, subject_id, action, changes, request_id, client_ip)
+               SELECT e.actor_id, e.actor_username, e.actor_session_id, e.actor_api_key_id,
+                      e.subject_type, e.subject_id, e.action, e.changes, e.request_id, e.client_ip
+               FROM jsonb_to_recordset($5) AS e(actor_id uuid, actor_username text, actor_session_id uuid,
+                    actor_api_key_id uuid, subject_type text, subject_id text, action text, changes jsonb,
+                    request_id text, client_ip text)
+               WHERE EXISTS (SELECT 1 FROM login)
+           )
+           SELECT count(*) AS "written!" FROM login"#,
+        ok.user_id,
+        ok.rehashed,
+        ok.checked_hash,
+        ok.not_before,
+        log,
+    )
+    .fetch_one(exec)
+    .await?;
+    ensure_written(written)
 }
 
 /// Whether a login statement wrote its session (see `LoginOk`).
@@ -572,23 +597,6 @@ pub(crate) fn ensure_written(written: i64) -> Result<(), Error> {
         return Err(stale_login());
     }
     Ok(())
-}
-
-/// The `UPDATE` of a successful login, for statements that also write other
-/// things (`record_login`, `sessions::create_for_login`).
-pub(crate) fn push_login_update(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, ok: &LoginOk) {
-    qb.push(
-        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
-                password_hash = COALESCE(",
-    )
-    .push_bind(ok.rehashed.clone())
-    .push(", password_hash) WHERE id = ")
-    .push_bind(ok.user_id)
-    .push(" AND password_hash IS NOT DISTINCT FROM ")
-    .push_bind(ok.checked_hash.clone())
-    .push(" AND tokens_not_before = ")
-    .push_bind(ok.not_before)
-    .push(" RETURNING id");
 }
 
 impl LoginOk {
@@ -636,10 +644,8 @@ pub async fn check_login(
         };
     };
     if row.reserved.is_none() {
-        let until: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(&state.pool)
-            .await?;
+        let until =
+            sqlx::query_scalar!("SELECT locked_until FROM users WHERE id = $1", row.id).fetch_one(&state.pool).await?;
         return Err(match until {
             Some(_) => limits.locked(until),
             // Every attempt reserves a try before its hash is checked, so
@@ -704,7 +710,8 @@ impl LockoutLimits {
 /// follows a durable commit of this login (the success's session, the
 /// failure's log entry), which flushes the WAL past it.
 async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<LoginRow>, Error> {
-    Ok(sqlx::query_as::<_, LoginRow>(
+    Ok(sqlx::query_as!(
+        LoginRow,
         "WITH target AS (
              SELECT id, username, enabled, password_hash, tokens_not_before FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
@@ -726,9 +733,9 @@ async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
          SELECT t.id, t.username, t.enabled, t.password_hash, t.tokens_not_before,
                 (SELECT failed_login_attempts FROM reserved) AS reserved
          FROM target t, no_flush",
+        crate::domain::login_key(login),
+        max,
     )
-    .bind(crate::domain::login_key(login))
-    .bind(max)
     .fetch_optional(pool)
     .await?)
 }
@@ -738,15 +745,16 @@ async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
 async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), Error> {
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = pool.begin().await?;
-    let locked: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let locked = sqlx::query_scalar!(
         "UPDATE users SET locked_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
+        row.id,
+        limits.max,
+        limits.lockout_secs as f64,
     )
-    .bind(row.id)
-    .bind(limits.max)
-    .bind(limits.lockout_secs as f64)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await?
+    .flatten();
     let reason = if row.enabled { "bad_password" } else { "account_disabled" };
     audit::record(&mut *tx, &audit, "user", &row.id.to_string(), "login.failed", Changes::new().set("reason", reason))
         .await?;
@@ -770,11 +778,11 @@ async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &L
 async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<i32>, Error> {
     if rand::random::<u8>() < 3 {
         // Forget names whose last failure is a day old.
-        sqlx::query("DELETE FROM unknown_login_attempts WHERE last_attempt < now() - interval '1 day'")
+        sqlx::query!("DELETE FROM unknown_login_attempts WHERE last_attempt < now() - interval '1 day'")
             .execute(pool)
             .await?;
     }
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "INSERT INTO unknown_login_attempts AS t (login, failed) VALUES ($1, 1)
          ON CONFLICT (login) DO UPDATE SET
              failed = CASE WHEN t.locked_until IS NOT NULL AND t.locked_until <= now() THEN 1
@@ -785,29 +793,28 @@ async fn unknown_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<
          WHERE (t.locked_until IS NOT NULL AND t.locked_until <= now())
             OR (t.locked_until IS NULL AND t.failed < $2)
          RETURNING failed",
+        login,
+        max,
     )
-    .bind(login)
-    .bind(max)
     .fetch_optional(pool)
     .await?)
 }
 
 async fn unknown_locked_until(pool: &PgPool, login: &str) -> Result<Option<DateTime<Utc>>, Error> {
-    Ok(sqlx::query_scalar("SELECT locked_until FROM unknown_login_attempts WHERE login = $1")
-        .bind(login)
+    Ok(sqlx::query_scalar!("SELECT locked_until FROM unknown_login_attempts WHERE login = $1", login)
         .fetch_optional(pool)
         .await?
         .flatten())
 }
 
 async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE unknown_login_attempts SET locked_until = now() + make_interval(secs => $3)
          WHERE login = $1 AND failed >= $2 AND locked_until IS NULL",
+        login,
+        max,
+        lockout as f64,
     )
-    .bind(login)
-    .bind(max)
-    .bind(lockout as f64)
     .execute(pool)
     .await?;
     Ok(())
@@ -826,10 +833,12 @@ pub async fn check_own_password(
 ) -> Result<(), Error> {
     match check_login(state, audit, username, password).await {
         Ok(ok) => {
-            sqlx::query("UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL")
-                .bind(ok.user_id)
-                .execute(&state.pool)
-                .await?;
+            sqlx::query!(
+                "UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL",
+                ok.user_id
+            )
+            .execute(&state.pool)
+            .await?;
             Ok(())
         }
         Err(e) if e.code() == "invalid_credentials" => {
@@ -853,7 +862,7 @@ pub struct ListFilter {
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
     // Only the filters in use go into the SQL, so the planner can walk the
     // (lower(username), id) index from the cursor.
-    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!("SELECT {USER_COLUMNS} FROM users u WHERE true"));
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT u.id FROM users u WHERE true");
     if let Some(q) = &f.q {
         let p = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         qb.push(" AND (lower(u.username) LIKE ").push_bind(p.clone());
@@ -873,27 +882,31 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
         qb.push(" AND (lower(u.username), u.id) > (").push_bind(name.clone()).push(", ").push_bind(*id).push(")");
     }
     qb.push(" ORDER BY lower(u.username), u.id LIMIT ").push_bind(f.limit);
-    Ok(qb.build_query_as::<User>().fetch_all(pool).await?)
+    let ids: Vec<Uuid> = qb.build_query_scalar().fetch_all(pool).await?;
+    // The page's rows through the one checked user statement, in page order.
+    Ok(select_users!("FROM users u WHERE u.id = ANY($1) ORDER BY lower(u.username), u.id", &ids)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Enabled users who share a project with `user`, and `user`, by name.
 pub async fn sharing_projects_with(pool: &PgPool, user: Uuid) -> Result<Vec<User>, Error> {
-    Ok(sqlx::query_as::<_, User>(&format!(
-        "SELECT {USER_COLUMNS} FROM users u
+    Ok(select_users!(
+        "FROM users u
          WHERE u.enabled AND (u.id = $1 OR EXISTS (
              SELECT 1 FROM user_groups mine JOIN user_groups theirs ON theirs.project_id = mine.project_id
              WHERE mine.user_id = $1 AND theirs.user_id = u.id AND mine.project_id IS NOT NULL))
-         ORDER BY lower(u.username), u.id"
-    ))
-    .bind(user)
+         ORDER BY lower(u.username), u.id",
+        user,
+    )
     .fetch_all(pool)
     .await?)
 }
 
 pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, Error> {
-    Ok(sqlx::query_scalar("SELECT username FROM users ORDER BY lower(username)").fetch_all(pool).await?)
+    Ok(sqlx::query_scalar!("SELECT username FROM users ORDER BY lower(username)").fetch_all(pool).await?)
 }
 
 pub async fn count(conn: &mut PgConnection) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(conn).await?)
+    Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#).fetch_one(conn).await?)
 }

@@ -122,18 +122,10 @@ pub async fn project_users(
         format!("Users of {}", p.id),
         &["GROUP_ID", "displayname", "login", "firstname", "lastname", "email", "xdat_user_id"],
     );
-    let ids: HashMap<String, i32> = sqlx::query_as::<_, (String, i32)>(
-        "SELECT u.username, u.xdat_user_id FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE ug.project_id = $1",
-    )
-    .bind(&p.id)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
     let mut members = projects::members(&mut conn, &p.id).await?;
     projects::hide_emails(&mut members, state.settings.directory.visibility, &caller.0);
     for m in members {
-        let id = ids.get(&m.username).map(|i| i.to_string()).unwrap_or_default();
+        let id = m.xdat_user_id.to_string();
         t.push(vec![
             Level::parse(&m.level)?.group(&p.id),
             display_name(&m.level).into(),
@@ -175,11 +167,8 @@ async fn resolve_target(conn: &mut sqlx::PgConnection, raw: &str) -> ApiResult<T
         return Ok(Target::Login(raw.to_string()));
     }
     if let Ok(id) = raw.parse::<i32>() {
-        let name: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE xdat_user_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return name
+        return users::name_by_xdat_id(conn, id)
+            .await?
             .map(Target::Login)
             .ok_or_else(|| ApiError::not_found("user_not_found", format!("no user with id {id}")));
     }
@@ -187,13 +176,9 @@ async fn resolve_target(conn: &mut sqlx::PgConnection, raw: &str) -> ApiResult<T
         // Only a verified address names an account; any other becomes an
         // invitation that waits for an account to verify it.
         let email = Email::parse(raw)?;
-        let name: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE email_key = $1 AND verified")
-            .bind(email.key())
-            .fetch_optional(&mut *conn)
-            .await?;
-        return Ok(match name {
-            Some(n) => Target::Login(n),
-            None => Target::Email(email),
+        return Ok(match users::by_email(conn, &email).await? {
+            Some(u) if u.verified => Target::Login(u.username),
+            _ => Target::Email(email),
         });
     }
     Ok(Target::Login(raw.to_string()))

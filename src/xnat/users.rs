@@ -228,12 +228,7 @@ pub struct ActiveSessions {
 /// Users with at least one active session: `{username: {count, sessions}}`. USER_MANAGEMENT.
 #[utoipa::path(get, path = "/xapi/users/active", tag = "xnat-users", responses((status = 200, description = "map of users to sessions")))]
 pub async fn active(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
-        "SELECT u.username, s.id FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.revoked_at IS NULL AND s.expires_at > now() ORDER BY lower(u.username), s.created_at",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let rows = crate::store::sessions::active_everywhere(&state.pool).await?;
     let mut map: BTreeMap<String, ActiveSessions> = BTreeMap::new();
     for (user, sid) in rows {
         let e = map.entry(user).or_insert_with(|| ActiveSessions { count: 0, sessions: Vec::new() });

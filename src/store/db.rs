@@ -1,11 +1,11 @@
-//! Connection pool, migrations and server secrets.
+//! Connection pool, migrations, server secrets and creating the database.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rand::RngCore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
 use crate::config::DatabaseSettings;
 
@@ -45,7 +45,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+        sqlx::query_scalar!("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
     Ok(applied.unwrap_or(0) >= latest)
 }
 
@@ -55,9 +55,9 @@ where
     F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> futures_util::future::BoxFuture<'c, Result<T>>,
 {
     let mut conn = pool.acquire().await.context("connecting to the database")?;
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *conn).await?;
+    sqlx::query!("SELECT pg_advisory_lock($1)", BOOTSTRAP_LOCK).execute(&mut *conn).await?;
     let result = f(&mut conn).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(BOOTSTRAP_LOCK).execute(&mut *conn).await?;
+    sqlx::query!("SELECT pg_advisory_unlock($1)", BOOTSTRAP_LOCK).fetch_one(&mut *conn).await?;
     result
 }
 
@@ -66,17 +66,45 @@ where
 pub async fn server_secret(conn: &mut sqlx::PgConnection, name: &str) -> Result<Vec<u8>> {
     let mut fresh = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut fresh);
-    let inserted =
-        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(&fresh)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    let inserted = sqlx::query!(
+        "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        name,
+        fresh
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if inserted == 1 {
         tracing::info!(secret = name, "generated a new server secret and stored it in the database");
     }
     let value: Vec<u8> =
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&mut *conn).await?;
+        sqlx::query_scalar!("SELECT value FROM server_secrets WHERE name = $1", name).fetch_one(&mut *conn).await?;
     Ok(value)
+}
+
+/// Creates `name` on the server of `admin` if it does not exist yet.
+pub async fn ensure_database(admin: PgConnectOptions, name: &str) -> Result<()> {
+    let mut conn =
+        admin.log_statements(tracing::log::LevelFilter::Debug).connect().await.context("connecting to PostgreSQL")?;
+    let exists: bool =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#, name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn).await {
+            // Another instance may have created it at the same moment.
+            let exists: bool = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+                name
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            if !exists {
+                return Err(e.into());
+            }
+        }
+    }
+    conn.close().await?;
+    Ok(())
 }
