@@ -186,6 +186,46 @@ pub struct Application {
     pool: PgPool,
 }
 
+/// Every resource of the route table, each wrapped in its own guard: the
+/// resource's rules, enforced after routing selected it; on XNAT paths,
+/// inside the guard, Basic logins become sessions.
+fn register_routes(cfg: &mut web::ServiceConfig) {
+    for (pattern, rules, list) in resources() {
+        let mut resource = web::resource(pattern).default_service(web::to(method_not_allowed));
+        for route in list {
+            resource = resource.route(route);
+        }
+        let guard = access::ResourceRules { pattern, by_method: rules };
+        let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
+        if xnat::is_xnat_path(pattern) {
+            cfg.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
+        } else {
+            cfg.service(resource.wrap(guard));
+        }
+    }
+}
+
+/// Body limits and the JSON error answers of the extractors.
+fn extractor_limits(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(json_config(body_limit))
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::FormConfig::default().limit(body_limit).error_handler(|err, _req| form_error(err).into()))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error));
+}
+
+/// The auth cache `auth.cache*` asks for (or one that keeps nothing).
+fn auth_cache_for(settings: &Settings) -> crate::auth::cache::PrincipalCache<crate::auth::principal::Row> {
+    if settings.auth.cache {
+        crate::auth::cache::PrincipalCache::new(
+            settings.auth.cache_entries,
+            std::time::Duration::from_secs(settings.auth.cache_max_age_secs),
+        )
+    } else {
+        crate::auth::cache::PrincipalCache::disabled()
+    }
+}
+
 impl Application {
     /// Migrates, bootstraps, and binds the HTTP server on `settings.bind`
     /// (port 0 picks a free port, as the tests do).
@@ -206,14 +246,7 @@ impl Application {
     ) -> Result<Application> {
         let in_flight = InFlight::default();
         let in_flight_data = web::Data::new(in_flight.clone());
-        let auth_cache = if settings.auth.cache {
-            crate::auth::cache::PrincipalCache::new(
-                settings.auth.cache_entries,
-                std::time::Duration::from_secs(settings.auth.cache_max_age_secs),
-            )
-        } else {
-            crate::auth::cache::PrincipalCache::disabled()
-        };
+        let auth_cache = auth_cache_for(&settings);
         let background = auth_cache.start(pool.clone());
         let app_pool = pool.clone();
         let state = web::Data::new(AppState {
@@ -232,17 +265,12 @@ impl Application {
         let body_limit = settings.limits.body_bytes;
         let proxies = web::Data::new(crate::audit::TrustedProxies(settings.trusted_proxy_nets()));
         let server = HttpServer::new(move || {
-            let mut app = App::new()
+            App::new()
                 .app_data(state.clone())
                 .app_data(in_flight_data.clone())
                 .app_data(proxies.clone())
-                .app_data(json_config(body_limit))
-                .app_data(web::PayloadConfig::new(body_limit))
-                .app_data(
-                    web::FormConfig::default().limit(body_limit).error_handler(|err, _req| form_error(err).into()),
-                )
-                .app_data(web::QueryConfig::default().error_handler(query_error))
-                .app_data(web::PathConfig::default().error_handler(path_error))
+                .configure(|cfg| extractor_limits(cfg, body_limit))
+                .configure(register_routes)
                 .wrap(from_fn(access::settle_writes))
                 .wrap(from_fn(header_limit))
                 .wrap(
@@ -252,24 +280,7 @@ impl Application {
                         .add(("Referrer-Policy", "no-referrer")),
                 )
                 .wrap(from_fn(crate::telemetry::request_id_middleware))
-                .default_service(web::to(not_found));
-            for (pattern, rules, list) in resources() {
-                let mut resource = web::resource(pattern).default_service(web::to(method_not_allowed));
-                for route in list {
-                    resource = resource.route(route);
-                }
-                // XNAT clients' Basic logins become sessions (inside the guard).
-                // The resource's own rules, enforced after routing selected it;
-                // on XNAT paths, inside the guard, Basic logins become sessions.
-                let guard = access::ResourceRules { pattern, by_method: rules };
-                let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
-                if xnat::is_xnat_path(pattern) {
-                    app = app.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
-                } else {
-                    app = app.service(resource.wrap(guard));
-                }
-            }
-            app
+                .default_service(web::to(not_found))
         })
         .workers(settings.http_workers())
         .client_request_timeout(std::time::Duration::from_secs(settings.limits.client_request_timeout_secs))

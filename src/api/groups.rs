@@ -132,7 +132,7 @@ async fn bulk(
     list: Vec<String>,
     add: bool,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk_response(service::memberships::apply_groups(state, &caller.0, audit, username, list, add).await?))
+    Ok(bulk_response(service::memberships::apply_groups(&state.pool, &caller.0, audit, username, list, add).await?))
 }
 
 /// Adds a user to several groups: `{"results": [{"group", "ok", "error"}]}`,

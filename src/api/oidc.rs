@@ -14,7 +14,7 @@ use crate::auth::tokens;
 use crate::config::OidcProvider;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::{identities, sessions, users};
+use crate::store::{identities, users};
 
 const STATE_COOKIE: &str = "registrar_oidc";
 
@@ -156,7 +156,8 @@ pub async fn callback(
         let desc = q.error_description.as_deref().unwrap_or("");
         let mut a = audit.clone();
         a.actor_username = Some(format!("oidc:{}", p.name));
-        record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", err.as_str())).await;
+        let changes = Changes::new().set("error", err.as_str());
+        crate::service::oidc::record_outcome(&state, &a, &p.name, "oidc.login_failed", changes).await;
         return Err(ApiError::unauthorized(
             format!("the identity provider refused the login: {err} {desc}").trim().to_string(),
         )
@@ -167,39 +168,14 @@ pub async fn callback(
         .as_deref()
         .filter(|c| !c.is_empty() && c.len() <= 2048)
         .ok_or_else(|| ApiError::bad_request("missing_code", "no authorization code"))?;
-    let id = match state.oidc.finish(&state.settings, p, code, saved.pkce_verifier, saved.nonce).await {
-        Ok(id) => id,
-        Err(e) => {
-            let mut a = audit.clone();
-            a.actor_username = Some(format!("oidc:{}", p.name));
-            record_outcome(&state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", e.code())).await;
-            return Err(e.into());
-        }
-    };
-    let user = match crate::service::oidc::resolve_account(&state, &audit, p, &id, saved.link_user_id).await {
-        Ok(u) => u,
-        Err(e) => {
-            let mut a = audit.clone();
-            a.actor_username = Some(format!("oidc:{}:{}", p.name, id.subject));
-            let changes = Changes::new()
-                .set("error", e.code())
-                .set("subject", id.subject.as_str())
-                .set("email", id.email.clone());
-            record_outcome(&state, &a, &p.name, "oidc.login_refused", changes).await;
-            return Err(e.into());
-        }
-    };
-    // The session, exactly as for a password login (method `oidc`).
-    let mut tx = state.pool.begin().await?;
-    let audit = audit.as_user(user.id, &user.username);
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let s = sessions::create(&mut tx, &audit, user.id, "oidc", state.settings.auth.session_ttl_secs, ua).await?;
-    tx.commit().await?;
+    let return_to = saved.return_to.clone();
+    let (user, s) = crate::service::oidc::finish_login(&state, &audit, p, code, saved, ua).await?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     let mut gone = actix_web::cookie::Cookie::build(STATE_COOKIE, "").path("/api/v1/auth/oidc").finish();
     gone.make_removal();
     let cookie = session_cookie(&state, s.cookie_secret, ttl);
-    if let Some(to) = saved.return_to {
+    if let Some(to) = return_to {
         return Ok(HttpResponse::Found().insert_header((header::LOCATION, to)).cookie(cookie).cookie(gone).finish());
     }
     let access = state.keys.issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
@@ -212,13 +188,6 @@ pub async fn callback(
             session_id: s.id,
         },
     ))
-}
-
-/// Logs a refused or failed login on its own (the request has no other write).
-async fn record_outcome(state: &AppState, audit: &Audit, provider: &str, action: &str, changes: Changes) {
-    if let Err(e) = crate::audit::record(&state.pool, audit, "oidc_provider", provider, action, changes).await {
-        tracing::warn!(error = %e, "could not log an OIDC outcome");
-    }
 }
 
 /// A user's linked identities. The user themself or USER_MANAGEMENT.

@@ -347,7 +347,7 @@ pub async fn answer(
     body: web::Json<Answer>,
 ) -> ApiResult<HttpResponse> {
     let accept = parse_action(&body.action)?;
-    let mut par = service::access_requests::answer(&state, &caller.0, &audit, &path, accept).await?;
+    let mut par = service::access_requests::answer(&state.pool, &caller.0, &audit, &path, accept).await?;
     pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     Ok(HttpResponse::Ok().json(par))
 }

@@ -123,7 +123,7 @@ pub async fn create(
     audit: Audit,
     body: web::Json<CreateUser>,
 ) -> ApiResult<HttpResponse> {
-    let user = service::users::create_user(&state, &caller.0, &audit, body.into_inner()).await?;
+    let user = service::users::create_user(&state.pool, &state.hasher, &caller.0, &audit, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.username)))
         .json(UserView::from(user)))
@@ -158,7 +158,7 @@ pub async fn update(
     body: web::Json<UpdateUser>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
-    let (user, _) = service::users::update_user(&state, &caller.0, &audit, &name, body.into_inner(), None).await?;
+    let (user, _) = service::users::update_user(&state.pool, &caller.0, &audit, &name, body.into_inner(), None).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
@@ -235,7 +235,7 @@ async fn change_roles(
     roles: Vec<String>,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let (user, results) = service::users::apply_roles(state, caller, audit, username, roles, grant).await?;
+    let (user, results) = service::users::apply_roles(&state.pool, caller, audit, username, roles, grant).await?;
     let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
 }
@@ -301,7 +301,7 @@ async fn one_role(
     role: String,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let (user, mut results) = service::users::apply_roles(state, caller, audit, user, vec![role], grant).await?;
+    let (user, mut results) = service::users::apply_roles(&state.pool, caller, audit, user, vec![role], grant).await?;
     if results.iter().any(|r| !r.ok) {
         // One role, and it failed: report it as the error it was.
         let failed = results.pop().and_then(ItemResult::into_error);

@@ -236,9 +236,8 @@ pub async fn resolve(
             let mut p = if let Some((prefix, secret)) = tokens::parse_api_key(pw) {
                 api_key_principal(state, prefix, secret, Some(&username), now).await?
             } else {
-                state.limits.login(client_ip.as_deref(), &username)?;
                 let ctx = crate::audit::Audit::anonymous(crate::error::current_request_id(), client_ip);
-                let user_id = crate::store::users::verify_login(state, &ctx, &username, password).await?;
+                let user_id = crate::service::auth::basic_password(state, &ctx, &username, password).await?;
                 let row = crate::store::credentials::user(&state.pool, user_id)
                     .await?
                     .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;

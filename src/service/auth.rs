@@ -1,12 +1,20 @@
-//! Logging in with a password: the native login and XNAT's form login
-//! (`PUT /data/services/auth`) both end here.
+//! Logging in. Every way in ends here:
+//! - a password (the native login, XNAT's form login `PUT /data/services/auth`,
+//!   and HTTP Basic, checked by the access guard) goes through
+//!   `check_password`: the rate limits, the lockout and the same answer for
+//!   unknown names, wrong passwords and disabled accounts;
+//! - a session is started by `password_login` (one statement with the
+//!   login's bookkeeping) or, after an OpenID Connect login or a Basic
+//!   password on an XNAT path, by `start_session`.
 
 use secrecy::SecretString;
+use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::domain::Result;
 use crate::state::AppState;
 use crate::store::sessions::{self, NewSession};
+use crate::store::users::{self, LoginOk};
 
 /// A password login that succeeded: the new session and an access token.
 pub struct LoggedIn {
@@ -14,9 +22,18 @@ pub struct LoggedIn {
     pub access_token: String,
 }
 
-/// Checks the rate limits and the password (lockout, no enumeration), then
-/// writes the login's bookkeeping, the session, its refresh token and the
-/// change log in one statement (`store::sessions::create_for_login`).
+/// The one password check: the rate limits (per client address and per
+/// name), then the account's lockout and the hash (`store::users::check_login`).
+/// Surrounding blanks of the login name are ignored everywhere.
+pub async fn check_password(state: &AppState, audit: &Audit, login: &str, password: SecretString) -> Result<LoginOk> {
+    let login = login.trim();
+    state.limits.login(audit.client_ip.as_deref(), login)?;
+    users::check_login(state, audit, login, password).await
+}
+
+/// Logs in with a password and starts a session: the login's bookkeeping,
+/// the session, its refresh token and the change log are one statement
+/// (`store::sessions::create_for_login`).
 pub async fn password_login(
     state: &AppState,
     audit: &Audit,
@@ -24,11 +41,53 @@ pub async fn password_login(
     password: SecretString,
     user_agent: Option<&str>,
 ) -> Result<LoggedIn> {
-    state.limits.login(audit.client_ip.as_deref(), login)?;
-    let ok = crate::store::users::check_login(state, audit, login.trim(), password).await?;
+    let ok = check_password(state, audit, login, password).await?;
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     let ttl = state.settings.auth.session_ttl_secs;
     let session = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent).await?;
     let access_token = state.keys.issue_access(ok.user_id, session.id, chrono::Utc::now().timestamp())?;
     Ok(LoggedIn { session, access_token })
+}
+
+/// Checks an HTTP Basic password and records the login (no session: the
+/// XNAT adapter starts one with `start_session`). The user's id.
+pub async fn basic_password(state: &AppState, audit: &Audit, username: &str, password: SecretString) -> Result<Uuid> {
+    let ok = check_password(state, audit, username, password).await?;
+    users::record_login(&state.pool, audit, &ok).await?;
+    Ok(ok.user_id)
+}
+
+/// How a session started by `start_session` was earned.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionKind {
+    /// An OpenID Connect login (`auth.session_ttl_secs`).
+    Oidc,
+    /// HTTP Basic with a password on an XNAT path (`auth.basic_session_ttl_secs`,
+    /// at most `auth.basic_sessions_per_user` live at once: the oldest end).
+    Basic,
+}
+
+/// Starts a session for a user who has just authenticated; `audit` acts as
+/// that user. One transaction.
+pub async fn start_session(
+    state: &AppState,
+    audit: &Audit,
+    user_id: Uuid,
+    kind: SessionKind,
+    user_agent: Option<&str>,
+) -> Result<NewSession> {
+    let auth = &state.settings.auth;
+    let mut tx = state.pool.begin().await?;
+    let session = match kind {
+        SessionKind::Oidc => {
+            sessions::create(&mut tx, audit, user_id, "oidc", auth.session_ttl_secs, user_agent).await?
+        }
+        SessionKind::Basic => {
+            let s = sessions::create(&mut tx, audit, user_id, "basic", auth.basic_session_ttl_secs, user_agent).await?;
+            sessions::cap_basic(&mut tx, audit, user_id, auth.basic_sessions_per_user).await?;
+            s
+        }
+    };
+    tx.commit().await?;
+    Ok(session)
 }

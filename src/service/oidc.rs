@@ -7,8 +7,57 @@ use crate::auth::oidc::Identity;
 use crate::config::OidcProvider;
 use crate::domain::{Email, Username};
 use crate::domain::{Error, Result};
+use crate::service::auth::{start_session, SessionKind};
 use crate::state::AppState;
+use crate::store::sessions::NewSession;
 use crate::store::{identities, users};
+
+/// Finishes a login the provider answered with `code`: exchanges it, checks
+/// the ID token against the saved nonce and verifier, resolves the account
+/// (`resolve_account`) and starts an `oidc` session. A failure at the
+/// provider is logged as `oidc.login_failed`, a refused account as
+/// `oidc.login_refused`.
+pub async fn finish_login(
+    state: &AppState,
+    audit: &Audit,
+    p: &OidcProvider,
+    code: &str,
+    saved: identities::LoginState,
+    user_agent: Option<&str>,
+) -> Result<(users::User, NewSession)> {
+    let id = match state.oidc.finish(&state.settings, p, code, saved.pkce_verifier, saved.nonce).await {
+        Ok(id) => id,
+        Err(e) => {
+            let mut a = audit.clone();
+            a.actor_username = Some(format!("oidc:{}", p.name));
+            record_outcome(state, &a, &p.name, "oidc.login_failed", Changes::new().set("error", e.code())).await;
+            return Err(e);
+        }
+    };
+    let user = match resolve_account(state, audit, p, &id, saved.link_user_id).await {
+        Ok(u) => u,
+        Err(e) => {
+            let mut a = audit.clone();
+            a.actor_username = Some(format!("oidc:{}:{}", p.name, id.subject));
+            let changes = Changes::new()
+                .set("error", e.code())
+                .set("subject", id.subject.as_str())
+                .set("email", id.email.clone());
+            record_outcome(state, &a, &p.name, "oidc.login_refused", changes).await;
+            return Err(e);
+        }
+    };
+    let audit = audit.clone().as_user(user.id, &user.username);
+    let session = start_session(state, &audit, user.id, SessionKind::Oidc, user_agent).await?;
+    Ok((user, session))
+}
+
+/// Logs a refused or failed login on its own (the request has no other write).
+pub async fn record_outcome(state: &AppState, audit: &Audit, provider: &str, action: &str, changes: Changes) {
+    if let Err(e) = crate::audit::record(&state.pool, audit, "oidc_provider", provider, action, changes).await {
+        tracing::warn!(error = %e, "could not log an OIDC outcome");
+    }
+}
 
 /// The account rules, in order: an existing link; linking for a logged-in
 /// caller; a verified email of an existing account (when allowed); refusing

@@ -5,12 +5,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::audit::Audit;
+use crate::auth::password::Hasher;
 use crate::auth::principal::resolve_me;
 use crate::auth::principal::Principal;
 use crate::domain::{parse_name, Email, Permission, Username};
 use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::users::{self, ItemResult, Patch, User, ADMIN_ROLE};
+use sqlx::PgPool;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +77,7 @@ pub fn require_admin_for(caller: &Principal, target: &User) -> Result<(), Error>
 }
 
 /// Parses and checks a creation request into a `NewUser` (hashing the password).
-pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) -> Result<users::NewUser, Error> {
+pub async fn new_user(hasher: &Hasher, caller: &Principal, body: CreateUser) -> Result<users::NewUser, Error> {
     let username = Username::parse(body.username.trim())?;
     let email = Email::parse(&body.email)?;
     let mut roles = body.roles;
@@ -87,8 +89,8 @@ pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) ->
     }
     let password_hash = match body.password {
         Some(p) => {
-            state.hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
-            Some(state.hasher.hash(p).await?)
+            hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
+            Some(hasher.hash(p).await?)
         }
         None => None,
     };
@@ -105,9 +107,15 @@ pub async fn new_user(state: &AppState, caller: &Principal, body: CreateUser) ->
 }
 
 /// Creates a user (one transaction). USER_MANAGEMENT; ADMIN for an administrator.
-pub async fn create_user(state: &AppState, caller: &Principal, audit: &Audit, body: CreateUser) -> Result<User> {
-    let new = new_user(state, caller, body).await?;
-    let mut tx = state.pool.begin().await?;
+pub async fn create_user(
+    pool: &PgPool,
+    hasher: &Hasher,
+    caller: &Principal,
+    audit: &Audit,
+    body: CreateUser,
+) -> Result<User> {
+    let new = new_user(hasher, caller, body).await?;
+    let mut tx = pool.begin().await?;
     let user = users::create(&mut tx, audit, new).await?;
     tx.commit().await?;
     Ok(user)
@@ -119,7 +127,7 @@ pub async fn create_user(state: &AppState, caller: &Principal, audit: &Audit, bo
 /// new password hash set by a manager (XNAT's `PUT /xapi/users/{u}` with a
 /// `password`), written in the same transaction after every check passed.
 pub async fn update_user(
-    state: &AppState,
+    pool: &PgPool,
     caller: &Principal,
     audit: &Audit,
     name: &str,
@@ -134,7 +142,7 @@ pub async fn update_user(
         verified: body.verified,
         admin: body.admin,
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let target = users::get(&mut tx, name, false).await?;
     let admin_change = patch.admin.is_some_and(|a| a != target.admin());
     let privileged = admin_change
@@ -174,11 +182,8 @@ pub async fn change_password(
     let target = users::get(&mut conn, &name, false).await?;
     drop(conn);
     let is_self = target.id == caller.user_id;
-    if !is_self {
-        require_admin_for(caller, &target)?;
-    }
-    state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
-    if is_self {
+    let hash = if is_self {
+        state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
         let current = body.current_password.ok_or_else(|| {
             Error::invalid("current_password_required", "give current_password to change your own password")
         })?;
@@ -194,8 +199,10 @@ pub async fn change_password(
         } else {
             users::check_own_password(state, audit, &target.username, current).await?;
         }
-    }
-    let hash = state.hasher.hash(body.new_password).await?;
+        state.hasher.hash(body.new_password).await?
+    } else {
+        reset_hash(&state.hasher, caller, &target, body.new_password).await?
+    };
     let mut tx = state.pool.begin().await?;
     if is_self {
         users::set_password(&mut tx, audit, &target, hash, caller.session_id, "password.changed").await?;
@@ -210,6 +217,24 @@ pub async fn change_password(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The rules of a manager's reset of `target`'s password, and the new hash
+/// (for `write_reset` in the caller's transaction): never one's own (that is
+/// a change, with the current password), only with USER_MANAGEMENT, an
+/// administrator's only by an administrator, and within the password policy.
+pub async fn reset_hash(hasher: &Hasher, caller: &Principal, target: &User, password: SecretString) -> Result<String> {
+    if target.id == caller.user_id {
+        return Err(Error::forbidden(
+            "change your own password with your current password (PUT /api/v1/users/me/password)",
+        ));
+    }
+    if !caller.has(Permission::UserManagement) {
+        return Err(Error::forbidden("resetting a password needs USER_MANAGEMENT"));
+    }
+    require_admin_for(caller, target)?;
+    hasher.check_policy(password.expose_secret(), &target.username, &target.email)?;
+    hasher.hash(password).await
 }
 
 /// A reset from the command line (`registrar admin reset-password`): the
@@ -243,7 +268,7 @@ pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User
 /// The role-change rules, shared by the native and XNAT APIs: nobody changes
 /// their own roles; only an administrator grants or removes Administrator.
 pub async fn apply_roles(
-    state: &AppState,
+    pool: &PgPool,
     caller: &Principal,
     audit: &Audit,
     username: &str,
@@ -257,7 +282,7 @@ pub async fn apply_roles(
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may grant or remove the Administrator role"));
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
     require_admin_for(caller, &target)?;
     let out = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;

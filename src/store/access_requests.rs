@@ -252,6 +252,21 @@ pub struct Answerer {
     pub manages_users: bool,
 }
 
+/// A request as `answer` reads it, locked.
+struct Answerable {
+    project_id: String,
+    level: String,
+    kind: String,
+    user_id: Option<Uuid>,
+    status: String,
+    created_by: Option<Uuid>,
+    expired: bool,
+}
+
+fn request_not_found(par_id: i64) -> Error {
+    Error::not_found("access_request_not_found", format!("access request {par_id} not found"))
+}
+
 /// Accepts or declines. The row is locked, so of two parallel accepts one
 /// wins and the other gets 409 `already_answered`.
 pub async fn answer(
@@ -261,22 +276,39 @@ pub async fn answer(
     who: &Answerer,
     accept: bool,
 ) -> Result<AccessRequest, Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        project_id: String,
-        level: String,
-        kind: String,
-        user_id: Option<Uuid>,
-        status: String,
-        created_by: Option<Uuid>,
-        expired: bool,
+    let row = lock_for_answer(conn, par_id, who).await?;
+    refuse_answer(&row, par_id, who, accept)?;
+    if accept {
+        // An invitation grants what its inviter could grant when it is
+        // accepted, not when it was sent.
+        if row.kind == "invitation" && !inviter_may_grant(conn, row.created_by, &row.project_id).await? {
+            return Err(Error::conflict(
+                "invitation_void",
+                "whoever sent this invitation can no longer grant this access; ask a current owner",
+            ));
+        }
+        let user_id = row.user_id.ok_or_else(|| request_not_found(par_id))?;
+        let user = users::get_by_id(conn, user_id).await?;
+        let level = Level::parse(&row.level)?;
+        projects::set_level(conn, audit, &row.project_id, &user.username, level, projects::Grant::Accepted).await?;
     }
-    let not_found = || Error::not_found("access_request_not_found", format!("access request {par_id} not found"));
-    let row = sqlx::query_as!(Row, r#"SELECT project_id, level, kind, user_id, status, created_by, COALESCE(expires_at <= now(), false) AS "expired!"
-         FROM access_requests WHERE par_id = $1 FOR UPDATE"#, par_id)
+    decide(conn, audit, par_id, who, if accept { "accepted" } else { "declined" }).await
+}
+
+/// Locks the request `who` may answer: the invitee answers an invitation, an
+/// owner or a USER_MANAGEMENT holder a request to join. Any other request
+/// is not disclosed (404).
+async fn lock_for_answer(conn: &mut PgConnection, par_id: i64, who: &Answerer) -> Result<Answerable, Error> {
+    let row = sqlx::query_as!(
+        Answerable,
+        r#"SELECT project_id, level, kind, user_id, status, created_by,
+                  COALESCE(expires_at <= now(), false) AS "expired!"
+           FROM access_requests WHERE par_id = $1 FOR UPDATE"#,
+        par_id
+    )
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(not_found)?;
+    .ok_or_else(|| request_not_found(par_id))?;
     let allowed = match row.kind.as_str() {
         "invitation" => row.user_id == Some(who.user_id),
         _ => {
@@ -284,45 +316,30 @@ pub async fn answer(
                 || projects::level_in(&mut *conn, who.user_id, &row.project_id).await? == Some(Level::Owner)
         }
     };
-    if !allowed {
-        // Invitations of others are not disclosed.
-        return Err(not_found());
+    if allowed {
+        Ok(row)
+    } else {
+        Err(request_not_found(par_id))
     }
+}
+
+/// The rules of an answer that need no lookup: only a pending, unexpired
+/// request is answered, and nobody grants themselves access through one
+/// (not by approving their own request to join, not by accepting their own
+/// invitation).
+fn refuse_answer(row: &Answerable, par_id: i64, who: &Answerer, accept: bool) -> Result<(), Error> {
     if row.status != "pending" {
         return Err(Error::conflict("already_answered", format!("access request {par_id} was already {}", row.status)));
     }
     if row.expired {
         return Err(Error::conflict("invitation_expired", format!("access request {par_id} has expired")));
     }
-    // Nobody grants themselves access through a request: not by approving
-    // their own request to join, not by accepting their own invitation.
     let own_request = row.kind == "request" && row.user_id == Some(who.user_id);
     let own_invitation = row.kind == "invitation" && row.created_by.is_some() && row.created_by == row.user_id;
     if accept && (own_request || own_invitation) {
         return Err(projects::self_grant_refused());
     }
-    // An invitation grants what its inviter could grant when it is
-    // accepted, not when it was sent.
-    if accept && row.kind == "invitation" && !inviter_may_grant(conn, row.created_by, &row.project_id).await? {
-        return Err(Error::conflict(
-            "invitation_void",
-            "whoever sent this invitation can no longer grant this access; ask a current owner",
-        ));
-    }
-    if accept {
-        let user_id = row.user_id.ok_or_else(not_found)?;
-        let user = users::get_by_id(conn, user_id).await?;
-        projects::set_level(
-            conn,
-            audit,
-            &row.project_id,
-            &user.username,
-            Level::parse(&row.level)?,
-            projects::Grant::Accepted,
-        )
-        .await?;
-    }
-    decide(conn, audit, par_id, who, if accept { "accepted" } else { "declined" }).await
+    Ok(())
 }
 
 /// Ends a pending request with `status` (accepted, declined, withdrawn),

@@ -343,16 +343,9 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         .await
         .map_err(unique_violation)?;
     }
-    if let Some(admin) = patch.admin {
-        if admin != before.admin() {
-            if admin {
-                insert_role(conn, before.id, ADMIN_ROLE).await?;
-            } else {
-                delete_role(conn, before.id, ADMIN_ROLE).await?;
-            }
-            touch(conn, before.id).await?;
-            changes = changes.field("admin", before.admin(), admin);
-        }
+    if let Some(admin) = patch.admin.filter(|&a| a != before.admin()) {
+        set_admin(conn, before.id, admin).await?;
+        changes = changes.field("admin", before.admin(), admin);
     }
     if changes.is_empty() {
         return Ok(before);
@@ -365,6 +358,16 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
         crate::store::access_requests::attach_email_invitations(conn, audit, before.id, &email_key).await?;
     }
     get_by_id(conn, before.id).await
+}
+
+/// Grants or takes the Administrator role (the caller checked the last-admin rule).
+async fn set_admin(conn: &mut PgConnection, id: Uuid, admin: bool) -> Result<(), Error> {
+    if admin {
+        insert_role(conn, id, ADMIN_ROLE).await?;
+    } else {
+        delete_role(conn, id, ADMIN_ROLE).await?;
+    }
+    touch(conn, id).await
 }
 
 async fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
@@ -547,13 +550,6 @@ pub struct LoginOk {
 /// while it was being checked: refused like a wrong password.
 fn stale_login() -> Error {
     invalid_credentials()
-}
-
-/// `check_login`, then its bookkeeping (one statement).
-pub async fn verify_login(state: &AppState, audit: &Audit, login: &str, password: SecretString) -> Result<Uuid, Error> {
-    let ok = check_login(state, audit, login, password).await?;
-    record_login(&state.pool, audit, &ok).await?;
-    Ok(ok.user_id)
 }
 
 /// Writes what a successful login changes: counters reset, "last login",
@@ -860,8 +856,17 @@ pub struct ListFilter {
 }
 
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
-    // Only the filters in use go into the SQL, so the planner can walk the
-    // (lower(username), id) index from the cursor.
+    let ids: Vec<Uuid> = list_ids(f).build_query_scalar().fetch_all(pool).await?;
+    // The page's rows through the one checked user statement, in page order.
+    Ok(select_users!("FROM users u WHERE u.id = ANY($1) ORDER BY lower(u.username), u.id", &ids)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The ids of one page of the user list: the one statement built at run
+/// time, because only the filters in use go into it, so the planner can
+/// walk the (lower(username), id) index from the cursor.
+fn list_ids(f: &ListFilter) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
     let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT u.id FROM users u WHERE true");
     if let Some(q) = &f.q {
         let p = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
@@ -882,11 +887,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
         qb.push(" AND (lower(u.username), u.id) > (").push_bind(name.clone()).push(", ").push_bind(*id).push(")");
     }
     qb.push(" ORDER BY lower(u.username), u.id LIMIT ").push_bind(f.limit);
-    let ids: Vec<Uuid> = qb.build_query_scalar().fetch_all(pool).await?;
-    // The page's rows through the one checked user statement, in page order.
-    Ok(select_users!("FROM users u WHERE u.id = ANY($1) ORDER BY lower(u.username), u.id", &ids)
-        .fetch_all(pool)
-        .await?)
+    qb
 }
 
 /// Enabled users who share a project with `user`, and `user`, by name.
@@ -909,4 +910,34 @@ pub async fn usernames(pool: &PgPool) -> Result<Vec<String>, Error> {
 
 pub async fn count(conn: &mut PgConnection) -> Result<i64, Error> {
     Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#).fetch_one(conn).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dynamic statement, pinned: what the planner sees for no filter
+    /// and for every filter at once.
+    #[test]
+    fn the_user_list_statement() {
+        let none = ListFilter { limit: 50, ..Default::default() };
+        assert_eq!(
+            list_ids(&none).sql(),
+            "SELECT u.id FROM users u WHERE true ORDER BY lower(u.username), u.id LIMIT $1"
+        );
+        let all = ListFilter {
+            q: Some("a_b".into()),
+            enabled: Some(true),
+            role: Some("UserManager".into()),
+            after: Some(("alice".into(), Uuid::nil())),
+            limit: 10,
+        };
+        assert_eq!(
+            list_ids(&all).sql(),
+            "SELECT u.id FROM users u WHERE true AND (lower(u.username) LIKE $1 OR lower(u.email) LIKE $2 \
+             OR lower(u.first_name) LIKE $3 OR lower(u.last_name) LIKE $4) AND u.enabled = $5 \
+             AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $6) \
+             AND (lower(u.username), u.id) > ($7, $8) ORDER BY lower(u.username), u.id LIMIT $9"
+        );
+    }
 }

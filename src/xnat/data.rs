@@ -305,7 +305,7 @@ pub async fn answer(
     };
     // Everything is checked before anything is written.
     let format = format_of(&q)?;
-    crate::service::access_requests::answer(&state, &caller.0, &audit, &path, accept).await?;
+    crate::service::access_requests::answer(&state.pool, &caller.0, &audit, &path, accept).await?;
     let mut conn = state.pool.acquire().await?;
     let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
     user_par_table(&list).respond(format, result_set)

@@ -49,11 +49,8 @@ pub async fn start_session(state: &AppState, req: &HttpRequest, principal: &mut 
     audit.actor_username = Some(principal.username.clone());
     audit.api_key_id = principal.api_key_id;
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let auth = &state.settings.auth;
-    let mut tx = state.pool.begin().await?;
-    let s = sessions::create(&mut tx, &audit, principal.user_id, "basic", auth.basic_session_ttl_secs, ua).await?;
-    sessions::cap_basic(&mut tx, &audit, principal.user_id, auth.basic_sessions_per_user).await?;
-    tx.commit().await?;
+    let kind = crate::service::auth::SessionKind::Basic;
+    let s = crate::service::auth::start_session(state, &audit, principal.user_id, kind, ua).await?;
     principal.session_id = Some(s.id);
     Ok(s.cookie_secret)
 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::audit::Audit;
 use crate::auth::principal::resolve_me;
 use crate::auth::principal::Caller;
-use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
 use crate::service::memberships::apply_groups;
 use crate::service::users::{apply_roles, create_user, update_user, CreateUser, UpdateUser};
@@ -138,7 +137,7 @@ pub async fn create(
         admin: b.admin.unwrap_or(false),
         roles: Vec::new(),
     };
-    let user = create_user(&state, &caller.0, &audit, req).await?;
+    let user = create_user(&state.pool, &state.hasher, &caller.0, &audit, req).await?;
     Ok(HttpResponse::Created().json(XnatUser::from(user)))
 }
 
@@ -191,17 +190,7 @@ pub async fn update(
     // Every check comes before any write, and the password and the profile
     // change commit together (or not at all).
     let reset_to = match b.password {
-        Some(pw) => {
-            if target.id == caller.0.user_id || !caller.0.has(Permission::UserManagement) {
-                return Err(ApiError::forbidden("change your own password through PUT /api/v1/users/me/password"));
-            }
-            if target.admin() && !caller.0.is_admin() {
-                return Err(crate::auth::access::admin_target_refused().into());
-            }
-            use secrecy::ExposeSecret;
-            state.hasher.check_policy(pw.expose_secret(), &target.username, &target.email)?;
-            Some(state.hasher.hash(pw).await?)
-        }
+        Some(pw) => Some(crate::service::users::reset_hash(&state.hasher, &caller.0, &target, pw).await?),
         None => None,
     };
     let patch = UpdateUser {
@@ -212,7 +201,7 @@ pub async fn update(
         verified: b.verified,
         admin: b.admin,
     };
-    let (user, changed) = update_user(&state, &caller.0, &audit, &target.username, patch, reset_to).await?;
+    let (user, changed) = update_user(&state.pool, &caller.0, &audit, &target.username, patch, reset_to).await?;
     if !changed {
         return Ok(HttpResponse::NotModified().finish());
     }
@@ -292,7 +281,7 @@ async fn set_flag(
 ) -> ApiResult<HttpResponse> {
     let flag = super::parse_flag(&flag)?;
     let name = resolve_me(&caller.0, &username).to_string();
-    update_user(state, &caller.0, audit, &name, patch(flag), None).await?;
+    update_user(&state.pool, &caller.0, audit, &name, patch(flag), None).await?;
     Ok(HttpResponse::Ok().json(flag))
 }
 
@@ -367,7 +356,7 @@ pub async fn add_groups(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk(apply_groups(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?))
+    Ok(bulk(apply_groups(&state.pool, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?))
 }
 
 /// Removes a user from groups: 200, or 202 with the groups that failed. USER_MANAGEMENT.
@@ -380,7 +369,7 @@ pub async fn remove_groups(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk(apply_groups(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?))
+    Ok(bulk(apply_groups(&state.pool, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?))
 }
 
 /// Adds a user to one group. USER_MANAGEMENT.
@@ -393,7 +382,7 @@ pub async fn add_group(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, group) = path.into_inner();
-    single(apply_groups(&state, &caller.0, &audit, &user, vec![group], true).await?, "group")
+    single(apply_groups(&state.pool, &caller.0, &audit, &user, vec![group], true).await?, "group")
 }
 
 /// Removes a user from one group; 200. USER_MANAGEMENT.
@@ -406,7 +395,7 @@ pub async fn remove_group(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, group) = path.into_inner();
-    single(apply_groups(&state, &caller.0, &audit, &user, vec![group], false).await?, "group")
+    single(apply_groups(&state.pool, &caller.0, &audit, &user, vec![group], false).await?, "group")
 }
 
 /// A user's roles. The user themself or USER_MANAGEMENT.
@@ -426,7 +415,7 @@ pub async fn add_roles(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    let (_, results) = apply_roles(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?;
+    let (_, results) = apply_roles(&state.pool, &caller.0, &audit, &path, list_body(body.into_inner())?, true).await?;
     Ok(bulk(results))
 }
 
@@ -440,7 +429,7 @@ pub async fn remove_roles(
     path: web::Path<String>,
     body: web::Json<Vec<String>>,
 ) -> ApiResult<HttpResponse> {
-    let (_, results) = apply_roles(&state, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?;
+    let (_, results) = apply_roles(&state.pool, &caller.0, &audit, &path, list_body(body.into_inner())?, false).await?;
     Ok(bulk(results))
 }
 
@@ -454,7 +443,7 @@ pub async fn add_role(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, role) = path.into_inner();
-    let (_, results) = apply_roles(&state, &caller.0, &audit, &user, vec![role], true).await?;
+    let (_, results) = apply_roles(&state.pool, &caller.0, &audit, &user, vec![role], true).await?;
     single(results, "role")
 }
 
@@ -468,6 +457,6 @@ pub async fn remove_role(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (user, role) = path.into_inner();
-    let (_, results) = apply_roles(&state, &caller.0, &audit, &user, vec![role], false).await?;
+    let (_, results) = apply_roles(&state.pool, &caller.0, &audit, &user, vec![role], false).await?;
     single(results, "role")
 }
