@@ -141,6 +141,9 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     pub max_failed_logins: u32,
     pub lockout_secs: u64,
+    /// How long a password check in flight holds its try (see
+    /// `store::users::reserve_attempt`).
+    pub login_reservation_secs: u64,
     pub cache: bool,
     pub cache_entries: usize,
     pub cache_max_age_secs: u64,
@@ -258,6 +261,9 @@ impl Settings {
         }
         if self.auth.basic_sessions_per_user == 0 {
             return bad("auth.basic_sessions_per_user", &self.auth.basic_sessions_per_user, "must be at least 1");
+        }
+        if self.auth.login_reservation_secs == 0 {
+            return bad("auth.login_reservation_secs", &self.auth.login_reservation_secs, "must be at least 1");
         }
         if self.auth.reauth_secs < 30 {
             return bad("auth.reauth_secs", &self.auth.reauth_secs, "must be at least 30");

@@ -28,7 +28,7 @@ pub fn is_recent(state: &AppState, caller: &Principal) -> bool {
 
 /// Passes when the caller's login is recent or `current_password` is theirs.
 /// A wrong password is 403 `wrong_password` and counts toward the lockout
-/// like a failed login (`users::check_own_password`).
+/// like a failed login (`service::auth::check_own_password`).
 pub async fn require(
     state: &AppState,
     caller: &Principal,
@@ -47,5 +47,5 @@ pub async fn require(
     if stored.is_none() {
         return Err(required());
     }
-    crate::store::users::check_own_password(state, audit, &caller.username, password).await
+    crate::service::auth::check_own_password(state, audit, &caller.username, password).await
 }

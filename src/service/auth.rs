@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::domain::Result;
+use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::sessions::{self, NewSession};
 use crate::store::users::{self, LoginOk};
@@ -26,9 +26,25 @@ pub struct LoggedIn {
 /// name), then the account's lockout and the hash (`store::users::check_login`).
 /// Surrounding blanks of the login name are ignored everywhere.
 pub async fn check_password(state: &AppState, audit: &Audit, login: &str, password: SecretString) -> Result<LoginOk> {
-    let login = login.trim();
+    // ASCII blanks only: other input names nobody (`domain::login_key`).
+    let login = login.trim_matches(|c: char| c.is_ascii_whitespace());
     state.limits.login(audit.client_ip.as_deref(), login)?;
     users::check_login(state, audit, login, password).await
+}
+
+/// Checks an authenticated caller's own password (`current_password`) the
+/// way a login checks one: rate-limited, counted toward the lockout and
+/// refused while locked (429), so holding a token or key is no way to guess
+/// the password without limit. A wrong password is 403 `wrong_password`
+/// (the caller stays authenticated); a right one resets the count.
+pub async fn check_own_password(state: &AppState, audit: &Audit, username: &str, password: SecretString) -> Result<()> {
+    match check_password(state, audit, username, password).await {
+        Ok(ok) => users::settle_own_check(&state.pool, &ok).await,
+        Err(e) if e.code() == "invalid_credentials" => {
+            Err(Error::forbidden("current password is wrong").with_code("wrong_password"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Logs in with a password and starts a session: the login's bookkeeping,

@@ -197,7 +197,7 @@ pub async fn change_password(
                 return Err(crate::auth::reauth::required());
             }
         } else {
-            users::check_own_password(state, audit, &target.username, current).await?;
+            crate::service::auth::check_own_password(state, audit, &target.username, current).await?;
         }
         state.hasher.hash(body.new_password).await?
     } else {

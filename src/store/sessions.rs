@@ -133,6 +133,7 @@ pub async fn create_for_login(
     let written = sqlx::query_scalar!(
         r#"WITH login AS (
                UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                                logins_in_flight = GREATEST(logins_in_flight - 1, 0),
                                 password_hash = COALESCE($2, password_hash)
                WHERE id = $1 AND password_hash IS NOT DISTINCT FROM $3 AND tokens_not_before = $4
                RETURNING id
@@ -166,7 +167,7 @@ pub async fn create_for_login(
     )
     .fetch_one(pool)
     .await?;
-    crate::store::users::ensure_written(written)?;
+    crate::store::users::ensure_written(pool, audit, ok, written).await?;
     Ok(s.into_new())
 }
 

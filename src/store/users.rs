@@ -556,12 +556,13 @@ fn stale_login() -> Error {
 /// the upgraded hash if any, and the change log, in one statement, only
 /// while the password and "not before" are those the attempt was checked
 /// against (see `sessions::create_for_login`, which also starts a session).
-pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok: &LoginOk) -> Result<(), Error> {
+pub async fn record_login(pool: &PgPool, audit: &Audit, ok: &LoginOk) -> Result<(), Error> {
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     let log = crate::store::change_log::rows(&[ok.entry(&audit)]);
     let written = sqlx::query_scalar!(
         r#"WITH login AS (
                UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
+                                logins_in_flight = GREATEST(logins_in_flight - 1, 0),
                                 password_hash = COALESCE($2, password_hash)
                WHERE id = $1 AND password_hash IS NOT DISTINCT FROM $3 AND tokens_not_before = $4
                RETURNING id
@@ -582,14 +583,17 @@ pub async fn record_login<'e>(exec: impl sqlx::PgExecutor<'e>, audit: &Audit, ok
         ok.not_before,
         log,
     )
-    .fetch_one(exec)
+    .fetch_one(pool)
     .await?;
-    ensure_written(written)
+    ensure_written(pool, &audit, ok, written).await
 }
 
-/// Whether a login statement wrote its session (see `LoginOk`).
-pub(crate) fn ensure_written(written: i64) -> Result<(), Error> {
+/// Whether a login statement wrote its session (see `LoginOk`); if not, the
+/// login went stale and its try is given back.
+pub(crate) async fn ensure_written(pool: &PgPool, audit: &Audit, ok: &LoginOk, written: i64) -> Result<(), Error> {
     if written == 0 {
+        let audit = audit.clone().as_user(ok.user_id, &ok.username);
+        release_attempt(pool, &audit, ok.user_id, "credentials_changed").await?;
         return Err(stale_login());
     }
     Ok(())
@@ -626,7 +630,7 @@ pub async fn check_login(
         let _ = state.hasher.verify(password, None).await?;
         return Err(invalid_credentials());
     }
-    let Some(row) = reserve_attempt(&state.pool, login, limits.max).await? else {
+    let Some(row) = reserve_attempt(&state.pool, login, &limits).await? else {
         // An unknown name is counted and locked like an account, so the
         // answers (401, then 429) do not tell which names exist.
         let key = crate::domain::login_key(login);
@@ -652,7 +656,14 @@ pub async fn check_login(
             }
         });
     }
-    let verdict = state.hasher.verify(password, row.password_hash.clone()).await?;
+    let verdict = match state.hasher.verify(password, row.password_hash.clone()).await {
+        Ok(v) => v,
+        Err(e) => {
+            let audit = audit.clone().as_user(row.id, &row.username);
+            release_attempt(&state.pool, &audit, row.id, e.code()).await?;
+            return Err(e);
+        }
+    };
     if !matches!(verdict, Verified::No) && row.enabled {
         let rehashed = match verdict {
             Verified::YesRehashed(h) => Some(h),
@@ -679,6 +690,8 @@ fn invalid_credentials() -> Error {
 struct LockoutLimits {
     max: i32,
     lockout_secs: i64,
+    /// `auth.login_reservation_secs`.
+    reservation_secs: f64,
 }
 
 impl LockoutLimits {
@@ -686,6 +699,7 @@ impl LockoutLimits {
         LockoutLimits {
             max: i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5),
             lockout_secs: i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900),
+            reservation_secs: state.settings.auth.login_reservation_secs as f64,
         }
     }
 
@@ -705,42 +719,79 @@ impl LockoutLimits {
 /// every other attempt at once, and every answer that reveals a verdict
 /// follows a durable commit of this login (the success's session, the
 /// failure's log entry), which flushes the WAL past it.
-async fn reserve_attempt(pool: &PgPool, login: &str, max: i32) -> Result<Option<LoginRow>, Error> {
+///
+/// A reservation is not a failure: `failed_login_attempts` counts verdicts
+/// only, and the checks in flight (`logins_in_flight`) lapse together
+/// `auth.login_reservation_secs` after the latest one began, so a check that ends
+/// without a verdict (a client that hung up mid-hash) holds its try only
+/// for a moment. Failures plus checks in flight never exceed `max`.
+async fn reserve_attempt(pool: &PgPool, login: &str, limits: &LockoutLimits) -> Result<Option<LoginRow>, Error> {
     Ok(sqlx::query_as!(
         LoginRow,
         "WITH target AS (
              SELECT id, username, enabled, password_hash, tokens_not_before FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
+         ), now_state AS (
+             SELECT u.id,
+                    (u.locked_until IS NOT NULL AND u.locked_until <= now()) AS lock_over,
+                    (u.logins_in_flight_since IS NULL
+                     OR u.logins_in_flight_since < now() - make_interval(secs => $3)) AS flight_over
+             FROM users u JOIN target t ON t.id = u.id
          ), reserved AS (
              UPDATE users u SET
-                failed_login_attempts = CASE WHEN u.locked_until IS NOT NULL AND u.locked_until <= now() THEN 1
-                                             ELSE u.failed_login_attempts + 1 END,
-                locked_until = CASE WHEN u.locked_until IS NOT NULL AND u.locked_until <= now() THEN NULL
-                                    ELSE u.locked_until END,
+                failed_login_attempts = CASE WHEN n.lock_over THEN 0 ELSE u.failed_login_attempts END,
+                locked_until = CASE WHEN n.lock_over THEN NULL ELSE u.locked_until END,
+                logins_in_flight = CASE WHEN n.lock_over OR n.flight_over THEN 1 ELSE u.logins_in_flight + 1 END,
+                logins_in_flight_since = now(),
                 last_login_attempt = now()
-             FROM target t
-             WHERE u.id = t.id
-               AND ((u.locked_until IS NOT NULL AND u.locked_until <= now())
-                    OR (u.locked_until IS NULL AND u.failed_login_attempts < $2))
-             RETURNING u.failed_login_attempts
+             FROM now_state n
+             WHERE u.id = n.id
+               AND (n.lock_over
+                    OR (u.locked_until IS NULL
+                        AND u.failed_login_attempts + CASE WHEN n.flight_over THEN 0 ELSE u.logins_in_flight END < $2))
+             RETURNING u.logins_in_flight
          ), no_flush AS (
              SELECT set_config('synchronous_commit', 'off', true)
          )
          SELECT t.id, t.username, t.enabled, t.password_hash, t.tokens_not_before,
-                (SELECT failed_login_attempts FROM reserved) AS reserved
+                (SELECT logins_in_flight FROM reserved) AS reserved
          FROM target t, no_flush",
         crate::domain::login_key(login),
-        max,
+        limits.max,
+        limits.reservation_secs,
     )
     .fetch_optional(pool)
     .await?)
 }
 
-/// A failed check of a known account: the lock when the limit is reached,
-/// and the log entries, in one transaction.
+/// Gives back the try a check reserved when it ends without a verdict (the
+/// hash could not run, or the password or "not before" changed while it
+/// ran: `reason`), logged as `login.abandoned` with the reason.
+pub(crate) async fn release_attempt(pool: &PgPool, audit: &Audit, user_id: Uuid, reason: &str) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("UPDATE users SET logins_in_flight = GREATEST(logins_in_flight - 1, 0) WHERE id = $1", user_id)
+        .execute(&mut *tx)
+        .await?;
+    let changes = Changes::new().set("reason", reason);
+    audit::record(&mut *tx, audit, "user", &user_id.to_string(), "login.abandoned", changes).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A failed check of a known account: the failure counted (its try given
+/// back), the lock when the limit is reached, and the log entries, in one
+/// transaction.
 async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), Error> {
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "UPDATE users SET failed_login_attempts = failed_login_attempts + 1,
+                          logins_in_flight = GREATEST(logins_in_flight - 1, 0)
+         WHERE id = $1",
+        row.id
+    )
+    .execute(&mut *tx)
+    .await?;
     let locked = sqlx::query_scalar!(
         "UPDATE users SET locked_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
@@ -816,32 +867,19 @@ async fn lock_unknown(pool: &PgPool, login: &str, max: i32, lockout: i64) -> Res
     Ok(())
 }
 
-/// Checks an authenticated caller's own password (`current_password`) the
-/// way a login checks one: the attempt counts toward the lockout and is
-/// refused while locked (429), so holding a token or key is no way to guess
-/// the password without limit. A wrong password is 403 `wrong_password`
-/// (the caller stays authenticated); a right one resets the count.
-pub async fn check_own_password(
-    state: &AppState,
-    audit: &Audit,
-    username: &str,
-    password: SecretString,
-) -> Result<(), Error> {
-    match check_login(state, audit, username, password).await {
-        Ok(ok) => {
-            sqlx::query!(
-                "UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL",
-                ok.user_id
-            )
-            .execute(&state.pool)
-            .await?;
-            Ok(())
-        }
-        Err(e) if e.code() == "invalid_credentials" => {
-            Err(Error::forbidden("current password is wrong").with_code("wrong_password"))
-        }
-        Err(e) => Err(e),
-    }
+/// The bookkeeping of a right `current_password` (see
+/// `service::auth::check_own_password`): the try given back and the failure
+/// count reset (unless locked). No "last login": nobody logged in.
+pub async fn settle_own_check(pool: &PgPool, ok: &LoginOk) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE users SET failed_login_attempts = CASE WHEN locked_until IS NULL THEN 0 ELSE failed_login_attempts END,
+                          logins_in_flight = GREATEST(logins_in_flight - 1, 0)
+         WHERE id = $1",
+        ok.user_id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Filters of the user list.

@@ -1276,3 +1276,92 @@ async fn cross_site_writes_with_basic_credentials_are_refused() {
         app.client.put(app.url("/xapi/users/cs")).basic_auth("cs", Some(PASSWORD)).json(&json!({"firstName": "Ok"}));
     app.exchange("PUT /xapi/users/cs", rb).await.expect(200);
 }
+
+/// Third attack review: a login the client abandons mid-hash (it hangs up)
+/// reserved a try that nothing gave back, and five of them refused every
+/// later password login of the account (429 `login_in_progress`), for ever
+/// and without a log entry: anyone could do it to any account, `admin`
+/// included. Now a reservation is not a failure and lapses on its own.
+#[tokio::test]
+async fn abandoned_logins_neither_count_nor_lock() {
+    let app = spawn_app_with(|s| {
+        // A hash slow enough (~100 ms) to hang up in the middle of
+        // reliably, even on a loaded machine.
+        s.password.memory_kib = 19456;
+        s.password.iterations = 6;
+        s.auth.login_reservation_secs = 2;
+    })
+    .await;
+    app.create_user("victim", json!({})).await;
+    let host = app.address.trim_start_matches("http://").to_string();
+    let body = r#"{"username":"victim","password":"a wrong guess that is long enough"}"#;
+    let request = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(&host).await.expect("connect");
+        s.write_all(request.as_bytes()).await.expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        s.set_zero_linger().expect("linger");
+        drop(s); // reset: the server drops the request mid-check
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // On a loaded machine a check may still reach its verdict before the
+    // server sees the reset; such a failure is real, counted and logged.
+    // An abandoned one is neither.
+    let failed = app.count("SELECT failed_login_attempts::bigint FROM users WHERE username = 'victim'").await;
+    let logged = app
+        .count(
+            "SELECT count(*) FROM change_log c JOIN users u ON c.subject_id = u.id::text
+             WHERE u.username = 'victim' AND c.action = 'login.failed'",
+        )
+        .await;
+    assert_eq!(failed, logged, "only verdicts count, and each is logged");
+    assert!(failed < 5, "at least one check was abandoned mid-hash (the case under test): {failed}");
+    // Once the reservations lapse, the holder logs in.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    app.login("victim", PASSWORD).await;
+    // Real failures still lock as before.
+    for _ in 0..5 {
+        app.login_full("victim", "another wrong guess, long enough").await.expect(401);
+    }
+    assert_eq!(app.login_full("victim", PASSWORD).await.expect(429).code(), "account_locked");
+}
+
+/// Third attack review: logins whose check passed while "log out
+/// everywhere" changed the account's "not before" go stale (401); their
+/// tries used to stay reserved, so five such logins refused every later
+/// one. A stale login now gives its try back and is logged.
+#[tokio::test]
+async fn stale_logins_give_their_try_back() {
+    let app = spawn_app_with(|s| {
+        s.password.memory_kib = 19456;
+        s.password.iterations = 2;
+    })
+    .await;
+    app.create_user("racer", json!({})).await;
+    let mut stale = 0;
+    for _ in 0..3 {
+        let logins = futures_util::future::join_all((0..5).map(|_| app.login_full("racer", PASSWORD)));
+        let revoke = async {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            app.delete("/api/v1/users/racer/sessions", &app.admin_token).await.expect(200);
+        };
+        let (results, ()) = tokio::join!(logins, revoke);
+        for r in &results {
+            assert!(matches!(r.status.as_u16(), 200 | 401 | 429), "{} {}", r.status, r.text);
+            stale += usize::from(r.status == 401);
+        }
+        // Whatever raced, the right password works at once afterwards.
+        app.login("racer", PASSWORD).await;
+    }
+    assert_eq!(app.count("SELECT failed_login_attempts::bigint FROM users WHERE username = 'racer'").await, 0);
+    let abandoned = app
+        .count(
+            "SELECT count(*) FROM change_log WHERE action = 'login.abandoned'
+               AND changes->>'reason' = 'credentials_changed'",
+        )
+        .await;
+    assert_eq!(abandoned as usize, stale, "every stale login is logged");
+}
