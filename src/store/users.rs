@@ -731,24 +731,27 @@ async fn reserve_attempt(pool: &PgPool, login: &str, limits: &LockoutLimits) -> 
         "WITH target AS (
              SELECT id, username, enabled, password_hash, tokens_not_before FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
-         ), now_state AS (
-             SELECT u.id,
-                    (u.locked_until IS NOT NULL AND u.locked_until <= now()) AS lock_over,
-                    (u.logins_in_flight_since IS NULL
-                     OR u.logins_in_flight_since < now() - make_interval(secs => $3)) AS flight_over
-             FROM users u JOIN target t ON t.id = u.id
          ), reserved AS (
+             -- Every condition reads `u.` itself (no CTE of the row): when
+             -- parallel attempts queue on the row lock, PostgreSQL checks
+             -- them again against the row as the previous one left it.
              UPDATE users u SET
-                failed_login_attempts = CASE WHEN n.lock_over THEN 0 ELSE u.failed_login_attempts END,
-                locked_until = CASE WHEN n.lock_over THEN NULL ELSE u.locked_until END,
-                logins_in_flight = CASE WHEN n.lock_over OR n.flight_over THEN 1 ELSE u.logins_in_flight + 1 END,
+                failed_login_attempts = CASE WHEN u.locked_until <= now() THEN 0 ELSE u.failed_login_attempts END,
+                locked_until = CASE WHEN u.locked_until <= now() THEN NULL ELSE u.locked_until END,
+                logins_in_flight = CASE WHEN u.locked_until <= now()
+                                          OR u.logins_in_flight_since IS NULL
+                                          OR u.logins_in_flight_since < now() - make_interval(secs => $3)
+                                        THEN 1 ELSE u.logins_in_flight + 1 END,
                 logins_in_flight_since = now(),
                 last_login_attempt = now()
-             FROM now_state n
-             WHERE u.id = n.id
-               AND (n.lock_over
+             FROM target t
+             WHERE u.id = t.id
+               AND (u.locked_until <= now()
                     OR (u.locked_until IS NULL
-                        AND u.failed_login_attempts + CASE WHEN n.flight_over THEN 0 ELSE u.logins_in_flight END < $2))
+                        AND u.failed_login_attempts
+                            + CASE WHEN u.logins_in_flight_since IS NULL
+                                     OR u.logins_in_flight_since < now() - make_interval(secs => $3)
+                                   THEN 0 ELSE u.logins_in_flight END < $2))
              RETURNING u.logins_in_flight
          ), no_flush AS (
              SELECT set_config('synchronous_commit', 'off', true)
