@@ -46,6 +46,7 @@ impl Modify for Security {
         api::projects::members, api::projects::set_member, api::projects::remove_member, api::projects::of_user,
         api::projects::create_request, api::projects::project_requests, api::projects::mine, api::projects::answer, api::projects::withdraw,
         crate::xnat::root, crate::xnat::version, crate::xnat::build_info, crate::xnat::data_build_info, crate::xnat::services_auth,
+        crate::xnat::schemas::list, crate::xnat::schemas::document, crate::xnat::schemas::search_elements,
         crate::xnat::jsession, crate::xnat::jsession_delete, crate::xnat::auth_status,
         crate::xnat::users::usernames, crate::xnat::users::create, crate::xnat::users::profiles, crate::xnat::users::current,
         crate::xnat::users::active, crate::xnat::users::active_of, crate::xnat::users::invalidate, crate::xnat::users::profile,

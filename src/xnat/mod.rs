@@ -3,6 +3,7 @@
 //! implemented twice: handlers here translate, then call `service::*`/`store::*`.
 
 pub mod data;
+pub mod schemas;
 pub mod users;
 
 use actix_web::cookie::{Cookie, SameSite};

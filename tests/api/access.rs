@@ -16,6 +16,7 @@ fn concrete(path: &str, victim: &str) -> String {
         .replace("{par_id}", "1")
         .replace("{flag}", "true")
         .replace("{user}", "victim")
+        .replace("{schema}", "xnat")
 }
 
 #[tokio::test]

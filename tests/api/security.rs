@@ -103,6 +103,7 @@ fn concrete(pattern: &str, target: &str) -> String {
         .replace("{flag}", "false")
         .replace("{user}", target)
         .replace("{provider}", "none")
+        .replace("{schema}", "xnat")
         .replace("{name}", "none")
 }
 

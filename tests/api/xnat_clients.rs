@@ -77,6 +77,10 @@ pub async fn python() -> &'static Path {
 /// Sets up a user, a project owned by the admin and an invitation to a
 /// second project, then runs one driver script and checks its verdict.
 async fn drive(script: &str, user: &str, project: &str) {
+    drive_with(script, user, project, &[]).await
+}
+
+async fn drive_with(script: &str, user: &str, project: &str, extra: &[&str]) {
     let py = python().await;
     let app = spawn_app().await;
     app.create_user(user, json!({"first_name": "Client", "last_name": "Tester", "verified": true})).await;
@@ -102,6 +106,7 @@ async fn drive(script: &str, user: &str, project: &str) {
         .arg(&script_path)
         .args(["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD])
         .args(["--user", user, "--user-password", PASSWORD, "--project", project, "--par-project", &par_project])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,4 +144,11 @@ async fn pyxnat_drives_registrar() {
 #[tokio::test]
 async fn xnatpy_drives_registrar() {
     drive("drive_xnatpy.py", "xpuser", "XP").await;
+}
+
+/// xnatpy's default `xnat.connect(url, user, password)`: model parsing on,
+/// built from registrar's `/xapi/schemas`.
+#[tokio::test]
+async fn xnatpy_default_connect_drives_registrar() {
+    drive_with("drive_xnatpy.py", "xmuser", "XM", &["--parse-model"]).await;
 }

@@ -78,16 +78,21 @@ class ProjectData(ProjectDataMixin, XNATObject):
 
 
 def connect(args, user, password):
+    """With --parse-model, xnatpy's default: it reads GET /xapi/schemas, each
+    GET /xapi/schemas/{name} and GET /data/search/elements, and generates its
+    classes (xnat:projectData among them) from registrar's own schemas.
+    Without, no_parse_model=True and the hand-made ProjectData above."""
     session = xnat.connect(
         args.url,
         user=user,
         password=password,
-        no_parse_model=True,
+        no_parse_model=not args.parse_model,
         default_timeout=args.timeout,
         pilot_timeout=args.timeout,
         loglevel="WARNING",
     )
-    session.XNAT_CLASS_LOOKUP["xnat:projectData"] = ProjectData
+    if not args.parse_model:
+        session.XNAT_CLASS_LOOKUP["xnat:projectData"] = ProjectData
     return session
 
 
@@ -115,6 +120,8 @@ def main():
     ap.add_argument("--project", required=True)
     ap.add_argument("--par-project", default=None, help="project the user is invited to (default <project>_PAR)")
     ap.add_argument("--timeout", type=float, default=15.0, help="per-request timeout in seconds")
+    ap.add_argument("--parse-model", action="store_true",
+                    help="connect in xnatpy's default mode (build the model from the server's schemas)")
     ap.add_argument("--deadline", type=int, default=180, help="whole-run limit in seconds")
     args = ap.parse_args()
     par_project = args.par_project or args.project + "_PAR"
@@ -159,6 +166,14 @@ def main():
     project = projects[args.project]
     check("project.id", project.id == args.project, project.id)
     check("project.uri", project.uri == "/data/projects/" + args.project, project.uri)
+    if args.parse_model:
+        generated = admin.XNAT_CLASS_LOOKUP.get("xnat:projectData")
+        check("the model generated xnat:projectData from registrar's schema",
+              generated is not None and generated is not ProjectData, generated)
+        check("the project is an instance of the generated class", isinstance(project, generated), type(project))
+        check("project.name (a field the schema declares) reads the listing", isinstance(project.name, str)
+              and project.name != "", repr(project.name))
+        check("projects can be looked up by name too", project.name in projects, list(projects.keys()))
     project.set_access(args.user, "Members")
 
     # e) the project's users: GET /data/projects/{P}/users?format=json.
