@@ -121,6 +121,7 @@ async fn drive_with(script: &str, user: &str, project: &str, extra: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     let verdict = stdout.lines().last().unwrap_or_default();
+    println!("{script} {extra:?}: {verdict}");
     assert!(verdict.ends_with("passed, 0 failed") && !verdict.starts_with("0 "), "{script}: {stdout}\n{stderr}");
     // What the clients did is in the database, not only in their output.
     let member: i64 = sqlx::query_scalar(
