@@ -19,6 +19,7 @@ use crate::bootstrap::bootstrap;
 use crate::config::Settings;
 use crate::domain::Permission::{Admin, UserManagement};
 use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
+use crate::mlte;
 use crate::state::{AppState, InFlight};
 use crate::xnat;
 
@@ -108,6 +109,29 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/data/version", Public, web::get().to(xnat::version)),
         r(M::GET, "/xapi/siteConfig/buildInfo", Public, web::get().to(xnat::build_info)),
         r(M::GET, "/data/buildInfo", Public, web::get().to(xnat::data_build_info)),
+        // MLTE's user API (`mlte::*`). `PUT /api/user` and `PUT /api/group`
+        // name their target in the body: their handlers check the resource
+        // permission (`service::permissions::authorize`) themselves.
+        r(M::POST, "/api/token", Public, web::post().to(mlte::token)),
+        r(M::GET, "/api/user", ResourceOr("user", UserManagement), web::get().to(mlte::list_users)),
+        r(M::POST, "/api/user", ResourceOr("user", UserManagement), web::post().to(mlte::create_user)),
+        r(M::PUT, "/api/user", Authenticated, web::put().to(mlte::edit_user)),
+        r(M::GET, "/api/users/details", ResourceOr("user", UserManagement), web::get().to(mlte::users_details)),
+        r(M::GET, "/api/user/me", Authenticated, web::get().to(mlte::read_me)),
+        r(M::GET, "/api/user/me/models", Authenticated, web::get().to(mlte::my_models)),
+        r(M::GET, "/api/user/{username}", ResourceOr("user", UserManagement), web::get().to(mlte::read_user)),
+        r(M::DELETE, "/api/user/{username}", ResourceOr("user", UserManagement), web::delete().to(mlte::delete_user)),
+        r(M::GET, "/api/user/{username}/models", ResourceOr("user", UserManagement), web::get().to(mlte::user_models)),
+        r(M::GET, "/api/group", ResourceOr("group", UserManagement), web::get().to(mlte::list_groups)),
+        r(M::POST, "/api/group", ResourceOr("group", UserManagement), web::post().to(mlte::create_group)),
+        r(M::PUT, "/api/group", Authenticated, web::put().to(mlte::edit_group)),
+        r(M::GET, "/api/groups/details", ResourceOr("group", UserManagement), web::get().to(mlte::groups_details)),
+        r(M::GET, "/api/group/{name}", ResourceOr("group", UserManagement), web::get().to(mlte::read_group)),
+        r(M::DELETE, "/api/group/{name}", ResourceOr("group", UserManagement), web::delete().to(mlte::delete_group)),
+        r(M::GET, "/api/groups/permissions", Authenticated, web::get().to(mlte::list_permissions)),
+        r(M::GET, "/api/groups/permissions/details", Authenticated, web::get().to(mlte::permissions_details)),
+        r(M::GET, "/api/groups/permissions/{alias}", Authenticated, web::get().to(mlte::permissions_alias)),
+        r(M::GET, "/api/groups/permission/{permission}", Authenticated, web::get().to(mlte::read_permission)),
         r(M::GET, "/xapi/schemas", Authenticated, web::get().to(xnat::schemas::list)),
         r(M::GET, "/xapi/schemas/{schema}", Authenticated, web::get().to(xnat::schemas::document)),
         r(M::GET, "/data/search/elements", Authenticated, web::get().to(xnat::schemas::search_elements)),

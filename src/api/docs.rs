@@ -47,6 +47,12 @@ impl Modify for Security {
         api::projects::create_request, api::projects::project_requests, api::projects::mine, api::projects::answer, api::projects::withdraw,
         crate::xnat::root, crate::xnat::version, crate::xnat::build_info, crate::xnat::data_build_info, crate::xnat::services_auth,
         crate::xnat::schemas::list, crate::xnat::schemas::document, crate::xnat::schemas::search_elements,
+        crate::mlte::token, crate::mlte::list_users, crate::mlte::create_user, crate::mlte::edit_user,
+        crate::mlte::users_details, crate::mlte::read_me, crate::mlte::my_models, crate::mlte::read_user,
+        crate::mlte::delete_user, crate::mlte::user_models, crate::mlte::list_groups, crate::mlte::create_group,
+        crate::mlte::edit_group, crate::mlte::groups_details, crate::mlte::read_group, crate::mlte::delete_group,
+        crate::mlte::list_permissions, crate::mlte::permissions_details, crate::mlte::permissions_alias,
+        crate::mlte::read_permission,
         crate::xnat::jsession, crate::xnat::jsession_delete, crate::xnat::auth_status,
         crate::xnat::users::usernames, crate::xnat::users::create, crate::xnat::users::profiles, crate::xnat::users::current,
         crate::xnat::users::active, crate::xnat::users::active_of, crate::xnat::users::invalidate, crate::xnat::users::profile,
@@ -90,7 +96,7 @@ pub fn document() -> &'static Value {
 /// Adds the error answers every operation can give (by its access rule and
 /// method) to the ones its handler documents, so clients (and schemathesis'
 /// status-code check) know them all. Errors are `ErrorBody` JSON, except
-/// XNAT's plain-text 401 under `/data`.
+/// XNAT's plain-text 401 under `/data` and MLTE's shapes under `/api/`.
 fn document_errors(
     op: &mut serde_json::Map<String, Value>,
     method: &actix_web::http::Method,
@@ -133,6 +139,16 @@ fn document_errors(
         }
         let content = if code == "401" && path.starts_with("/data") {
             serde_json::json!({"text/plain": {"schema": {"type": "string"}}})
+        } else if path.starts_with("/api/") && !path.starts_with("/api/v1/") {
+            // MLTE's API: its handlers answer MLTE's `{"detail"}` (the token
+            // endpoint OAuth's `{"error", "error_description"}`); the guard,
+            // the extractors and the limits answer registrar's `ErrorBody`.
+            serde_json::json!({"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/ErrorBody"},
+                {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+                {"type": "object", "required": ["error"],
+                 "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}}
+            ]}}})
         } else {
             serde_json::json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}})
         };

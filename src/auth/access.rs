@@ -38,6 +38,12 @@ pub enum Rule {
     /// Any member (owner, member, collaborator) of the `{project}`, or
     /// holders of the permission.
     ProjectReaderOr(Permission),
+    /// Holders of a resource permission (`store::permissions`) on this
+    /// resource type for the request's method, on the resource the
+    /// `{username}` or `{name}` path segment names (every resource when
+    /// there is none); the user themself for reading a user; or holders of
+    /// the permission.
+    ResourceOr(&'static str, Permission),
 }
 
 impl Rule {
@@ -49,6 +55,7 @@ impl Rule {
             Rule::SelfOr(p) => format!("self-or-permission:{p}"),
             Rule::ProjectOwnerOr(p) => format!("project-owner-or-permission:{p}"),
             Rule::ProjectReaderOr(p) => format!("project-member-or-permission:{p}"),
+            Rule::ResourceOr(kind, p) => format!("resource:{kind}-or-permission:{p}"),
         }
     }
 }
@@ -178,6 +185,15 @@ async fn authorize(
         Rule::Public | Rule::Authenticated => true,
         Rule::Permission(p) => principal.has(p),
         Rule::SelfOr(p) => principal.has(p) || param(req, "username").is_some_and(|u| principal.is(&u)),
+        Rule::ResourceOr(_, p) if principal.has(p) => true,
+        Rule::ResourceOr(kind, _) => {
+            let wanted = crate::store::permissions::Permission {
+                resource_type: kind.to_string(),
+                resource_id: param(req, "username").or_else(|| param(req, "name")),
+                method: req.method().as_str().to_ascii_lowercase(),
+            };
+            crate::service::permissions::allows(&state.pool, principal, &wanted).await?
+        }
         Rule::ProjectOwnerOr(p) | Rule::ProjectReaderOr(p) if principal.has(p) => true,
         Rule::ProjectOwnerOr(_) | Rule::ProjectReaderOr(_) => match param(req, "project") {
             None => false,
@@ -197,7 +213,7 @@ async fn authorize(
     }
     // One rule for every write whose target is a user account: an account
     // holding Administrator is managed by administrators only.
-    if writes(req.method()) && matches!(rule, Rule::SelfOr(_) | Rule::Permission(_)) {
+    if writes(req.method()) && matches!(rule, Rule::SelfOr(_) | Rule::Permission(_) | Rule::ResourceOr("user", _)) {
         if let Some(target) = param(req, "username") {
             if !may_act_on(&state.pool, principal, &target).await? {
                 log_denied(state, req, principal, pattern).await;

@@ -26,3 +26,34 @@ pub async fn apply_groups(
     tx.commit().await?;
     Ok(results)
 }
+
+/// Makes a user's plain groups exactly `wanted` (project groups are left
+/// alone: their levels change through the project), inside the caller's
+/// transaction. Needs USER_MANAGEMENT; an administrator's only by an
+/// administrator.
+pub async fn set_plain_groups_in(
+    tx: &mut sqlx::PgConnection,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    wanted: &[String],
+) -> Result<()> {
+    if !caller.has(crate::domain::Permission::UserManagement) {
+        return Err(crate::domain::Error::forbidden("changing a user's groups needs USER_MANAGEMENT"));
+    }
+    let user = crate::store::users::get(tx, username, false).await?;
+    crate::service::users::require_admin_for(caller, &user)?;
+    let current = groups::of_user(tx, user.id).await?;
+    for g in wanted {
+        if !current.iter().any(|c| c.eq_ignore_ascii_case(g)) {
+            groups::add(tx, audit, &user.username, g).await?;
+        }
+    }
+    for c in &current {
+        let plain = groups::get(tx, c).await?.project_id.is_none();
+        if plain && !wanted.iter().any(|g| g.eq_ignore_ascii_case(c)) {
+            groups::remove(tx, audit, &user.username, c).await?;
+        }
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod access_requests;
 pub mod auth;
 pub mod memberships;
 pub mod oidc;
+pub mod permissions;
 pub mod projects;
 pub mod users;
 

@@ -121,6 +121,19 @@ pub async fn create_user(
     Ok(user)
 }
 
+/// `create_user` inside the caller's transaction, for front ends that write
+/// more in the same request (MLTE's groups of the new user).
+pub async fn create_user_in(
+    tx: &mut sqlx::PgConnection,
+    hasher: &Hasher,
+    caller: &Principal,
+    audit: &Audit,
+    body: CreateUser,
+) -> Result<User> {
+    let new = new_user(hasher, caller, body).await?;
+    users::create(tx, audit, new).await
+}
+
 /// The update rules, shared by the native and XNAT APIs. Returns the user
 /// and whether anything changed. Privileged fields count only when their
 /// value would change (clients send whole objects back). `reset_to` is a
@@ -128,6 +141,21 @@ pub async fn create_user(
 /// `password`), written in the same transaction after every check passed.
 pub async fn update_user(
     pool: &PgPool,
+    caller: &Principal,
+    audit: &Audit,
+    name: &str,
+    body: UpdateUser,
+    reset_to: Option<String>,
+) -> Result<(User, bool)> {
+    let mut tx = pool.begin().await?;
+    let out = update_user_in(&mut tx, caller, audit, name, body, reset_to).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// `update_user` inside the caller's transaction.
+pub async fn update_user_in(
+    tx: &mut sqlx::PgConnection,
     caller: &Principal,
     audit: &Audit,
     name: &str,
@@ -142,8 +170,7 @@ pub async fn update_user(
         verified: body.verified,
         admin: body.admin,
     };
-    let mut tx = pool.begin().await?;
-    let target = users::get(&mut tx, name, false).await?;
+    let target = users::get(tx, name, false).await?;
     let admin_change = patch.admin.is_some_and(|a| a != target.admin());
     let privileged = admin_change
         || patch.enabled.is_some_and(|e| e != target.enabled)
@@ -156,12 +183,11 @@ pub async fn update_user(
         return Err(Error::forbidden("only an administrator may change the admin flag"));
     }
     require_admin_for(caller, &target)?;
-    let user = users::update(&mut tx, audit, name, patch).await?;
+    let user = users::update(tx, audit, name, patch).await?;
     let reset = reset_to.is_some();
     if let Some(hash) = reset_to {
-        write_reset(&mut tx, audit, &user, hash).await?;
+        write_reset(tx, audit, &user, hash).await?;
     }
-    tx.commit().await?;
     let changed = reset || user.last_modified != target.last_modified;
     Ok((user, changed))
 }

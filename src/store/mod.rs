@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod db;
 pub mod groups;
 pub mod identities;
+pub mod permissions;
 pub mod projects;
 pub mod roles;
 pub mod sessions;

@@ -10,6 +10,7 @@ mod bad_input;
 mod foundation;
 mod fuzz;
 mod hardening;
+mod mlte_client;
 mod oidc;
 mod projects;
 mod scaleout;

@@ -25,53 +25,56 @@ fn run(cmd: &mut std::process::Command, what: &str) {
 }
 
 pub async fn python() -> &'static Path {
-    PYTHON
-        .get_or_init(|| async {
-            if let Ok(p) = std::env::var("REGISTRAR_XNAT_PYTHON") {
-                return PathBuf::from(p);
+    PYTHON.get_or_init(|| venv("REGISTRAR_XNAT_PYTHON", "xnat-venv", "xnat_clients")).await
+}
+
+/// The python of `target/{name}`, created (or brought up to date) from
+/// `tests/{requirements_dir}/requirements.txt`; `env_override` names a
+/// variable that points at a ready python instead.
+pub async fn venv(env_override: &str, name: &str, requirements_dir: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_override) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join(name);
+    let py = venv.join("bin").join("python");
+    let reqs = root.join("tests").join(requirements_dir).join("requirements.txt");
+    let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
+    let marker = venv.join(".installed");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        tokio::task::spawn_blocking(move || {
+            let venv_ok = std::process::Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !venv_ok {
+                // A bare Debian: Python's venv comes in its own package.
+                run(std::process::Command::new("apt-get").args(["update", "-q"]), "apt-get update");
+                run(
+                    std::process::Command::new("apt-get")
+                        .args(["install", "-y", "-q", "python3", "python3-venv", "python3-pip"])
+                        .env("DEBIAN_FRONTEND", "noninteractive"),
+                    "apt-get install python3-venv",
+                );
+                run(
+                    std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
+                    "python3 -m venv",
+                );
             }
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let venv = root.join("target").join("xnat-venv");
-            let py = venv.join("bin").join("python");
-            let reqs = root.join("tests").join("xnat_clients").join("requirements.txt");
-            let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
-            let marker = venv.join(".installed");
-            if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-                tokio::task::spawn_blocking(move || {
-                    let venv_ok = std::process::Command::new("python3")
-                        .args(["-m", "venv", "--clear"])
-                        .arg(&venv)
-                        .stdin(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    if !venv_ok {
-                        // A bare Debian: Python's venv comes in its own package.
-                        run(std::process::Command::new("apt-get").args(["update", "-q"]), "apt-get update");
-                        run(
-                            std::process::Command::new("apt-get")
-                                .args(["install", "-y", "-q", "python3", "python3-venv", "python3-pip"])
-                                .env("DEBIAN_FRONTEND", "noninteractive"),
-                            "apt-get install python3-venv",
-                        );
-                        run(
-                            std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
-                            "python3 -m venv",
-                        );
-                    }
-                    run(
-                        std::process::Command::new(venv.join("bin").join("python"))
-                            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-                            .arg(&reqs),
-                        "pip install the XNAT clients",
-                    );
-                    std::fs::write(&marker, wanted).expect("write marker");
-                })
-                .await
-                .expect("join");
-            }
-            py
+            run(
+                std::process::Command::new(venv.join("bin").join("python"))
+                    .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                    .arg(&reqs),
+                "pip install the client",
+            );
+            std::fs::write(&marker, wanted).expect("write marker");
         })
         .await
+        .expect("join");
+    }
+    py
 }
 
 /// Sets up a user, a project owned by the admin and an invitation to a

@@ -1,0 +1,58 @@
+//! Resource permissions: who may do what to a resource, for the front ends
+//! that speak in resources (the MLTE API).
+
+use sqlx::PgPool;
+
+use crate::auth::principal::Principal;
+use crate::domain::{Error, Permission as Grant, Result};
+use crate::store::permissions::{self, Permission};
+
+/// Whether `caller` may do `wanted`: an administrator may do anything; a
+/// USER_MANAGEMENT holder may manage users and groups; everybody may read
+/// and edit their own user; otherwise a permission held through a group
+/// must allow it (no id: every resource; `any`: every method). 403 if not.
+pub async fn authorize(pool: &PgPool, caller: &Principal, wanted: &Permission) -> Result<()> {
+    if allows(pool, caller, wanted).await? {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "you may not {} {} {}",
+        wanted.method,
+        wanted.resource_type,
+        wanted.resource_id.as_deref().unwrap_or("(any)")
+    )))
+}
+
+/// `authorize` as a yes or no (the access guard's `Rule::ResourceOr`).
+pub async fn allows(pool: &PgPool, caller: &Principal, wanted: &Permission) -> Result<bool> {
+    if caller.is_admin() {
+        return Ok(true);
+    }
+    let kind = wanted.resource_type.as_str();
+    if matches!(kind, "user" | "group") && caller.has(Grant::UserManagement) {
+        return Ok(true);
+    }
+    let own = kind == "user"
+        && wanted.resource_id.as_deref().is_some_and(|u| caller.is(u))
+        && matches!(wanted.method.as_str(), "get" | "put");
+    if own {
+        return Ok(true);
+    }
+    let held = permissions::of_user(pool, caller.user_id).await?;
+    Ok(held.iter().any(|p| p.allows(wanted)))
+}
+
+/// The model ids `user` may read: those named by a permission they hold on
+/// `model` with `get` or `any` (every id named in any permission for an
+/// administrator; registrar keeps no list of models of its own).
+pub async fn readable_models(pool: &PgPool, user: &crate::store::users::User) -> Result<Vec<String>> {
+    let named = if user.admin() { permissions::list(pool).await? } else { permissions::of_user(pool, user.id).await? };
+    let mut ids: Vec<String> = named
+        .into_iter()
+        .filter(|p| p.resource_type == "model" && matches!(p.method.as_str(), "get" | "any"))
+        .filter_map(|p| p.resource_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
