@@ -41,6 +41,7 @@ impl Modify for Security {
         api::change_log::about, api::change_log::actions, api::change_log::all,
         api::meta::permissions, api::meta::roles,
         api::groups::list, api::groups::create, api::groups::read, api::groups::delete, api::groups::members,
+        api::groups::permissions, api::groups::set_permissions, api::groups::resource_permissions,
         api::groups::of_user, api::groups::add_many, api::groups::remove_many, api::groups::add_one, api::groups::remove_one,
         api::projects::list, api::projects::create, api::projects::read, api::projects::update, api::projects::delete,
         api::projects::members, api::projects::set_member, api::projects::remove_member, api::projects::of_user,

@@ -206,3 +206,51 @@ async fn one(
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(list))
 }
+
+/// Every registered resource permission (what groups may hold). Authenticated.
+#[utoipa::path(get, path = "/api/v1/resource-permissions", tag = "groups",
+    responses((status = 200, body = [crate::store::permissions::Permission])))]
+pub async fn resource_permissions(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(crate::store::permissions::list(&state.pool).await?))
+}
+
+/// The resource permissions a group holds. Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path)),
+    responses((status = 200, body = [crate::store::permissions::Permission])))]
+pub async fn permissions(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let mut conn = state.pool.acquire().await?;
+    let g = groups::get(&mut conn, &path).await?;
+    Ok(HttpResponse::Ok().json(crate::store::permissions::of_group(&mut conn, &g.name).await?))
+}
+
+/// The body of `PUT /api/v1/groups/{group}/permissions`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPermissions {
+    /// Every permission the group is to hold (at most 1,000).
+    pub permissions: Vec<crate::store::permissions::Permission>,
+}
+
+/// Replaces the resource permissions a group holds (logged as
+/// `group.permissions_changed`). Needs USER_MANAGEMENT.
+#[utoipa::path(put, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path)),
+    request_body = GroupPermissions, responses((status = 200, body = [crate::store::permissions::Permission])))]
+pub async fn set_permissions(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Json<GroupPermissions>,
+) -> ApiResult<HttpResponse> {
+    let wanted = crate::service::permissions::checked(&body.permissions)?;
+    let mut tx = state.pool.begin().await?;
+    let g = groups::get(&mut tx, &path).await?;
+    crate::store::permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
+    let held = crate::store::permissions::of_group(&mut tx, &g.name).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(held))
+}

@@ -391,9 +391,7 @@ pub async fn my_models(caller: Caller, state: web::Data<AppState>) -> MResult<Ht
 // ---------------------------------------------------------------- groups
 
 fn checked_permissions(list: &[Permission]) -> MResult<Vec<Permission>> {
-    list.iter()
-        .map(|p| Permission::parse(&p.resource_type, p.resource_id.as_deref(), &p.method).map_err(MlteError::from))
-        .collect()
+    Ok(service::permissions::checked(list)?)
 }
 
 /// `GET /api/group`: every group name. Permission `group-get`.

@@ -56,3 +56,11 @@ pub async fn readable_models(pool: &PgPool, user: &crate::store::users::User) ->
     ids.dedup();
     Ok(ids)
 }
+
+/// Checks every permission of a request (at most 1,000 of them).
+pub fn checked(list: &[Permission]) -> Result<Vec<Permission>> {
+    if list.len() > 1000 {
+        return Err(Error::invalid("too_many_permissions", "give at most 1,000 permissions").on_field("permissions"));
+    }
+    list.iter().map(|p| Permission::parse(&p.resource_type, p.resource_id.as_deref(), &p.method)).collect()
+}

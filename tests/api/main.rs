@@ -12,6 +12,7 @@ mod fuzz;
 mod hardening;
 mod mlte_client;
 mod oidc;
+mod permissions;
 mod projects;
 mod scaleout;
 mod security;
