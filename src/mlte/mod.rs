@@ -153,18 +153,14 @@ pub struct MlteUserIn {
     username: String,
     email: Option<String>,
     full_name: Option<String>,
-    #[serde(default)]
-    disabled: bool,
-    #[serde(default = "regular")]
-    role: String,
-    #[serde(default)]
-    groups: Vec<MlteGroup>,
+    /// Left out: unchanged on an edit, `false` on a creation.
+    disabled: Option<bool>,
+    /// `admin` or `regular`; left out: unchanged on an edit, `regular` on a creation.
+    role: Option<String>,
+    /// Left out: unchanged on an edit, none on a creation.
+    groups: Option<Vec<MlteGroup>>,
     #[schema(value_type = Option<String>, format = Password)]
     password: Option<SecretString>,
-}
-
-fn regular() -> String {
-    "regular".into()
 }
 
 /// A user as MLTE answers it.
@@ -265,15 +261,15 @@ pub async fn create_user(
         first_name,
         last_name,
         password: b.password,
-        enabled: !b.disabled,
+        enabled: !b.disabled.unwrap_or(false),
         verified: false,
-        admin: role_of(&b.role)?,
+        admin: role_of(b.role.as_deref().unwrap_or("regular"))?,
         roles: Vec::new(),
     };
     let mut tx = state.pool.begin().await?;
     let user = service::users::create_user_in(&mut tx, &state.hasher, &caller.0, &audit, create).await?;
-    if !b.groups.is_empty() {
-        service::memberships::set_plain_groups_in(&mut tx, &caller.0, &audit, &user.username, &group_names(&b.groups))
+    if let Some(wanted) = b.groups.as_deref().filter(|g| !g.is_empty()) {
+        service::memberships::set_plain_groups_in(&mut tx, &caller.0, &audit, &user.username, &group_names(wanted))
             .await?;
     }
     let user = users::get_by_id(&mut tx, user.id).await?;
@@ -300,6 +296,7 @@ pub async fn edit_user(
     authorize(&state, &caller.0, "user", Some(&name), "put").await?;
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
+    service::permissions::may_touch_account(&caller.0, &target, &state.role_permissions.of(&target.roles))?;
     let reset_to = match b.password {
         Some(pw) => Some(service::users::reset_hash(&state.hasher, &caller.0, &target, pw).await?),
         None => None,
@@ -315,13 +312,13 @@ pub async fn edit_user(
         email: b.email,
         first_name,
         last_name,
-        enabled: Some(!b.disabled),
+        enabled: b.disabled.map(|d| !d),
         verified: None,
-        admin: Some(role_of(&b.role)?),
+        admin: b.role.as_deref().map(role_of).transpose()?,
     };
     let (user, _) = service::users::update_user_in(&mut tx, &caller.0, &audit, &name, patch, reset_to).await?;
-    if caller.0.has(crate::domain::Permission::UserManagement) {
-        service::memberships::set_plain_groups_in(&mut tx, &caller.0, &audit, &user.username, &group_names(&b.groups))
+    if let Some(wanted) = b.groups.as_deref().filter(|_| caller.0.has(crate::domain::Permission::UserManagement)) {
+        service::memberships::set_plain_groups_in(&mut tx, &caller.0, &audit, &user.username, &group_names(wanted))
             .await?;
     }
     let user = users::get_by_id(&mut tx, user.id).await?;
@@ -363,7 +360,7 @@ pub async fn delete_user(
     if target.id == caller.0.user_id {
         return Err(ApiError::forbidden("you cannot delete your own account").with_code("self_destructive").into());
     }
-    service::users::require_admin_for(&caller.0, &target)?;
+    service::permissions::may_touch_account(&caller.0, &target, &state.role_permissions.of(&target.roles))?;
     let out = user_out(&mut tx, target).await?;
     users::delete(&mut tx, &audit, &name).await?;
     tx.commit().await?;
@@ -417,7 +414,7 @@ pub async fn groups_details(_caller: Caller, state: web::Data<AppState>) -> MRes
 #[utoipa::path(post, path = "/api/group", tag = "mlte", request_body = MlteGroup,
     responses((status = 200, body = MlteGroup), (status = 409, description = "exists")))]
 pub async fn create_group(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
     body: web::Json<MlteGroup>,
@@ -425,6 +422,7 @@ pub async fn create_group(
     let name = crate::domain::parse_group_name(body.name.trim())?;
     let wanted = checked_permissions(&body.permissions)?;
     let mut tx = state.pool.begin().await?;
+    service::permissions::may_grant(&state.pool, &caller.0, &[], &wanted).await?;
     let g = groups::create(&mut tx, &audit, &name, &name).await?;
     permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
     let out = group_out(&mut tx, &g.name).await?;
@@ -445,6 +443,8 @@ pub async fn edit_group(
     let wanted = checked_permissions(&body.permissions)?;
     let mut tx = state.pool.begin().await?;
     let g = groups::get(&mut tx, &body.name).await?;
+    let before = permissions::of_group(&mut tx, &g.name).await?;
+    service::permissions::may_grant(&state.pool, &caller.0, &before, &wanted).await?;
     permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
     let out = group_out(&mut tx, &g.name).await?;
     tx.commit().await?;
@@ -480,20 +480,20 @@ pub async fn delete_group(
 // ---------------------------------------------------------------- permissions
 
 /// `GET /api/groups/permissions`: every registered permission, by key
-/// (`type-method[-id]`). Authenticated.
+/// (`type-method[-id]`). Permission `group-get`, or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/groups/permissions", tag = "mlte", responses((status = 200, body = [String])))]
 pub async fn list_permissions(_caller: Caller, state: web::Data<AppState>) -> MResult<HttpResponse> {
     let keys: Vec<String> = permissions::list(&state.pool).await?.iter().map(Permission::key).collect();
     Ok(HttpResponse::Ok().json(keys))
 }
 
-/// `GET /api/groups/permissions/details`: every registered permission. Authenticated.
+/// `GET /api/groups/permissions/details`: every registered permission. Permission `group-get`, or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/groups/permissions/details", tag = "mlte", responses((status = 200, body = [Permission])))]
 pub async fn permissions_details(_caller: Caller, state: web::Data<AppState>) -> MResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(permissions::list(&state.pool).await?))
 }
 
-/// `GET /api/groups/permission/{permission}`: one permission by key. Authenticated.
+/// `GET /api/groups/permission/{permission}`: one permission by key. Permission `group-get`, or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/groups/permission/{permission}", tag = "mlte", params(("permission" = String, Path)),
     responses((status = 200, body = Permission), (status = 404, description = "not registered")))]
 pub async fn read_permission(
@@ -503,14 +503,15 @@ pub async fn read_permission(
 ) -> MResult<HttpResponse> {
     let p = Permission::from_key(&path)?;
     if !permissions::exists(&state.pool, &p).await? {
-        return Err(ApiError::not_found("permission_not_found", format!("permission {} not found.", path)).into());
+        let shown: String = path.chars().take(100).collect();
+        return Err(ApiError::not_found("permission_not_found", format!("permission {shown} not found.")).into());
     }
     Ok(HttpResponse::Ok().json(p))
 }
 
 /// `GET /api/groups/permissions/{alias}`: where mlte 2.7.0's client sends
 /// the two calls above (it writes the `/` of its ids as `---`):
-/// `s---permissions---details` and `s---permission---{permission}`. Authenticated.
+/// `s---permissions---details` and `s---permission---{permission}`. Permission `group-get`, or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/groups/permissions/{alias}", tag = "mlte", params(("alias" = String, Path)),
     responses((status = 200, description = "as the call it stands for"), (status = 404, description = "unknown")))]
 pub async fn permissions_alias(
@@ -524,6 +525,6 @@ pub async fn permissions_alias(
     }
     match alias.strip_prefix("s---permission---") {
         Some(key) => read_permission(caller, state, web::Path::from(key.to_string())).await,
-        None => Err(ApiError::not_found("not_found", format!("{alias} not found.")).into()),
+        None => Err(ApiError::not_found("not_found", "no such permission route").into()),
     }
 }

@@ -45,9 +45,18 @@ pub async fn set_plain_groups_in(
     crate::service::users::require_admin_for(caller, &user)?;
     let current = groups::of_user(tx, user.id).await?;
     for g in wanted {
-        if !current.iter().any(|c| c.eq_ignore_ascii_case(g)) {
-            groups::add(tx, audit, &user.username, g).await?;
+        if current.iter().any(|c| c.eq_ignore_ascii_case(g)) {
+            continue;
         }
+        // A project's level is granted through the project (its owners and
+        // rules), never as a plain group.
+        if groups::get(tx, g).await?.project_id.is_some() {
+            return Err(crate::domain::Error::conflict(
+                "project_group",
+                format!("'{g}' is a project's group: project levels change through the project"),
+            ));
+        }
+        groups::add(tx, audit, &user.username, g).await?;
     }
     for c in &current {
         let plain = groups::get(tx, c).await?.project_id.is_none();

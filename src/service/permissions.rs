@@ -64,3 +64,40 @@ pub fn checked(list: &[Permission]) -> Result<Vec<Permission>> {
     }
     list.iter().map(|p| Permission::parse(&p.resource_type, p.resource_id.as_deref(), &p.method)).collect()
 }
+
+/// Whether `caller` may make a group hold `after` instead of `before`:
+/// USER_MANAGEMENT may grant anything; anyone else (a holder of `group`
+/// `put`) may only remove, or add permissions they hold themselves, and
+/// never on the `user` or `group` types (those are user management).
+pub async fn may_grant(pool: &PgPool, caller: &Principal, before: &[Permission], after: &[Permission]) -> Result<()> {
+    if caller.is_admin() || caller.has(Grant::UserManagement) {
+        return Ok(());
+    }
+    let held = permissions::of_user(pool, caller.user_id).await?;
+    for p in after.iter().filter(|p| !before.contains(p)) {
+        let managed = matches!(p.resource_type.as_str(), "user" | "group");
+        if managed || !held.iter().any(|h| h.allows(p)) {
+            return Err(Error::forbidden(format!(
+                "you may grant only permissions you hold yourself, and none on users or groups ({})",
+                p.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a resource permission lets its holder do to another account stops
+/// at accounts that manage users: changing or deleting an account holding
+/// ADMIN or USER_MANAGEMENT takes USER_MANAGEMENT (an administrator's,
+/// ADMIN; see `users::require_admin_for`).
+pub fn may_touch_account(
+    caller: &Principal,
+    target: &crate::store::users::User,
+    target_grants: &[Grant],
+) -> Result<()> {
+    let manages = target_grants.iter().any(|g| matches!(g, Grant::Admin | Grant::UserManagement));
+    if manages && target.id != caller.user_id && !caller.has(Grant::UserManagement) {
+        return Err(Error::forbidden("only a user manager may change or delete an account that manages users"));
+    }
+    crate::service::users::require_admin_for(caller, target)
+}

@@ -132,6 +132,11 @@ pub async fn of_user<'e>(exec: impl sqlx::PgExecutor<'e>, user: Uuid) -> Result<
 /// Makes `group` hold exactly `wanted` (registering permissions not seen
 /// before), logged as `group.permissions_changed` with before and after.
 pub async fn set_for_group(conn: &mut PgConnection, audit: &Audit, group: &str, wanted: &[Permission]) -> Result<()> {
+    if crate::store::groups::get(conn, group).await?.project_id.is_some() {
+        // Project owners control those memberships; user-level powers must
+        // not ride on them.
+        return Err(Error::conflict("project_group", "a project's groups hold no resource permissions"));
+    }
     let before = of_group(conn, group).await?;
     let mut after: Vec<Permission> = wanted.to_vec();
     after.sort();
@@ -165,6 +170,14 @@ pub async fn set_for_group(conn: &mut PgConnection, audit: &Audit, group: &str, 
         &types,
         &ids,
         &methods,
+    )
+    .execute(&mut *conn)
+    .await?;
+    // Permissions on one resource that no group holds any longer go (the
+    // ones on every resource of a type stay registered).
+    sqlx::query!(
+        "DELETE FROM resource_permissions p WHERE p.resource_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM group_permissions gp WHERE gp.permission_id = p.id)"
     )
     .execute(&mut *conn)
     .await?;
