@@ -59,7 +59,9 @@ impl Principal {
         self.permissions.contains(&Permission::Admin)
     }
     pub fn is(&self, username: &str) -> bool {
-        username == crate::domain::ME || username.eq_ignore_ascii_case(&self.username)
+        username == crate::domain::ME
+            || username.eq_ignore_ascii_case(&self.username)
+            || crate::domain::user_id_in(username) == Some(self.user_id)
     }
 }
 

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 mod error;
 pub use error::{Error, Result};
 
+/// A user's id where a username is accepted: the canonical hyphenated
+/// form only (36 characters), which no username may take.
+pub fn user_id_in(raw: &str) -> Option<uuid::Uuid> {
+    (raw.len() == 36).then(|| uuid::Uuid::try_parse(raw).ok()).flatten()
+}
+
 /// The reserved name that means "the caller" wherever a username is accepted.
 pub const ME: &str = "me";
 
@@ -36,6 +42,10 @@ impl Username {
         }
         if raw.eq_ignore_ascii_case(ME) {
             return Err(Error::reserved("reserved_username", "'me' is reserved and can't be used as a username"));
+        }
+        if user_id_in(raw).is_some() {
+            // Wherever a username is accepted, a user's id is too.
+            return Err(Error::reserved("reserved_username", "a username cannot have the form of a user id (a UUID)"));
         }
         if RESERVED_USERNAMES.iter().any(|w| raw.eq_ignore_ascii_case(w)) || raw.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Error::reserved(

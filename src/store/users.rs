@@ -154,8 +154,17 @@ pub async fn name_by_xdat_id(conn: &mut PgConnection, id: i32) -> Result<Option<
     Ok(sqlx::query_scalar!("SELECT username FROM users WHERE xdat_user_id = $1", id).fetch_optional(conn).await?)
 }
 
-/// Reads a user by name, 404 if absent. `FOR UPDATE` when `lock` is set.
+/// Reads a user by name or id (`domain::user_id_in`), 404 if absent. `FOR
+/// UPDATE` when `lock` is set.
 pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, Error> {
+    if let Some(id) = crate::domain::user_id_in(username) {
+        let user = if lock {
+            select_users!("FROM users u WHERE u.id = $1 FOR UPDATE", id).fetch_optional(conn).await?
+        } else {
+            select_users!("FROM users u WHERE u.id = $1", id).fetch_optional(conn).await?
+        };
+        return user.ok_or_else(|| not_found(username));
+    }
     let Some(key) = name_key(username) else { return Err(not_found(username)) };
     let user = if lock {
         select_users!("FROM users u WHERE lower(u.username) = $1 FOR UPDATE", key).fetch_optional(conn).await?
@@ -168,6 +177,9 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
 /// Whether the user named `username` (case-insensitive) holds Administrator;
 /// false for an unknown name.
 pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, Error> {
+    if let Some(id) = crate::domain::user_id_in(username) {
+        return holds_admin_id(pool, id).await;
+    }
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id
                           WHERE lower(u.username) = $1 AND r.role = $2) AS "held!""#,

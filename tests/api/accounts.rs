@@ -266,3 +266,46 @@ async fn roles_many_and_one() {
     let log = app.log_actions(app.get("/api/v1/users/rita", t).await.json()["id"].as_str().expect("id")).await;
     assert!(log.iter().filter(|a| *a == "user.roles_changed").count() >= 3, "{log:?}");
 }
+
+/// Wherever a username is accepted, the user's id is too (the data
+/// tracker addresses users by UUID), with the same rules.
+#[tokio::test]
+async fn users_are_addressed_by_id_too() {
+    let app = spawn_app().await;
+    let bob_id = app.create_user("bob", json!({})).await["id"].as_str().expect("id").to_string();
+    let bob = app.login("bob", PASSWORD).await;
+    let carol = app.user("carol").await;
+    let admin_id = app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let path = format!("/api/v1/users/{bob_id}");
+    assert_eq!(app.get(&path, &app.admin_token).await.expect(200).json()["username"], "bob");
+    // Self by id is self; another user by id is not.
+    app.get(&path, &bob).await.expect(200);
+    app.patch(&path, &bob, json!({"first_name": "Robert"})).await.expect(200);
+    assert_eq!(app.get("/api/v1/users/bob", &bob).await.expect(200).json()["first_name"], "Robert");
+    app.get(&path, &carol).await.expect(403);
+    app.patch(&path, &carol, json!({"first_name": "Mallory"})).await.expect(403);
+    app.put(&format!("{path}/roles/UserManager"), &bob, json!({})).await.expect(403);
+    // The administrator-target rule holds by id.
+    app.create_user("um", json!({"roles": ["UserManager"]})).await;
+    let um = app.login("um", PASSWORD).await;
+    app.patch(&format!("/api/v1/users/{admin_id}"), &um, json!({"first_name": "Owned"})).await.expect(403);
+    app.delete(&format!("/api/v1/users/{admin_id}"), &um).await.expect(403);
+    assert_ne!(app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["first_name"], "Owned");
+    // An unknown id is 404; a name cannot take the form of an id.
+    app.get("/api/v1/users/00000000-0000-0000-0000-000000000000", &app.admin_token).await.expect(404);
+    let r = app
+        .post(
+            "/api/v1/users",
+            &app.admin_token,
+            json!({"username": "11111111-2222-3333-4444-555555555555", "email": "u@example.org"}),
+        )
+        .await
+        .expect(400);
+    assert_eq!(r.code(), "reserved_username");
+    // Deleting by id.
+    app.delete(&path, &app.admin_token).await.expect(200);
+    app.get(&path, &app.admin_token).await.expect(404);
+}

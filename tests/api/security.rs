@@ -289,18 +289,26 @@ async fn a_user_manager_cannot_act_on_an_administrator_on(app: TestApp) {
     let key_id = key.json()["id"].as_str().expect("id").to_string();
     let sessions = app.get("/api/v1/users/admin/sessions", &app.admin_token).await.expect(200).json();
     let session_id = sessions[0]["id"].as_str().expect("session id").to_string();
+    let admin_id = app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let before = snapshot(&app).await;
     let auth = format!("Bearer {manager}");
     let mut checked = Vec::new();
     let mut failures = Vec::new();
-    for (method, pattern, _) in &registrar::startup::route_table().entries {
-        let method = method.as_str();
+    // The administrator by name and by id (accepted wherever a name is).
+    for (target, (method, pattern, _)) in ["admin", admin_id.as_str()]
+        .into_iter()
+        .flat_map(|t| registrar::startup::route_table().entries.into_iter().map(move |e| (t, e)))
+    {
+        let (method, pattern) = (method.as_str(), pattern.as_str());
         let targets_user = pattern.contains("{username}") && !pattern.starts_with("/api/v1/projects/");
         if matches!(method, "GET" | "HEAD") || !(targets_user || pattern == "/api/v1/sessions/{id}") {
             continue;
         }
         let id = if pattern.contains("api-keys") { &key_id } else { &session_id };
-        let path = concrete(pattern, "admin").replace("00000000-0000-0000-0000-000000000001", id);
+        let path = concrete(pattern, target).replace("00000000-0000-0000-0000-000000000001", id);
         let path = if pattern.ends_with("/groups/{group}") { path.replace("SWEEP_member", "G1") } else { path };
         let (status, text) = raw(&app, method, &path, Some(&auth), valid_body(method, pattern).as_deref()).await;
         checked.push(format!("{method} {path}"));
@@ -309,7 +317,7 @@ async fn a_user_manager_cannot_act_on_an_administrator_on(app: TestApp) {
         }
     }
     println!("admin-target sweep: {} write routes", checked.len());
-    assert!(checked.len() >= 25, "only {} write routes target a user: {checked:?}", checked.len());
+    assert!(checked.len() >= 50, "only {} write routes target a user: {checked:?}", checked.len());
     assert!(failures.is_empty(), "a UserManager acted on an administrator:\n{}", failures.join("\n"));
     app.settle_auth_cache().await;
     assert_eq!(snapshot(&app).await, before, "a refused write changed the database");
