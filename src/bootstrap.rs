@@ -93,6 +93,7 @@ pub async fn create_admin(
             email,
             first_name: String::new(),
             last_name: String::new(),
+            profile: Default::default(),
             password_hash: Some(hash),
             enabled: true,
             verified: true,

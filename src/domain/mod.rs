@@ -14,6 +14,52 @@ pub fn user_id_in(raw: &str) -> Option<uuid::Uuid> {
     (raw.len() == 36).then(|| uuid::Uuid::try_parse(raw).ok()).flatten()
 }
 
+/// An ORCID iD (`0000-0002-1825-0097`): four groups of four digits, the
+/// last character a digit or `X`, with its ISO 7064 11,2 check character
+/// right. Empty means unset.
+pub fn parse_orcid(raw: &str) -> Result<String, Error> {
+    let raw = raw.trim();
+    let raw = raw.strip_prefix("https://orcid.org/").unwrap_or(raw);
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let bad =
+        || Error::invalid("invalid_orcid", "orcid must be an ORCID iD such as 0000-0002-1825-0097").on_field("orcid");
+    let groups: Vec<&str> = raw.split('-').collect();
+    if groups.len() != 4 || groups.iter().any(|g| g.len() != 4) {
+        return Err(bad());
+    }
+    let chars: Vec<char> = groups.concat().chars().collect();
+    if !chars[..15].iter().all(char::is_ascii_digit) {
+        return Err(bad());
+    }
+    let total = chars[..15].iter().fold(0u32, |t, c| (t + c.to_digit(10).unwrap_or(0)) * 2);
+    let check = (12 - total % 11) % 11;
+    let expected = if check == 10 { 'X' } else { char::from_digit(check, 10).unwrap_or('?') };
+    if chars[15].to_ascii_uppercase() != expected {
+        return Err(bad());
+    }
+    Ok(raw.to_ascii_uppercase())
+}
+
+/// A web page: an absolute `http` or `https` URL of at most 2,048
+/// characters. Empty means unset.
+pub fn parse_url(raw: &str) -> Result<String, Error> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = raw.len() <= 2048
+        && (raw.starts_with("https://") || raw.starts_with("http://"))
+        && raw.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(Error::invalid("invalid_url", "url must be an http or https address").on_field("url"))
+    }
+}
+
 /// The reserved name that means "the caller" wherever a username is accepted.
 pub const ME: &str = "me";
 
@@ -324,7 +370,8 @@ pub fn parse_text(field: &'static str, raw: &str, max: usize) -> Result<String, 
         return Err(Error::invalid(
             "invalid_text",
             format!("{field} must be at most {max} characters with no control characters"),
-        ));
+        )
+        .on_field(field));
     }
     Ok(t.to_string())
 }

@@ -265,6 +265,7 @@ pub async fn create_user(
         verified: false,
         admin: role_of(b.role.as_deref().unwrap_or("regular"))?,
         roles: Vec::new(),
+        ..Default::default()
     };
     let mut tx = state.pool.begin().await?;
     let user = service::users::create_user_in(&mut tx, &state.hasher, &caller.0, &audit, create).await?;
@@ -315,6 +316,7 @@ pub async fn edit_user(
         enabled: b.disabled.map(|d| !d),
         verified: None,
         admin: b.role.as_deref().map(role_of).transpose()?,
+        ..Default::default()
     };
     let (user, _) = service::users::update_user_in(&mut tx, &caller.0, &audit, &name, patch, reset_to).await?;
     if let Some(wanted) = b.groups.as_deref().filter(|_| caller.0.has(crate::domain::Permission::UserManagement)) {

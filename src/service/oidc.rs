@@ -206,6 +206,7 @@ async fn create_account(
             email,
             first_name: first,
             last_name: last,
+            profile: Default::default(),
             password_hash: None,
             enabled: true,
             verified: id.email_verified,

@@ -8,13 +8,13 @@ use crate::audit::Audit;
 use crate::auth::password::Hasher;
 use crate::auth::principal::resolve_me;
 use crate::auth::principal::Principal;
-use crate::domain::{parse_name, Email, Permission, Username};
+use crate::domain::{parse_name, parse_orcid, parse_text, parse_url, Email, Permission, Username};
 use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::users::{self, ItemResult, Patch, User, ADMIN_ROLE};
 use sqlx::PgPool;
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -23,6 +23,17 @@ pub struct CreateUser {
     pub first_name: String,
     #[serde(default)]
     pub last_name: String,
+    #[serde(default)]
+    pub affiliation: String,
+    /// Contact details (a phone number, an address), free text.
+    #[serde(default)]
+    pub contact: String,
+    /// An ORCID iD such as `0000-0002-1825-0097`.
+    #[serde(default)]
+    pub orcid: String,
+    /// A web page (http or https).
+    #[serde(default)]
+    pub url: String,
     /// Omit for an account that logs in only through OpenID Connect.
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
@@ -46,6 +57,10 @@ pub struct UpdateUser {
     pub email: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    pub affiliation: Option<String>,
+    pub contact: Option<String>,
+    pub orcid: Option<String>,
+    pub url: Option<String>,
     pub enabled: Option<bool>,
     pub verified: Option<bool>,
     pub admin: Option<bool>,
@@ -99,6 +114,12 @@ pub async fn new_user(hasher: &Hasher, caller: &Principal, body: CreateUser) -> 
         email,
         first_name: parse_name("first_name", &body.first_name)?,
         last_name: parse_name("last_name", &body.last_name)?,
+        profile: users::Profile {
+            affiliation: parse_text("affiliation", &body.affiliation, 200)?,
+            contact: parse_text("contact", &body.contact, 200)?,
+            orcid: parse_orcid(&body.orcid)?,
+            url: parse_url(&body.url)?,
+        },
         password_hash,
         enabled: body.enabled,
         verified: body.verified,
@@ -166,6 +187,10 @@ pub async fn update_user_in(
         email: body.email.as_deref().map(Email::parse).transpose()?,
         first_name: body.first_name.as_deref().map(|n| parse_name("first_name", n)).transpose()?,
         last_name: body.last_name.as_deref().map(|n| parse_name("last_name", n)).transpose()?,
+        affiliation: body.affiliation.as_deref().map(|t| parse_text("affiliation", t, 200)).transpose()?,
+        contact: body.contact.as_deref().map(|t| parse_text("contact", t, 200)).transpose()?,
+        orcid: body.orcid.as_deref().map(parse_orcid).transpose()?,
+        url: body.url.as_deref().map(parse_url).transpose()?,
         enabled: body.enabled,
         verified: body.verified,
         admin: body.admin,

@@ -41,6 +41,10 @@ pub struct User {
     pub last_modified: DateTime<Utc>,
     /// XNAT's integer user id.
     pub xdat_user_id: i32,
+    pub affiliation: String,
+    pub contact: String,
+    pub orcid: String,
+    pub url: String,
 }
 
 impl User {
@@ -60,6 +64,10 @@ pub struct UserView {
     pub email: String,
     pub first_name: String,
     pub last_name: String,
+    pub affiliation: String,
+    pub contact: String,
+    pub orcid: String,
+    pub url: String,
     pub enabled: bool,
     pub verified: bool,
     pub admin: bool,
@@ -84,6 +92,10 @@ impl From<User> for UserView {
             email: u.email,
             first_name: u.first_name,
             last_name: u.last_name,
+            affiliation: u.affiliation,
+            contact: u.contact,
+            orcid: u.orcid,
+            url: u.url,
             enabled: u.enabled,
             verified: u.verified,
             roles: u.roles,
@@ -114,7 +126,8 @@ macro_rules! select_users {
                       ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS "roles!",
                       (u.password_hash IS NOT NULL) AS "has_password!", u.password_updated,
                       u.failed_login_attempts, u.locked_until, u.last_login_attempt, u.last_successful_login,
-                      u.created_at, u.last_modified, u.xdat_user_id "# + $tail $(, $arg)*
+                      u.created_at, u.last_modified, u.xdat_user_id, u.affiliation, u.contact, u.orcid,
+                      u.url "# + $tail $(, $arg)*
         )
     };
 }
@@ -208,11 +221,22 @@ pub async fn get_by_id(conn: &mut PgConnection, id: Uuid) -> Result<User, Error>
         .ok_or_else(|| not_found(&id.to_string()))
 }
 
+/// The profile fields beyond the name (checked: `domain::parse_orcid`,
+/// `domain::parse_url`, `domain::parse_text`); empty means unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub affiliation: String,
+    pub contact: String,
+    pub orcid: String,
+    pub url: String,
+}
+
 pub struct NewUser {
     pub username: Username,
     pub email: Email,
     pub first_name: String,
     pub last_name: String,
+    pub profile: Profile,
     pub password_hash: Option<String>,
     pub enabled: bool,
     pub verified: bool,
@@ -223,8 +247,9 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated,
-                            email_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END, $9)",
+                            email_key, affiliation, contact, orcid, url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END, $9,
+                 $10, $11, $12, $13)",
         id,
         new.username.as_str(),
         new.email.as_str(),
@@ -234,6 +259,10 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
         new.verified,
         new.password_hash,
         new.email.key(),
+        new.profile.affiliation,
+        new.profile.contact,
+        new.profile.orcid,
+        new.profile.url,
     )
     .execute(&mut *conn)
     .await
@@ -246,6 +275,10 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
         .field("email", serde_json::Value::Null, new.email.as_str())
         .field("first_name", serde_json::Value::Null, new.first_name.as_str())
         .field("last_name", serde_json::Value::Null, new.last_name.as_str())
+        .field("affiliation", "", new.profile.affiliation.as_str())
+        .field("contact", "", new.profile.contact.as_str())
+        .field("orcid", "", new.profile.orcid.as_str())
+        .field("url", "", new.profile.url.as_str())
         .field("enabled", serde_json::Value::Null, new.enabled)
         .field("verified", serde_json::Value::Null, new.verified);
     if !new.roles.is_empty() {
@@ -304,12 +337,27 @@ pub struct Patch {
     pub email: Option<Email>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    pub affiliation: Option<String>,
+    pub contact: Option<String>,
+    pub orcid: Option<String>,
+    pub url: Option<String>,
     pub enabled: Option<bool>,
     pub verified: Option<bool>,
     pub admin: Option<bool>,
 }
 
 impl Patch {
+    /// The profile after this patch.
+    fn profile(&self, before: &User) -> Profile {
+        let pick = |new: &Option<String>, old: &str| new.clone().unwrap_or_else(|| old.to_string());
+        Profile {
+            affiliation: pick(&self.affiliation, &before.affiliation),
+            contact: pick(&self.contact, &before.contact),
+            orcid: pick(&self.orcid, &before.orcid),
+            url: pick(&self.url, &before.url),
+        }
+    }
+
     pub fn touches_privileged(&self) -> bool {
         self.enabled.is_some() || self.verified.is_some() || self.admin.is_some()
     }
@@ -333,16 +381,22 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
     // A changed email is no longer verified, unless the same request says so.
     let email_changed = email_key != before.email_key;
     let verified = patch.verified.unwrap_or(if email_changed { false } else { before.verified });
+    let p = patch.profile(&before);
     let mut changes = Changes::new()
         .field("email", before.email.as_str(), email.as_str())
         .field("first_name", before.first_name.as_str(), first.as_str())
         .field("last_name", before.last_name.as_str(), last.as_str())
+        .field("affiliation", before.affiliation.as_str(), p.affiliation.as_str())
+        .field("contact", before.contact.as_str(), p.contact.as_str())
+        .field("orcid", before.orcid.as_str(), p.orcid.as_str())
+        .field("url", before.url.as_str(), p.url.as_str())
         .field("enabled", before.enabled, enabled)
         .field("verified", before.verified, verified);
     if !changes.is_empty() {
         sqlx::query!(
             "UPDATE users SET email = $2, first_name = $3, last_name = $4, enabled = $5, verified = $6,
-                    email_key = $7, last_modified = now() WHERE id = $1",
+                    email_key = $7, affiliation = $8, contact = $9, orcid = $10, url = $11, last_modified = now()
+             WHERE id = $1",
             before.id,
             email,
             first,
@@ -350,6 +404,10 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, username: &str, patc
             enabled,
             verified,
             email_key,
+            p.affiliation,
+            p.contact,
+            p.orcid,
+            p.url,
         )
         .execute(&mut *conn)
         .await

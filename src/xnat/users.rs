@@ -136,6 +136,7 @@ pub async fn create(
         verified: b.verified.unwrap_or(false),
         admin: b.admin.unwrap_or(false),
         roles: Vec::new(),
+        ..Default::default()
     };
     let user = create_user(&state.pool, &state.hasher, &caller.0, &audit, req).await?;
     Ok(HttpResponse::Created().json(XnatUser::from(user)))
@@ -200,6 +201,7 @@ pub async fn update(
         enabled: b.enabled,
         verified: b.verified,
         admin: b.admin,
+        ..Default::default()
     };
     let (user, changed) = update_user(&state.pool, &caller.0, &audit, &target.username, patch, reset_to).await?;
     if !changed {

@@ -309,3 +309,47 @@ async fn users_are_addressed_by_id_too() {
     app.delete(&path, &app.admin_token).await.expect(200);
     app.get(&path, &app.admin_token).await.expect(404);
 }
+
+/// The profile fields the data tracker keeps (affiliation, contact, ORCID
+/// iD, web page) are real fields: checked, stored, shown and logged.
+#[tokio::test]
+async fn profile_fields_are_checked_stored_and_logged() {
+    let app = spawn_app().await;
+    let created = app
+        .create_user(
+            "ada",
+            json!({"affiliation": "Analytical Engines Ltd", "orcid": "0000-0002-1825-0097", "url": "https://example.org/ada"}),
+        )
+        .await;
+    assert_eq!(created["affiliation"], "Analytical Engines Ltd");
+    assert_eq!(created["orcid"], "0000-0002-1825-0097");
+    let ada = app.login("ada", PASSWORD).await;
+    // The user edits their own profile; an ORCID with an X check digit is fine.
+    let me = app
+        .patch("/api/v1/users/me", &ada, json!({"contact": "+46 8 000 00 00", "orcid": "0000-0002-9079-593x"}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!((me["contact"].clone(), me["orcid"].clone()), (json!("+46 8 000 00 00"), json!("0000-0002-9079-593X")));
+    // Bad values name their field and change nothing.
+    for (body, field) in [
+        (json!({"orcid": "0000-0002-1825-0098"}), "orcid"),
+        (json!({"url": "javascript:alert(1)"}), "url"),
+        (json!({"url": "https:///nohost"}), "url"),
+        (json!({"affiliation": "x".repeat(201)}), "affiliation"),
+    ] {
+        let r = app.patch("/api/v1/users/me", &ada, body).await.expect(422);
+        assert_eq!(r.json()["error"]["details"]["field"], field);
+    }
+    let after = app.get("/api/v1/users/ada", &app.admin_token).await.expect(200).json();
+    assert_eq!(after["orcid"], "0000-0002-9079-593X");
+    assert_eq!(after["url"], "https://example.org/ada");
+    // Empty clears a field; the change log has before and after.
+    app.patch("/api/v1/users/me", &ada, json!({"url": ""})).await.expect(200);
+    let log = app.get("/api/v1/users/ada/log", &app.admin_token).await.expect(200).json();
+    let entries = log["items"].as_array().or_else(|| log.as_array()).cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["changes"]["url"] == json!({"before": "https://example.org/ada", "after": ""})),
+        "{log}"
+    );
+}
