@@ -112,6 +112,14 @@ impl ApiError {
         self.code = code;
         self
     }
+    /// Logs the cause of an internal error (with the request id); answers
+    /// in other shapes (XNAT's, MLTE's) call it too.
+    pub fn log_cause(&self) {
+        if let Some(src) = &self.source {
+            let request_id = current_request_id();
+            tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = %format!("{src:#}"), "internal error");
+        }
+    }
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.details = Some(details);
         self
@@ -155,9 +163,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let request_id = current_request_id();
-        if let Some(src) = &self.source {
-            tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = %format!("{src:#}"), "internal error");
-        }
+        self.log_cause();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),

@@ -240,17 +240,23 @@ pub struct GroupPermissions {
 #[utoipa::path(put, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path)),
     request_body = GroupPermissions, responses((status = 200, body = [crate::store::permissions::Permission])))]
 pub async fn set_permissions(
-    _caller: Caller,
+    caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
     path: web::Path<String>,
     body: web::Json<GroupPermissions>,
 ) -> ApiResult<HttpResponse> {
-    let wanted = crate::service::permissions::checked(&body.permissions)?;
     let mut tx = state.pool.begin().await?;
     let g = groups::get(&mut tx, &path).await?;
-    crate::store::permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
-    let held = crate::store::permissions::of_group(&mut tx, &g.name).await?;
+    let held = service::permissions::set_group_permissions(
+        &mut tx,
+        &state.pool,
+        &caller.0,
+        &audit,
+        &g.name,
+        &body.permissions,
+    )
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(held))
 }

@@ -176,15 +176,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
         if let Ok(mut w) = inner.waiters.lock() {
             w.insert(token, tx);
         }
-        // The marker needs no durability: don't wait for the WAL flush.
-        let sent = sqlx::query!(
-            "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
-            SYNC_CHANNEL,
-            token.to_string()
-        )
-        .fetch_one(pool)
-        .await
-        .is_ok();
+        let sent = crate::store::credentials::notify_quietly(pool, SYNC_CHANNEL, &token.to_string()).await.is_ok();
         let arrived = sent && matches!(tokio::time::timeout(SYNC_TIMEOUT, rx).await, Ok(Ok(())));
         if let Ok(mut w) = inner.waiters.lock() {
             w.remove(&token);

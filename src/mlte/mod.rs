@@ -55,10 +55,7 @@ impl ResponseError for MlteError {
         self.0.status
     }
     fn error_response(&self) -> HttpResponse {
-        if self.0.status == StatusCode::INTERNAL_SERVER_ERROR {
-            // The cause goes to the log, as for every other 500.
-            let _ = self.0.error_response();
-        }
+        self.0.log_cause();
         let mut resp = HttpResponse::build(self.0.status);
         if let Some(secs) = self.0.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
@@ -130,7 +127,7 @@ pub async fn token(
                 oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &e.message, e.retry_after)
             } else {
                 let status = e.status;
-                let _ = e.error_response();
+                e.log_cause();
                 oauth_error(status, "server_error", "the login could not be completed; try again", e.retry_after)
             }
         }
@@ -389,10 +386,6 @@ pub async fn my_models(caller: Caller, state: web::Data<AppState>) -> MResult<Ht
 
 // ---------------------------------------------------------------- groups
 
-fn checked_permissions(list: &[Permission]) -> MResult<Vec<Permission>> {
-    Ok(service::permissions::checked(list)?)
-}
-
 /// `GET /api/group`: every group name. Permission `group-get`.
 #[utoipa::path(get, path = "/api/group", tag = "mlte", responses((status = 200, body = [String])))]
 pub async fn list_groups(_caller: Caller, state: web::Data<AppState>) -> MResult<HttpResponse> {
@@ -422,12 +415,18 @@ pub async fn create_group(
     body: web::Json<MlteGroup>,
 ) -> MResult<HttpResponse> {
     let name = crate::domain::parse_group_name(body.name.trim())?;
-    let wanted = checked_permissions(&body.permissions)?;
     let mut tx = state.pool.begin().await?;
-    service::permissions::may_grant(&state.pool, &caller.0, &[], &wanted).await?;
     let g = groups::create(&mut tx, &audit, &name, &name).await?;
-    permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
-    let out = group_out(&mut tx, &g.name).await?;
+    let held = service::permissions::set_group_permissions(
+        &mut tx,
+        &state.pool,
+        &caller.0,
+        &audit,
+        &g.name,
+        &body.permissions,
+    )
+    .await?;
+    let out = MlteGroup { name: g.name, permissions: held };
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(out))
 }
@@ -442,13 +441,18 @@ pub async fn edit_group(
     body: web::Json<MlteGroup>,
 ) -> MResult<HttpResponse> {
     authorize(&state, &caller.0, "group", Some(&body.name), "put").await?;
-    let wanted = checked_permissions(&body.permissions)?;
     let mut tx = state.pool.begin().await?;
     let g = groups::get(&mut tx, &body.name).await?;
-    let before = permissions::of_group(&mut tx, &g.name).await?;
-    service::permissions::may_grant(&state.pool, &caller.0, &before, &wanted).await?;
-    permissions::set_for_group(&mut tx, &audit, &g.name, &wanted).await?;
-    let out = group_out(&mut tx, &g.name).await?;
+    let held = service::permissions::set_group_permissions(
+        &mut tx,
+        &state.pool,
+        &caller.0,
+        &audit,
+        &g.name,
+        &body.permissions,
+    )
+    .await?;
+    let out = MlteGroup { name: g.name, permissions: held };
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(out))
 }

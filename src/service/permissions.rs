@@ -101,3 +101,23 @@ pub fn may_touch_account(
     }
     crate::service::users::require_admin_for(caller, target)
 }
+
+/// Makes `group` hold exactly `wanted`, within the caller's transaction:
+/// the permissions checked (`checked`), the grant allowed (`may_grant`),
+/// then written and logged (`store::permissions::set_for_group`). The one
+/// flow behind the native `PUT /api/v1/groups/{group}/permissions` and
+/// MLTE's group create and edit.
+pub async fn set_group_permissions(
+    tx: &mut sqlx::PgConnection,
+    pool: &PgPool,
+    caller: &Principal,
+    audit: &crate::audit::Audit,
+    group: &str,
+    wanted: &[Permission],
+) -> Result<Vec<Permission>> {
+    let wanted = checked(wanted)?;
+    let before = permissions::of_group(tx, group).await?;
+    may_grant(pool, caller, &before, &wanted).await?;
+    permissions::set_for_group(tx, audit, group, &wanted).await?;
+    permissions::of_group(tx, group).await
+}

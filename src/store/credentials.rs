@@ -167,3 +167,12 @@ pub async fn touch_api_key(pool: &PgPool, id: Uuid) -> Result<()> {
     sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = $1", id).execute(pool).await?;
     Ok(())
 }
+
+/// Sends `payload` on `channel` (the auth caches' sync marker). It needs no
+/// durability, so the commit does not wait for the WAL flush.
+pub async fn notify_quietly(pool: &PgPool, channel: &str, payload: &str) -> Result<()> {
+    sqlx::query!("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", channel, payload)
+        .fetch_one(pool)
+        .await?;
+    Ok(())
+}

@@ -4,8 +4,6 @@
 //! The virtualenv is created on first use under `target/mlte-venv`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
@@ -18,26 +16,8 @@ async fn mlte_client_drives_registrar() {
     let py =
         PYTHON.get_or_init(|| crate::xnat_clients::venv("REGISTRAR_MLTE_PYTHON", "mlte-venv", "mlte_client")).await;
     let app = spawn_app().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("mlte_client").join("drive_mlte.py");
-    let child = tokio::process::Command::new(py)
-        .arg(&script)
-        .args(["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD])
-        .env_remove("API_PREFIX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn python");
-    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
-        .await
-        .expect("client timed out")
-        .expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "drive_mlte.py failed:\n{stdout}\n{stderr}");
-    let verdict = stdout.lines().last().unwrap_or_default();
-    assert!(verdict.ends_with("passed, 0 failed") && !verdict.starts_with("0 "), "{stdout}\n{stderr}");
+    let args = ["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD];
+    let verdict = crate::xnat_clients::run_driver(py, &Path::new("mlte_client").join("drive_mlte.py"), &args).await;
     println!("drive_mlte.py: {verdict}");
     // What the client did is in the database and the change log.
     let perms = app.count("SELECT count(*) FROM group_permissions").await;

@@ -77,6 +77,34 @@ pub async fn venv(env_override: &str, name: &str, requirements_dir: &str) -> Pat
     py
 }
 
+/// Runs `tests/{script}` (a real client's driver) with `py` and `args`, and
+/// checks it passed: exit 0 and a last line `N passed, 0 failed`, N > 0.
+/// Answers that line.
+pub async fn run_driver(py: &Path, script: &Path, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
+    let child = tokio::process::Command::new(py)
+        .arg(&path)
+        .args(args)
+        .env_remove("API_PREFIX")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn python");
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("client timed out")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = script.display();
+    assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+    let verdict = stdout.lines().last().unwrap_or_default().to_string();
+    assert!(verdict.ends_with("passed, 0 failed") && !verdict.starts_with("0 "), "{name}: {stdout}\n{stderr}");
+    verdict
+}
+
 /// Sets up a user, a project owned by the admin and an invitation to a
 /// second project, then runs one driver script and checks its verdict.
 async fn drive(script: &str, user: &str, project: &str) {
@@ -104,28 +132,11 @@ async fn drive_with(script: &str, user: &str, project: &str, extra: &[&str]) {
     )
     .await
     .expect(201);
-    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("xnat_clients").join(script);
-    let child = tokio::process::Command::new(py)
-        .arg(&script_path)
-        .args(["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD])
-        .args(["--user", user, "--user-password", PASSWORD, "--project", project, "--par-project", &par_project])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn python");
-    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
-        .await
-        .expect("client timed out")
-        .expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    let verdict = stdout.lines().last().unwrap_or_default();
+    let mut args = vec!["--url", &app.address, "--admin-user", ADMIN, "--admin-password", ADMIN_PASSWORD];
+    args.extend(["--user", user, "--user-password", PASSWORD, "--project", project, "--par-project", &par_project]);
+    args.extend(extra);
+    let verdict = run_driver(py, &Path::new("xnat_clients").join(script), &args).await;
     println!("{script} {extra:?}: {verdict}");
-    assert!(verdict.ends_with("passed, 0 failed") && !verdict.starts_with("0 "), "{script}: {stdout}\n{stderr}");
     // What the clients did is in the database, not only in their output.
     let member: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM user_groups ug JOIN users u ON u.id = ug.user_id WHERE u.username = $1 AND ug.project_id = $2",
