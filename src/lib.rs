@@ -19,6 +19,7 @@ pub mod store;
 pub use store::db;
 pub mod table;
 pub mod telemetry;
+pub mod tracker;
 pub mod xnat;
 
 #[cfg(test)]

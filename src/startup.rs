@@ -17,10 +17,11 @@ use crate::auth::password::Hasher;
 use crate::auth::tokens::Keys;
 use crate::bootstrap::bootstrap;
 use crate::config::Settings;
-use crate::domain::Permission::{Admin, UserManagement};
+use crate::domain::Permission::{Admin, UserAdd, UserManagement, UserSearch};
 use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
 use crate::mlte;
 use crate::state::{AppState, InFlight};
+use crate::tracker;
 use crate::xnat;
 
 /// One route: method, path pattern, who may call it, handler.
@@ -135,6 +136,24 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/groups/permissions/details", ResourceOr("group", UserManagement), web::get().to(mlte::permissions_details)),
         r(M::GET, "/api/groups/permissions/{alias}", ResourceOr("group", UserManagement), web::get().to(mlte::permissions_alias)),
         r(M::GET, "/api/groups/permission/{permission}", ResourceOr("group", UserManagement), web::get().to(mlte::read_permission)),
+        // The data tracker's user module (`tracker::*`). Users are addressed
+        // by id in `{username}`; static paths before it.
+        r(M::GET, "/api/v1/login", Public, web::get().to(tracker::login_types)),
+        r(M::GET, "/api/v1/login/oidc", Public, web::get().to(tracker::oidc_types)),
+        r(M::GET, "/api/v1/login/oidc/{name}", Public, web::get().to(tracker::oidc_login)),
+        r(M::POST, "/api/v1/login/apikey", Public, web::post().to(tracker::key_login)),
+        r(M::GET, "/api/v1/logout", Public, web::get().to(tracker::logout)),
+        r(M::GET, "/api/v1/user/permissions", Public, web::get().to(tracker::permission_types)),
+        r(M::GET, "/api/v1/user", Permission(UserSearch), web::get().to(tracker::list)),
+        r(M::POST, "/api/v1/user", Permission(UserAdd), web::post().to(tracker::add)),
+        r(M::GET, "/api/v1/user/me", Public, web::get().to(tracker::me)),
+        r(M::PATCH, "/api/v1/user/me", Authenticated, web::patch().to(tracker::update_me)),
+        r(M::GET, "/api/v1/user/{username}", Permission(UserManagement), web::get().to(tracker::read)),
+        r(M::PATCH, "/api/v1/user/{username}", Permission(UserManagement), web::patch().to(tracker::update)),
+        r(M::DELETE, "/api/v1/user/{username}", Permission(UserManagement), web::delete().to(tracker::delete)),
+        r(M::POST, "/api/v1/user/{username}/apikey", SelfOr(UserManagement), web::post().to(tracker::new_key)),
+        r(M::GET, "/api/v1/user/{username}/log", SelfOr(UserManagement), web::get().to(tracker::log)),
+        r(M::GET, "/api/v1/user/{username}/actions", SelfOr(UserManagement), web::get().to(tracker::actions)),
         r(M::GET, "/xapi/schemas", Authenticated, web::get().to(xnat::schemas::list)),
         r(M::GET, "/xapi/schemas/{schema}", Authenticated, web::get().to(xnat::schemas::document)),
         r(M::GET, "/data/search/elements", Authenticated, web::get().to(xnat::schemas::search_elements)),

@@ -9,6 +9,7 @@ use crate::api::resolve_me;
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::service;
 use crate::state::AppState;
 use crate::store::{api_keys, users};
 
@@ -53,23 +54,14 @@ pub async fn create(
     path: web::Path<String>,
     body: web::Json<CreateKey>,
 ) -> ApiResult<HttpResponse> {
-    state.limits.api_key_user.check(&caller.0.user_id.to_string())?;
-    let mut body = body.into_inner();
-    crate::auth::reauth::require(&state, &caller.0, &audit, body.current_password.take()).await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "name must be 1-100 characters with no control characters",
-        ));
-    }
-    if body.expires_at.is_some_and(|e| e <= Utc::now()) {
-        return Err(ApiError::unprocessable("invalid_expiry", "expires_at must be in the future"));
-    }
-    let mut tx = state.pool.begin().await?;
-    let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;
-    let (view, key) = api_keys::create(&mut tx, &audit, &state.keys, user.id, name, body.expires_at).await?;
-    tx.commit().await?;
+    let body = body.into_inner();
+    let new = service::api_keys::NewKey {
+        name: body.name,
+        expires_at: body.expires_at,
+        current_password: body.current_password,
+        replace: false,
+    };
+    let (view, key) = service::api_keys::issue(&state, &caller.0, &audit, &path, new).await?;
     Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(CreatedKey { key_info: view, key }))
 }
 

@@ -174,14 +174,7 @@ pub async fn delete(
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
     let mut tx = state.pool.begin().await?;
-    let target = users::get(&mut tx, &name, false).await?;
-    // One rule for self-destructive actions: as with disabling, nobody
-    // deletes their own account through the management route.
-    if target.id == caller.0.user_id {
-        return Err(ApiError::forbidden("you cannot delete your own account").with_code("self_destructive"));
-    }
-    service::users::require_admin_for(&caller.0, &target)?;
-    let user = users::delete(&mut tx, &audit, &name).await?;
+    let user = service::users::delete_user_in(&mut tx, &state.role_permissions, &caller.0, &audit, &name).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }

@@ -254,6 +254,10 @@ pub async fn may_act_on_id(pool: &sqlx::PgPool, caller: &Principal, target: uuid
 /// carries no ambient credential it didn't choose to send.
 pub fn cross_site(req: &actix_web::HttpRequest, public_url: &str) -> bool {
     let headers = req.headers();
+    // A browser sends each once: several of either are not to be trusted.
+    if headers.get_all("sec-fetch-site").count() > 1 || headers.get_all(actix_web::http::header::ORIGIN).count() > 1 {
+        return true;
+    }
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return !matches!(site, "same-origin" | "none");
     }

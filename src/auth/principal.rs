@@ -48,12 +48,15 @@ pub struct Principal {
     /// session, or this very request for a Basic password; never for an API
     /// key. See `auth::reauth`.
     pub authenticated_at: Option<DateTime<Utc>>,
+    /// When the credential presented (session or API key) expires.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
-    /// `ADMIN` implies every permission.
+    /// Whether a held permission implies `p` (`ADMIN` implies every one;
+    /// see `Permission::implies`).
     pub fn has(&self, p: Permission) -> bool {
-        self.permissions.contains(&Permission::Admin) || self.permissions.contains(&p)
+        self.permissions.iter().any(|held| held.implies(p))
     }
     pub fn is_admin(&self) -> bool {
         self.permissions.contains(&Permission::Admin)
@@ -74,12 +77,24 @@ pub fn resolve_me<'a>(caller: &'a Principal, username: &'a str) -> &'a str {
     }
 }
 
-/// The `Authorization` header of a request.
+/// The credential headers of a request: `Authorization`, or the data
+/// tracker's `X-API-User` + `X-API-Key` pair.
 pub enum Credentials {
     None,
     Bearer(String),
-    Basic { username: String, password: SecretString },
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+    /// `X-API-Key` with the `X-API-User` it belongs to (a username, email
+    /// address or user id).
+    ApiKey {
+        user: String,
+        key: SecretString,
+    },
     Malformed,
+    /// Headers that cannot be used as given (400, with the reason).
+    Unusable(&'static str),
 }
 
 /// What a request presented: a session cookie (ours or XNAT's `JSESSIONID`)
@@ -93,7 +108,27 @@ pub const XNAT_COOKIE: &str = "JSESSIONID";
 
 pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Presented {
     let cookie = req.cookie(cookie_name).or_else(|| req.cookie(XNAT_COOKIE)).map(|c| c.value().to_string());
-    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+    let headers = req.headers();
+    if let Some(key) = headers.get("x-api-key") {
+        let header = if headers.contains_key(actix_web::http::header::AUTHORIZATION) {
+            Credentials::Unusable("give either an Authorization header or X-API-Key, not both")
+        } else if headers.get_all("x-api-key").count() > 1 || headers.get_all("x-api-user").count() > 1 {
+            Credentials::Unusable("give X-API-User and X-API-Key once each")
+        } else {
+            match (headers.get("x-api-user").map(|u| u.to_str()), key.to_str()) {
+                (None, _) => Credentials::Unusable("X-API-Key needs X-API-User, the user the key belongs to"),
+                (Some(Ok(user)), Ok(key)) if !user.trim().is_empty() && user.len() <= 320 && key.len() <= 256 => {
+                    Credentials::ApiKey {
+                        user: user.trim().to_string(),
+                        key: SecretString::from(key.trim().to_string()),
+                    }
+                }
+                _ => Credentials::Malformed,
+            }
+        };
+        return Presented { cookie, header };
+    }
+    let header = match headers.get(actix_web::http::header::AUTHORIZATION) {
         None => Credentials::None,
         Some(h) => match h.to_str() {
             Err(_) => Credentials::Malformed,
@@ -173,6 +208,7 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
     };
     let permissions = state.role_permissions.of(&row.user.roles);
     Ok(Principal {
+        expires_at: row.expires_at,
         user_id: row.user.id,
         username: row.user.username.clone(),
         roles: row.user.roles.clone(),
@@ -214,7 +250,15 @@ pub async fn resolve(
     }
     match presented.header {
         Credentials::None => Ok(None),
-        Credentials::Malformed => Err(Error::unauthorized("malformed Authorization header")),
+        Credentials::Malformed => Err(Error::unauthorized("malformed credential header")),
+        Credentials::Unusable(why) => Err(Error::malformed("unusable_credentials", why)),
+        Credentials::ApiKey { user, key } => {
+            use secrecy::ExposeSecret;
+            let Some((prefix, secret)) = tokens::parse_api_key(key.expose_secret()) else {
+                return Err(Error::unauthorized("invalid or expired credentials"));
+            };
+            api_key_principal(state, prefix, secret, Some(&user), now).await.map(Some)
+        }
         Credentials::Bearer(token) => {
             if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
                 return api_key_principal(state, prefix, secret, None, now).await.map(Some);
@@ -320,12 +364,20 @@ async fn api_key_principal(
         return Err(invalid());
     }
     if let Some(user) = basic_user {
-        if !user.eq_ignore_ascii_case(&row.user.username) {
+        if !names(user, &row.user) {
             return Err(invalid());
         }
     }
     touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, row.ref_id)).await;
     principal_from(state, row, AuthMethod::ApiKey, now)
+}
+
+/// Whether `given` names `user`: their username or email address (any
+/// case) or their id.
+fn names(given: &str, user: &crate::store::users::User) -> bool {
+    given.eq_ignore_ascii_case(&user.username)
+        || given.eq_ignore_ascii_case(&user.email)
+        || crate::domain::user_id_in(given) == Some(user.id)
 }
 
 /// Extractor for handlers: the authenticated caller (401 if anonymous).

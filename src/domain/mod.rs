@@ -277,21 +277,63 @@ pub fn parse_name(field: &'static str, raw: &str) -> Result<String, Error> {
     Ok(trimmed.to_string())
 }
 
-/// Named capabilities. Roles grant permissions; `ADMIN` implies everything.
+/// A single "full name" field (MLTE's `full_name`, the data tracker's
+/// `name`) as registrar's two: split at the first space.
+pub fn split_full_name(full: &str) -> (String, String) {
+    match full.trim().split_once(' ') {
+        Some((first, last)) => (first.to_string(), last.trim().to_string()),
+        None => (full.trim().to_string(), String::new()),
+    }
+}
+
+/// Registrar's two name fields as one: joined by a space when both are set.
+pub fn full_name(first: &str, last: &str) -> String {
+    match (first.is_empty(), last.is_empty()) {
+        (_, true) => first.to_string(),
+        (true, false) => last.to_string(),
+        (false, false) => format!("{first} {last}"),
+    }
+}
+
+/// Named capabilities. Roles grant permissions. A permission implies
+/// others (`implies`), one level deep as the data tracker defines them:
+/// `ADMIN` everything; `USER_MANAGEMENT` and `DATA_EDIT` also `USER_ADD`
+/// and `USER_SEARCH`; `DATA_MANAGEMENT` also `DATA_EDIT` and `OWNERS_READ`.
+/// registrar enforces the user permissions itself; `DATA_*` and
+/// `OWNERS_READ` belong to the data tracker, which reads them from
+/// registrar (`GET /api/v1/user/me`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Permission {
     Admin,
     UserManagement,
+    UserAdd,
+    UserSearch,
+    DataEdit,
+    DataManagement,
+    OwnersRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 2] = [Permission::Admin, Permission::UserManagement];
+    pub const ALL: [Permission; 7] = [
+        Permission::Admin,
+        Permission::UserManagement,
+        Permission::UserAdd,
+        Permission::UserSearch,
+        Permission::DataEdit,
+        Permission::DataManagement,
+        Permission::OwnersRead,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Admin => "ADMIN",
             Permission::UserManagement => "USER_MANAGEMENT",
+            Permission::UserAdd => "USER_ADD",
+            Permission::UserSearch => "USER_SEARCH",
+            Permission::DataEdit => "DATA_EDIT",
+            Permission::DataManagement => "DATA_MANAGEMENT",
+            Permission::OwnersRead => "OWNERS_READ",
         }
     }
 
@@ -301,7 +343,26 @@ impl Permission {
             Permission::UserManagement => {
                 "Create, edit, disable and delete other users; manage their roles, groups, sessions and API keys"
             }
+            Permission::UserAdd => "Add users (without roles)",
+            Permission::UserSearch => "List and search users",
+            Permission::DataEdit => {
+                "Data tracker: create, edit and delete the orders, datasets and collections one is an editor of"
+            }
+            Permission::DataManagement => "Data tracker: modify any order, dataset or project",
+            Permission::OwnersRead => "Data tracker: read the owner information of every entity",
         }
+    }
+
+    /// Whether holding `self` grants `wanted`.
+    pub fn implies(self, wanted: Permission) -> bool {
+        use Permission::*;
+        self == wanted
+            || match self {
+                Admin => true,
+                UserManagement | DataEdit => matches!(wanted, UserAdd | UserSearch),
+                DataManagement => matches!(wanted, DataEdit | OwnersRead),
+                UserAdd | UserSearch | OwnersRead => false,
+            }
     }
 
     pub fn from_name(name: &str) -> Option<Permission> {

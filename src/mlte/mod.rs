@@ -173,13 +173,6 @@ pub struct MlteUser {
     hashed_password: &'static str,
 }
 
-fn split_name(full: &str) -> (String, String) {
-    match full.split_once(' ') {
-        Some((first, last)) => (first.to_string(), last.to_string()),
-        None => (full.to_string(), String::new()),
-    }
-}
-
 fn role_of(raw: &str) -> MResult<bool> {
     match raw {
         "admin" => Ok(true),
@@ -197,8 +190,7 @@ async fn user_out(conn: &mut sqlx::PgConnection, u: users::User) -> MResult<Mlte
     for g in groups::of_user(conn, u.id).await? {
         out_groups.push(group_out(conn, &g).await?);
     }
-    let full = format!("{} {}", u.first_name, u.last_name);
-    let full = if u.last_name.is_empty() { u.first_name.clone() } else { full };
+    let full = crate::domain::full_name(&u.first_name, &u.last_name);
     Ok(MlteUser {
         role: if u.admin() { "admin" } else { "regular" },
         username: u.username,
@@ -243,7 +235,7 @@ pub async fn create_user(
     body: web::Json<MlteUserIn>,
 ) -> MResult<HttpResponse> {
     let b = body.into_inner();
-    let (first_name, last_name) = split_name(b.full_name.as_deref().unwrap_or(""));
+    let (first_name, last_name) = crate::domain::split_full_name(b.full_name.as_deref().unwrap_or(""));
     let Some(email) = b.email else {
         // A taken name is the first thing MLTE's clients expect to hear of.
         let mut conn = state.pool.acquire().await?;
@@ -301,7 +293,7 @@ pub async fn edit_user(
     };
     let (first_name, last_name) = match b.full_name.as_deref() {
         Some(full) => {
-            let (f, l) = split_name(full);
+            let (f, l) = crate::domain::split_full_name(full);
             (Some(f), Some(l))
         }
         None => (None, None),
@@ -356,12 +348,8 @@ pub async fn delete_user(
     let name = resolve_me(&caller.0, &path).to_string();
     let mut tx = state.pool.begin().await?;
     let target = users::get(&mut tx, &name, false).await?;
-    if target.id == caller.0.user_id {
-        return Err(ApiError::forbidden("you cannot delete your own account").with_code("self_destructive").into());
-    }
-    service::permissions::may_touch_account(&caller.0, &target, &state.role_permissions.of(&target.roles))?;
     let out = user_out(&mut tx, target).await?;
-    users::delete(&mut tx, &audit, &name).await?;
+    service::users::delete_user_in(&mut tx, &state.role_permissions, &caller.0, &audit, &name).await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(out))
 }

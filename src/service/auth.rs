@@ -81,6 +81,10 @@ pub enum SessionKind {
     /// HTTP Basic with a password on an XNAT path (`auth.basic_session_ttl_secs`,
     /// at most `auth.basic_sessions_per_user` live at once: the oldest end).
     Basic,
+    /// An API key presented to a login route (the data tracker's
+    /// `POST /api/v1/login/apikey`; `auth.session_ttl_secs`, ended with the
+    /// key, never a recent login for `auth::reauth`).
+    ApiKey(sessions::KeyBound),
 }
 
 /// Starts a session for a user who has just authenticated; `audit` acts as
@@ -102,6 +106,10 @@ pub async fn start_session(
             let s = sessions::create(&mut tx, audit, user_id, "basic", auth.basic_session_ttl_secs, user_agent).await?;
             sessions::cap_basic(&mut tx, audit, user_id, auth.basic_sessions_per_user).await?;
             s
+        }
+        SessionKind::ApiKey(key) => {
+            sessions::create_bound(&mut tx, audit, user_id, "apikey", auth.session_ttl_secs, user_agent, Some(key))
+                .await?
         }
     };
     tx.commit().await?;

@@ -6,6 +6,7 @@
 use crate::domain::{Error, Result};
 
 pub mod access_requests;
+pub mod api_keys;
 pub mod auth;
 pub mod memberships;
 pub mod oidc;

@@ -5,7 +5,7 @@
 use crate::audit::{Audit, Changes};
 use crate::auth::oidc::Identity;
 use crate::config::OidcProvider;
-use crate::domain::{Email, Username};
+use crate::domain::Email;
 use crate::domain::{Error, Result};
 use crate::service::auth::{start_session, SessionKind};
 use crate::state::AppState;
@@ -183,7 +183,7 @@ async fn create_account(
         .as_deref()
         .ok_or_else(|| Error::invalid("email_required", "the identity provider did not share an email address"))?;
     let email = Email::parse(email)?;
-    let username = unique_username(tx, id, &email).await?;
+    let username = crate::service::users::unique_username(tx, id.preferred_username.as_deref(), &email).await?;
     let clean = |s: &Option<String>| {
         s.as_deref().map(|v| crate::domain::parse_name("name", v).unwrap_or_default()).unwrap_or_default()
     };
@@ -217,27 +217,4 @@ async fn create_account(
     let a = audit.clone().as_user(user.id, &user.username);
     identities::link(tx, &a, user.id, &p.name, &id.subject, id.email.as_deref(), "first login").await?;
     Ok(user)
-}
-
-/// A valid, unused username from `preferred_username` or the email's local part.
-async fn unique_username(conn: &mut sqlx::PgConnection, id: &Identity, email: &Email) -> Result<Username> {
-    let raw =
-        id.preferred_username.clone().unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_string());
-    let mut base: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
-        .skip_while(|c| !c.is_ascii_alphanumeric())
-        .take(56)
-        .collect();
-    if Username::parse(&base).is_err() {
-        // Empty, reserved (`me`, an XNAT route word) or all digits.
-        base = if base.is_empty() { "user".into() } else { format!("user-{}", &base[..base.len().min(51)]) };
-    }
-    for n in 0..1000u32 {
-        let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
-        if users::by_name(conn, &candidate).await?.is_none() {
-            return Username::parse(&candidate);
-        }
-    }
-    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
 }

@@ -102,6 +102,11 @@ pub async fn new_user(hasher: &Hasher, caller: &Principal, body: CreateUser) -> 
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may create an administrator"));
     }
+    // Whoever the route lets add users (USER_ADD, MLTE's `user post`) adds
+    // plain accounts: roles and a verified email are user management.
+    if (!roles.is_empty() || body.verified) && !caller.has(Permission::UserManagement) {
+        return Err(Error::forbidden("giving a new user roles or a verified email needs USER_MANAGEMENT"));
+    }
     let password_hash = match body.password {
         Some(p) => {
             hasher.check_policy(p.expose_secret(), username.as_str(), email.as_str())?;
@@ -153,6 +158,57 @@ pub async fn create_user_in(
 ) -> Result<User> {
     let new = new_user(hasher, caller, body).await?;
     users::create(tx, audit, new).await
+}
+
+/// Deletes the account `name` inside the caller's transaction: never one's
+/// own (through a management route), an account that manages users only by
+/// a user manager, an administrator's only by an administrator
+/// (`permissions::may_touch_account`). The native, MLTE and data-tracker
+/// deletes.
+pub async fn delete_user_in(
+    tx: &mut sqlx::PgConnection,
+    roles: &crate::auth::principal::RolePermissions,
+    caller: &Principal,
+    audit: &Audit,
+    name: &str,
+) -> Result<User> {
+    // Locked: a concurrent grant of Administrator is either seen here or waits.
+    let target = users::get(tx, name, true).await?;
+    if target.id == caller.user_id {
+        return Err(Error::forbidden("you cannot delete your own account").with_code("self_destructive"));
+    }
+    crate::service::permissions::may_touch_account(caller, &target, &roles.of(&target.roles))?;
+    users::delete(tx, audit, name).await
+}
+
+/// A valid, unused username made from `preferred` (else the email's local
+/// part): invalid characters become `_`, a taken name gets a number. For
+/// accounts whose front end has no username (OpenID first login, the data
+/// tracker's add).
+pub async fn unique_username(
+    conn: &mut sqlx::PgConnection,
+    preferred: Option<&str>,
+    email: &Email,
+) -> Result<Username> {
+    let raw =
+        preferred.map(str::to_string).unwrap_or_else(|| email.as_str().split('@').next().unwrap_or("user").to_string());
+    let mut base: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(56)
+        .collect();
+    if Username::parse(&base).is_err() {
+        // Empty, reserved (`me`, an XNAT route word, a UUID) or all digits.
+        base = if base.is_empty() { "user".into() } else { format!("user-{}", &base[..base.len().min(51)]) };
+    }
+    for n in 0..1000u32 {
+        let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
+        if users::by_name(conn, &candidate).await?.is_none() {
+            return Username::parse(&candidate);
+        }
+    }
+    Username::parse(&format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]))
 }
 
 /// The update rules, shared by the native and XNAT APIs. Returns the user
@@ -316,14 +372,30 @@ pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User
     users::set_password(tx, audit, user, hash, None, "password.reset").await
 }
 
-/// The role-change rules, shared by the native and XNAT APIs: nobody changes
-/// their own roles; only an administrator grants or removes Administrator.
+/// The role-change rules, shared by the native, XNAT and data-tracker APIs:
+/// nobody changes their own roles; only an administrator grants or removes
+/// Administrator.
 pub async fn apply_roles(
     pool: &PgPool,
     caller: &Principal,
     audit: &Audit,
     username: &str,
     roles: Vec<String>,
+    grant: bool,
+) -> Result<(User, Vec<ItemResult>)> {
+    let mut tx = pool.begin().await?;
+    let out = apply_roles_in(&mut tx, caller, audit, username, &roles, grant).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// `apply_roles` inside the caller's transaction.
+pub async fn apply_roles_in(
+    tx: &mut sqlx::PgConnection,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    roles: &[String],
     grant: bool,
 ) -> Result<(User, Vec<ItemResult>)> {
     let name = resolve_me(caller, username).to_string();
@@ -333,10 +405,7 @@ pub async fn apply_roles(
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may grant or remove the Administrator role"));
     }
-    let mut tx = pool.begin().await?;
-    let target = users::get(&mut tx, &name, false).await?;
+    let target = users::get(tx, &name, false).await?;
     require_admin_for(caller, &target)?;
-    let out = users::change_roles(&mut tx, audit, &name, &roles, grant).await?;
-    tx.commit().await?;
-    Ok(out)
+    users::change_roles(tx, audit, &name, roles, grant).await
 }

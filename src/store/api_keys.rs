@@ -96,6 +96,22 @@ pub async fn revoke_all(conn: &mut PgConnection, audit: &Audit, user_id: Uuid) -
     Ok(ids.len() as u64)
 }
 
+/// Revokes a user's active keys named `name` (the data tracker's one key
+/// per user, replaced when a new one is issued).
+pub async fn revoke_named(conn: &mut PgConnection, audit: &Audit, user_id: Uuid, name: &str) -> Result<u64, Error> {
+    let ids: Vec<Uuid> = sqlx::query_scalar!(
+        "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND name = $2 AND revoked_at IS NULL RETURNING id",
+        user_id,
+        name,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &ids {
+        log_revoked(conn, audit, *id, user_id).await?;
+    }
+    Ok(ids.len() as u64)
+}
+
 async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: Uuid) -> Result<(), Error> {
     let changes = Changes::new().set("user_id", user_id.to_string());
     audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;

@@ -104,7 +104,8 @@ pub async fn session_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Credential>
     let row = select_users!(
         as Flat,
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
-             s.id AS ref_id, NULL::bytea AS secret_hash, s.created_at AS "authenticated_at?"
+             s.id AS ref_id, NULL::bytea AS secret_hash,
+             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"#,
         id,
     )
@@ -118,7 +119,8 @@ pub async fn session_by_cookie(pool: &PgPool, hash: &[u8]) -> Result<Option<Cred
     let row = select_users!(
         as Flat,
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
-             s.id AS ref_id, NULL::bytea AS secret_hash, s.created_at AS "authenticated_at?"
+             s.id AS ref_id, NULL::bytea AS secret_hash,
+             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.cookie_hash = $1"#,
         hash,
     )

@@ -188,3 +188,14 @@ pub async fn take_state(conn: &mut PgConnection, state: &str, provider: &str) ->
     .fetch_optional(conn)
     .await?)
 }
+
+/// The `(user, provider, subject)` of every identity linked to one of `users`.
+pub async fn subjects_of(pool: &sqlx::PgPool, users: &[Uuid]) -> Result<Vec<(Uuid, String, String)>, Error> {
+    let rows = sqlx::query!(
+        "SELECT user_id, provider, subject FROM oidc_identities WHERE user_id = ANY($1) ORDER BY provider, subject",
+        users,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.provider, r.subject)).collect())
+}

@@ -76,14 +76,38 @@ pub async fn create(
     ttl_secs: u64,
     user_agent: Option<&str>,
 ) -> Result<NewSession, Error> {
-    let s = Fresh::new(ttl_secs, user_agent);
+    create_bound(conn, audit, user_id, method, ttl_secs, user_agent, None).await
+}
+
+/// The API key a session was started with: its id and expiry. The session
+/// ends with the key (migration `20261201000005`) and no later than it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBound {
+    pub key_id: Uuid,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `create`, for a session started with an API key when `key` is given.
+pub async fn create_bound(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    user_id: Uuid,
+    method: &str,
+    ttl_secs: u64,
+    user_agent: Option<&str>,
+    key: Option<KeyBound>,
+) -> Result<NewSession, Error> {
+    let mut s = Fresh::new(ttl_secs, user_agent);
+    if let Some(end) = key.and_then(|k| k.expires_at) {
+        s.expires = s.expires.min(end);
+    }
     let mut session_audit = audit.clone();
     session_audit.session_id = Some(s.id);
     let log = change_log::rows(&[s.entry(&session_audit, method)]);
     sqlx::query!(
         "WITH session AS (
-             INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+             INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash, api_key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $10) RETURNING id
          ), refresh AS (
              INSERT INTO refresh_tokens (token_hash, session_id) SELECT $8, id FROM session
          )
@@ -103,6 +127,7 @@ pub async fn create(
         tokens::sha256(&s.cookie),
         tokens::sha256(&s.refresh),
         log,
+        key.map(|k| k.key_id),
     )
     .execute(conn)
     .await?;

@@ -167,24 +167,31 @@ pub async fn name_by_xdat_id(conn: &mut PgConnection, id: i32) -> Result<Option<
     Ok(sqlx::query_scalar!("SELECT username FROM users WHERE xdat_user_id = $1", id).fetch_optional(conn).await?)
 }
 
-/// Reads a user by name or id (`domain::user_id_in`), 404 if absent. `FOR
-/// UPDATE` when `lock` is set.
+/// Reads a user by name or id (`domain::user_id_in`), 404 if absent. With
+/// `lock`, the row is locked first (`FOR UPDATE`, waiting for whoever holds
+/// it) and then read by a second statement, so what is read (the roles
+/// too) includes what the previous holder committed: checks made on it
+/// cannot race a concurrent change (say, a grant of Administrator).
 pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<User, Error> {
-    if let Some(id) = crate::domain::user_id_in(username) {
-        let user = if lock {
-            select_users!("FROM users u WHERE u.id = $1 FOR UPDATE", id).fetch_optional(conn).await?
-        } else {
-            select_users!("FROM users u WHERE u.id = $1", id).fetch_optional(conn).await?
-        };
-        return user.ok_or_else(|| not_found(username));
-    }
-    let Some(key) = name_key(username) else { return Err(not_found(username)) };
-    let user = if lock {
-        select_users!("FROM users u WHERE lower(u.username) = $1 FOR UPDATE", key).fetch_optional(conn).await?
-    } else {
-        select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(conn).await?
+    let id = match crate::domain::user_id_in(username) {
+        Some(id) => Some(id),
+        None => {
+            let Some(key) = name_key(username) else { return Err(not_found(username)) };
+            if lock {
+                sqlx::query_scalar!("SELECT id FROM users WHERE lower(username) = $1 FOR UPDATE", key)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            } else {
+                let user = select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(conn).await?;
+                return user.ok_or_else(|| not_found(username));
+            }
+        }
     };
-    user.ok_or_else(|| not_found(username))
+    let Some(id) = id else { return Err(not_found(username)) };
+    if lock {
+        sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", id).fetch_optional(&mut *conn).await?;
+    }
+    select_users!("FROM users u WHERE u.id = $1", id).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
 }
 
 /// Whether the user named `username` (case-insensitive) holds Administrator;

@@ -196,6 +196,8 @@ enum Who {
     Disabled,
     Member,
     Owner,
+    /// Holds the data tracker's DATA_EDIT, which implies USER_ADD and USER_SEARCH.
+    DataEditor,
     UserManager,
     Admin,
 }
@@ -208,7 +210,11 @@ fn allowed(who: Who, access: &str) -> bool {
         (Who::Disabled, _) => false,
         (_, "authenticated") => true,
         (Who::Admin, _) => true,
-        (Who::UserManager, a) => a.ends_with("permission:USER_MANAGEMENT"),
+        // USER_MANAGEMENT implies USER_ADD and USER_SEARCH; so does DATA_EDIT.
+        (Who::UserManager, a) => {
+            a.ends_with("permission:USER_MANAGEMENT") || a == "permission:USER_ADD" || a == "permission:USER_SEARCH"
+        }
+        (Who::DataEditor, a) => a == "permission:USER_ADD" || a == "permission:USER_SEARCH",
         (Who::Owner, a) => a.starts_with("project-"),
         (Who::Member, a) => a.starts_with("project-member"),
     }
@@ -239,6 +245,10 @@ async fn every_route_for_every_kind_of_caller_on(app: TestApp) {
         app.create_user("um", json!({"roles": ["UserManager"]})).await;
         app.login("um", PASSWORD).await
     };
+    let editor = {
+        app.create_user("editor", json!({"roles": ["DataEditor"]})).await;
+        app.login("editor", PASSWORD).await
+    };
     let disabled = app.user("gone").await;
     app.patch("/api/v1/users/gone", &app.admin_token, json!({"enabled": false})).await.expect(200);
     let doc = app.send(Method::GET, "/api/v1/openapi.json", &Auth::None, None).await.expect(200).json();
@@ -255,6 +265,7 @@ async fn every_route_for_every_kind_of_caller_on(app: TestApp) {
         (Who::Disabled, disabled.clone(), "gone"),
         (Who::Member, member.clone(), "member"),
         (Who::Owner, owner.clone(), "owner"),
+        (Who::DataEditor, editor.clone(), "editor"),
         (Who::UserManager, um.clone(), "um"),
         (Who::Admin, app.admin_token.clone(), ADMIN),
     ] {

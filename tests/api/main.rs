@@ -16,5 +16,6 @@ mod permissions;
 mod projects;
 mod scaleout;
 mod security;
+mod tracker;
 mod xnat;
 mod xnat_clients;

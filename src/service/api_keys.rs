@@ -1,0 +1,61 @@
+//! Issuing API keys: the native `POST /api/v1/users/{u}/api-keys` and the
+//! data tracker's `POST /api/v1/user/{id}/apikey` (which replaces the key
+//! it issued before).
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::audit::Audit;
+use crate::auth::principal::{resolve_me, Principal};
+use crate::domain::{Error, Result};
+use crate::state::AppState;
+use crate::store::api_keys::{self, ApiKeyView};
+use crate::store::users;
+
+/// What to issue.
+pub struct NewKey {
+    /// A label, 1-100 characters with no control characters.
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Needed when the caller's login is not recent (`auth::reauth`).
+    pub current_password: Option<SecretString>,
+    /// Revoke the user's active keys of the same name first (one key per
+    /// name, as the data tracker keeps one key per user).
+    pub replace: bool,
+}
+
+/// Issues a key for `target` (a username, id or `me`): rate-limited per
+/// caller, only after a recent login (an API key never is one), an
+/// administrator's only by an administrator. One transaction: the
+/// replaced keys' revocation (which ends the sessions they started), the
+/// new key and the change log. The secret is in the answer only.
+pub async fn issue(
+    state: &AppState,
+    caller: &Principal,
+    audit: &Audit,
+    target: &str,
+    new: NewKey,
+) -> Result<(ApiKeyView, String)> {
+    state.limits.api_key_user.check(&caller.user_id.to_string())?;
+    crate::auth::reauth::require(state, caller, audit, new.current_password).await?;
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(
+            Error::invalid("invalid_name", "name must be 1-100 characters with no control characters").on_field("name")
+        );
+    }
+    if new.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(Error::invalid("invalid_expiry", "expires_at must be in the future").on_field("expires_at"));
+    }
+    let mut tx = state.pool.begin().await?;
+    // Locked when replacing: concurrent issues for one user take turns, so
+    // one key of the name stays live.
+    let user = users::get(&mut tx, resolve_me(caller, target), new.replace).await?;
+    crate::service::users::require_admin_for(caller, &user)?;
+    if new.replace {
+        api_keys::revoke_named(&mut tx, audit, user.id, name).await?;
+    }
+    let out = api_keys::create(&mut tx, audit, &state.keys, user.id, name, new.expires_at).await?;
+    tx.commit().await?;
+    Ok(out)
+}
