@@ -216,7 +216,14 @@ impl Settings {
         figment = figment.merge(Env::prefixed("REGISTRAR_").split("__").ignore(&["CONFIG", "TEST_DATABASE_URL"]));
         warn_unknown_keys(&figment);
         let settings: Settings = figment.extract().map_err(describe_figment_error)?;
-        settings.validate()?;
+        // A value out of range says where it was set, as a type error does.
+        settings.validate().map_err(|ConfigError(msg)| {
+            let key = msg.split(" = ").next().unwrap_or_default();
+            match source_of(&figment, key) {
+                Some(source) => ConfigError(format!("{msg} (from {source})")),
+                None => ConfigError(msg),
+            }
+        })?;
         Ok(settings)
     }
 
@@ -381,6 +388,20 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
 }
 
 /// lldap's habit: a misspelt key is reported, not silently ignored.
+/// Where `key`'s value came from: the environment variable, the file, or
+/// the compiled-in defaults.
+fn source_of(figment: &Figment, key: &str) -> Option<String> {
+    let m = figment.find_metadata(key)?;
+    if m.name.contains("environment") {
+        let env = key.split('.').map(str::to_uppercase).collect::<Vec<_>>().join("__");
+        return Some(format!("environment variable REGISTRAR_{env}"));
+    }
+    Some(match &m.source {
+        Some(src) => format!("{} {src}", m.name),
+        None => m.name.to_string(),
+    })
+}
+
 fn warn_unknown_keys(figment: &Figment) {
     let known = known_keys();
     let Ok(value) = figment.extract::<figment::value::Value>() else {
@@ -390,7 +411,7 @@ fn warn_unknown_keys(figment: &Figment) {
     collect_keys(&value, "", &mut found);
     for key in found {
         if !known.contains(key.as_str()) {
-            let source = figment.find_metadata(&key).map(|m| m.name.to_string()).unwrap_or_default();
+            let source = source_of(figment, &key).unwrap_or_default();
             // Telemetry may not be up yet; this goes to stderr either way.
             eprintln!("warning: unknown configuration key `{key}` ({source}) is ignored");
         }

@@ -2,8 +2,11 @@
 //! extractor configuration with their error answers, the header-size limit,
 //! and the answers for unknown routes and methods.
 
+use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -42,6 +45,100 @@ pub fn json_error(err: JsonPayloadError) -> ApiError {
         JsonPayloadError::Payload(_) => ApiError::bad_request("invalid_body", "could not read the request body"),
         _ => ApiError::bad_request("invalid_body", "invalid request body"),
     }
+}
+
+/// A JSON body whose refusals name the field. `web::Json` checks the
+/// content type, the size and the syntax (`json_error`); the value is then
+/// read into `T` through `serde_path_to_error`, so a missing, unknown or
+/// mistyped field is answered with its path in `details.field`.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::Json::<Box<serde_json::value::RawValue>>::from_request(req, payload);
+        Box::pin(async move {
+            let raw = body.await?.into_inner();
+            // Read from the text itself: a field given twice is still refused.
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            serde_path_to_error::deserialize(&mut de).map(Json).map_err(|e| {
+                let path = e.path().to_string();
+                field_error(&path, &e.into_inner().to_string(), "body").into()
+            })
+        })
+    }
+}
+
+/// A query string whose refusals name the parameter (`Json`'s rules).
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let pairs = url::form_urlencoded::parse(req.query_string().as_bytes());
+        let read = serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs));
+        std::future::ready(read.map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            field_error(&path, &e.into_inner().to_string(), "query").into()
+        }))
+    }
+}
+
+/// The refusal of a value that does not fit its field: 400 with the field's
+/// path in `details.field` and codes `missing_field`, `unknown_field` or
+/// `invalid_field`. Only what the schema says ("expected ...") is repeated,
+/// never the value sent (it may be a secret).
+fn field_error(path: &str, inner: &str, place: &str) -> ApiError {
+    let join = |name: &str| if path == "." { name.to_string() } else { format!("{path}.{name}") };
+    let quoted = |rest: &str| rest.split('`').next().unwrap_or_default().to_string();
+    let (code, field, message) = if let Some(rest) = inner.strip_prefix("missing field `") {
+        let field = join(&quoted(rest));
+        ("missing_field", field.clone(), format!("`{field}` is required"))
+    } else if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let field = join(&quoted(rest));
+        let known = rest.split_once(", expected ").map(|(_, k)| format!(" (expected {k})")).unwrap_or_default();
+        ("unknown_field", field.clone(), format!("unknown field `{field}`{known}"))
+    } else {
+        let schema_said = ["invalid type:", "invalid value:", "invalid length"].iter().any(|p| inner.starts_with(p));
+        let expected = inner
+            .split_once(", expected ")
+            .filter(|_| schema_said)
+            .map(|(_, e)| format!(": expected {}", e.split(" at line").next().unwrap_or(e)))
+            .unwrap_or_default();
+        let field = if path == "." { place.to_string() } else { path.to_string() };
+        ("invalid_field", field.clone(), format!("`{field}` has an invalid value{expected}"))
+    };
+    ApiError::bad_request(code, message).with_details(serde_json::json!({ "field": field }))
 }
 
 /// Maps form-body problems (XNAT's login form) like JSON ones.

@@ -169,6 +169,52 @@ fn xml_safe(v: &str) -> String {
 // The access-request tables of XNAT's `/data/.../pars` and of the native
 // API's `format=csv|xml|html` answers.
 
+/// The native API's access-request columns: the JSON fields' names.
+pub const NATIVE_PAR_COLUMNS: [&str; 14] = [
+    "par_id",
+    "project_id",
+    "project_name",
+    "level",
+    "kind",
+    "status",
+    "username",
+    "email",
+    "first_name",
+    "last_name",
+    "created_by",
+    "created_at",
+    "expires_at",
+    "decided_at",
+];
+
+/// The native API's `format=csv|xml|html` table of access requests.
+pub fn native_par_table(title: &str, list: &[crate::store::access_requests::AccessRequest]) -> Table {
+    let mut t = Table::new(title, &NATIVE_PAR_COLUMNS);
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let time = |v: &Option<chrono::DateTime<chrono::Utc>>| v.map(|d| d.to_rfc3339()).unwrap_or_default();
+    for r in list {
+        t.push(vec![
+            r.par_id.to_string(),
+            r.project_id.clone(),
+            r.project_name.clone(),
+            r.level.clone(),
+            r.kind.clone(),
+            r.status.clone(),
+            text(&r.username),
+            text(&r.email),
+            text(&r.first_name),
+            text(&r.last_name),
+            text(&r.created_by),
+            r.created_at.to_rfc3339(),
+            time(&r.expires_at),
+            time(&r.decided_at),
+        ]);
+    }
+    t
+}
+
+// XNAT's tables (`/data/pars`, `/data/projects/{p}/pars`), XNAT's names.
+
 pub const PROJECT_PAR_COLUMNS: [&str; 9] =
     ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"];
 
@@ -182,10 +228,10 @@ pub fn project_par_table(project: &str, list: &[crate::store::access_requests::A
             r.level.clone(),
             r.created_at.to_rfc3339(),
             r.email.clone().unwrap_or_default(),
-            r.login.clone().unwrap_or_default(),
+            r.username.clone().unwrap_or_default(),
             r.project_name.clone(),
             r.approved.map(|a| a.to_string()).unwrap_or_default(),
-            r.approval_date.map(|d| d.to_rfc3339()).unwrap_or_default(),
+            r.decided_at.map(|d| d.to_rfc3339()).unwrap_or_default(),
         ]);
     }
     t
@@ -217,8 +263,8 @@ pub fn user_par_table(list: &[crate::store::access_requests::AccessRequest]) -> 
             r.level.clone(),
             r.created_at.to_rfc3339(),
             r.created_by.clone().unwrap_or_default(),
-            r.created_by_firstname.clone().unwrap_or_default(),
-            r.created_by_lastname.clone().unwrap_or_default(),
+            r.created_by_first_name.clone().unwrap_or_default(),
+            r.created_by_last_name.clone().unwrap_or_default(),
             r.project_name.clone(),
             r.project_name.clone(),
             r.project_id.clone(),

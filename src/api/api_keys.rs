@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::api::resolve_me;
+use crate::api::{page_of, Order, Page, PageQuery};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Json, Query};
 use crate::service;
 use crate::state::AppState;
 use crate::store::{api_keys, users};
@@ -35,12 +37,19 @@ pub struct CreatedKey {
 }
 
 /// A user's API keys (never the secrets). The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/api-keys", tag = "api-keys", params(("username" = String, Path)),
-    responses((status = 200, body = [api_keys::ApiKeyView])))]
-pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/users/{username}/api-keys", tag = "api-keys", params(("username" = String, Path), PageQuery),
+    responses((status = 200, body = Page<api_keys::ApiKeyView>)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
-    Ok(HttpResponse::Ok().json(api_keys::list(&mut conn, user.id).await?))
+    let list = api_keys::list(&mut conn, user.id).await?;
+    Ok(HttpResponse::Ok().json(page_of(list, &q, Order::Descending, |k| crate::api::time_key(k.created_at, k.id))?))
 }
 
 /// Creates an API key; the secret (`key`) is in this response only.
@@ -52,7 +61,7 @@ pub async fn create(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<CreateKey>,
+    body: Json<CreateKey>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let new = service::api_keys::NewKey {

@@ -8,14 +8,17 @@ use serde::{Deserialize, Serialize};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Json;
 use crate::state::AppState;
 use crate::store::sessions::{self, Refreshed};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    /// Username or email address.
-    pub username: String,
+    /// Username or email address (give this or `email`).
+    pub username: Option<String>,
+    /// Email address (give this or `username`).
+    pub email: Option<String>,
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
 }
@@ -61,11 +64,22 @@ pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     audit: Audit,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
+    let login = match (body.username, body.email) {
+        (Some(name), None) | (None, Some(name)) => name,
+        (None, None) => {
+            return Err(ApiError::bad_request("missing_field", "`username` (or `email`) is required")
+                .with_details(serde_json::json!({"field": "username"})))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_field", "give `username` or `email`, not both")
+                .with_details(serde_json::json!({"field": "email"})))
+        }
+    };
     let logged_in =
-        crate::service::auth::password_login(&state, &audit, &body.username, body.password, user_agent(&req)).await?;
+        crate::service::auth::password_login(&state, &audit, &login, body.password, user_agent(&req)).await?;
     let (s, access) = (logged_in.session, logged_in.access_token);
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     Ok(HttpResponse::Ok()
@@ -84,11 +98,7 @@ pub async fn login(
 /// Public. Presenting an already used refresh token revokes the session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
     (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn refresh(
-    state: web::Data<AppState>,
-    audit: Audit,
-    body: web::Json<RefreshRequest>,
-) -> ApiResult<HttpResponse> {
+pub async fn refresh(state: web::Data<AppState>, audit: Audit, body: Json<RefreshRequest>) -> ApiResult<HttpResponse> {
     use secrecy::ExposeSecret;
     state.limits.refresh_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
     let mut tx = state.pool.begin().await?;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{page_limit, resolve_me};
 use crate::auth::principal::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Query;
 use crate::state::AppState;
 use crate::store::{change_log, users};
 
@@ -27,12 +28,7 @@ fn parse(q: &LogQuery) -> Result<(Option<i64>, i64), ApiError> {
     let before = q
         .cursor
         .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this server issued"))
-        })
+        .map(|c| c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(crate::api::invalid_cursor))
         .transpose()?;
     Ok((before, page_limit(q.limit)?))
 }
@@ -54,7 +50,7 @@ pub async fn about(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    q: web::Query<LogQuery>,
+    q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
     let (before, limit) = parse(&q)?;
     let mut conn = state.pool.acquire().await?;
@@ -70,7 +66,7 @@ pub async fn actions(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    q: web::Query<LogQuery>,
+    q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
     let (before, limit) = parse(&q)?;
     let mut conn = state.pool.acquire().await?;
@@ -81,7 +77,7 @@ pub async fn actions(
 
 /// The whole change log, newest first. ADMIN.
 #[utoipa::path(get, path = "/api/v1/admin/change-log", tag = "change-log", params(LogQuery), responses((status = 200, body = LogPage)))]
-pub async fn all(_caller: Caller, state: web::Data<AppState>, q: web::Query<LogQuery>) -> ApiResult<HttpResponse> {
+pub async fn all(_caller: Caller, state: web::Data<AppState>, q: Query<LogQuery>) -> ApiResult<HttpResponse> {
     let (before, limit) = parse(&q)?;
     Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, before, limit + 1).await?, limit)))
 }

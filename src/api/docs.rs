@@ -162,7 +162,7 @@ fn document_errors(
 }
 
 /// The OpenAPI 3.1 document of this server. Public.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI document", body = Object)))]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
 }
@@ -170,7 +170,7 @@ pub async fn openapi_json() -> HttpResponse {
 /// Interactive API viewer (Swagger UI, vendored: `src/api/assets/swagger-ui`).
 /// Every script and style comes from this server; the page's
 /// Content-Security-Policy allows nothing else. Public.
-#[utoipa::path(get, path = "/api/v1/docs", tag = "operations", responses((status = 200, description = "HTML page")))]
+#[utoipa::path(get, path = "/api/v1/docs", tag = "operations", responses((status = 200, description = "HTML page", body = String, content_type = "text/html")))]
 pub async fn viewer() -> HttpResponse {
     const HTML: &str = r#"<!doctype html>
 <html lang="en">
@@ -201,7 +201,7 @@ pub const VIEWER_CSP: &str = "default-src 'none'; script-src 'self'; style-src '
 /// The viewer's files: `swagger-ui-bundle.js`, `swagger-ui.css`, `init.js`.
 /// Public.
 #[utoipa::path(get, path = "/api/v1/docs/{asset}", tag = "operations", params(("asset" = String, Path)),
-    responses((status = 200, description = "script or style sheet"), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "script or style sheet", content((String = "application/javascript"), (String = "text/css"))), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     const BUNDLE: &[u8] = include_bytes!("assets/swagger-ui/swagger-ui-bundle.js");
     const CSS: &[u8] = include_bytes!("assets/swagger-ui/swagger-ui.css");

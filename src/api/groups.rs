@@ -1,15 +1,14 @@
 //! Groups and a user's groups.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
-use crate::api::resolve_me;
+use crate::api::{page_of, resolve_me, Order, Page, PageQuery};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::parse_group_name;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Json, Query};
 use crate::service;
 use crate::state::AppState;
 use crate::store::users::{ItemResult, UserView};
@@ -50,19 +49,12 @@ pub fn target(caller: &Caller, username: &str) -> String {
     resolve_me(&caller.0, username).to_string()
 }
 
-/// Per-group outcome of a bulk change: 200 when every group applied, 202
-/// when only some did (XNAT's convention).
-pub fn bulk_response(results: Vec<ItemResult>) -> HttpResponse {
-    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
-    let items: Vec<_> = results.into_iter().map(|r| json!({"group": r.name, "ok": r.ok, "error": r.error})).collect();
-    HttpResponse::build(status).json(json!({"results": items}))
-}
-
 /// Every group. Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", responses((status = 200, body = [groups::Group])))]
-pub async fn list(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(PageQuery), responses((status = 200, body = Page<groups::Group>)))]
+pub async fn list(_caller: Caller, state: web::Data<AppState>, q: Query<PageQuery>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
-    Ok(HttpResponse::Ok().json(groups::list(&mut conn).await?))
+    let all = groups::list(&mut conn).await?;
+    Ok(HttpResponse::Ok().json(page_of(all, &q, Order::Ascending, |g| g.name.clone())?))
 }
 
 /// Creates a plain group. Needs USER_MANAGEMENT.
@@ -72,7 +64,7 @@ pub async fn create(
     _caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
-    body: web::Json<CreateGroup>,
+    body: Json<CreateGroup>,
 ) -> ApiResult<HttpResponse> {
     let name = parse_group_name(body.name.trim())?;
     let display = crate::domain::parse_text("display_name", &body.display_name, 200)?;
@@ -107,21 +99,32 @@ pub async fn delete(
 }
 
 /// A group's members. Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/groups/{group}/members", tag = "groups", params(("group" = String, Path)),
-    responses((status = 200, body = [UserView])))]
-pub async fn members(_caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/groups/{group}/members", tag = "groups", params(("group" = String, Path), PageQuery),
+    responses((status = 200, body = Page<UserView>)))]
+pub async fn members(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let members: Vec<UserView> = groups::members(&mut conn, &path).await?.into_iter().map(UserView::from).collect();
-    Ok(HttpResponse::Ok().json(members))
+    Ok(HttpResponse::Ok().json(page_of(members, &q, Order::Ascending, |u| u.username.to_ascii_lowercase())?))
 }
 
 /// A user's groups. The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/groups", tag = "groups", params(("username" = String, Path)),
-    responses((status = 200, body = [String])))]
-pub async fn of_user(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/users/{username}/groups", tag = "groups", params(("username" = String, Path), PageQuery),
+    responses((status = 200, body = Page<String>)))]
+pub async fn of_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
-    Ok(HttpResponse::Ok().json(groups::of_user(&mut conn, user.id).await?))
+    let list = groups::of_user(&mut conn, user.id).await?;
+    Ok(HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, String::clone)?))
 }
 
 async fn bulk(
@@ -132,39 +135,43 @@ async fn bulk(
     list: Vec<String>,
     add: bool,
 ) -> ApiResult<HttpResponse> {
-    Ok(bulk_response(service::memberships::apply_groups(&state.pool, &caller.0, audit, username, list, add).await?))
+    let results = service::memberships::apply_groups(&state.pool, &caller.0, audit, username, list, add).await?;
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, username), false).await?;
+    crate::api::changed(user, results)
 }
 
-/// Adds a user to several groups: `{"results": [{"group", "ok", "error"}]}`,
-/// 200 when all applied, 202 when only some. Needs USER_MANAGEMENT.
+/// Adds a user to several groups: `{user, results: [{name, ok, error}]}`,
+/// 200 when all applied, 202 when only some did; when none did, the first
+/// refusal (every outcome in `details.results`). Needs USER_MANAGEMENT.
 #[utoipa::path(put, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,
-    params(("username" = String, Path)), responses((status = 200, description = "all applied"), (status = 202, description = "some applied")))]
+    params(("username" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 202, body = crate::api::Changed)))]
 pub async fn add_many(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<GroupList>,
+    body: Json<GroupList>,
 ) -> ApiResult<HttpResponse> {
     bulk(&state, &caller, &audit, &path, body.into_inner().into_vec()?, true).await
 }
 
 /// Removes a user from several groups; 200 or 202 as for adding.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/groups", tag = "groups", request_body = GroupList,
-    params(("username" = String, Path)), responses((status = 200, description = "all applied"), (status = 202, description = "some applied")))]
+    params(("username" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 202, body = crate::api::Changed)))]
 pub async fn remove_many(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<GroupList>,
+    body: Json<GroupList>,
 ) -> ApiResult<HttpResponse> {
     bulk(&state, &caller, &audit, &path, body.into_inner().into_vec()?, false).await
 }
 
 /// Adds a user to one group (for a project group: sets their level).
 #[utoipa::path(put, path = "/api/v1/users/{username}/groups/{group}", tag = "groups",
-    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, description = "added"), (status = 404, body = crate::error::ErrorBody)))]
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn add_one(
     state: web::Data<AppState>,
     caller: Caller,
@@ -176,7 +183,7 @@ pub async fn add_one(
 
 /// Removes a user from one group.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/groups/{group}", tag = "groups",
-    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, description = "removed"), (status = 404, body = crate::error::ErrorBody)))]
+    params(("username" = String, Path), ("group" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_one(
     state: web::Data<AppState>,
     caller: Caller,
@@ -186,7 +193,7 @@ pub async fn remove_one(
     one(&state, &caller, &audit, path.into_inner(), false).await
 }
 
-/// Adds to or removes from one group; answers the user's groups afterwards.
+/// Adds to or removes from one group; answers like a bulk change of one.
 async fn one(
     state: &AppState,
     caller: &Caller,
@@ -202,29 +209,35 @@ async fn one(
         groups::remove(&mut tx, audit, &name, &group).await?;
     }
     let user = users::get(&mut tx, &name, false).await?;
-    let list = groups::of_user(&mut tx, user.id).await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(list))
+    crate::api::changed(user, vec![ItemResult::ok(&group)])
 }
 
 /// Every registered resource permission (what groups may hold). Authenticated.
-#[utoipa::path(get, path = "/api/v1/resource-permissions", tag = "groups",
-    responses((status = 200, body = [crate::store::permissions::Permission])))]
-pub async fn resource_permissions(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(crate::store::permissions::list(&state.pool).await?))
+#[utoipa::path(get, path = "/api/v1/resource-permissions", tag = "groups", params(PageQuery),
+    responses((status = 200, body = Page<crate::store::permissions::Permission>)))]
+pub async fn resource_permissions(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let all = crate::store::permissions::list(&state.pool).await?;
+    Ok(HttpResponse::Ok().json(page_of(all, &q, Order::Ascending, |p| p.key())?))
 }
 
 /// The resource permissions a group holds. Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path)),
-    responses((status = 200, body = [crate::store::permissions::Permission])))]
+#[utoipa::path(get, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path), PageQuery),
+    responses((status = 200, body = Page<crate::store::permissions::Permission>)))]
 pub async fn permissions(
     _caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    q: Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let g = groups::get(&mut conn, &path).await?;
-    Ok(HttpResponse::Ok().json(crate::store::permissions::of_group(&mut conn, &g.name).await?))
+    let held = crate::store::permissions::of_group(&mut conn, &g.name).await?;
+    Ok(HttpResponse::Ok().json(page_of(held, &q, Order::Ascending, |p| p.key())?))
 }
 
 /// The body of `PUT /api/v1/groups/{group}/permissions`.
@@ -238,13 +251,13 @@ pub struct GroupPermissions {
 /// Replaces the resource permissions a group holds (logged as
 /// `group.permissions_changed`). Needs USER_MANAGEMENT.
 #[utoipa::path(put, path = "/api/v1/groups/{group}/permissions", tag = "groups", params(("group" = String, Path)),
-    request_body = GroupPermissions, responses((status = 200, body = [crate::store::permissions::Permission])))]
+    request_body = GroupPermissions, responses((status = 200, body = Page<crate::store::permissions::Permission>)))]
 pub async fn set_permissions(
     caller: Caller,
     state: web::Data<AppState>,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<GroupPermissions>,
+    body: Json<GroupPermissions>,
 ) -> ApiResult<HttpResponse> {
     let mut tx = state.pool.begin().await?;
     let g = groups::get(&mut tx, &path).await?;
@@ -258,5 +271,5 @@ pub async fn set_permissions(
     )
     .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(held))
+    Ok(HttpResponse::Ok().json(Page::all(held)))
 }

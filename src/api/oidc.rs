@@ -13,6 +13,7 @@ use crate::auth::principal::{self, Caller};
 use crate::auth::tokens;
 use crate::config::OidcProvider;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Query;
 use crate::state::AppState;
 use crate::store::{identities, users};
 
@@ -53,8 +54,9 @@ fn provider<'a>(state: &'a AppState, name: &str) -> Result<&'a OidcProvider, Api
 }
 
 /// The configured providers. Public.
-#[utoipa::path(get, path = "/api/v1/auth/oidc/providers", tag = "oidc", responses((status = 200, body = [ProviderInfo])))]
-pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/api/v1/auth/oidc/providers", tag = "oidc", params(crate::api::PageQuery),
+    responses((status = 200, body = crate::api::Page<ProviderInfo>)))]
+pub async fn providers(state: web::Data<AppState>, q: Query<crate::api::PageQuery>) -> ApiResult<HttpResponse> {
     let list: Vec<ProviderInfo> = state
         .settings
         .oidc
@@ -66,7 +68,7 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
             login_url: format!("/api/v1/auth/oidc/{}/login", p.name),
         })
         .collect();
-    HttpResponse::Ok().json(list)
+    Ok(HttpResponse::Ok().json(crate::api::page_of(list, &q, crate::api::Order::Ascending, |p| p.name.clone())?))
 }
 
 /// Starts a login (302 to the provider with state, nonce and PKCE); with
@@ -78,7 +80,7 @@ pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    q: web::Query<LoginQuery>,
+    q: Query<LoginQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
     state.limits.oidc_start_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-"))?;
@@ -135,7 +137,7 @@ pub async fn callback(
     req: HttpRequest,
     audit: Audit,
     path: web::Path<String>,
-    q: web::Query<CallbackQuery>,
+    q: Query<CallbackQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
     state.limits.oidc_callback_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
@@ -191,16 +193,20 @@ pub async fn callback(
 }
 
 /// A user's linked identities. The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/identities", tag = "oidc", params(("username" = String, Path)),
-    responses((status = 200, body = [identities::Identity])))]
+#[utoipa::path(get, path = "/api/v1/users/{username}/identities", tag = "oidc", params(("username" = String, Path), crate::api::PageQuery),
+    responses((status = 200, body = crate::api::Page<identities::Identity>)))]
 pub async fn list_identities(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
+    q: Query<crate::api::PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
-    Ok(HttpResponse::Ok().json(identities::of_user(&mut conn, user.id).await?))
+    let list = identities::of_user(&mut conn, user.id).await?;
+    let page =
+        crate::api::page_of(list, &q, crate::api::Order::Ascending, |i| format!("{}\u{0}{}", i.provider, i.subject))?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Unlinks a provider, unless it is the account's only way to log in (409).

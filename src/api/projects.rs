@@ -1,14 +1,15 @@
 //! Projects, their members, and project access requests.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::resolve_me;
+use crate::api::{page_of, resolve_me, Order, Page, PageQuery};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::{parse_text, Email, Level, Permission, ProjectId};
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Json, Query};
 use crate::service;
 use crate::state::AppState;
 use crate::store::access_requests::{self as pars, AccessRequest, Answerer, Invitee};
@@ -60,14 +61,14 @@ pub struct Answer {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct FormatQuery {
-    /// json (default), csv, xml or html.
+    /// json (default), csv, xml or html (a table of every item).
     pub format: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct MemberList {
-    pub items: Vec<Member>,
+    /// json: at most this many items (1-500, default 50).
+    pub limit: Option<i64>,
+    /// json: `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 fn name_field(raw: &str) -> Result<String, ApiError> {
@@ -79,12 +80,17 @@ fn name_field(raw: &str) -> Result<String, ApiError> {
 }
 
 /// Projects: all of them for USER_MANAGEMENT, else those the caller is a member of.
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", responses((status = 200, body = [Project])))]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+/// (A member's projects carry their `level`.)
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(PageQuery), responses((status = 200, body = Page<Project>)))]
+pub async fn list(state: web::Data<AppState>, caller: Caller, q: Query<PageQuery>) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     Ok(match service::projects::visible(&mut conn, &caller.0).await? {
-        service::projects::Visible::All(list) => HttpResponse::Ok().json(list),
-        service::projects::Visible::Mine(list) => HttpResponse::Ok().json(list),
+        service::projects::Visible::All(list) => {
+            HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
+        }
+        service::projects::Visible::Mine(list) => {
+            HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
+        }
     })
 }
 
@@ -96,7 +102,7 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
-    body: web::Json<CreateProject>,
+    body: Json<CreateProject>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let new = NewProject {
@@ -127,7 +133,7 @@ pub async fn update(
     state: web::Data<AppState>,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<UpdateProject>,
+    body: Json<UpdateProject>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let patch = ProjectPatch {
@@ -157,14 +163,19 @@ pub async fn delete(
 }
 
 /// Members with their level. Its members or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path)),
-    responses((status = 200, body = MemberList)))]
-pub async fn members(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects", params(("project" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Member>)))]
+pub async fn members(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
     let mut items = projects::members(&mut conn, &p.id).await?;
     projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
-    Ok(HttpResponse::Ok().json(MemberList { items }))
+    Ok(HttpResponse::Ok().json(page_of(items, &q, Order::Ascending, |m| m.username.to_ascii_lowercase())?))
 }
 
 /// Adds a user at a level or changes their level (one level per project).
@@ -172,13 +183,13 @@ pub async fn members(caller: Caller, state: web::Data<AppState>, path: web::Path
 /// `user_disabled`). Its owners or USER_MANAGEMENT.
 #[utoipa::path(put, path = "/api/v1/projects/{project}/members/{username}", tag = "projects", request_body = SetLevel,
     params(("project" = String, Path), ("username" = String, Path)),
-    responses((status = 200, body = MemberList), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Page<Member>), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn set_member(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<(String, String)>,
-    body: web::Json<SetLevel>,
+    body: Json<SetLevel>,
 ) -> ApiResult<HttpResponse> {
     let (project, username) = path.into_inner();
     let level = Level::parse(&body.level)?;
@@ -189,12 +200,12 @@ pub async fn set_member(
     let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;
     projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
-    Ok(HttpResponse::Ok().json(MemberList { items }))
+    Ok(HttpResponse::Ok().json(Page::all(items)))
 }
 
 /// Removes a member (a project keeps at least one owner). Its owners or USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/api/v1/projects/{project}/members/{username}", tag = "projects",
-    params(("project" = String, Path), ("username" = String, Path)), responses((status = 200, body = MemberList)))]
+    params(("project" = String, Path), ("username" = String, Path)), responses((status = 200, body = Page<Member>)))]
 pub async fn remove_member(
     state: web::Data<AppState>,
     caller: Caller,
@@ -209,16 +220,22 @@ pub async fn remove_member(
     let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;
     projects::hide_emails(&mut items, state.settings.directory.visibility, &caller.0);
-    Ok(HttpResponse::Ok().json(MemberList { items }))
+    Ok(HttpResponse::Ok().json(Page::all(items)))
 }
 
 /// The projects a user may read, with their level. The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/projects", tag = "projects", params(("username" = String, Path)),
-    responses((status = 200, body = [ProjectWithLevel])))]
-pub async fn of_user(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/users/{username}/projects", tag = "projects", params(("username" = String, Path), PageQuery),
+    responses((status = 200, body = Page<ProjectWithLevel>)))]
+pub async fn of_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
-    Ok(HttpResponse::Ok().json(projects::of_user(&mut conn, user.id).await?))
+    let list = projects::of_user(&mut conn, user.id).await?;
+    Ok(HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.id.to_ascii_lowercase())?))
 }
 
 /// An owner (or USER_MANAGEMENT) invites `{"username"}` or `{"email"}` at a
@@ -231,7 +248,7 @@ pub async fn create_request(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<NewAccessRequest>,
+    body: Json<NewAccessRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let level = Level::parse(&body.level)?;
@@ -290,38 +307,43 @@ pub async fn withdraw(
     Ok(HttpResponse::Ok().json(par))
 }
 
-pub use crate::table::{project_par_table, user_par_table, PROJECT_PAR_COLUMNS, USER_PAR_COLUMNS};
+use crate::table::native_par_table;
 
-fn native_json(list: Vec<AccessRequest>) -> impl FnOnce(&Table) -> Value {
-    move |_| json!({"items": list})
+/// The JSON answer of an access-request list: a page, newest first.
+fn native_json(list: Vec<AccessRequest>, q: &FormatQuery) -> Result<impl FnOnce(&Table) -> Value, ApiError> {
+    let paging = PageQuery { limit: q.limit, cursor: q.cursor.clone() };
+    let page = page_of(list, &paging, Order::Descending, |r| format!("{:020}", r.par_id))?;
+    Ok(move |_: &Table| json!(page))
 }
 
-/// Every access request of a project (approved, approval date, level,
-/// login, email) in `format` json (default), csv, xml or html. Its owners or USER_MANAGEMENT.
+/// Every access request of a project in `format` json (default), csv, xml
+/// or html (the columns are the JSON fields). Its owners or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/projects/{project}/access-requests", tag = "access-requests",
-    params(("project" = String, Path), FormatQuery), responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
+    params(("project" = String, Path), FormatQuery), responses((status = 200, body = Page<AccessRequest>, description = "a page of access requests, or a table (`format`)")))]
 pub async fn project_requests(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    q: web::Query<FormatQuery>,
+    q: Query<FormatQuery>,
 ) -> ApiResult<HttpResponse> {
     let format = Format::parse(q.format.as_deref())?;
     let mut conn = state.pool.acquire().await?;
     let p = projects::get(&mut conn, &path, false).await?;
     let mut list = pars::of_project(&mut conn, &p.id).await?;
     pars::hide_emails(&mut list, state.settings.directory.visibility, &caller.0);
-    project_par_table(&p.id, &list).respond(format, native_json(list))
+    let table = native_par_table(&format!("Access requests of {}", p.id), &list);
+    table.respond(format, native_json(list, &q)?)
 }
 
 /// The caller's open invitations, in `format` json (default), csv, xml or html. Authenticated.
 #[utoipa::path(get, path = "/api/v1/access-requests", tag = "access-requests", params(FormatQuery),
-    responses((status = 200, description = "`{items: [AccessRequest]}` or a table")))]
-pub async fn mine(state: web::Data<AppState>, caller: Caller, q: web::Query<FormatQuery>) -> ApiResult<HttpResponse> {
+    responses((status = 200, body = Page<AccessRequest>, description = "a page of access requests, or a table (`format`)")))]
+pub async fn mine(state: web::Data<AppState>, caller: Caller, q: Query<FormatQuery>) -> ApiResult<HttpResponse> {
     let format = Format::parse(q.format.as_deref())?;
     let mut conn = state.pool.acquire().await?;
     let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
-    user_par_table(&list).respond(format, native_json(list))
+    let table = native_par_table("Open access requests", &list);
+    table.respond(format, native_json(list, &q)?)
 }
 
 /// Parses `accept`/`decline`.
@@ -344,7 +366,7 @@ pub async fn answer(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<Answer>,
+    body: Json<Answer>,
 ) -> ApiResult<HttpResponse> {
     let accept = parse_action(&body.action)?;
     let mut par = service::access_requests::answer(&state.pool, &caller.0, &audit, &path, accept).await?;

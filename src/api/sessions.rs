@@ -3,33 +3,41 @@
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
-use crate::api::resolve_me;
+use crate::api::{page_of, resolve_me, Order, Page, PageQuery};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
 use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Query;
 use crate::state::AppState;
 use crate::store::{sessions, users};
 
 /// A user's active sessions. The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path)),
-    responses((status = 200, body = [sessions::SessionView])))]
-pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path), PageQuery),
+    responses((status = 200, body = Page<sessions::SessionView>)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
-    Ok(HttpResponse::Ok().json(sessions::list_active(&mut conn, user.id).await?))
+    let list = sessions::list_active(&mut conn, user.id).await?;
+    Ok(HttpResponse::Ok().json(page_of(list, &q, Order::Descending, |s| crate::api::time_key(s.created_at, s.id))?))
 }
 
 /// Revokes every session of a user and every access token issued so far.
 /// The user themself or USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/sessions", tag = "sessions", params(("username" = String, Path), RevokeAllQuery),
-    responses((status = 200, description = "`{\"revoked\": n}`")))]
+    responses((status = 200, description = "`{\"revoked\": n}`", body = Object)))]
 pub async fn revoke_all(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    q: web::Query<RevokeAllQuery>,
+    q: Query<RevokeAllQuery>,
 ) -> ApiResult<HttpResponse> {
     let mut tx = state.pool.begin().await?;
     let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;

@@ -1,6 +1,5 @@
 //! Users: create, read, list, update, delete, password, unlock, roles.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,10 +10,11 @@ use crate::api::{page_limit, resolve_me};
 use crate::audit::Audit;
 use crate::auth::principal::{Caller, Principal};
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Json, Query};
 use crate::service;
 pub use crate::service::users::{CreateUser, PasswordChange, UpdateUser};
 use crate::state::AppState;
-use crate::store::users::{self, ItemResult, User, UserView};
+use crate::store::users::{self, User, UserView};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -35,12 +35,6 @@ pub struct UserPage {
     pub items: Vec<UserView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RolesResult {
-    pub user: UserView,
-    pub results: Vec<ItemResult>,
 }
 
 /// A list of role names, as a bare array or `{"roles": [...]}`.
@@ -69,7 +63,7 @@ fn encode_cursor(u: &User) -> String {
 
 /// Decodes a user-list cursor; any malformed input is a 400.
 pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
-    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server issued");
+    let bad = crate::api::invalid_cursor;
     if c.len() > 256 {
         return Err(bad());
     }
@@ -82,11 +76,7 @@ pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
 /// Lists users with their details, a page at a time (keyset pagination by
 /// username). Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), responses((status = 200, body = UserPage)))]
-pub async fn list(
-    _caller: Caller,
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> ApiResult<HttpResponse> {
+pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<ListQuery>) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let filter = users::ListFilter {
@@ -107,9 +97,16 @@ pub async fn list(
 }
 
 /// All usernames. Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/usernames", tag = "users", responses((status = 200, body = [String])))]
-pub async fn usernames(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(users::usernames(&state.pool).await?))
+#[utoipa::path(get, path = "/api/v1/usernames", tag = "users", params(crate::api::PageQuery),
+    responses((status = 200, body = crate::api::Page<String>)))]
+pub async fn usernames(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    q: Query<crate::api::PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let list = users::usernames(&state.pool).await?;
+    let page = crate::api::page_of(list, &q, crate::api::Order::Ascending, |u| u.to_ascii_lowercase())?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Creates a user. Needs USER_MANAGEMENT (ADMIN to create an administrator).
@@ -121,7 +118,7 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
-    body: web::Json<CreateUser>,
+    body: Json<CreateUser>,
 ) -> ApiResult<HttpResponse> {
     let user = service::users::create_user(&state.pool, &state.hasher, &caller.0, &audit, body.into_inner()).await?;
     Ok(HttpResponse::Created()
@@ -155,7 +152,7 @@ pub async fn update(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<UpdateUser>,
+    body: Json<UpdateUser>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
     let (user, _) = service::users::update_user(&state.pool, &caller.0, &audit, &name, body.into_inner(), None).await?;
@@ -189,7 +186,7 @@ pub async fn set_password(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<PasswordChange>,
+    body: Json<PasswordChange>,
 ) -> ApiResult<HttpResponse> {
     service::users::change_password(&state, &caller.0, &audit, &path, body.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -212,12 +209,18 @@ pub async fn unlock(
 }
 
 /// A user's roles. The user themself or USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users/{username}/roles", tag = "roles", params(("username" = String, Path)),
-    responses((status = 200, body = [String])))]
-pub async fn roles(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/users/{username}/roles", tag = "roles", params(("username" = String, Path), crate::api::PageQuery),
+    responses((status = 200, body = crate::api::Page<String>)))]
+pub async fn roles(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: Query<crate::api::PageQuery>,
+) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path);
     let mut conn = state.pool.acquire().await?;
-    Ok(HttpResponse::Ok().json(users::get(&mut conn, name, false).await?.roles))
+    let roles = users::get(&mut conn, name, false).await?.roles;
+    Ok(HttpResponse::Ok().json(crate::api::page_of(roles, &q, crate::api::Order::Ascending, String::clone)?))
 }
 
 async fn change_roles(
@@ -229,40 +232,41 @@ async fn change_roles(
     grant: bool,
 ) -> ApiResult<HttpResponse> {
     let (user, results) = service::users::apply_roles(&state.pool, caller, audit, username, roles, grant).await?;
-    let status = if results.iter().all(|r| r.ok) { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok(HttpResponse::build(status).json(RolesResult { user: UserView::from(user), results }))
+    crate::api::changed(user, results)
 }
 
-/// Grants several roles. 200 when all applied, 202 when only some were (see
-/// `results`). Needs USER_MANAGEMENT (ADMIN for the Administrator role).
+/// Grants several roles: `{user, results: [{name, ok, error}]}`, 200 when
+/// all applied, 202 when only some did; when none did, the first refusal
+/// (with every outcome in `details.results`). Needs USER_MANAGEMENT (ADMIN
+/// for the Administrator role).
 #[utoipa::path(put, path = "/api/v1/users/{username}/roles", tag = "roles", request_body = RoleList,
-    params(("username" = String, Path)), responses((status = 200, body = RolesResult), (status = 202, body = RolesResult)))]
+    params(("username" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 202, body = crate::api::Changed)))]
 pub async fn add_roles(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<RoleList>,
+    body: Json<RoleList>,
 ) -> ApiResult<HttpResponse> {
     change_roles(&state, &caller.0, &audit, &path, body.into_inner().into_vec()?, true).await
 }
 
 /// Removes several roles; 200 or 202 as for granting.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/roles", tag = "roles", request_body = RoleList,
-    params(("username" = String, Path)), responses((status = 200, body = RolesResult), (status = 202, body = RolesResult)))]
+    params(("username" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 202, body = crate::api::Changed)))]
 pub async fn remove_roles(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<RoleList>,
+    body: Json<RoleList>,
 ) -> ApiResult<HttpResponse> {
     change_roles(&state, &caller.0, &audit, &path, body.into_inner().into_vec()?, false).await
 }
 
 /// Grants one role (404 if the role does not exist).
 #[utoipa::path(put, path = "/api/v1/users/{username}/roles/{role}", tag = "roles",
-    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = RolesResult), (status = 404, body = crate::error::ErrorBody)))]
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn add_role(
     state: web::Data<AppState>,
     caller: Caller,
@@ -275,7 +279,7 @@ pub async fn add_role(
 
 /// Removes one role.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/roles/{role}", tag = "roles",
-    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = RolesResult), (status = 404, body = crate::error::ErrorBody)))]
+    params(("username" = String, Path), ("role" = String, Path)), responses((status = 200, body = crate::api::Changed), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_role(
     state: web::Data<AppState>,
     caller: Caller,
@@ -294,13 +298,6 @@ async fn one_role(
     role: String,
     grant: bool,
 ) -> ApiResult<HttpResponse> {
-    let (user, mut results) = service::users::apply_roles(&state.pool, caller, audit, user, vec![role], grant).await?;
-    if results.iter().any(|r| !r.ok) {
-        // One role, and it failed: report it as the error it was.
-        let failed = results.pop().and_then(ItemResult::into_error);
-        return Err(
-            failed.map_or_else(|| ApiError::conflict("not_applied", "the role could not be changed"), ApiError::from)
-        );
-    }
-    Ok(HttpResponse::Ok().json(RolesResult { user: UserView::from(user), results }))
+    let (user, results) = service::users::apply_roles(&state.pool, caller, audit, user, vec![role], grant).await?;
+    crate::api::changed(user, results)
 }

@@ -94,7 +94,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str, retry_after: 
 /// `POST /api/token`: OAuth 2.0's password grant (form-encoded), as MLTE's
 /// client logs in. The same login as everywhere (`service::auth`). Public.
 #[utoipa::path(post, path = "/api/token", tag = "mlte", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "`{access_token, token_type: bearer, expires_in}`"),
+    responses((status = 200, description = "`{access_token, token_type: bearer, expires_in}`", body = Object),
     (status = 400, description = "`{error: invalid_grant | invalid_request | unsupported_grant_type, error_description}`")))]
 pub async fn token(
     state: web::Data<AppState>,
@@ -507,7 +507,7 @@ pub async fn read_permission(
 /// the two calls above (it writes the `/` of its ids as `---`):
 /// `s---permissions---details` and `s---permission---{permission}`. Permission `group-get`, or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/groups/permissions/{alias}", tag = "mlte", params(("alias" = String, Path)),
-    responses((status = 200, description = "as the call it stands for"), (status = 404, description = "unknown")))]
+    responses((status = 200, description = "as the call it stands for", body = Object), (status = 404, description = "unknown")))]
 pub async fn permissions_alias(
     caller: Caller,
     state: web::Data<AppState>,

@@ -22,22 +22,26 @@ pub struct AccessRequest {
     pub level: String,
     /// `invitation` (from an owner) or `request` (a user asking to join).
     pub kind: String,
-    /// The invitee or requester, once they have an account.
-    pub login: Option<String>,
+    /// The invitee or requester's username, once they have an account.
+    pub username: Option<String>,
     pub email: Option<String>,
-    pub firstname: Option<String>,
-    pub lastname: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     /// Who created it (the inviting owner, or the requester).
     pub created_by: Option<String>,
-    pub created_by_firstname: Option<String>,
-    pub created_by_lastname: Option<String>,
+    pub created_by_first_name: Option<String>,
+    pub created_by_last_name: Option<String>,
     pub created_at: DateTime<Utc>,
     /// `pending`, `accepted`, `declined`, `withdrawn` or `expired`.
     pub status: String,
     /// When an invitation stops being valid (`INVITATION_TTL_DAYS`).
     pub expires_at: Option<DateTime<Utc>>,
+    /// XNAT's `approved` (true: accepted, false: declined); the native
+    /// API says `status`.
+    #[serde(skip)]
     pub approved: Option<bool>,
-    pub approval_date: Option<DateTime<Utc>>,
+    /// When it was accepted, declined, withdrawn or expired.
+    pub decided_at: Option<DateTime<Utc>>,
     /// The person's account, once known (for the email rule, not shown).
     #[serde(skip)]
     pub user_id: Option<Uuid>,
@@ -53,11 +57,11 @@ macro_rules! select_requests {
         sqlx::query_as!(
             AccessRequest,
             r#"SELECT r.par_id, r.project_id, p.name AS project_name, p.description AS project_description,
-                      p.pi AS project_pi, r.level, r.kind, u.username AS "login?", COALESCE(u.email, r.email) AS email,
-                      u.first_name AS "firstname?", u.last_name AS "lastname?", c.username AS "created_by?",
-                      c.first_name AS "created_by_firstname?", c.last_name AS "created_by_lastname?", r.created_at,
+                      p.pi AS project_pi, r.level, r.kind, u.username AS "username?", COALESCE(u.email, r.email) AS email,
+                      u.first_name AS "first_name?", u.last_name AS "last_name?", c.username AS "created_by?",
+                      c.first_name AS "created_by_first_name?", c.last_name AS "created_by_last_name?", r.created_at,
                       r.status, CASE r.status WHEN 'accepted' THEN true WHEN 'declined' THEN false END AS approved,
-                      r.decided_at AS approval_date, r.expires_at, r.user_id, r.email AS invited_email
+                      r.decided_at, r.expires_at, r.user_id, r.email AS invited_email
                FROM access_requests r JOIN projects p ON p.id = r.project_id
                LEFT JOIN users u ON u.id = r.user_id LEFT JOIN users c ON c.id = r.created_by "# + $tail $(, $arg)*
         )

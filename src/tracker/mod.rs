@@ -269,7 +269,7 @@ fn roles_for(types: &[String]) -> Vec<String> {
 
 /// `GET /api/v1/login`: the ways in. Public.
 #[utoipa::path(get, path = "/api/v1/login", tag = "data-tracker",
-    responses((status = 200, description = "`{\"types\": [\"apikey\", \"oidc\"]}` (`oidc` when a provider is configured)")))]
+    responses((status = 200, description = "`{\"types\": [\"apikey\", \"oidc\"]}` (`oidc` when a provider is configured)", body = Object)))]
 pub async fn login_types(state: web::Data<AppState>) -> HttpResponse {
     let mut types = vec!["apikey"];
     if !state.settings.oidc.providers.is_empty() {
@@ -280,7 +280,7 @@ pub async fn login_types(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /api/v1/login/oidc`: each configured provider and its login path. Public.
 #[utoipa::path(get, path = "/api/v1/login/oidc", tag = "data-tracker",
-    responses((status = 200, description = "`{provider: login path}`")))]
+    responses((status = 200, description = "`{provider: login path}`", body = Object)))]
 pub async fn oidc_types(state: web::Data<AppState>) -> HttpResponse {
     let map: Map<String, Value> = state
         .settings
@@ -327,7 +327,7 @@ pub async fn oidc_login(
 /// mint keys or link identities without the password). Public.
 #[utoipa::path(post, path = "/api/v1/login/apikey", tag = "data-tracker",
     request_body(content = Object, description = "`{\"api-user\": ..., \"api-key\": ...}`"),
-    responses((status = 200, description = "logged in (session cookie)"), (status = 400, body = ErrorBody),
+    responses((status = 200, description = "no body: logged in (session cookie)"), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody)))]
 pub async fn key_login(
     state: web::Data<AppState>,
@@ -367,7 +367,7 @@ pub async fn key_login(
 /// `GET /api/v1/logout`: ends the caller's browser session, if any, and
 /// clears its cookie. Public (a visitor without a session gets 200 too);
 /// refused from another site (403 `cross_site_request`).
-#[utoipa::path(get, path = "/api/v1/logout", tag = "data-tracker", responses((status = 200, description = "logged out")))]
+#[utoipa::path(get, path = "/api/v1/logout", tag = "data-tracker", responses((status = 200, description = "no body: logged out")))]
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest, audit: Audit) -> TResult<HttpResponse> {
     // A GET that ends a session: never on another site's behalf (a link or
     // an image elsewhere must not log anyone out).
@@ -396,7 +396,7 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, audit: Audit) 
 
 /// `GET /api/v1/user/permissions`: the permission types. Public.
 #[utoipa::path(get, path = "/api/v1/user/permissions", tag = "data-tracker",
-    responses((status = 200, description = "`{\"permissions\": [...]}`")))]
+    responses((status = 200, description = "`{\"permissions\": [...]}`", body = Object)))]
 pub async fn permission_types() -> HttpResponse {
     let list: Vec<&str> = TYPES.iter().map(|(t, _)| *t).collect();
     HttpResponse::Ok().json(json!({ "permissions": list }))
@@ -423,7 +423,7 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> TResult<HttpRes
 /// username comes from the email. Answers `{"_id": ..., "id": ...}`.
 /// USER_ADD; giving `permissions` needs USER_MANAGEMENT.
 #[utoipa::path(post, path = "/api/v1/user", tag = "data-tracker", request_body(content = Object, description = "`{\"user\": {...}}`"),
-    responses((status = 200, description = "`{\"_id\": ..., \"id\": ...}`"), (status = 400, body = ErrorBody),
+    responses((status = 200, description = "`{\"_id\": ..., \"id\": ...}`", body = Object), (status = 400, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add(
     caller: Caller,
@@ -554,7 +554,7 @@ async fn edit(
 /// `contact`, `orcid` and `url` (`{"user": {...}}`); email and permissions
 /// 403 unless unchanged. Any logged-in user.
 #[utoipa::path(patch, path = "/api/v1/user/me", tag = "data-tracker", request_body(content = Object, description = "`{\"user\": {...}}`"),
-    responses((status = 200, description = "saved"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "no body: saved"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn update_me(
     caller: Caller,
     state: web::Data<AppState>,
@@ -583,7 +583,7 @@ pub async fn read(caller: Caller, state: web::Data<AppState>, path: web::Path<St
 /// an administrator; nobody changes their own permissions.
 #[utoipa::path(patch, path = "/api/v1/user/{username}", tag = "data-tracker", params(("username" = String, Path, description = "the user's id")),
     request_body(content = Object, description = "`{\"user\": {...}}`"),
-    responses((status = 200, description = "saved"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, description = "no body: saved"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update(
     caller: Caller,
@@ -598,7 +598,7 @@ pub async fn update(
 
 /// `DELETE /api/v1/user/{id}`. USER_MANAGEMENT; never one's own account.
 #[utoipa::path(delete, path = "/api/v1/user/{username}", tag = "data-tracker", params(("username" = String, Path, description = "the user's id")),
-    responses((status = 200, description = "deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "no body: deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     caller: Caller,
     state: web::Data<AppState>,
@@ -616,7 +616,7 @@ pub async fn delete(
 /// the one this route issued before), `{"key": ...}`, shown only here. The
 /// user themself or USER_MANAGEMENT; after a recent login.
 #[utoipa::path(post, path = "/api/v1/user/{username}/apikey", tag = "data-tracker", params(("username" = String, Path, description = "the user's id")),
-    responses((status = 200, description = "`{\"key\": ...}`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`{\"key\": ...}`", body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn new_key(
     caller: Caller,
     state: web::Data<AppState>,
@@ -669,7 +669,7 @@ const LOG_LIMIT: i64 = 1000;
 /// (`{"entry_id", "data_type": "user", "logs": [...]}`). The user themself
 /// or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/user/{username}/log", tag = "data-tracker", params(("username" = String, Path, description = "the user's id")),
-    responses((status = 200, description = "`{entry_id, data_type, logs}`"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`{entry_id, data_type, logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
     let entries = change_log::about_user(&state.pool, user.id, None, LOG_LIMIT).await?;
@@ -683,7 +683,7 @@ pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<Str
 /// `GET /api/v1/user/{id}/actions`: the changes a user made, oldest first
 /// (`{"logs": [...]}`, without the data). The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/user/{username}/actions", tag = "data-tracker", params(("username" = String, Path, description = "the user's id")),
-    responses((status = 200, description = "`{logs}`"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "`{logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn actions(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
     let entries = change_log::by_actor(&state.pool, user.id, None, LOG_LIMIT).await?;

@@ -47,7 +47,7 @@ fn result_set(t: &Table) -> Value {
 /// the enabled users the caller may see (`directory.visibility`: by default
 /// the people they share a project with, emails only to USER_MANAGEMENT
 /// and of oneself). Authenticated.
-#[utoipa::path(get, path = "/data/users", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+#[utoipa::path(get, path = "/data/users", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn data_users(caller: Caller, state: web::Data<AppState>, q: Params) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     let visibility = state.settings.directory.visibility;
@@ -85,14 +85,14 @@ async fn project_table(state: &AppState, caller: &Caller) -> ApiResult<Table> {
 
 /// `GET /data/projects` (and `/data/archive/projects`): the projects the
 /// caller may read (all for USER_MANAGEMENT), `columns=` honoured. Authenticated.
-#[utoipa::path(get, path = "/data/projects", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+#[utoipa::path(get, path = "/data/projects", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn projects_list(state: web::Data<AppState>, caller: Caller, q: Params) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     select_columns(project_table(&state, &caller).await?, &q).respond(format, result_set)
 }
 
 /// Same as `/data/projects`. Authenticated.
-#[utoipa::path(get, path = "/data/archive/projects", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+#[utoipa::path(get, path = "/data/archive/projects", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn archive_projects(state: web::Data<AppState>, caller: Caller, q: Params) -> ApiResult<HttpResponse> {
     projects_list(state, caller, q).await
 }
@@ -108,7 +108,7 @@ fn display_name(level: &str) -> &'static str {
 /// `GET /data/projects/{project}/users`: `GROUP_ID, displayname, login,
 /// firstname, lastname, email`. Project members or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/data/projects/{project}/users", tag = "xnat", params(("project" = String, Path)),
-    responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+    responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn project_users(
     caller: Caller,
     state: web::Data<AppState>,
@@ -199,7 +199,7 @@ fn split_users(raw: &str) -> Result<Vec<&str>, ApiError> {
 /// Project owners or USER_MANAGEMENT.
 #[utoipa::path(put, path = "/data/projects/{project}/users/{group}/{user}", tag = "xnat",
     params(("project" = String, Path), ("group" = String, Path), ("user" = String, Path)),
-    responses((status = 200, description = "added"), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "added", body = Object), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn add_project_user(
     state: web::Data<AppState>,
     caller: Caller,
@@ -230,7 +230,7 @@ pub async fn add_project_user(
 /// Project owners or USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/data/projects/{project}/users/{group}/{user}", tag = "xnat",
     params(("project" = String, Path), ("group" = String, Path), ("user" = String, Path)),
-    responses((status = 200, description = "removed"), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "removed", body = Object), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn remove_project_user(
     _caller: Caller,
     state: web::Data<AppState>,
@@ -259,7 +259,7 @@ pub async fn remove_project_user(
 }
 
 /// `GET /xapi/access/projects`: the caller's projects with their role. Authenticated.
-#[utoipa::path(get, path = "/xapi/access/projects", tag = "xnat", responses((status = 200, description = "list of projects with role")))]
+#[utoipa::path(get, path = "/xapi/access/projects", tag = "xnat", responses((status = 200, description = "list of projects with role", body = [Object])))]
 pub async fn access_projects(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let mut conn = state.pool.acquire().await?;
     let list: Vec<Value> = projects::of_user(&mut conn, caller.0.user_id)
@@ -274,7 +274,7 @@ pub async fn access_projects(state: web::Data<AppState>, caller: Caller) -> ApiR
 }
 
 /// `GET /data/pars`: the caller's open invitations. Authenticated.
-#[utoipa::path(get, path = "/data/pars", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+#[utoipa::path(get, path = "/data/pars", tag = "xnat", responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn my_pars(state: web::Data<AppState>, caller: Caller, q: Params) -> ApiResult<HttpResponse> {
     let format = format_of(&q)?;
     let mut conn = state.pool.acquire().await?;
@@ -285,7 +285,7 @@ pub async fn my_pars(state: web::Data<AppState>, caller: Caller, q: Params) -> A
 /// `PUT /data/pars/{par_id}?accept` (or `?decline`, `?accept=true`):
 /// answers, then lists the caller's remaining open invitations. Authenticated.
 #[utoipa::path(put, path = "/data/pars/{par_id}", tag = "xnat", params(("par_id" = i64, Path)),
-    responses((status = 200, description = "remaining open PARs"), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "remaining open PARs", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html"))), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn answer(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -314,7 +314,7 @@ pub async fn answer(
 /// `GET /data/projects/{project}/pars`: every request of a project. Project
 /// owners or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/data/projects/{project}/pars", tag = "xnat", params(("project" = String, Path)),
-    responses((status = 200, description = "ResultSet, CSV, XML or HTML")))]
+    responses((status = 200, description = "ResultSet, CSV, XML or HTML", content((Object = "application/json"), (String = "text/csv"), (String = "application/xml"), (String = "text/html")))))]
 pub async fn project_pars(
     caller: Caller,
     state: web::Data<AppState>,

@@ -93,25 +93,25 @@ fn session_token(req: &HttpRequest, state: &AppState) -> Option<String> {
 }
 
 /// `GET /`: a plain answer (never a redirect to a login page). Public.
-#[utoipa::path(get, path = "/", tag = "xnat", responses((status = 200, description = "service name and version")))]
+#[utoipa::path(get, path = "/", tag = "xnat", responses((status = 200, description = "service name and version", body = Object)))]
 pub async fn root() -> HttpResponse {
     HttpResponse::Ok().json(json!({"service": "registrar", "xnat_version": XNAT_VERSION}))
 }
 
 /// `GET /data/version`: XNAT's version as plain text. Public.
-#[utoipa::path(get, path = "/data/version", tag = "xnat", responses((status = 200, description = "e.g. `1.8.10`")))]
+#[utoipa::path(get, path = "/data/version", tag = "xnat", responses((status = 200, description = "e.g. `1.8.10`", body = String, content_type = "text/plain")))]
 pub async fn version() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(XNAT_VERSION)
 }
 
 /// `GET /data/buildInfo` (xnatpy asks here first). Public.
-#[utoipa::path(get, path = "/data/buildInfo", tag = "xnat", responses((status = 200, description = "`{version, ...}`")))]
+#[utoipa::path(get, path = "/data/buildInfo", tag = "xnat", responses((status = 200, description = "`{version, ...}`", body = Object)))]
 pub async fn data_build_info() -> HttpResponse {
     build_info().await
 }
 
 /// `GET /xapi/siteConfig/buildInfo`. Public.
-#[utoipa::path(get, path = "/xapi/siteConfig/buildInfo", tag = "xnat", responses((status = 200, description = "`{version, ...}`")))]
+#[utoipa::path(get, path = "/xapi/siteConfig/buildInfo", tag = "xnat", responses((status = 200, description = "`{version, ...}`", body = Object)))]
 pub async fn build_info() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "version": XNAT_VERSION,
@@ -132,7 +132,7 @@ pub struct AuthForm {
 /// `PUT /data/services/auth` with a form body `username=..&password=..`:
 /// logs in (same rules as the native login) and answers 200 with the
 /// session id and a `JSESSIONID` cookie. Public.
-#[utoipa::path(put, path = "/data/services/auth", tag = "xnat", responses((status = 200, description = "session id"),
+#[utoipa::path(put, path = "/data/services/auth", tag = "xnat", responses((status = 200, description = "session id", body = String, content_type = "text/plain"),
     (status = 401, body = crate::error::ErrorBody)))]
 pub async fn services_auth(
     state: web::Data<AppState>,
@@ -152,7 +152,7 @@ pub async fn services_auth(
 
 /// `GET /data/JSESSION`: the session id as plain text (a Basic login starts
 /// one). Also xnatpy's heartbeat. Authenticated.
-#[utoipa::path(get, path = "/data/JSESSION", tag = "xnat", responses((status = 200, description = "session id")))]
+#[utoipa::path(get, path = "/data/JSESSION", tag = "xnat", responses((status = 200, description = "session id", body = String, content_type = "text/plain")))]
 pub async fn jsession(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> ApiResult<HttpResponse> {
     let token = match session_token(&req, &state) {
         Some(t) if caller.0.session_id.is_some() => t,
@@ -163,7 +163,7 @@ pub async fn jsession(state: web::Data<AppState>, req: HttpRequest, caller: Call
 }
 
 /// `DELETE /data/JSESSION`: ends the caller's session; always 200. Authenticated.
-#[utoipa::path(delete, path = "/data/JSESSION", tag = "xnat", responses((status = 200, description = "logged out")))]
+#[utoipa::path(delete, path = "/data/JSESSION", tag = "xnat", responses((status = 200, description = "no body: logged out")))]
 pub async fn jsession_delete(state: web::Data<AppState>, caller: Caller, audit: Audit) -> ApiResult<HttpResponse> {
     if let Some(sid) = caller.0.session_id {
         let mut tx = state.pool.begin().await?;
@@ -176,7 +176,7 @@ pub async fn jsession_delete(state: web::Data<AppState>, caller: Caller, audit: 
 }
 
 /// `GET /data/auth`: `User '<login>' is logged in`. Authenticated.
-#[utoipa::path(get, path = "/data/auth", tag = "xnat", responses((status = 200, description = "who is logged in")))]
+#[utoipa::path(get, path = "/data/auth", tag = "xnat", responses((status = 200, description = "who is logged in", body = String, content_type = "text/plain")))]
 pub async fn auth_status(caller: Caller) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

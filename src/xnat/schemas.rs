@@ -23,7 +23,7 @@ pub async fn list(_caller: Caller) -> HttpResponse {
 
 /// `GET /xapi/schemas/{schema}`: one schema document (XML Schema). Authenticated.
 #[utoipa::path(get, path = "/xapi/schemas/{schema}", tag = "xnat", params(("schema" = String, Path)),
-    responses((status = 200, description = "the XML Schema document", content_type = "application/xml"),
+    responses((status = 200, description = "the XML Schema document", body = String, content_type = "application/xml"),
     (status = 404, body = crate::error::ErrorBody)))]
 pub async fn document(_caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let wanted = path.into_inner();
@@ -38,7 +38,7 @@ pub async fn document(_caller: Caller, path: web::Path<String>) -> ApiResult<Htt
 /// XNAT's search service for none of them, so the list is empty (as on an
 /// XNAT without data). Authenticated.
 #[utoipa::path(get, path = "/data/search/elements", tag = "xnat",
-    responses((status = 200, description = "an empty XNAT ResultSet")))]
+    responses((status = 200, description = "an empty XNAT ResultSet", body = Object)))]
 pub async fn search_elements(_caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(crate::table::Table::new("Elements", &["ELEMENT_NAME", "PLURAL"]).result_set())
 }

@@ -217,7 +217,7 @@ pub struct ActiveSessions {
 }
 
 /// Users with at least one active session: `{username: {count, sessions}}`. USER_MANAGEMENT.
-#[utoipa::path(get, path = "/xapi/users/active", tag = "xnat-users", responses((status = 200, description = "map of users to sessions")))]
+#[utoipa::path(get, path = "/xapi/users/active", tag = "xnat-users", responses((status = 200, description = "map of users to sessions", body = Object)))]
 pub async fn active(_caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let rows = crate::store::sessions::active_everywhere(&state.pool).await?;
     let mut map: BTreeMap<String, ActiveSessions> = BTreeMap::new();

@@ -51,6 +51,29 @@ async fn every_route_enforces_its_declared_rule_on(app: TestApp) {
     table.sort();
     assert_eq!(documented, table, "route table and OpenAPI document differ");
 
+    // Every success that answers a body documents it: a schema for each
+    // media type. Bodiless successes say so ("no body" in the description).
+    let (mut answering, mut with_schema, mut missing) = (0, 0, Vec::new());
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("item") {
+            for (status, resp) in op["responses"].as_object().expect("responses") {
+                let bodiless = resp["description"].as_str().is_some_and(|d| d.starts_with("no body"));
+                if !status.starts_with('2') || status == "204" || bodiless {
+                    continue;
+                }
+                answering += 1;
+                let content = resp.get("content").and_then(|c| c.as_object());
+                if content.is_some_and(|c| !c.is_empty() && c.values().all(|m| m.get("schema").is_some())) {
+                    with_schema += 1;
+                } else {
+                    missing.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    println!("OpenAPI: {with_schema} of {answering} success answers with a body document its schema");
+    assert!(missing.is_empty(), "success answers without a documented body: {missing:#?}");
+
     let mut checked = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().expect("item") {

@@ -69,13 +69,13 @@ async fn create_validation_and_duplicates() {
         (base("carol", "carol@example.org", &"x".repeat(300)), 422, "password_too_long"),
         (base("carol", "carol@example.org", "passwordpassword"), 422, "password_too_weak"),
         (base("carol", "carol@example.org", &"a".repeat(20)), 422, "password_too_weak"),
-        (json!({"username": "carol"}), 400, "invalid_json"),
+        (json!({"username": "carol"}), 400, "missing_field"),
         (
             json!({"username": "carol", "email": "c@example.org", "password": PASSWORD, "isAdmin": true}),
             400,
-            "invalid_json",
+            "unknown_field",
         ),
-        (json!({"username": 5, "email": "c@example.org"}), 400, "invalid_json"),
+        (json!({"username": 5, "email": "c@example.org"}), 400, "invalid_field"),
     ];
     let before = app.count("SELECT count(*) FROM users").await;
     for (body, status, code) in cases {
@@ -129,10 +129,19 @@ async fn list_paginates_and_filters() {
     assert_eq!(names(app.get("/api/v1/users?role=UserManager", &app.admin_token).await.expect(200).json()), ["u4"]);
     // A pattern character is literal.
     assert!(names(app.get("/api/v1/users?q=%25", &app.admin_token).await.expect(200).json()).is_empty());
-    assert_eq!(app.get("/api/v1/users?cursor=garbage!", &app.admin_token).await.expect(400).code(), "invalid_cursor");
-    assert_eq!(app.get("/api/v1/users?limit=0", &app.admin_token).await.expect(400).code(), "invalid_limit");
+    // A bad parameter is named.
+    for (query, field) in
+        [("cursor=garbage!", "cursor"), ("limit=0", "limit"), ("limit=ten", "limit"), ("enabled=maybe", "enabled")]
+    {
+        let r = app.get(&format!("/api/v1/users?{query}"), &app.admin_token).await.expect(400);
+        assert_eq!(
+            (r.code(), r.json()["error"]["details"]["field"].clone()),
+            ("invalid_field".to_string(), json!(field)),
+            "{query}"
+        );
+    }
     let all = app.get("/api/v1/usernames", &app.admin_token).await.expect(200).json();
-    assert_eq!(all.as_array().expect("list").len(), 6);
+    assert_eq!(all["items"].as_array().expect("list").len(), 6);
 }
 
 #[tokio::test]
@@ -245,16 +254,17 @@ async fn roles_many_and_one() {
     assert_eq!(results[0]["ok"], true);
     assert_eq!(results[1]["ok"], false);
     assert!(results[1]["error"].as_str().expect("error").contains("Wizard"));
-    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json(), json!(["UserManager"]));
+    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json()["items"], json!(["UserManager"]));
     app.put("/api/v1/users/rita/roles/Wizard", t, json!(null)).await.expect(404);
     app.delete("/api/v1/users/rita/roles/UserManager", t).await.expect(200);
-    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json(), json!([]));
+    assert_eq!(app.get("/api/v1/users/rita/roles", t).await.json()["items"], json!([]));
     // The permission list and role list.
     let perms = app.get("/api/v1/permissions", t).await.expect(200).json();
-    let names: Vec<&str> = perms.as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name")).collect();
+    let names: Vec<&str> =
+        perms["items"].as_array().expect("list").iter().map(|p| p["name"].as_str().expect("name")).collect();
     assert!(names.contains(&"USER_MANAGEMENT") && names.contains(&"ADMIN"));
     let roles = app.get("/api/v1/roles", t).await.expect(200).json();
-    assert!(roles
+    assert!(roles["items"]
         .as_array()
         .expect("list")
         .iter()

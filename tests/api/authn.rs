@@ -151,7 +151,7 @@ async fn revoked_sessions_are_rejected_at_once_on(app: TestApp) {
     let tb = b["access_token"].as_str().expect("t").to_string();
     // The cookie alone authenticates.
     app.send(Method::GET, "/api/v1/users/me", &Auth::Cookie(cookie_value.clone()), None).await.expect(200);
-    let sessions = app.get("/api/v1/users/me/sessions", &ta).await.expect(200).json();
+    let sessions = app.get("/api/v1/users/me/sessions", &ta).await.expect(200).json()["items"].clone();
     assert_eq!(sessions.as_array().expect("list").len(), 2);
     assert!(sessions[0].get("user_agent").is_some() && sessions[0].get("client_ip").is_some());
     // Revoke A: its token dies, B's lives.
@@ -245,7 +245,7 @@ async fn api_keys_bearer_and_basic_on(app: TestApp) {
     // Listed without the secret; stored only as a keyed hash.
     let list = app.get("/api/v1/users/kim/api-keys", &t).await.expect(200);
     assert!(!list.text.contains(&key[key.len() - 20..]));
-    assert_eq!(list.json()[0]["name"], "nightly sync");
+    assert_eq!(list.json()["items"][0]["name"], "nightly sync");
     let secret_part = key[3..].split_once('_').expect("secret").1;
     assert_eq!(
         app.count(&format!(
@@ -271,7 +271,7 @@ async fn api_keys_bearer_and_basic_on(app: TestApp) {
     app.get("/api/v1/users/me", &forged).await.expect(401);
     // Last used is recorded.
     let used = app.get("/api/v1/users/kim/api-keys", &t).await.json();
-    assert!(used[0]["last_used_at"].is_string());
+    assert!(used["items"][0]["last_used_at"].is_string());
     // A manager may create one for kim; another user may not.
     let eve = app.user("eve").await;
     app.post("/api/v1/users/kim/api-keys", &eve, json!({"name": "x"})).await.expect(403);

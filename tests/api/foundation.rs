@@ -182,8 +182,11 @@ fn config_error(envs: &[(&str, &str)]) -> String {
 fn config_errors_name_the_bad_key() {
     let e = config_error(&[("REGISTRAR_BIND", "not-an-address")]);
     assert!(e.contains("bind") && e.contains("REGISTRAR_BIND"), "{e}");
+    // A value out of range says where it came from too.
     let e = config_error(&[("REGISTRAR_PASSWORD__MIN_LENGTH", "4")]);
-    assert!(e.contains("password.min_length"), "{e}");
+    assert!(e.contains("password.min_length") && e.contains("REGISTRAR_PASSWORD__MIN_LENGTH"), "{e}");
+    // No terminal, no colour codes.
+    assert!(!e.contains('\u{1b}'), "{e:?}");
     let e = config_error(&[("REGISTRAR_AUTH__ACCESS_TOKEN_TTL_SECS", "soon")]);
     assert!(e.contains("auth.access_token_ttl_secs"), "{e}");
     let dir = tempdir();
@@ -204,6 +207,9 @@ fn config_errors_name_the_bad_key() {
         ("REGISTRAR_PASSWORD__MIN_LENGTH", "4"),
     ]);
     assert!(e.contains("password.min_length") && !e.contains("max_length"), "{e}");
+    std::fs::write(&file, "[password]\nmin_length = 5\n").expect("write");
+    let e = config_error(&[("REGISTRAR_CONFIG", file.to_str().expect("utf8"))]);
+    assert!(e.contains("password.min_length") && e.contains("extra.toml"), "{e}");
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -421,4 +427,22 @@ async fn the_command_line_resets_a_password_like_the_api() {
     app.login("cli", "a fresh command line passphrase").await;
     let reset = app.count("SELECT count(*) FROM change_log WHERE action = 'password.reset'").await;
     assert_eq!(reset, 1);
+}
+
+/// The command line's output is for people: a second `migrate` prints no
+/// PostgreSQL notice ("relation ... already exists, skipping") and, off a
+/// terminal, no colour codes.
+#[tokio::test]
+async fn migrate_twice_prints_no_notices() {
+    let db = empty_database().await;
+    let url = database_url(db.get_database().expect("name")).await;
+    for run in 0..2 {
+        let mut c = registrar_bin();
+        c.env_remove("RUST_LOG");
+        c.env("REGISTRAR_DATABASE_URL", &url).env("REGISTRAR_ADMIN_PASSWORD", "a long passphrase for migrate 2026");
+        let out = c.arg("migrate").stdin(Stdio::null()).output().expect("run registrar");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stderr}");
+        assert!(!stderr.contains("already exists") && !stderr.contains('\u{1b}'), "run {run}: {stderr:?}");
+    }
 }

@@ -259,7 +259,7 @@ async fn first_login_creates_then_reuses_the_link() {
     let env = setup(|_| {}).await;
     let list = env.app.send(Method::GET, "/api/v1/auth/oidc/providers", &Auth::None, None).await.expect(200).json();
     assert_eq!(
-        list,
+        list["items"],
         json!([{"name": "uni", "display_name": "University login", "login_url": "/api/v1/auth/oidc/uni/login"}])
     );
     env.idp.account(alice()).await;
@@ -276,10 +276,10 @@ async fn first_login_creates_then_reuses_the_link() {
         .await
         .expect("q");
     assert!(!has_pw, "no password for an OIDC account");
-    let ids = env.app.get("/api/v1/users/me/identities", &token).await.expect(200).json();
+    let ids = env.app.get("/api/v1/users/me/identities", &token).await.expect(200).json()["items"].clone();
     assert_eq!(ids[0]["provider"], "uni");
     assert_eq!(ids[0]["subject"], "alice-sub");
-    let sessions = env.app.get("/api/v1/users/me/sessions", &token).await.json();
+    let sessions = env.app.get("/api/v1/users/me/sessions", &token).await.json()["items"].clone();
     assert_eq!(sessions[0]["method"], "oidc");
     // Second login: the link, no new account.
     let users_before = env.app.count("SELECT count(*) FROM users").await;
@@ -476,7 +476,7 @@ async fn link_and_unlink_from_a_profile() {
     env.app.send(Method::GET, "/api/v1/auth/oidc/uni/login?link=true", &Auth::None, None).await.expect(401);
     env.login("pat-at-uni", "?link=true", Some(&session)).await.expect(200);
     let t = login.json()["access_token"].as_str().expect("t").to_string();
-    let ids = env.app.get("/api/v1/users/me/identities", &t).await.expect(200).json();
+    let ids = env.app.get("/api/v1/users/me/identities", &t).await.expect(200).json()["items"].clone();
     assert_eq!(ids[0]["subject"], "pat-at-uni");
     // Now the provider logs pat in, even with an unverified email.
     let r = env.login("pat-at-uni", "", None).await.expect(200);

@@ -13,7 +13,7 @@ async fn groups_hold_resource_permissions() {
         .expect(201);
     // The registered permissions include MLTE's defaults.
     let all = app.get("/api/v1/resource-permissions", &app.admin_token).await.expect(200).json();
-    assert!(all
+    assert!(all["items"]
         .as_array()
         .expect("list")
         .iter()
@@ -24,7 +24,7 @@ async fn groups_hold_resource_permissions() {
         {"resource_type": "user", "resource_id": null, "method": "any"}
     ]});
     let held = app.put("/api/v1/groups/readers/permissions", &app.admin_token, wanted.clone()).await.expect(200).json();
-    assert_eq!(held.as_array().expect("list").len(), 2);
+    assert_eq!(held["items"].as_array().expect("list").len(), 2);
     assert_eq!(app.get("/api/v1/groups/readers/permissions", &app.admin_token).await.expect(200).json(), held);
     // The same set again changes nothing and logs nothing more.
     app.put("/api/v1/groups/readers/permissions", &app.admin_token, wanted).await.expect(200);
@@ -32,7 +32,7 @@ async fn groups_hold_resource_permissions() {
     assert_eq!(logged, 1);
     // A new permission is registered for everyone to see.
     let all = app.get("/api/v1/resource-permissions", &app.admin_token).await.expect(200).json();
-    assert!(all.as_array().expect("list").iter().any(|p| p["resource_id"] == "m-1"));
+    assert!(all["items"].as_array().expect("list").iter().any(|p| p["resource_id"] == "m-1"));
 
     // Bad input: the field is named, nothing changes.
     let bad = json!({"permissions": [{"resource_type": "model", "resource_id": null, "method": "patch"}]});
@@ -80,7 +80,7 @@ async fn resource_permissions_do_not_escalate() {
         app.put("/api/group", &holder, body).await.expect(403);
     }
     let held = app.get("/api/v1/groups/g/permissions", &app.admin_token).await.expect(200).json();
-    assert_eq!(held, json!([perm("group", Some("g"), "put")]));
+    assert_eq!(held["items"], json!([perm("group", Some("g"), "put")]));
     // Removing is fine.
     app.put("/api/group", &holder, json!({"name": "g", "permissions": []})).await.expect(200);
 
@@ -94,7 +94,7 @@ async fn resource_permissions_do_not_escalate() {
     app.create_user("joiner", json!({})).await;
     let body = json!({"username": "joiner", "groups": [{"name": "P1_owner", "permissions": []}]});
     app.put("/api/user", &app.admin_token, body).await.expect(409);
-    assert_eq!(app.get("/api/v1/users/joiner/groups", &app.admin_token).await.expect(200).json(), json!([]));
+    assert_eq!(app.get("/api/v1/users/joiner/groups", &app.admin_token).await.expect(200).json()["items"], json!([]));
 
     // `user any` through a group: ordinary accounts yes, user managers no.
     app.post("/api/v1/groups", &app.admin_token, json!({"name": "editors", "display_name": "E"})).await.expect(201);
@@ -117,5 +117,8 @@ async fn resource_permissions_do_not_escalate() {
     app.put("/api/user", &app.admin_token, json!({"username": "plainuser", "full_name": "P U"})).await.expect(200);
     let u = app.get("/api/v1/users/plainuser", &app.admin_token).await.expect(200).json();
     assert_eq!((u["enabled"].clone(), u["first_name"].clone()), (json!(false), json!("P")));
-    assert_eq!(app.get("/api/v1/users/plainuser/groups", &app.admin_token).await.expect(200).json(), json!(["g"]));
+    assert_eq!(
+        app.get("/api/v1/users/plainuser/groups", &app.admin_token).await.expect(200).json()["items"],
+        json!(["g"])
+    );
 }

@@ -36,8 +36,8 @@ async fn creating_a_project_creates_its_groups_and_owner() {
         let group = app.get(&format!("/api/v1/groups/{g}"), &app.admin_token).await.expect(200).json();
         assert_eq!(group["project_id"], "P1");
     }
-    assert_eq!(app.get("/api/v1/users/olga/groups", &olga).await.expect(200).json(), json!(["P1_owner"]));
-    let mine = app.get("/api/v1/users/me/projects", &olga).await.expect(200).json();
+    assert_eq!(app.get("/api/v1/users/olga/groups", &olga).await.expect(200).json()["items"], json!(["P1_owner"]));
+    let mine = app.get("/api/v1/users/me/projects", &olga).await.expect(200).json()["items"].clone();
     assert_eq!(mine[0]["id"], "P1");
     assert_eq!(mine[0]["level"], "owner");
     // Duplicates (any case) and bad ids are refused, writing nothing.
@@ -71,7 +71,8 @@ async fn levels_and_add_user_checks() {
     let r = app.put("/api/v1/projects/P1/members/mia", &olga, json!({"level": "collaborator"})).await.expect(200);
     assert_eq!(levels(&r.json())[1], ("mia".into(), "collaborator".into()));
     let mia_groups: Vec<String> =
-        serde_json::from_value(app.get("/api/v1/users/mia/groups", &app.admin_token).await.json()).expect("list");
+        serde_json::from_value(app.get("/api/v1/users/mia/groups", &app.admin_token).await.json()["items"].clone())
+            .expect("list");
     assert_eq!(mia_groups, ["P1_collaborator"]);
     // The checks say which one failed.
     let r = app.put("/api/v1/projects/P1/members/ghost", &olga, json!({"level": "member"})).await.expect(404);
@@ -117,9 +118,9 @@ async fn owner_member_outsider_permissions() {
         .await
         .expect(403);
     // Lists: outsider sees none, member sees P1, admin sees all.
-    assert_eq!(app.get("/api/v1/projects", &outsider).await.expect(200).json(), json!([]));
-    assert_eq!(app.get("/api/v1/projects", &member).await.json()[0]["level"], "member");
-    assert_eq!(app.get("/api/v1/projects", &app.admin_token).await.json().as_array().expect("list").len(), 1);
+    assert_eq!(app.get("/api/v1/projects", &outsider).await.expect(200).json()["items"], json!([]));
+    assert_eq!(app.get("/api/v1/projects", &member).await.json()["items"][0]["level"], "member");
+    assert_eq!(app.get("/api/v1/projects", &app.admin_token).await.json()["items"].as_array().expect("list").len(), 1);
     // Another user's project list is private.
     app.get("/api/v1/users/member/projects", &outsider).await.expect(403);
     // Admin may manage any project; the owner may delete theirs.
@@ -164,7 +165,7 @@ async fn invite_by_username_accept_and_decline() {
     // Accept: membership at the invited level, at once.
     let r = app.put(&format!("/api/v1/access-requests/{id}"), &ivy, json!({"action": "accept"})).await.expect(200);
     assert_eq!(r.json()["status"], "accepted");
-    assert_eq!(r.json()["approved"], true);
+    assert!(r.json()["decided_at"].is_string());
     app.get("/api/v1/projects/P1", &ivy).await.expect(200);
     // Twice: refused.
     let r = app.put(&format!("/api/v1/access-requests/{id}"), &ivy, json!({"action": "accept"})).await.expect(409);
@@ -172,14 +173,14 @@ async fn invite_by_username_accept_and_decline() {
     // Decline: no membership.
     let id2 = par2["par_id"].as_i64().expect("id");
     let r = app.put(&format!("/api/v1/access-requests/{id2}"), &ivy, json!({"action": "decline"})).await.expect(200);
-    assert_eq!(r.json()["approved"], false);
+    assert_eq!(r.json()["status"], "declined");
     app.get("/api/v1/projects/P2", &ivy).await.expect(403);
     app.put(&format!("/api/v1/access-requests/{id2}"), &ivy, json!({"action": "accept"})).await.expect(409);
     assert_eq!(app.get("/api/v1/access-requests", &ivy).await.json()["items"], json!([]));
     // The project's list shows both, with approval data.
     let list = app.get("/api/v1/projects/P1/access-requests", &owner).await.expect(200).json();
-    assert_eq!(list["items"][0]["login"], "ivy");
-    assert!(list["items"][0]["approval_date"].is_string());
+    assert_eq!(list["items"][0]["username"], "ivy");
+    assert!(list["items"][0]["decided_at"].is_string());
     assert_eq!(app.log_actions(&id.to_string()).await, ["access_request.invited", "access_request.accepted"]);
     assert_eq!(app.log_actions(&id2.to_string()).await, ["access_request.invited", "access_request.declined"]);
 }
@@ -232,7 +233,8 @@ async fn email_invitation_waits_for_a_verified_account() {
     app.patch("/api/v1/users/newbie", &app.admin_token, json!({"verified": true})).await.expect(200);
     let mine = app.get("/api/v1/access-requests", &t).await.expect(200).json();
     assert_eq!(mine["items"].as_array().expect("items").len(), 2);
-    let id = mine["items"][0]["par_id"].as_i64().expect("id");
+    let p1 = mine["items"].as_array().expect("items").iter().find(|r| r["project_id"] == "P1").expect("P1's");
+    let id = p1["par_id"].as_i64().expect("id");
     app.put(&format!("/api/v1/access-requests/{id}"), &t, json!({"action": "accept"})).await.expect(200);
     app.get("/api/v1/projects/P1", &t).await.expect(200);
     // A user created already verified picks theirs up at once.
@@ -286,16 +288,17 @@ async fn bulk_group_changes_report_per_group() {
     let t = &app.admin_token;
     let r = app.put("/api/v1/users/gus/groups", t, json!(["readers", "nope", "P1_member"])).await.expect(202);
     let results = r.json()["results"].clone();
-    assert_eq!(results[0], json!({"group": "readers", "ok": true, "error": null}));
+    assert_eq!(results[0], json!({"name": "readers", "ok": true}));
+    assert_eq!(r.json()["user"]["username"], "gus");
     assert_eq!(results[1]["ok"], false);
     assert!(results[1]["error"].as_str().expect("e").contains("nope"));
     assert_eq!(results[2]["ok"], true);
-    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_member", "readers"]));
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json()["items"], json!(["P1_member", "readers"]));
     // All fine -> 200; a project group replaces the level.
     app.put("/api/v1/users/gus/groups", t, json!({"groups": ["P1_owner"]})).await.expect(200);
-    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_owner", "readers"]));
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json()["items"], json!(["P1_owner", "readers"]));
     let members = app.get("/api/v1/groups/readers/members", t).await.expect(200).json();
-    assert_eq!(members[0]["username"], "gus");
+    assert_eq!(members["items"][0]["username"], "gus");
     // Removing: partial again.
     let r = app
         .send(
@@ -307,9 +310,14 @@ async fn bulk_group_changes_report_per_group() {
         .await
         .expect(202);
     assert_eq!(r.json()["results"][1]["ok"], false);
-    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json(), json!(["P1_owner"]));
-    // One at a time.
-    app.put("/api/v1/users/gus/groups/readers", t, json!(null)).await.expect(200);
+    assert_eq!(app.get("/api/v1/users/gus/groups", t).await.json()["items"], json!(["P1_owner"]));
+    // One at a time, answered like a bulk change of one (as for roles).
+    let one = app.put("/api/v1/users/gus/groups/readers", t, json!(null)).await.expect(200).json();
+    assert_eq!(one["results"], json!([{"name": "readers", "ok": true}]));
+    assert_eq!(one["user"]["username"], "gus");
+    // Nothing applied is no "some applied": the refusal, with each outcome.
+    let r = app.put("/api/v1/users/gus/groups", t, json!(["nope", "nada"])).await.expect(404);
+    assert_eq!(r.json()["error"]["details"]["results"].as_array().expect("results").len(), 2);
     app.delete("/api/v1/users/gus/groups/readers", t).await.expect(200);
     app.delete("/api/v1/users/gus/groups/readers", t).await.expect(404);
     // Project groups go only with their project; plain groups may be deleted.
@@ -321,7 +329,7 @@ async fn bulk_group_changes_report_per_group() {
     let mia = app.login("mia", PASSWORD).await;
     let r = app.put("/api/v1/users/me/groups/P1_member", &mia, json!(null)).await.expect(403);
     assert_eq!(r.code(), "self_grant");
-    assert_eq!(app.get("/api/v1/users/mia/groups", t).await.json(), json!([]));
+    assert_eq!(app.get("/api/v1/users/mia/groups", t).await.json()["items"], json!([]));
     let log = app.log_actions("readers").await;
     assert_eq!(
         log,
@@ -369,15 +377,13 @@ async fn access_request_lists_in_four_formats() {
     assert!(csv_text.headers["content-type"].to_str().expect("ct").starts_with("text/csv"));
     let mut rd = csv::Reader::from_reader(csv_text.text.as_bytes());
     let header: Vec<String> = rd.headers().expect("header").iter().map(String::from).collect();
-    assert_eq!(
-        header,
-        ["par_id", "proj_id", "level", "create_date", "email", "login", "secondary_id", "approved", "approval_date"]
-    );
+    // The native names, as in the JSON.
+    assert_eq!(header, registrar::table::NATIVE_PAR_COLUMNS);
     let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 2);
-    assert_eq!(&rows[0][4], "o'brien+x@example.org");
-    assert_eq!(&rows[0][6], "Evil, \"quoted\" <b>");
-    assert_eq!(&rows[1][5], "ivy");
+    assert_eq!(&rows[0][7], "o'brien+x@example.org");
+    assert_eq!(&rows[0][2], "Evil, \"quoted\" <b>");
+    assert_eq!(&rows[1][6], "ivy");
     // XML parses.
     let xml = get("xml").await.expect(200).text;
     let mut reader = quick_xml::Reader::from_str(&xml);
@@ -389,13 +395,12 @@ async fn access_request_lists_in_four_formats() {
             _ => {}
         }
     }
-    assert_eq!(cells, 18);
+    assert_eq!(cells, 28);
     // HTML escapes.
     let user_html =
         app.get("/api/v1/access-requests?format=html", &app.login("ivy", PASSWORD).await).await.expect(200).text;
-    assert!(!user_html.contains("<script>"), "{user_html}");
-    assert!(user_html.contains("&lt;script&gt;"));
-    assert!(!user_html.contains("Evil <b>"));
+    assert!(!user_html.contains("<b>"), "{user_html}");
+    assert!(user_html.contains("&lt;b&gt;"));
     // JSON is the default; unknown formats are refused.
     assert_eq!(get("json").await.expect(200).json()["items"].as_array().expect("items").len(), 2);
     assert_eq!(get("yaml").await.expect(400).code(), "invalid_format");

@@ -288,7 +288,7 @@ async fn a_user_manager_cannot_act_on_an_administrator_on(app: TestApp) {
         app.post("/api/v1/users/admin/api-keys", &app.admin_token, json!({"name": "admin key"})).await.expect(201);
     let key_id = key.json()["id"].as_str().expect("id").to_string();
     let sessions = app.get("/api/v1/users/admin/sessions", &app.admin_token).await.expect(200).json();
-    let session_id = sessions[0]["id"].as_str().expect("session id").to_string();
+    let session_id = sessions["items"][0]["id"].as_str().expect("session id").to_string();
     let admin_id = app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["id"]
         .as_str()
         .expect("id")

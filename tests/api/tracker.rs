@@ -100,7 +100,7 @@ async fn api_key_headers_and_key_sessions_follow_the_key() {
         app.send(Method::POST, &format!("/api/v1/users/{id}/api-keys"), &session, Some(json!({"name": "more"}))).await;
     assert_eq!(r.expect(403).code(), "reauthentication_required");
     let keys = app.get("/api/v1/users/keyholder/api-keys", &user_token).await.expect(200).json();
-    let key_id = keys.as_array().expect("keys")[0]["id"].as_str().expect("key id").to_string();
+    let key_id = keys["items"].as_array().expect("keys")[0]["id"].as_str().expect("key id").to_string();
     app.delete(&format!("/api/v1/users/keyholder/api-keys/{key_id}"), &user_token).await.expect(204);
     app.send(Method::GET, &mine, &session, None).await.expect(401);
     let r = app.send(Method::GET, "/api/v1/user/me", &session, None).await.expect(200);
