@@ -125,8 +125,12 @@ fn field_error(path: &str, inner: &str, place: &str) -> ApiError {
         let field = join(&quoted(rest));
         ("missing_field", field.clone(), format!("`{field}` is required"))
     } else if let Some(rest) = inner.strip_prefix("unknown field `") {
-        let field = join(&quoted(rest));
-        let known = rest.split_once(", expected ").map(|(_, k)| format!(" (expected {k})")).unwrap_or_default();
+        // The path already ends at the unknown field.
+        let field = if path == "." { quoted(rest) } else { path.to_string() };
+        let known = rest
+            .split_once(", expected ")
+            .map(|(_, k)| format!(" (expected {})", k.split(" at line").next().unwrap_or(k)))
+            .unwrap_or_default();
         ("unknown_field", field.clone(), format!("unknown field `{field}`{known}"))
     } else {
         let schema_said = ["invalid type:", "invalid value:", "invalid length"].iter().any(|p| inner.starts_with(p));

@@ -84,11 +84,28 @@ impl From<User> for XnatUser {
     }
 }
 
-/// XNAT's user body for create and update. Unknown XNAT fields (`id`,
-/// `lastModified`, `authorization`, `secured`, `salt`, ...) are ignored.
+/// XNAT's user body for create and update: the fields of XNAT's `User`.
+/// Those registrar keeps itself (`id`, `lastModified`, `authorization`,
+/// `secured`, `salt`) are accepted and ignored, as clients send whole
+/// objects back; any other field (say `first_name`) is refused, naming it.
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct XnatUserBody {
+    /// Ignored (registrar's own).
+    #[schema(value_type = Option<Object>)]
+    pub id: Option<serde_json::Value>,
+    /// Ignored (registrar's own).
+    #[schema(value_type = Option<Object>)]
+    pub last_modified: Option<serde_json::Value>,
+    /// Ignored (registrar's own).
+    #[schema(value_type = Option<Object>)]
+    pub authorization: Option<serde_json::Value>,
+    /// Ignored (registrar's own).
+    #[schema(value_type = Option<Object>)]
+    pub secured: Option<serde_json::Value>,
+    /// Ignored: registrar never takes a hash or salt.
+    #[schema(value_type = Option<Object>)]
+    pub salt: Option<serde_json::Value>,
     pub username: Option<String>,
     pub email: Option<String>,
     pub first_name: Option<String>,
@@ -98,6 +115,11 @@ pub struct XnatUserBody {
     pub enabled: Option<bool>,
     pub verified: Option<bool>,
     pub admin: Option<bool>,
+}
+
+fn missing(field: &str) -> ApiError {
+    ApiError::bad_request("missing_field", format!("`{field}` is required"))
+        .with_details(serde_json::json!({ "field": field }))
 }
 
 async fn load(state: &AppState, caller: &Caller, username: &str) -> ApiResult<User> {
@@ -123,12 +145,12 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     audit: Audit,
-    body: web::Json<XnatUserBody>,
+    body: crate::http::Json<XnatUserBody>,
 ) -> ApiResult<HttpResponse> {
     let b = body.into_inner();
     let req = CreateUser {
-        username: b.username.ok_or_else(|| ApiError::bad_request("invalid_json", "username is required"))?,
-        email: b.email.ok_or_else(|| ApiError::bad_request("invalid_json", "email is required"))?,
+        username: b.username.ok_or_else(|| missing("username"))?,
+        email: b.email.ok_or_else(|| missing("email"))?,
         first_name: b.first_name.unwrap_or_default(),
         last_name: b.last_name.unwrap_or_default(),
         password: b.password,
@@ -181,7 +203,7 @@ pub async fn update(
     caller: Caller,
     audit: Audit,
     path: web::Path<String>,
-    body: web::Json<XnatUserBody>,
+    body: crate::http::Json<XnatUserBody>,
 ) -> ApiResult<HttpResponse> {
     let b = body.into_inner();
     let target = load(&state, &caller, &path).await?;

@@ -84,6 +84,17 @@ async fn create_validation_and_duplicates() {
         assert_eq!(r.code(), code, "{body}");
     }
     assert_eq!(app.count("SELECT count(*) FROM users").await, before, "nothing written by rejected creates");
+    // Each names the field.
+    for (body, field) in [
+        (json!({"username": "carol"}), "email"),
+        (json!({"username": "carol", "email": "c@example.org", "isAdmin": true}), "isAdmin"),
+        (json!({"username": 5, "email": "c@example.org"}), "username"),
+        (json!({"username": "carol", "email": "c@example.org", "roles": [1]}), "roles[0]"),
+    ] {
+        let r = app.post("/api/v1/users", t, body.clone()).await.expect(400);
+        assert_eq!(r.json()["error"]["details"]["field"], field, "{body}: {}", r.text);
+        assert!(!r.text.contains("line 1"), "{}", r.text);
+    }
     // 64 characters of any Unicode are accepted and verified exactly.
     let pw: String =
         "Ключ🔑замок🚪дверь🌿сад🍎дом🏠окно🪟небо🌙река🌊лес🌲мост🌉гора⛰поле🌾".chars().cycle().take(64).collect();

@@ -58,6 +58,18 @@ async fn xapi_users_every_operation() {
     assert_eq!(r.json()["firstName"], "Xenia");
     let r = call(&app, Method::PUT, "/xapi/users/xena", &a, Some(up)).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    // A whole XNAT user sent back is fine; a field XNAT does not have is
+    // refused by name (the native API's `first_name` here), changing nothing.
+    let mut whole = call(&app, Method::GET, "/xapi/users/xena", &a, None).await.expect(200).json();
+    whole["lastName"] = json!("Warrior");
+    whole["salt"] = json!("ignored");
+    call(&app, Method::PUT, "/xapi/users/xena", &a, Some(whole)).await.expect(200);
+    let r = call(&app, Method::PUT, "/xapi/users/xena", &a, Some(json!({"first_name": "X"}))).await.expect(400);
+    assert_eq!(
+        (r.code(), r.json()["error"]["details"]["field"].clone()),
+        ("unknown_field".into(), json!("first_name"))
+    );
+    assert_eq!(call(&app, Method::GET, "/xapi/users/xena", &a, None).await.json()["firstName"], "Xenia");
     // Enabled / verified flags.
     assert_eq!(call(&app, Method::GET, "/xapi/users/xena/enabled", &a, None).await.expect(200).json(), json!(true));
     assert_eq!(
