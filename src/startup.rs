@@ -77,6 +77,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/v1/users/{username}/actions", SelfOr(UserManagement), web::get().to(api::change_log::actions)),
         r(M::GET, "/api/v1/permissions", Authenticated, web::get().to(api::meta::permissions)),
         r(M::GET, "/api/v1/roles", Authenticated, web::get().to(api::meta::roles)),
+        r(M::GET, "/api/v1/password-policy", Public, web::get().to(api::meta::password_policy)),
         r(M::GET, "/api/v1/admin/change-log", Permission(Admin), web::get().to(api::change_log::all)),
         // groups
         r(M::GET, "/api/v1/groups", Permission(UserManagement), web::get().to(api::groups::list)),

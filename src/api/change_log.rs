@@ -16,6 +16,16 @@ pub struct LogQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// One action (`user.updated`), or a prefix ending with a dot (`user.`).
+    pub action: Option<String>,
+    /// Who made the change: a username (as it was then) or a user id.
+    pub actor: Option<String>,
+    /// `user`, `session`, `api_key`, `group`, `project`, `access_request`, ...
+    pub subject_type: Option<String>,
+    /// From this time (RFC 3339, inclusive).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Before this time (RFC 3339).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -24,13 +34,34 @@ pub struct LogPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse(q: &LogQuery) -> Result<(Option<i64>, i64), ApiError> {
+fn parse(q: &LogQuery) -> Result<change_log::LogFilter, ApiError> {
     let before = q
         .cursor
         .as_deref()
         .map(|c| c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(crate::api::invalid_cursor))
         .transpose()?;
-    Ok((before, page_limit(q.limit)?))
+    let text = |field: &'static str, v: &Option<String>| -> Result<Option<String>, ApiError> {
+        match v.as_deref().map(str::trim) {
+            Some(t) if t.is_empty() || t.len() > 200 || t.chars().any(char::is_control) => {
+                Err(ApiError::bad_request("invalid_field", format!("`{field}` must be 1-200 characters"))
+                    .with_details(serde_json::json!({ "field": field })))
+            }
+            other => Ok(other.map(str::to_string)),
+        }
+    };
+    let actor = text("actor", &q.actor)?;
+    let actor_id = actor.as_deref().and_then(crate::domain::user_id_in);
+    Ok(change_log::LogFilter {
+        action: text("action", &q.action)?,
+        actor_username: actor.filter(|_| actor_id.is_none()),
+        actor_id,
+        subject_type: text("subject_type", &q.subject_type)?,
+        since: q.since,
+        until: q.until,
+        before,
+        // One more than asked: whether there is a next page.
+        limit: page_limit(q.limit)? + 1,
+    })
 }
 
 fn page(mut items: Vec<change_log::Entry>, limit: i64) -> LogPage {
@@ -43,7 +74,8 @@ fn page(mut items: Vec<change_log::Entry>, limit: i64) -> LogPage {
     LogPage { items, next_cursor }
 }
 
-/// Changes made to a user, newest first. The user themself or USER_MANAGEMENT.
+/// Changes made to a user, newest first; narrowed by `action`, `actor`,
+/// `subject_type`, `since`, `until`. The user themself or USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/users/{username}/log", tag = "change-log", params(("username" = String, Path), LogQuery),
     responses((status = 200, body = LogPage)))]
 pub async fn about(
@@ -52,11 +84,11 @@ pub async fn about(
     path: web::Path<String>,
     q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (before, limit) = parse(&q)?;
+    let f = parse(&q)?;
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
-    Ok(HttpResponse::Ok().json(page(change_log::about_user(&state.pool, user.id, before, limit + 1).await?, limit)))
+    Ok(HttpResponse::Ok().json(page(change_log::about_user(&state.pool, user.id, &f).await?, f.limit - 1)))
 }
 
 /// Changes made by a user, newest first. The user themself or USER_MANAGEMENT.
@@ -68,16 +100,16 @@ pub async fn actions(
     path: web::Path<String>,
     q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (before, limit) = parse(&q)?;
+    let f = parse(&q)?;
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
-    Ok(HttpResponse::Ok().json(page(change_log::by_actor(&state.pool, user.id, before, limit + 1).await?, limit)))
+    Ok(HttpResponse::Ok().json(page(change_log::by_actor(&state.pool, user.id, &f).await?, f.limit - 1)))
 }
 
-/// The whole change log, newest first. ADMIN.
+/// The whole change log, newest first, with the same filters. ADMIN.
 #[utoipa::path(get, path = "/api/v1/admin/change-log", tag = "change-log", params(LogQuery), responses((status = 200, body = LogPage)))]
 pub async fn all(_caller: Caller, state: web::Data<AppState>, q: Query<LogQuery>) -> ApiResult<HttpResponse> {
-    let (before, limit) = parse(&q)?;
-    Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, before, limit + 1).await?, limit)))
+    let f = parse(&q)?;
+    Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, &f).await?, f.limit - 1)))
 }

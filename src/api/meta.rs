@@ -26,6 +26,14 @@ pub async fn permissions(_caller: Caller, q: Query<PageQuery>) -> ApiResult<Http
     Ok(HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.name.to_string())?))
 }
 
+/// The password policy: lengths and what is refused (with the codes a
+/// refusal carries). Public.
+#[utoipa::path(get, path = "/api/v1/password-policy", tag = "users",
+    responses((status = 200, body = crate::auth::password::Policy)))]
+pub async fn password_policy(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.hasher.policy())
+}
+
 /// Roles with the permissions they grant. Any authenticated user.
 #[utoipa::path(get, path = "/api/v1/roles", tag = "roles", params(PageQuery), responses((status = 200, body = Page<RoleInfo>)))]
 pub async fn roles(_caller: Caller, state: web::Data<AppState>, q: Query<PageQuery>) -> ApiResult<HttpResponse> {

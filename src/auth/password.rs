@@ -65,6 +65,22 @@ pub struct Hasher {
     pub max_length: usize,
 }
 
+/// The password policy as clients see it. Lengths count characters
+/// (Unicode scalar values); any character is allowed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Policy {
+    pub min_length: usize,
+    pub max_length: usize,
+    /// What is refused, each with the error code a refusal carries.
+    pub refused: Vec<Refusal>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub rule: String,
+}
+
 /// Outcome of verifying a password against a stored hash.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verified {
@@ -171,6 +187,33 @@ impl Hasher {
     /// The password policy: length in code points between min and max, not a
     /// common or breached password, not containing the username or email.
     /// No composition rules; the password is used exactly as received.
+    /// The rules `check_policy` applies, for clients that explain them
+    /// before the user types (`GET /api/v1/password-policy`).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            min_length: self.min_length,
+            max_length: self.max_length,
+            refused: vec![
+                Refusal { code: "password_too_short", rule: format!("fewer than {} characters", self.min_length) },
+                Refusal { code: "password_too_long", rule: format!("more than {} characters", self.max_length) },
+                Refusal {
+                    code: "password_too_common",
+                    rule: format!("one of {} common or breached passwords (any case)", blocklist().len()),
+                },
+                Refusal {
+                    code: "password_contains_identity",
+                    rule: "containing the username or the email address".into(),
+                },
+                Refusal {
+                    code: "password_too_weak",
+                    rule: "easy to guess: repeated or sequential characters, keyboard runs, common words or names \
+                           (a zxcvbn score below 3)"
+                        .into(),
+                },
+            ],
+        }
+    }
+
     pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), Error> {
         let len = password.chars().count();
         if len < self.min_length {

@@ -84,48 +84,74 @@ pub async fn write<'e>(
     Ok(())
 }
 
-/// Entries about a user, newest first, before the cursor `before` (an id).
-pub async fn about_user(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
-    Ok(sqlx::query_as!(
-        Entry,
-        "SELECT id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
-                subject_id, action, changes, request_id, client_ip
-         FROM change_log WHERE subject_type = 'user' AND subject_id = $1
-           AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        user_id.to_string(),
-        before,
-        limit,
-    )
-    .fetch_all(pool)
-    .await?)
+/// What a reader of the change log narrows it to. Every field is optional.
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    /// An action (`user.updated`), or every action starting with a prefix
+    /// that ends with a dot (`user.`).
+    pub action: Option<String>,
+    /// Who made the change: their id (also after the account is gone)...
+    pub actor_id: Option<Uuid>,
+    /// ...or the username they had then (any case).
+    pub actor_username: Option<String>,
+    pub subject_type: Option<String>,
+    /// From this time on (inclusive)...
+    pub since: Option<DateTime<Utc>>,
+    /// ...and before this one.
+    pub until: Option<DateTime<Utc>>,
+    /// The cursor: entries older than this id.
+    pub before: Option<i64>,
+    pub limit: i64,
 }
 
-/// Entries made by a user, newest first.
-pub async fn by_actor(pool: &PgPool, user_id: Uuid, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
-    Ok(sqlx::query_as!(
-        Entry,
-        "SELECT id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
-                subject_id, action, changes, request_id, client_ip
-         FROM change_log WHERE actor_id = $1
-           AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        user_id,
-        before,
-        limit,
-    )
-    .fetch_all(pool)
-    .await?)
+/// `sqlx::query_as!` of change-log `Entry` rows, newest first: `$head` (the
+/// part of the condition an index serves: a subject `$1` or an actor `$2`,
+/// the other one `NULL`), then every `LogFilter` field.
+macro_rules! select_log {
+    ($head:literal, $subject:expr, $actor:expr, $f:expr) => {
+        sqlx::query_as!(
+            Entry,
+            "SELECT id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
+                    subject_id, action, changes, request_id, client_ip
+             FROM change_log WHERE "
+                + $head
+                + "
+               AND ($3::text IS NULL OR action = $3 OR (right($3, 1) = '.' AND starts_with(action, $3)))
+               AND ($4::uuid IS NULL OR actor_id = $4)
+               AND ($5::text IS NULL OR lower(actor_username) = lower($5))
+               AND ($6::text IS NULL OR subject_type = $6)
+               AND ($7::timestamptz IS NULL OR at >= $7)
+               AND ($8::timestamptz IS NULL OR at < $8)
+               AND ($9::bigint IS NULL OR id < $9)
+             ORDER BY id DESC LIMIT $10",
+            $subject,
+            $actor,
+            $f.action,
+            $f.actor_id,
+            $f.actor_username,
+            $f.subject_type,
+            $f.since,
+            $f.until,
+            $f.before,
+            $f.limit,
+        )
+    };
 }
 
-/// Every entry, newest first.
-pub async fn all(pool: &PgPool, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, Error> {
-    Ok(sqlx::query_as!(
-        Entry,
-        "SELECT id, at, actor_id, actor_username, actor_session_id, actor_api_key_id, subject_type,
-                subject_id, action, changes, request_id, client_ip
-         FROM change_log WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        before,
-        limit,
-    )
-    .fetch_all(pool)
-    .await?)
+/// Entries about a user, newest first, narrowed by `f`.
+pub async fn about_user(pool: &PgPool, user_id: Uuid, f: &LogFilter) -> Result<Vec<Entry>, Error> {
+    let subject = Some(user_id.to_string());
+    Ok(select_log!("subject_type = 'user' AND subject_id = $1 AND $2::uuid IS NULL", subject, None::<Uuid>, f)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Entries made by a user, newest first, narrowed by `f`.
+pub async fn by_actor(pool: &PgPool, user_id: Uuid, f: &LogFilter) -> Result<Vec<Entry>, Error> {
+    Ok(select_log!("actor_id = $2 AND $1::text IS NULL", None::<String>, Some(user_id), f).fetch_all(pool).await?)
+}
+
+/// Every entry, newest first, narrowed by `f`.
+pub async fn all(pool: &PgPool, f: &LogFilter) -> Result<Vec<Entry>, Error> {
+    Ok(select_log!("$1::text IS NULL AND $2::uuid IS NULL", None::<String>, None::<Uuid>, f).fetch_all(pool).await?)
 }

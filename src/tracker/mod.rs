@@ -672,7 +672,8 @@ const LOG_LIMIT: i64 = 1000;
     responses((status = 200, description = "`{entry_id, data_type, logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
-    let entries = change_log::about_user(&state.pool, user.id, None, LOG_LIMIT).await?;
+    let newest = change_log::LogFilter { limit: LOG_LIMIT, ..Default::default() };
+    let entries = change_log::about_user(&state.pool, user.id, &newest).await?;
     let logs = entries_out(entries, |e, out| {
         out.insert("data".into(), e.changes.clone());
         out.insert("user".into(), e.actor_id.map_or_else(|| json!("system"), |a| json!(a)));
@@ -686,7 +687,8 @@ pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<Str
     responses((status = 200, description = "`{logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn actions(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
-    let entries = change_log::by_actor(&state.pool, user.id, None, LOG_LIMIT).await?;
+    let newest = change_log::LogFilter { limit: LOG_LIMIT, ..Default::default() };
+    let entries = change_log::by_actor(&state.pool, user.id, &newest).await?;
     let logs = entries_out(entries, |e, out| {
         out.insert("data_type".into(), json!(e.subject_type));
         out.insert("entry_id".into(), json!(e.subject_id));

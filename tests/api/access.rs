@@ -150,6 +150,32 @@ async fn change_log_about_and_by_a_user() {
     let id1 = p1["items"][1]["id"].as_i64().expect("id");
     let id2 = p2["items"][0]["id"].as_i64().expect("id");
     assert!(id2 < id1);
+    // Filters: action (exact or a prefix ending with a dot), actor (name in
+    // any case, or id), subject type, time range; each narrows the same log.
+    let actions_of = |v: &serde_json::Value| -> Vec<String> {
+        v["items"].as_array().expect("items").iter().map(|e| e["action"].as_str().expect("a").to_string()).collect()
+    };
+    let by_admin = app.get("/api/v1/users/lou/log?actor=ADMIN", &t).await.expect(200).json();
+    assert!(by_admin["items"].as_array().expect("items").iter().all(|e| e["actor_username"] == ADMIN));
+    assert_eq!(by_admin["items"].as_array().expect("items").len(), 2, "created and verified by the admin");
+    let lou_id = app.get("/api/v1/users/lou", &t).await.json()["id"].as_str().expect("id").to_string();
+    let by_lou = app.get(&format!("/api/v1/users/lou/log?actor={lou_id}"), &t).await.expect(200).json();
+    assert_eq!(actions_of(&by_lou), ["user.updated", "login.succeeded"]);
+    let updated = app.get("/api/v1/users/lou/log?action=user.updated", &t).await.expect(200).json();
+    assert_eq!(actions_of(&updated), ["user.updated", "user.updated"]);
+    let user_actions = app.get("/api/v1/users/lou/actions?action=user.", &t).await.expect(200).json();
+    assert_eq!(actions_of(&user_actions), ["user.updated"]);
+    let sessions = app.get("/api/v1/users/lou/actions?subject_type=session", &t).await.expect(200).json();
+    assert!(actions_of(&sessions).iter().all(|a| a.starts_with("session.")) && !actions_of(&sessions).is_empty());
+    let future = app.get("/api/v1/users/lou/log?since=2999-01-01T00:00:00Z", &t).await.expect(200).json();
+    assert_eq!(future["items"], json!([]));
+    let past = app.get("/api/v1/users/lou/log?until=2000-01-01T00:00:00Z", &t).await.expect(200).json();
+    assert_eq!(past["items"], json!([]));
+    let all = app.get("/api/v1/admin/change-log?action=user.created&subject_type=user", &app.admin_token).await;
+    assert!(actions_of(&all.expect(200).json()).iter().all(|a| a == "user.created"));
+    let bad = app.get("/api/v1/users/lou/log?since=yesterday", &t).await.expect(400);
+    assert_eq!(bad.json()["error"]["details"]["field"], "since");
+    app.get("/api/v1/users/lou/log?colour=red", &t).await.expect(400);
     // No route changes the log.
     for m in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
         let r = app.send(m, "/api/v1/users/lou/log", &Auth::Bearer(app.admin_token.clone()), Some(json!({}))).await;

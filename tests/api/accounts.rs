@@ -374,3 +374,37 @@ async fn profile_fields_are_checked_stored_and_logged() {
         "{log}"
     );
 }
+
+/// The published password policy is the one applied: its lengths hold at
+/// the edges, and each refusal it lists is the code a password breaking
+/// that rule gets.
+#[tokio::test]
+async fn password_policy_is_the_one_applied() {
+    let app = spawn_app().await;
+    let policy = app.send(Method::GET, "/api/v1/password-policy", &Auth::None, None).await.expect(200).json();
+    let min = policy["min_length"].as_u64().expect("min") as usize;
+    let max = policy["max_length"].as_u64().expect("max") as usize;
+    let codes: Vec<&str> =
+        policy["refused"].as_array().expect("refused").iter().map(|r| r["code"].as_str().expect("code")).collect();
+    let strong = |n: usize| -> String { "Ql7#vX2!mZ9@rT4$kW8%".chars().cycle().take(n).collect() };
+    let breaking = [
+        ("password_too_short", strong(min - 1)),
+        ("password_too_long", strong(max + 1)),
+        ("password_too_common", "1q2w3e4r5t6y7u8i9o0p".to_string()),
+        ("password_contains_identity", format!("{}-policy-user-x", strong(min))),
+        ("password_too_weak", "a".repeat(min)),
+    ];
+    assert_eq!(codes, breaking.iter().map(|(c, _)| *c).collect::<Vec<_>>());
+    for (i, (code, pw)) in breaking.iter().enumerate() {
+        let name = if *code == "password_contains_identity" { "policy-user-x".to_string() } else { format!("p{i}") };
+        let body = json!({"username": name, "email": format!("{name}@example.org"), "password": pw});
+        let r = app.post("/api/v1/users", &app.admin_token, body).await.expect(422);
+        assert_eq!(r.code(), *code);
+    }
+    // The edges themselves are fine.
+    for (i, n) in [min, max].into_iter().enumerate() {
+        let body =
+            json!({"username": format!("edge{i}"), "email": format!("edge{i}@example.org"), "password": strong(n)});
+        app.post("/api/v1/users", &app.admin_token, body).await.expect(201);
+    }
+}
