@@ -50,11 +50,29 @@ pub fn target(caller: &Caller, username: &str) -> String {
 }
 
 /// Every group. Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(PageQuery), responses((status = 200, body = Page<groups::Group>)))]
-pub async fn list(_caller: Caller, state: web::Data<AppState>, q: Query<PageQuery>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(GroupQuery), responses((status = 200, body = Page<groups::Group>)))]
+pub async fn list(_caller: Caller, state: web::Data<AppState>, q: Query<GroupQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
     let mut conn = state.pool.acquire().await?;
-    let all = groups::list(&mut conn).await?;
-    Ok(HttpResponse::Ok().json(page_of(all, &q, Order::Ascending, |g| g.name.clone())?))
+    let mut all = groups::list(&mut conn).await?;
+    all.retain(|g| {
+        crate::api::matches(&q.q, &[&g.name, &g.display_name])
+            && q.project.as_deref().is_none_or(|p| g.project_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(p)))
+    });
+    let paging = PageQuery { limit: q.limit, cursor: q.cursor };
+    Ok(HttpResponse::Ok().json(page_of(all, &paging, Order::Ascending, |g| g.name.clone())?))
+}
+
+/// The group list's filters and paging.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GroupQuery {
+    /// Case-insensitive text in the name or display name.
+    pub q: Option<String>,
+    /// Only the groups of this project.
+    pub project: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 /// Creates a plain group. Needs USER_MANAGEMENT.

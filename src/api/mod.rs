@@ -46,12 +46,25 @@ pub struct PageQuery {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+    /// How many items there are over every page.
+    pub total: usize,
 }
 
 impl<T> Page<T> {
     /// Everything at once (a write's answer: the list as it now is).
     pub fn all(items: Vec<T>) -> Page<T> {
-        Page { items, next_cursor: None }
+        Page { total: items.len(), items, next_cursor: None }
+    }
+}
+
+/// Whether any of `fields` contains `q` (any case); everything matches no `q`.
+pub fn matches(q: &Option<String>, fields: &[&str]) -> bool {
+    match q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        None => true,
+        Some(q) => {
+            let q = q.to_lowercase();
+            fields.iter().any(|f| f.to_lowercase().contains(&q))
+        }
     }
 }
 
@@ -86,6 +99,7 @@ pub fn page_of<T>(
         }
     };
     items.sort_by_cached_key(|i| key(i));
+    let total = items.len();
     if order == Order::Descending {
         items.reverse();
     }
@@ -104,7 +118,7 @@ pub fn page_of<T>(
     } else {
         None
     };
-    Ok(Page { items: rest, next_cursor })
+    Ok(Page { items: rest, next_cursor, total })
 }
 
 /// The answer of every change to a user's roles or groups, one or many:

@@ -81,17 +81,32 @@ fn name_field(raw: &str) -> Result<String, ApiError> {
 
 /// Projects: all of them for USER_MANAGEMENT, else those the caller is a member of.
 /// (A member's projects carry their `level`.)
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(PageQuery), responses((status = 200, body = Page<Project>)))]
-pub async fn list(state: web::Data<AppState>, caller: Caller, q: Query<PageQuery>) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ProjectQuery), responses((status = 200, body = Page<Project>)))]
+pub async fn list(state: web::Data<AppState>, caller: Caller, q: Query<ProjectQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let paging = PageQuery { limit: q.limit, cursor: q.cursor.clone() };
     let mut conn = state.pool.acquire().await?;
+    let found = |fields: &[&str]| crate::api::matches(&q.q, fields);
     Ok(match service::projects::visible(&mut conn, &caller.0).await? {
-        service::projects::Visible::All(list) => {
-            HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
+        service::projects::Visible::All(mut list) => {
+            list.retain(|p| found(&[&p.id, &p.name, &p.description, &p.pi]));
+            HttpResponse::Ok().json(page_of(list, &paging, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
         }
-        service::projects::Visible::Mine(list) => {
-            HttpResponse::Ok().json(page_of(list, &q, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
+        service::projects::Visible::Mine(mut list) => {
+            list.retain(|p| found(&[&p.id, &p.name, &p.description, &p.pi]));
+            HttpResponse::Ok().json(page_of(list, &paging, Order::Ascending, |p| p.id.to_ascii_lowercase())?)
         }
     })
+}
+
+/// The project list's search and paging.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectQuery {
+    /// Case-insensitive text in the id, name, description or investigator.
+    pub q: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 /// Creates a project, its groups `{id}_owner`, `{id}_member`,

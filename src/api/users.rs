@@ -21,13 +21,27 @@ use crate::store::users::{self, User, UserView};
 pub struct ListQuery {
     /// Page size, 1..=500 (default 50).
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (with the same `sort`).
     pub cursor: Option<String>,
-    /// Case-insensitive text found in username, email or name.
+    /// Case-insensitive text found in the username, email, first, last or full name.
     pub q: Option<String>,
+    /// Case-insensitive text found in the email address (`@example.org`).
+    pub email: Option<String>,
     pub enabled: Option<bool>,
+    /// Whether locked out now.
+    pub locked: Option<bool>,
+    pub verified: Option<bool>,
     /// Only users holding this role.
     pub role: Option<String>,
+    /// Only members of this group (plain or a project's).
+    pub group: Option<String>,
+    /// Only members of this project, at any level.
+    pub project: Option<String>,
+    /// `username` (default), `created_at` or `last_login`; `-` in front for
+    /// descending (`-last_login`: most recent first, never last).
+    pub sort: Option<String>,
+    /// `json` (default: a page) or `csv` (every matching user, one row each).
+    pub format: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -35,6 +49,8 @@ pub struct UserPage {
     pub items: Vec<UserView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+    /// How many users match, over every page.
+    pub total: i64,
 }
 
 /// A list of role names, as a bare array or `{"roles": [...]}`.
@@ -57,8 +73,8 @@ impl RoleList {
     }
 }
 
-fn encode_cursor(u: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}", u.username.to_lowercase(), u.id))
+fn encode_cursor(sort: users::Sort, u: &User) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}", sort.key_of(u), u.id))
 }
 
 /// Decodes a user-list cursor; any malformed input is a 400.
@@ -69,31 +85,120 @@ pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
     }
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (name, id) = text.split_once('\n').ok_or_else(bad)?;
-    Ok((name.to_string(), id.parse().map_err(|_| bad())?))
+    let (key, id) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((key.to_string(), id.parse().map_err(|_| bad())?))
+}
+
+fn invalid(field: &'static str, message: &str) -> ApiError {
+    ApiError::bad_request("invalid_field", message).with_details(serde_json::json!({ "field": field }))
+}
+
+/// The CSV export's columns: every field an operator needs (no secret).
+pub const EXPORT_COLUMNS: [&str; 17] = [
+    "id",
+    "username",
+    "email",
+    "first_name",
+    "last_name",
+    "affiliation",
+    "contact",
+    "orcid",
+    "url",
+    "enabled",
+    "verified",
+    "admin",
+    "roles",
+    "locked",
+    "created_at",
+    "last_successful_login",
+    "password_updated",
+];
+
+fn export(list: Vec<User>) -> crate::table::Table {
+    let mut t = crate::table::Table::new("Users", &EXPORT_COLUMNS);
+    let time = |v: Option<chrono::DateTime<chrono::Utc>>| v.map(|d| d.to_rfc3339()).unwrap_or_default();
+    for u in list {
+        t.push(vec![
+            u.id.to_string(),
+            u.username.clone(),
+            u.email.clone(),
+            u.first_name.clone(),
+            u.last_name.clone(),
+            u.affiliation.clone(),
+            u.contact.clone(),
+            u.orcid.clone(),
+            u.url.clone(),
+            u.enabled.to_string(),
+            u.verified.to_string(),
+            u.admin().to_string(),
+            u.roles.join(";"),
+            u.locked().to_string(),
+            u.created_at.to_rfc3339(),
+            time(u.last_successful_login),
+            time(u.password_updated),
+        ]);
+    }
+    t
 }
 
 /// Lists users with their details, a page at a time (keyset pagination by
-/// username). Needs USER_MANAGEMENT.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery), responses((status = 200, body = UserPage)))]
+/// the sort key), with the number matching; or, with `format=csv`, every
+/// matching user as CSV (cells a spreadsheet would run as formulas are
+/// quoted with `'`). Needs USER_MANAGEMENT.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
+    responses((status = 200, description = "a page of users, or CSV", content((UserPage = "application/json"), (String = "text/csv")))))]
 pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<ListQuery>) -> ApiResult<HttpResponse> {
     let q = query.into_inner();
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(invalid("format", "`format` must be json or csv")),
+    };
     let limit = page_limit(q.limit)?;
-    let filter = users::ListFilter {
-        q: q.q.filter(|s| !s.is_empty()).map(|s| s.chars().take(200).collect()),
+    let (sort, descending) = match q.sort.as_deref() {
+        None => (users::Sort::Username, false),
+        Some(raw) => {
+            let (name, desc) = raw.strip_prefix('-').map_or((raw, false), |n| (n, true));
+            let sort = users::Sort::parse(name).ok_or_else(|| {
+                invalid("sort", "`sort` must be username, created_at or last_login (- for descending)")
+            })?;
+            (sort, desc)
+        }
+    };
+    let text = |v: Option<String>| v.filter(|s| !s.is_empty()).map(|s| s.chars().take(200).collect::<String>());
+    let mut filter = users::ListFilter {
+        q: text(q.q),
+        email: text(q.email),
         enabled: q.enabled,
-        role: q.role,
+        locked: q.locked,
+        verified: q.verified,
+        role: text(q.role),
+        group: text(q.group),
+        project: text(q.project),
+        sort,
+        descending,
         after: q.cursor.as_deref().map(decode_cursor).transpose()?,
         limit: limit + 1,
     };
+    if csv {
+        filter.after = None;
+        filter.limit = i64::MAX;
+        let all = users::list(&state.pool, &filter).await?;
+        let table = export(all);
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header(("Content-Disposition", "attachment; filename=\"users.csv\""))
+            .body(table.csv()?));
+    }
+    let total = users::count_matching(&state.pool, &filter).await?;
     let mut items = users::list(&state.pool, &filter).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(encode_cursor)
+        items.last().map(|u| encode_cursor(sort, u))
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(UserPage { items: items.into_iter().map(UserView::from).collect(), next_cursor }))
+    Ok(HttpResponse::Ok().json(UserPage { items: items.into_iter().map(UserView::from).collect(), next_cursor, total }))
 }
 
 /// All usernames. Needs USER_MANAGEMENT.

@@ -965,46 +965,135 @@ pub async fn settle_own_check(pool: &PgPool, ok: &LoginOk) -> Result<(), Error> 
 /// Filters of the user list.
 #[derive(Debug, Default)]
 pub struct ListFilter {
+    /// Case-insensitive text in the username, email, first, last or full name.
     pub q: Option<String>,
+    /// Case-insensitive text in the email address.
+    pub email: Option<String>,
     pub enabled: Option<bool>,
+    pub locked: Option<bool>,
+    pub verified: Option<bool>,
     pub role: Option<String>,
-    /// Keyset cursor: the last (lower(username), id) of the previous page.
+    /// Members of this group (plain or a project's).
+    pub group: Option<String>,
+    /// Members of this project, at any level.
+    pub project: Option<String>,
+    pub sort: Sort,
+    pub descending: bool,
+    /// Keyset cursor: the sort key (as text) and id of the previous page's last user.
     pub after: Option<(String, Uuid)>,
     pub limit: i64,
 }
 
-pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
-    let ids: Vec<Uuid> = list_ids(f).build_query_scalar().fetch_all(pool).await?;
-    // The page's rows through the one checked user statement, in page order.
-    Ok(select_users!("FROM users u WHERE u.id = ANY($1) ORDER BY lower(u.username), u.id", &ids)
-        .fetch_all(pool)
-        .await?)
+/// What the user list is ordered by (then by id).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    Username,
+    CreatedAt,
+    /// The last successful login (never: before everyone).
+    LastLogin,
 }
 
-/// The ids of one page of the user list: the one statement built at run
-/// time, because only the filters in use go into it, so the planner can
-/// walk the (lower(username), id) index from the cursor.
-fn list_ids(f: &ListFilter) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
-    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT u.id FROM users u WHERE true");
+impl Sort {
+    pub fn parse(raw: &str) -> Option<Sort> {
+        match raw {
+            "username" => Some(Sort::Username),
+            "created_at" => Some(Sort::CreatedAt),
+            "last_login" => Some(Sort::LastLogin),
+            _ => None,
+        }
+    }
+
+    /// The SQL of the key, and its type for the cursor's cast.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Sort::Username => ("lower(u.username)", "text"),
+            Sort::CreatedAt => ("u.created_at", "timestamptz"),
+            Sort::LastLogin => ("COALESCE(u.last_successful_login, '-infinity'::timestamptz)", "timestamptz"),
+        }
+    }
+
+    /// The key of `u` as the cursor carries it.
+    pub fn key_of(self, u: &User) -> String {
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        match self {
+            Sort::Username => u.username.to_lowercase(),
+            Sort::CreatedAt => stamp(u.created_at),
+            Sort::LastLogin => u.last_successful_login.map_or_else(|| "-infinity".into(), stamp),
+        }
+    }
+}
+
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
+    let ids: Vec<Uuid> = list_ids(f).build_query_scalar().fetch_all(pool).await?;
+    // The page's rows through the one checked user statement, put back in page order.
+    let mut rows = select_users!("FROM users u WHERE u.id = ANY($1)", &ids).fetch_all(pool).await?;
+    let place: std::collections::HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    rows.sort_by_key(|u| place.get(&u.id).copied());
+    Ok(rows)
+}
+
+/// How many users the filter matches (every page together).
+pub async fn count_matching(pool: &PgPool, f: &ListFilter) -> Result<i64, Error> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT count(*) FROM users u WHERE true");
+    conditions(&mut qb, f);
+    Ok(qb.build_query_scalar().fetch_one(pool).await?)
+}
+
+/// The filter's conditions (not the cursor), appended to `qb`.
+fn conditions(qb: &mut sqlx::QueryBuilder<'static, sqlx::Postgres>, f: &ListFilter) {
+    let like =
+        |t: &str| format!("%{}%", t.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     if let Some(q) = &f.q {
-        let p = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let p = like(q);
         qb.push(" AND (lower(u.username) LIKE ").push_bind(p.clone());
         qb.push(" OR lower(u.email) LIKE ").push_bind(p.clone());
         qb.push(" OR lower(u.first_name) LIKE ").push_bind(p.clone());
-        qb.push(" OR lower(u.last_name) LIKE ").push_bind(p).push(")");
+        qb.push(" OR lower(u.last_name) LIKE ").push_bind(p.clone());
+        qb.push(" OR lower(u.first_name || ' ' || u.last_name) LIKE ").push_bind(p).push(")");
+    }
+    if let Some(e) = &f.email {
+        qb.push(" AND lower(u.email) LIKE ").push_bind(like(e));
     }
     if let Some(e) = f.enabled {
         qb.push(" AND u.enabled = ").push_bind(e);
+    }
+    if let Some(l) = f.locked {
+        qb.push(" AND (u.locked_until IS NOT NULL AND u.locked_until > now()) = ").push_bind(l);
+    }
+    if let Some(v) = f.verified {
+        qb.push(" AND u.verified = ").push_bind(v);
     }
     if let Some(role) = &f.role {
         qb.push(" AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = ")
             .push_bind(role.clone())
             .push(")");
     }
-    if let Some((name, id)) = &f.after {
-        qb.push(" AND (lower(u.username), u.id) > (").push_bind(name.clone()).push(", ").push_bind(*id).push(")");
+    if let Some(group) = &f.group {
+        qb.push(" AND EXISTS (SELECT 1 FROM user_groups g WHERE g.user_id = u.id AND lower(g.group_name) = lower(")
+            .push_bind(group.clone())
+            .push("))");
     }
-    qb.push(" ORDER BY lower(u.username), u.id LIMIT ").push_bind(f.limit);
+    if let Some(project) = &f.project {
+        qb.push(" AND EXISTS (SELECT 1 FROM user_groups g WHERE g.user_id = u.id AND lower(g.project_id) = lower(")
+            .push_bind(project.clone())
+            .push("))");
+    }
+}
+
+fn list_ids(f: &ListFilter) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT u.id FROM users u WHERE true");
+    conditions(&mut qb, f);
+    let (key, kind) = f.sort.sql();
+    let (cmp, dir) = if f.descending { ("<", "DESC") } else { (">", "ASC") };
+    if let Some((value, id)) = &f.after {
+        qb.push(format!(" AND ({key}, u.id) {cmp} (CAST("))
+            .push_bind(value.clone())
+            .push(format!(" AS {kind}), "))
+            .push_bind(*id)
+            .push(")");
+    }
+    qb.push(format!(" ORDER BY {key} {dir}, u.id {dir} LIMIT ")).push_bind(f.limit);
     qb
 }
 
@@ -1041,21 +1130,33 @@ mod tests {
         let none = ListFilter { limit: 50, ..Default::default() };
         assert_eq!(
             list_ids(&none).sql(),
-            "SELECT u.id FROM users u WHERE true ORDER BY lower(u.username), u.id LIMIT $1"
+            "SELECT u.id FROM users u WHERE true ORDER BY lower(u.username) ASC, u.id ASC LIMIT $1"
         );
         let all = ListFilter {
             q: Some("a_b".into()),
+            email: Some("@example".into()),
             enabled: Some(true),
+            locked: Some(false),
+            verified: Some(true),
             role: Some("UserManager".into()),
-            after: Some(("alice".into(), Uuid::nil())),
+            group: Some("g".into()),
+            project: Some("P".into()),
+            sort: Sort::LastLogin,
+            descending: true,
+            after: Some(("-infinity".into(), Uuid::nil())),
             limit: 10,
         };
         assert_eq!(
             list_ids(&all).sql(),
             "SELECT u.id FROM users u WHERE true AND (lower(u.username) LIKE $1 OR lower(u.email) LIKE $2 \
-             OR lower(u.first_name) LIKE $3 OR lower(u.last_name) LIKE $4) AND u.enabled = $5 \
-             AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $6) \
-             AND (lower(u.username), u.id) > ($7, $8) ORDER BY lower(u.username), u.id LIMIT $9"
+             OR lower(u.first_name) LIKE $3 OR lower(u.last_name) LIKE $4 \
+             OR lower(u.first_name || ' ' || u.last_name) LIKE $5) AND lower(u.email) LIKE $6 AND u.enabled = $7 \
+             AND (u.locked_until IS NOT NULL AND u.locked_until > now()) = $8 AND u.verified = $9 \
+             AND EXISTS (SELECT 1 FROM user_roles r WHERE r.user_id = u.id AND r.role = $10) \
+             AND EXISTS (SELECT 1 FROM user_groups g WHERE g.user_id = u.id AND lower(g.group_name) = lower($11)) \
+             AND EXISTS (SELECT 1 FROM user_groups g WHERE g.user_id = u.id AND lower(g.project_id) = lower($12)) \
+             AND (COALESCE(u.last_successful_login, '-infinity'::timestamptz), u.id) < (CAST($13 AS timestamptz), $14) \
+             ORDER BY COALESCE(u.last_successful_login, '-infinity'::timestamptz) DESC, u.id DESC LIMIT $15"
         );
     }
 }

@@ -408,3 +408,90 @@ async fn password_policy_is_the_one_applied() {
         app.post("/api/v1/users", &app.admin_token, body).await.expect(201);
     }
 }
+
+/// The user list as operators use it: filters, full-name search, sort both
+/// ways with keyset pages, the total, and the CSV export.
+#[tokio::test]
+async fn user_directory_filters_sorts_counts_and_exports() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    app.create_user("alice", json!({"first_name": "Alice", "last_name": "Liddell", "verified": true})).await;
+    app.create_user("bob", json!({"email": "bob@other.example", "first_name": "=HYPERLINK(\"x\")"})).await;
+    app.create_user("carol", json!({"roles": ["UserManager"]})).await;
+    app.create_user("dave", json!({"enabled": false})).await;
+    app.post("/api/v1/groups", &t, json!({"name": "readers"})).await.expect(201);
+    app.put("/api/v1/users/bob/groups/readers", &t, json!(null)).await.expect(200);
+    app.post("/api/v1/projects", &t, json!({"id": "PX", "name": "PX"})).await.expect(201);
+    app.put("/api/v1/projects/PX/members/carol", &t, json!({"level": "member"})).await.expect(200);
+    app.login("carol", PASSWORD).await;
+    app.login("alice", PASSWORD).await;
+    for _ in 0..5 {
+        app.login_full("dave", "a wrong but long passphrase").await;
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["items"].as_array().expect("items").iter().map(|u| u["username"].as_str().expect("u").to_string()).collect()
+    };
+    let get = |q: &str| {
+        let path = format!("/api/v1/users?{q}");
+        let app = &app;
+        let t = t.clone();
+        async move { app.get(&path, &t).await.expect(200).json() }
+    };
+    // Full-name search, email, verified, role, group, project, locked.
+    assert_eq!(names(&get("q=alice%20liddell").await), ["alice"]);
+    assert_eq!(names(&get("email=other.example").await), ["bob"]);
+    assert_eq!(names(&get("verified=true").await), ["admin", "alice"]);
+    assert_eq!(names(&get("role=UserManager").await), ["carol"]);
+    assert_eq!(names(&get("group=readers").await), ["bob"]);
+    assert_eq!(names(&get("project=px").await), ["admin", "carol"]);
+    assert_eq!(names(&get("locked=false&enabled=true&role=UserManager").await), ["carol"]);
+    // Totals count every page.
+    let page = get("limit=2").await;
+    assert_eq!((page["total"].as_i64(), names(&page).len()), (Some(5), 2));
+    assert_eq!(get("project=PX").await["total"], 2);
+    // Sorted by last login, most recent first, never last; by creation, oldest first; pages do not overlap.
+    let recent = names(&get("sort=-last_login").await);
+    assert_eq!(recent[..3], ["alice", "carol", "admin"]);
+    let created = names(&get("sort=created_at").await);
+    assert_eq!(created, ["admin", "alice", "bob", "carol", "dave"]);
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let q = if cursor.is_empty() {
+            "sort=-created_at&limit=2".into()
+        } else {
+            format!("sort=-created_at&limit=2&cursor={cursor}")
+        };
+        let p = get(&q).await;
+        paged.extend(names(&p));
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ["dave", "carol", "bob", "alice", "admin"]);
+    let bad = app.get("/api/v1/users?sort=shoe_size", &t).await.expect(400);
+    assert_eq!(bad.json()["error"]["details"]["field"], "sort");
+    // CSV: every matching user, one row each, no secret, formulas defused.
+    let csv_text = app.get("/api/v1/users?format=csv&enabled=true", &t).await.expect(200);
+    assert!(csv_text.headers["content-type"].to_str().expect("ct").starts_with("text/csv"));
+    let mut rd = csv::Reader::from_reader(csv_text.text.as_bytes());
+    let header: Vec<String> = rd.headers().expect("header").iter().map(String::from).collect();
+    assert_eq!(header, registrar::api::users::EXPORT_COLUMNS);
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 4, "enabled users only");
+    let bob = rows.iter().find(|r| &r[1] == "bob").expect("bob");
+    assert_eq!(&bob[3], "'=HYPERLINK(\"x\")");
+    let carol = rows.iter().find(|r| &r[1] == "carol").expect("carol");
+    assert_eq!(&carol[12], "UserManager");
+    assert!(!csv_text.text.contains("argon2"));
+    // Groups and projects: the same search, a project's groups, totals.
+    let groups = app.get("/api/v1/groups?q=READ", &t).await.expect(200).json();
+    assert_eq!((groups["total"].as_u64(), groups["items"][0]["name"].as_str()), (Some(1), Some("readers")));
+    let of_px = app.get("/api/v1/groups?project=px", &t).await.expect(200).json();
+    assert_eq!(of_px["total"], 3, "PX_owner, PX_member, PX_collaborator");
+    app.post("/api/v1/projects", &t, json!({"id": "QY", "name": "Quarry", "pi": "Dr Liddell"})).await.expect(201);
+    let found = app.get("/api/v1/projects?q=liddell", &t).await.expect(200).json();
+    assert_eq!((found["total"].as_u64(), found["items"][0]["id"].as_str()), (Some(1), Some("QY")));
+    app.get("/api/v1/projects?colour=red", &t).await.expect(400);
+}
