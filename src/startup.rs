@@ -83,6 +83,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/v1/groups", Permission(UserManagement), web::get().to(api::groups::list)),
         r(M::POST, "/api/v1/groups", Permission(UserManagement), web::post().to(api::groups::create)),
         r(M::GET, "/api/v1/groups/{group}", Permission(UserManagement), web::get().to(api::groups::read)),
+        r(M::PATCH, "/api/v1/groups/{group}", Permission(UserManagement), web::patch().to(api::groups::update)),
         r(M::DELETE, "/api/v1/groups/{group}", Permission(UserManagement), web::delete().to(api::groups::delete)),
         r(M::GET, "/api/v1/groups/{group}/members", Permission(UserManagement), web::get().to(api::groups::members)),
         r(M::GET, "/api/v1/groups/{group}/permissions", Permission(UserManagement), web::get().to(api::groups::permissions)),

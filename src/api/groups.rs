@@ -100,6 +100,35 @@ pub async fn read(_caller: Caller, state: web::Data<AppState>, path: web::Path<S
     Ok(HttpResponse::Ok().json(groups::get(&mut conn, &path).await?))
 }
 
+/// The body of `PATCH /api/v1/groups/{group}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroup {
+    /// A new name: members and resource permissions follow it.
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// Renames a plain group or changes its display name (a project's groups
+/// are named after it: 409). Needs USER_MANAGEMENT.
+#[utoipa::path(patch, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)), request_body = UpdateGroup,
+    responses((status = 200, body = groups::Group), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn update(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    path: web::Path<String>,
+    body: Json<UpdateGroup>,
+) -> ApiResult<HttpResponse> {
+    let b = body.into_inner();
+    let name = b.name.as_deref().map(|n| parse_group_name(n.trim())).transpose()?;
+    let display = b.display_name.as_deref().map(|d| crate::domain::parse_text("display_name", d, 200)).transpose()?;
+    let mut tx = state.pool.begin().await?;
+    let g = groups::update(&mut tx, &audit, &path, name.as_deref(), display.as_deref()).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(g))
+}
+
 /// Deletes a plain group (a project's groups go with the project: 409).
 /// Needs USER_MANAGEMENT.
 #[utoipa::path(delete, path = "/api/v1/groups/{group}", tag = "groups", params(("group" = String, Path)),

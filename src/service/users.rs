@@ -54,6 +54,9 @@ fn yes() -> bool {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    /// A new username (USER_MANAGEMENT, not one's own): the old one stays
+    /// the user's and answers 404 `user_renamed`; sessions and keys carry on.
+    pub username: Option<String>,
     pub email: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -204,7 +207,7 @@ pub async fn unique_username(
     }
     for n in 0..1000u32 {
         let candidate = if n == 0 { base.clone() } else { format!("{base}{}", n + 1) };
-        if users::by_name(conn, &candidate).await?.is_none() {
+        if !users::name_taken(conn, &candidate).await? {
             return Username::parse(&candidate);
         }
     }
@@ -252,19 +255,33 @@ pub async fn update_user_in(
         admin: body.admin,
     };
     let target = users::get(tx, name, false).await?;
+    let rename = body
+        .username
+        .as_deref()
+        .map(|n| Username::parse(n.trim()))
+        .transpose()?
+        .filter(|n| n.as_str() != target.username);
     let admin_change = patch.admin.is_some_and(|a| a != target.admin());
     let privileged = admin_change
+        || rename.is_some()
         || patch.enabled.is_some_and(|e| e != target.enabled)
         || patch.verified.is_some_and(|v| v != target.verified);
     let is_self = target.id == caller.user_id;
     if privileged && (is_self || !caller.has(Permission::UserManagement)) {
-        return Err(Error::forbidden("you cannot change your own enabled, verified or admin state"));
+        return Err(Error::forbidden("you cannot change your own username, enabled, verified or admin state"));
     }
     if admin_change && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may change the admin flag"));
     }
     require_admin_for(caller, &target)?;
-    let user = users::update(tx, audit, name, patch).await?;
+    let name = match rename {
+        Some(new) => {
+            let locked = users::get(tx, &target.id.to_string(), true).await?;
+            users::rename(tx, audit, &locked, &new).await?.id.to_string()
+        }
+        None => name.to_string(),
+    };
+    let user = users::update(tx, audit, &name, patch).await?;
     let reset = reset_to.is_some();
     if let Some(hash) = reset_to {
         write_reset(tx, audit, &user, hash).await?;

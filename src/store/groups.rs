@@ -69,6 +69,41 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, name: &str, display_
     get(conn, name).await
 }
 
+/// Renames a plain group and/or changes its display name; memberships and
+/// resource permissions follow the name (foreign keys `ON UPDATE CASCADE`).
+/// A project's groups are named after it (409 `project_group`).
+pub async fn update(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    name: &str,
+    new_name: Option<&str>,
+    display_name: Option<&str>,
+) -> Result<Group, Error> {
+    let g = get(conn, name).await?;
+    if g.project_id.is_some() {
+        return Err(Error::conflict("project_group", "a project's groups are named after the project"));
+    }
+    let to = new_name.unwrap_or(&g.name);
+    let display = display_name.unwrap_or(&g.display_name);
+    let changes =
+        Changes::new().field("name", g.name.as_str(), to).field("display_name", g.display_name.as_str(), display);
+    if changes.is_empty() {
+        return Ok(g);
+    }
+    sqlx::query!("UPDATE groups SET name = $2, display_name = $3 WHERE name = $1", g.name, to, display)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            Error::on_constraint(e, |c| {
+                (c == "groups_pkey" || c == "groups_name_ci")
+                    .then(|| Error::conflict("group_exists", format!("group '{to}' already exists")))
+            })
+        })?;
+    let action = if to != g.name { "group.renamed" } else { "group.updated" };
+    audit::record(&mut *conn, audit, "group", to, action, changes).await?;
+    get(conn, to).await
+}
+
 /// Deletes a plain group; a project's groups go with their project (409).
 pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Result<Group, Error> {
     let g = get(conn, name).await?;

@@ -177,14 +177,22 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
         Some(id) => Some(id),
         None => {
             let Some(key) = name_key(username) else { return Err(not_found(username)) };
-            if lock {
+            let found = if lock {
                 sqlx::query_scalar!("SELECT id FROM users WHERE lower(username) = $1 FOR UPDATE", key)
                     .fetch_optional(&mut *conn)
                     .await?
             } else {
-                let user = select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(conn).await?;
-                return user.ok_or_else(|| not_found(username));
+                let user =
+                    select_users!("FROM users u WHERE lower(u.username) = $1", key).fetch_optional(&mut *conn).await?;
+                if let Some(user) = user {
+                    return Ok(user);
+                }
+                None
+            };
+            if found.is_none() {
+                return Err(gone_or_renamed(conn, username, &key).await?);
             }
+            found
         }
     };
     let Some(id) = id else { return Err(not_found(username)) };
@@ -192,6 +200,68 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
         sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", id).fetch_optional(&mut *conn).await?;
     }
     select_users!("FROM users u WHERE u.id = $1", id).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
+}
+
+/// The refusal for a name nobody has: 404 `user_renamed` naming the new
+/// name when it is an old one, else `user_not_found`.
+async fn gone_or_renamed(conn: &mut PgConnection, username: &str, key: &str) -> Result<Error, Error> {
+    let now = sqlx::query_scalar!(
+        "SELECT u.username FROM username_history h JOIN users u ON u.id = h.user_id WHERE h.name_key = $1",
+        key
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(match now {
+        Some(now) => Error::not_found("user_renamed", format!("user '{username}' was renamed to '{now}'")),
+        None => not_found(username),
+    })
+}
+
+/// Whether a username is in use: by an account, or as an account's old name.
+pub async fn name_taken(conn: &mut PgConnection, username: &str) -> Result<bool, Error> {
+    let Some(key) = name_key(username) else { return Ok(false) };
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = $1)
+               OR EXISTS (SELECT 1 FROM username_history WHERE name_key = $1) AS "taken!""#,
+        key
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Renames `user` (locked by the caller's transaction) to `new`: the old
+/// name is kept as theirs (`username_history`), taking back an old name of
+/// their own drops it from there, another user's old name is taken (409).
+/// Sessions, tokens and keys name the user by id and carry on; the change
+/// log keeps each entry's name as it was and records `user.renamed`.
+pub async fn rename(conn: &mut PgConnection, audit: &Audit, user: &User, new: &Username) -> Result<User, Error> {
+    let new_key = new.as_str().to_ascii_lowercase();
+    let old_key = user.username.to_ascii_lowercase();
+    let holder = sqlx::query_scalar!("SELECT user_id FROM username_history WHERE name_key = $1", new_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if holder.is_some_and(|h| h != user.id) {
+        return Err(Error::conflict("username_taken", "this username belonged to another account and stays theirs"));
+    }
+    sqlx::query!("DELETE FROM username_history WHERE name_key = $1", new_key).execute(&mut *conn).await?;
+    sqlx::query!("UPDATE users SET username = $2, last_modified = now() WHERE id = $1", user.id, new.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(unique_violation)?;
+    if old_key != new_key {
+        sqlx::query!(
+            "INSERT INTO username_history (name_key, username, user_id) VALUES ($1, $2, $3)
+             ON CONFLICT (name_key) DO UPDATE SET username = EXCLUDED.username, renamed_at = now()",
+            old_key,
+            user.username,
+            user.id,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let changes = Changes::new().field("username", user.username.as_str(), new.as_str());
+    audit::record(&mut *conn, audit, "user", &user.id.to_string(), "user.renamed", changes).await?;
+    get_by_id(conn, user.id).await
 }
 
 /// Whether the user named `username` (case-insensitive) holds Administrator;
@@ -251,6 +321,15 @@ pub struct NewUser {
 }
 
 pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Result<User, Error> {
+    let old_name = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM username_history WHERE name_key = $1) AS "held!""#,
+        new.username.as_str().to_ascii_lowercase()
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if old_name {
+        return Err(Error::conflict("username_taken", "this username belonged to another account and stays theirs"));
+    }
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO users (id, username, email, first_name, last_name, enabled, verified, password_hash, password_updated,

@@ -495,3 +495,68 @@ async fn user_directory_filters_sorts_counts_and_exports() {
     assert_eq!((found["total"].as_u64(), found["items"][0]["id"].as_str()), (Some(1), Some("QY")));
     app.get("/api/v1/projects?colour=red", &t).await.expect(400);
 }
+
+/// A rename: sessions and keys carry on, the log keeps the history, the old
+/// name answers who it became and stays the user's.
+#[tokio::test]
+async fn renames_keep_sessions_keys_and_history() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    let token = app.user("oldname").await;
+    let key = app.post("/api/v1/users/me/api-keys", &token, json!({"name": "k"})).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    app.patch("/api/v1/users/me", &token, json!({"first_name": "Before"})).await.expect(200);
+    // Not one's own, not without USER_MANAGEMENT, not to a taken or invalid name.
+    app.patch("/api/v1/users/oldname", &token, json!({"username": "mine"})).await.expect(403);
+    app.create_user("other", json!({})).await;
+    app.patch("/api/v1/users/oldname", &t, json!({"username": "OTHER"})).await.expect(409);
+    app.patch("/api/v1/users/oldname", &t, json!({"username": "bad name"})).await.expect(422);
+    let r = app.patch("/api/v1/users/oldname", &t, json!({"username": "newname"})).await.expect(200);
+    assert_eq!(r.json()["username"], "newname");
+    // The same session and key work, as the new name.
+    assert_eq!(app.get("/api/v1/users/me", &token).await.expect(200).json()["username"], "newname");
+    assert_eq!(app.get("/api/v1/users/me", &key).await.expect(200).json()["username"], "newname");
+    app.login("newname", PASSWORD).await;
+    // The old name says what it became, on every API; nobody else may take it.
+    let r = app.get("/api/v1/users/oldname", &t).await.expect(404);
+    assert_eq!(r.code(), "user_renamed");
+    assert!(r.json()["error"]["message"].as_str().expect("m").contains("newname"));
+    app.get("/xapi/users/oldname", &t).await.expect(404);
+    let taken =
+        app.post("/api/v1/users", &t, json!({"username": "OldName", "email": "o@example.org", "password": PASSWORD}));
+    assert_eq!(taken.await.expect(409).code(), "username_taken");
+    app.patch("/api/v1/users/other", &t, json!({"username": "oldname"})).await.expect(409);
+    // The change log keeps both: the rename, and the earlier entries as they were.
+    let log = app.get("/api/v1/users/newname/log", &t).await.expect(200).json();
+    let items = log["items"].as_array().expect("items");
+    let renamed = app.get("/api/v1/users/newname/log?action=user.renamed", &t).await.expect(200).json();
+    assert_eq!(renamed["items"][0]["changes"]["username"], json!({"before": "oldname", "after": "newname"}));
+    assert!(items.iter().any(|e| e["action"] == "user.updated" && e["actor_username"] == "oldname"));
+    // The user may take the old name back.
+    app.patch("/api/v1/users/newname", &t, json!({"username": "oldname"})).await.expect(200);
+    app.get("/api/v1/users/oldname", &t).await.expect(200);
+    assert_eq!(app.get("/api/v1/users/newname", &t).await.expect(404).code(), "user_renamed");
+    // A user manager renames no administrator.
+    app.create_user("um", json!({"roles": ["UserManager"]})).await;
+    let um = app.login("um", PASSWORD).await;
+    app.patch("/api/v1/users/admin", &um, json!({"username": "root"})).await.expect(403);
+
+    // Groups: members and resource permissions follow the new name; a
+    // project's groups keep theirs.
+    app.post("/api/v1/groups", &t, json!({"name": "team"})).await.expect(201);
+    app.put("/api/v1/users/oldname/groups/team", &t, json!(null)).await.expect(200);
+    let perms = json!({"permissions": [{"resource_type": "model", "resource_id": "m1", "method": "get"}]});
+    app.put("/api/v1/groups/team/permissions", &t, perms).await.expect(200);
+    let g = app.patch("/api/v1/groups/team", &t, json!({"name": "crew", "display_name": "The crew"})).await.expect(200);
+    assert_eq!((g.json()["name"].as_str(), g.json()["members"].as_i64()), (Some("crew"), Some(1)));
+    assert_eq!(app.get("/api/v1/users/oldname/groups", &t).await.json()["items"], json!(["crew"]));
+    assert_eq!(app.get("/api/v1/groups/crew/permissions", &t).await.json()["total"], 1);
+    app.get("/api/v1/groups/team", &t).await.expect(404);
+    assert_eq!(app.log_actions("crew").await, ["group.renamed"]);
+    app.post("/api/v1/projects", &t, json!({"id": "PR", "name": "PR"})).await.expect(201);
+    let r = app.patch("/api/v1/groups/PR_owner", &t, json!({"name": "bosses"})).await.expect(409);
+    assert_eq!(r.code(), "project_group");
+    app.patch("/api/v1/groups/crew", &t, json!({"name": "PR_member"})).await.expect(422);
+}
