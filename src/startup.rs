@@ -77,6 +77,9 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/v1/users/{username}/actions", SelfOr(UserManagement), web::get().to(api::change_log::actions)),
         r(M::GET, "/api/v1/permissions", Authenticated, web::get().to(api::meta::permissions)),
         r(M::GET, "/api/v1/roles", Authenticated, web::get().to(api::meta::roles)),
+        r(M::POST, "/api/v1/roles", Permission(Admin), web::post().to(api::meta::create_role)),
+        r(M::PATCH, "/api/v1/roles/{role}", Permission(Admin), web::patch().to(api::meta::update_role)),
+        r(M::DELETE, "/api/v1/roles/{role}", Permission(Admin), web::delete().to(api::meta::delete_role)),
         r(M::GET, "/api/v1/password-policy", Public, web::get().to(api::meta::password_policy)),
         r(M::GET, "/api/v1/admin/change-log", Permission(Admin), web::get().to(api::change_log::all)),
         // groups
@@ -298,7 +301,8 @@ impl Application {
         let in_flight = InFlight::default();
         let in_flight_data = web::Data::new(in_flight.clone());
         let auth_cache = auth_cache_for(&settings);
-        let background = auth_cache.start(pool.clone());
+        let mut background = auth_cache.start(pool.clone());
+        background.push(role_permissions.follow(&pool));
         let app_pool = pool.clone();
         let state = web::Data::new(AppState {
             auth_cache: auth_cache.clone(),

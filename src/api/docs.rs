@@ -40,6 +40,7 @@ impl Modify for Security {
         api::api_keys::list, api::api_keys::create, api::api_keys::revoke,
         api::change_log::about, api::change_log::actions, api::change_log::all,
         api::meta::permissions, api::meta::roles, api::meta::password_policy,
+        api::meta::create_role, api::meta::update_role, api::meta::delete_role,
         api::groups::list, api::groups::create, api::groups::read, api::groups::update, api::groups::delete, api::groups::members,
         api::groups::permissions, api::groups::set_permissions, api::groups::resource_permissions,
         api::groups::of_user, api::groups::add_many, api::groups::remove_many, api::groups::add_one, api::groups::remove_one,

@@ -164,21 +164,69 @@ pub fn parse_basic(b64: &str) -> Option<Credentials> {
 /// session or key presented (`store::credentials`).
 pub type Row = crate::store::credentials::Credential;
 
-/// What each role grants, read from the `roles` table at start-up (roles
-/// have no write route; a change made in SQL takes effect on restart).
+/// What each role grants, read from the `roles` table at start-up and
+/// again whenever a role changes (`reload`: by the instance that changed it
+/// before it answers, by the others when the `roles` notice arrives).
 #[derive(Debug, Default, Clone)]
-pub struct RolePermissions(std::collections::HashMap<String, Vec<Permission>>);
+pub struct RolePermissions(std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, Vec<Permission>>>>);
 
 impl RolePermissions {
     pub async fn load(pool: &sqlx::PgPool) -> Result<RolePermissions, Error> {
+        let this = RolePermissions::default();
+        this.reload(pool).await?;
+        Ok(this)
+    }
+
+    /// Reads every role's permissions again.
+    pub async fn reload(&self, pool: &sqlx::PgPool) -> Result<(), Error> {
         let rows = crate::store::roles::permissions(pool).await?;
-        Ok(RolePermissions(
-            rows.into_iter().map(|(r, ps)| (r, ps.iter().filter_map(|p| Permission::from_name(p)).collect())).collect(),
-        ))
+        let map =
+            rows.into_iter().map(|(r, ps)| (r, ps.iter().filter_map(|p| Permission::from_name(p)).collect())).collect();
+        if let Ok(mut held) = self.0.write() {
+            *held = map;
+        }
+        Ok(())
+    }
+
+    /// Follows role changes made by any instance: LISTENs on
+    /// `registrar_roles` on its own connection and reloads on each notice,
+    /// and after every (re)connection, since notices may have been missed.
+    pub fn follow(&self, pool: &sqlx::PgPool) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let options = pool.connect_options().as_ref().clone();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .acquire_timeout(std::time::Duration::from_secs(2))
+                .connect_lazy_with(options);
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect_with(&own).await?;
+                    l.eager_reconnect(false);
+                    l.listen("registrar_roles").await?;
+                    Ok::<_, sqlx::Error>(l)
+                }
+                .await;
+                let Ok(mut l) = listener else {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                };
+                let _ = this.reload(&pool).await;
+                while let Ok(Some(_)) = l.try_recv().await {
+                    if let Err(e) = this.reload(&pool).await {
+                        tracing::warn!(error = %e, "could not reload the roles");
+                    }
+                }
+            }
+        })
     }
 
     pub fn of(&self, roles: &[String]) -> Vec<Permission> {
-        let mut out: Vec<Permission> = roles.iter().filter_map(|r| self.0.get(r)).flatten().copied().collect();
+        let Ok(map) = self.0.read() else { return Vec::new() };
+        let mut out: Vec<Permission> = roles.iter().filter_map(|r| map.get(r)).flatten().copied().collect();
         out.sort_by_key(|p| p.as_str());
         out.dedup();
         out

@@ -12,6 +12,7 @@ pub mod memberships;
 pub mod oidc;
 pub mod permissions;
 pub mod projects;
+pub mod roles;
 pub mod users;
 
 /// A list of names given to a bulk route: between 1 and 100.

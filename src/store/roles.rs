@@ -1,5 +1,7 @@
-//! Roles and the permissions they grant (read-only: roles have no write route).
+//! Roles and the permissions they grant: the built-in ones and custom ones
+//! (created, changed and deleted by administrators, logged).
 
+use crate::audit::{self, Audit, Changes};
 use crate::domain::{Error, Result};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -33,4 +35,112 @@ pub async fn permissions(pool: &PgPool) -> Result<Vec<(String, Vec<String>)>, Er
         .into_iter()
         .map(|r| (r.name, r.permissions))
         .collect())
+}
+
+fn not_found(name: &str) -> Error {
+    Error::not_found("role_not_found", format!("no role named '{name}'"))
+}
+
+/// One role, locked for a change.
+async fn get_locked(conn: &mut sqlx::PgConnection, name: &str) -> Result<RoleInfo, Error> {
+    sqlx::query_as!(
+        RoleInfo,
+        "SELECT name, description, permissions, builtin FROM roles WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found(name))
+}
+
+/// Creates a custom role (name unique in any case: 409 `role_exists`).
+pub async fn create(
+    conn: &mut sqlx::PgConnection,
+    audit: &Audit,
+    name: &str,
+    description: &str,
+    permissions: &[String],
+) -> Result<RoleInfo, Error> {
+    let taken =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM roles WHERE lower(name) = lower($1)) AS "taken!""#, name)
+            .fetch_one(&mut *conn)
+            .await?;
+    if taken {
+        return Err(Error::conflict("role_exists", format!("a role named '{name}' exists")));
+    }
+    let role = sqlx::query_as!(
+        RoleInfo,
+        "INSERT INTO roles (name, description, permissions, builtin) VALUES ($1, $2, $3, false)
+         RETURNING name, description, permissions, builtin",
+        name,
+        description,
+        permissions,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let changes = Changes::new().field("description", serde_json::Value::Null, description).field(
+        "permissions",
+        serde_json::Value::Null,
+        permissions.to_vec(),
+    );
+    audit::record(&mut *conn, audit, "role", name, "role.created", changes).await?;
+    Ok(role)
+}
+
+/// Changes a custom role's description or permissions (built-in: 409).
+pub async fn update(
+    conn: &mut sqlx::PgConnection,
+    audit: &Audit,
+    name: &str,
+    description: Option<&str>,
+    permissions: Option<&[String]>,
+) -> Result<RoleInfo, Error> {
+    let before = get_locked(conn, name).await?;
+    if before.builtin {
+        return Err(Error::conflict("builtin_role", "built-in roles cannot be changed"));
+    }
+    let description = description.unwrap_or(&before.description);
+    let permissions = permissions.map(<[String]>::to_vec).unwrap_or_else(|| before.permissions.clone());
+    let changes = Changes::new().field("description", before.description.as_str(), description).field(
+        "permissions",
+        before.permissions.clone(),
+        permissions.clone(),
+    );
+    if changes.is_empty() {
+        return Ok(before);
+    }
+    let role = sqlx::query_as!(
+        RoleInfo,
+        "UPDATE roles SET description = $2, permissions = $3 WHERE name = $1
+         RETURNING name, description, permissions, builtin",
+        name,
+        description,
+        &permissions,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    audit::record(&mut *conn, audit, "role", name, "role.updated", changes).await?;
+    Ok(role)
+}
+
+/// Deletes a custom role; its holders lose it (built-in: 409).
+pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) -> Result<RoleInfo, Error> {
+    let before = get_locked(conn, name).await?;
+    if before.builtin {
+        return Err(Error::conflict("builtin_role", "built-in roles cannot be deleted"));
+    }
+    let holders: Vec<String> = sqlx::query_scalar!(
+        "SELECT u.username FROM user_roles r JOIN users u ON u.id = r.user_id WHERE r.role = $1 ORDER BY u.username",
+        name
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!("DELETE FROM roles WHERE name = $1", name).execute(&mut *conn).await?;
+    let changes = Changes::new().field("permissions", before.permissions.clone(), serde_json::Value::Null).field(
+        "holders",
+        holders,
+        serde_json::Value::Null,
+    );
+    audit::record(&mut *conn, audit, "role", name, "role.deleted", changes).await?;
+    Ok(before)
 }

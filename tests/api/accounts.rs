@@ -560,3 +560,50 @@ async fn renames_keep_sessions_keys_and_history() {
     assert_eq!(r.code(), "project_group");
     app.patch("/api/v1/groups/crew", &t, json!({"name": "PR_member"})).await.expect(422);
 }
+
+/// Custom roles: built by administrators from the permission list (never
+/// ADMIN), granted like the built-in ones, and a change to one reaches its
+/// holders at once.
+#[tokio::test]
+async fn custom_roles_are_built_granted_changed_and_deleted() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    app.create_user("um", json!({"roles": ["UserManager"]})).await;
+    let um = app.login("um", PASSWORD).await;
+    let holder = app.user("holder").await;
+    let role = json!({"name": "Auditor", "description": "reads the directory", "permissions": ["USER_SEARCH", "USER_MANAGEMENT"]});
+    app.post("/api/v1/roles", &um, role.clone()).await.expect(403);
+    for (bad, code) in [
+        (json!({"name": "Boss", "permissions": ["ADMIN"]}), "invalid_permission"),
+        (json!({"name": "Boss", "permissions": ["FLY"]}), "invalid_permission"),
+        (json!({"name": "9lives", "permissions": []}), "invalid_role_name"),
+    ] {
+        assert_eq!(app.post("/api/v1/roles", &t, bad).await.expect(422).code(), code);
+    }
+    let made = app.post("/api/v1/roles", &t, role.clone()).await.expect(201).json();
+    assert_eq!(
+        (made["builtin"].as_bool(), made["permissions"].clone()),
+        (Some(false), json!(["USER_SEARCH", "USER_MANAGEMENT"]))
+    );
+    app.post("/api/v1/roles", &t, json!({"name": "AUDITOR", "permissions": []})).await.expect(409);
+    // Granted like any role (a user manager may grant it); it works at once.
+    app.get("/api/v1/users", &holder).await.expect(403);
+    app.put("/api/v1/users/holder/roles/Auditor", &um, json!(null)).await.expect(200);
+    app.get("/api/v1/users", &holder).await.expect(200);
+    // Narrowed: the holder's cached token loses USER_MANAGEMENT at once.
+    app.patch("/api/v1/roles/Auditor", &t, json!({"permissions": ["USER_SEARCH"]})).await.expect(200);
+    app.get("/api/v1/users", &holder).await.expect(403);
+    app.get("/api/v1/user", &holder).await.expect(200);
+    // Built-in roles stay as they are; deleting a custom one takes it from its holders.
+    assert_eq!(
+        app.patch("/api/v1/roles/UserManager", &t, json!({"permissions": []})).await.expect(409).code(),
+        "builtin_role"
+    );
+    app.delete("/api/v1/roles/Administrator", &t).await.expect(409);
+    let gone = app.delete("/api/v1/roles/Auditor", &t).await.expect(200).json();
+    assert_eq!(gone["name"], "Auditor");
+    app.get("/api/v1/user", &holder).await.expect(403);
+    assert_eq!(app.get("/api/v1/users/holder/roles", &t).await.json()["items"], json!([]));
+    assert_eq!(app.log_actions("Auditor").await, ["role.created", "role.updated", "role.deleted"]);
+    app.delete("/api/v1/roles/Auditor", &t).await.expect(404);
+}

@@ -408,7 +408,7 @@ async fn auth_cache_survives_a_lost_notification_channel() {
     app.get("/api/v1/users/me", &k1).await.expect(200);
     let killed: Vec<i32> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
-         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+         WHERE datname = current_database() AND query LIKE 'LISTEN %' AND query LIKE '%registrar_auth%'",
     )
     .fetch_all(&app.pool)
     .await
@@ -427,7 +427,8 @@ async fn auth_cache_survives_a_lost_notification_channel() {
     let mut relistening = false;
     for _ in 0..100 {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'
+             AND query LIKE '%registrar_auth%'",
         )
         .fetch_one(&app.pool)
         .await

@@ -165,6 +165,29 @@ async fn three_instances_share_one_database() {
         assert_eq!(get(base, "/api/v1/users/me", &uma).await.expect("me").status(), 200, "{base}");
     }
 
+    // A custom role changed through A changes what its holder may do on B and C.
+    let r = post(&a.url, "/api/v1/roles", Some(&admin), json!({"name": "Lister", "permissions": ["USER_MANAGEMENT"]}))
+        .await
+        .expect("role");
+    assert_eq!(r.status(), 201);
+    let r =
+        client.put(format!("{}/api/v1/users/uma/roles/Lister", a.url)).bearer_auth(&admin).send().await.expect("grant");
+    assert_eq!(r.status(), 200);
+    for base in [&b.url, &c.url] {
+        assert_eq!(within_propagation(200, || get(base, "/api/v1/users", &uma)).await, 200, "{base}");
+    }
+    let r = client
+        .patch(format!("{}/api/v1/roles/Lister", a.url))
+        .bearer_auth(&admin)
+        .json(&json!({"permissions": []}))
+        .send()
+        .await
+        .expect("narrow");
+    assert_eq!(r.status(), 200);
+    for base in [&b.url, &c.url] {
+        assert_eq!(within_propagation(403, || get(base, "/api/v1/users", &uma)).await, 403, "{base}");
+    }
+
     // Lockout counts are shared: 2 + 2 + 1 failures on three instances lock the account.
     for (base, n) in [(&a.url, 2), (&b.url, 2), (&c.url, 1)] {
         for _ in 0..n {
