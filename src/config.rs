@@ -32,6 +32,7 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub oidc: OidcSettings,
     pub directory: DirectorySettings,
+    pub access_requests: AccessRequestSettings,
     /// Addresses or networks (CIDR) of reverse proxies whose
     /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
@@ -87,6 +88,12 @@ impl OidcProvider {
         }
         std::env::var(&self.client_secret_env).ok().filter(|s| !s.is_empty())
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessRequestSettings {
+    /// Days an invitation stays valid.
+    pub invitation_ttl_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +247,10 @@ impl Settings {
             if parse_net(entry).is_none() {
                 return bad("trusted_proxies", entry, "must be an IP address or a CIDR network such as 10.0.0.0/8");
             }
+        }
+        let days = self.access_requests.invitation_ttl_days;
+        if !(1..=365).contains(&days) {
+            return bad("access_requests.invitation_ttl_days", &days, "must be between 1 and 365");
         }
         let p = &self.password;
         if p.min_length < 8 {

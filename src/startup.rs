@@ -111,6 +111,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/api/v1/projects/{project}/access-requests", Authenticated, web::post().to(api::projects::create_request)),
         r(M::GET, "/api/v1/projects/{project}/access-requests", ProjectOwnerOr(UserManagement), web::get().to(api::projects::project_requests)),
         r(M::GET, "/api/v1/access-requests", Authenticated, web::get().to(api::projects::mine)),
+        r(M::GET, "/api/v1/discoverable-projects", Authenticated, web::get().to(api::projects::discoverable)),
         r(M::PUT, "/api/v1/access-requests/{par_id}", Authenticated, web::put().to(api::projects::answer)),
         r(M::DELETE, "/api/v1/access-requests/{par_id}", Authenticated, web::delete().to(api::projects::withdraw)),
         // XNAT compatibility: login handshake and version

@@ -46,7 +46,7 @@ impl Modify for Security {
         api::groups::of_user, api::groups::add_many, api::groups::remove_many, api::groups::add_one, api::groups::remove_one,
         api::projects::list, api::projects::create, api::projects::read, api::projects::update, api::projects::delete,
         api::projects::members, api::projects::set_member, api::projects::remove_member, api::projects::of_user,
-        api::projects::create_request, api::projects::project_requests, api::projects::mine, api::projects::answer, api::projects::withdraw,
+        api::projects::create_request, api::projects::project_requests, api::projects::mine, api::projects::discoverable, api::projects::answer, api::projects::withdraw,
         crate::xnat::root, crate::xnat::version, crate::xnat::build_info, crate::xnat::data_build_info, crate::xnat::services_auth,
         crate::xnat::schemas::list, crate::xnat::schemas::document, crate::xnat::schemas::search_elements,
         crate::mlte::token, crate::mlte::list_users, crate::mlte::create_user, crate::mlte::edit_user,

@@ -35,6 +35,8 @@ pub struct UpdateProject {
     pub name: Option<String>,
     pub description: Option<String>,
     pub pi: Option<String>,
+    /// Let non-members find the project (`GET /api/v1/discoverable-projects`) to ask to join.
+    pub discoverable: Option<bool>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -58,6 +60,18 @@ pub struct NewAccessRequest {
 pub struct Answer {
     /// `accept` or `decline`.
     pub action: String,
+}
+
+/// The caller's list: `FormatQuery` and `kind`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MineQuery {
+    /// `invitation` or `request` (default: both).
+    pub kind: Option<String>,
+    /// json (default), csv, xml or html.
+    pub format: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -155,6 +169,7 @@ pub async fn update(
         name: body.name.as_deref().map(name_field).transpose()?,
         description: body.description.as_deref().map(|d| parse_text("description", d, 4000)).transpose()?,
         pi: body.pi.as_deref().map(|d| parse_text("pi", d, 200)).transpose()?,
+        discoverable: body.discoverable,
     };
     let mut tx = state.pool.begin().await?;
     let p = projects::update(&mut tx, &audit, &path, patch).await?;
@@ -286,7 +301,8 @@ pub async fn create_request(
                 (_, Some(e)) => Invitee::Email(Email::parse(&e)?),
                 _ => unreachable!("handled above"),
             };
-            pars::invite(&mut tx, &audit, &project.id, level, invitee, caller.0.user_id).await?
+            let ttl = state.settings.access_requests.invitation_ttl_days;
+            pars::invite(&mut tx, &audit, &project.id, level, invitee, caller.0.user_id, ttl).await?
         }
     };
     tx.commit().await?;
@@ -350,13 +366,40 @@ pub async fn project_requests(
     table.respond(format, native_json(list, &q)?)
 }
 
-/// The caller's open invitations, in `format` json (default), csv, xml or html. Authenticated.
-#[utoipa::path(get, path = "/api/v1/access-requests", tag = "access-requests", params(FormatQuery),
-    responses((status = 200, body = Page<AccessRequest>, description = "a page of access requests, or a table (`format`)")))]
-pub async fn mine(state: web::Data<AppState>, caller: Caller, q: Query<FormatQuery>) -> ApiResult<HttpResponse> {
-    let format = Format::parse(q.format.as_deref())?;
+/// The projects their owners let anyone find, to ask to join
+/// (`POST /api/v1/projects/{project}/access-requests`). Authenticated.
+#[utoipa::path(get, path = "/api/v1/discoverable-projects", tag = "projects", params(ProjectQuery),
+    responses((status = 200, body = Page<Project>)))]
+pub async fn discoverable(
+    _caller: Caller,
+    state: web::Data<AppState>,
+    q: Query<ProjectQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
     let mut conn = state.pool.acquire().await?;
-    let list = pars::open_for_user(&mut conn, caller.0.user_id).await?;
+    let mut list = projects::discoverable(&mut conn).await?;
+    list.retain(|p| crate::api::matches(&q.q, &[&p.id, &p.name, &p.description, &p.pi]));
+    let paging = PageQuery { limit: q.limit, cursor: q.cursor };
+    Ok(HttpResponse::Ok().json(page_of(list, &paging, Order::Ascending, |p| p.id.to_ascii_lowercase())?))
+}
+
+/// What the caller has pending: invitations to them and their own requests
+/// to join (`kind` = `invitation` or `request` narrows), newest first, in
+/// `format` json (default), csv, xml or html. Authenticated.
+#[utoipa::path(get, path = "/api/v1/access-requests", tag = "access-requests", params(MineQuery),
+    responses((status = 200, body = Page<AccessRequest>, description = "a page of access requests, or a table (`format`)")))]
+pub async fn mine(state: web::Data<AppState>, caller: Caller, q: Query<MineQuery>) -> ApiResult<HttpResponse> {
+    let q = q.into_inner();
+    let format = Format::parse(q.format.as_deref())?;
+    let kind = q.kind.as_deref();
+    if kind.is_some_and(|k| !matches!(k, "invitation" | "request")) {
+        return Err(ApiError::bad_request("invalid_field", "`kind` must be invitation or request")
+            .with_details(json!({"field": "kind"})));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let mut list = pars::pending_for(&mut conn, caller.0.user_id).await?;
+    list.retain(|r| kind.is_none_or(|k| r.kind == k));
+    let q = FormatQuery { format: q.format, limit: q.limit, cursor: q.cursor };
     let table = native_par_table("Open access requests", &list);
     table.respond(format, native_json(list, &q)?)
 }

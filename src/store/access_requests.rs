@@ -34,7 +34,7 @@ pub struct AccessRequest {
     pub created_at: DateTime<Utc>,
     /// `pending`, `accepted`, `declined`, `withdrawn` or `expired`.
     pub status: String,
-    /// When an invitation stops being valid (`INVITATION_TTL_DAYS`).
+    /// When an invitation stops being valid (`access_requests.invitation_ttl_days`).
     pub expires_at: Option<DateTime<Utc>>,
     /// XNAT's `approved` (true: accepted, false: declined); the native
     /// API says `status`.
@@ -81,6 +81,20 @@ pub async fn of_project(conn: &mut PgConnection, project: &str) -> Result<Vec<Ac
 }
 
 /// A user's open invitations.
+/// What a user has pending: invitations to them (still valid) and their
+/// own requests to join, newest first.
+pub async fn pending_for(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, Error> {
+    Ok(select_requests!(
+        "WHERE r.status = 'pending'
+           AND ((r.kind = 'invitation' AND r.user_id = $1 AND (r.expires_at IS NULL OR r.expires_at > now()))
+             OR (r.kind = 'request' AND r.created_by = $1))
+         ORDER BY r.par_id DESC",
+        user,
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn open_for_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<AccessRequest>, Error> {
     Ok(select_requests!(
         "WHERE r.user_id = $1 AND r.status = 'pending' AND r.kind = 'invitation'
@@ -120,9 +134,6 @@ pub fn hide_emails(
         }
     }
 }
-
-/// How long an invitation can be accepted.
-pub const INVITATION_TTL_DAYS: i32 = 30;
 
 /// Marks the project's lapsed invitations `expired` (so they no longer
 /// block a new invitation to the same person).
@@ -165,6 +176,7 @@ pub async fn invite(
     level: Level,
     invitee: Invitee,
     inviter: Uuid,
+    ttl_days: u32,
 ) -> Result<AccessRequest, Error> {
     let p = projects::get(conn, project, true).await?;
     expire(conn, &p.id).await?;
@@ -201,7 +213,7 @@ pub async fn invite(
         email,
         inviter,
         email_key,
-        INVITATION_TTL_DAYS
+        i32::try_from(ttl_days).unwrap_or(30)
     )
     .fetch_one(&mut *conn)
     .await

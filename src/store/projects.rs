@@ -17,6 +17,8 @@ pub struct Project {
     pub name: String,
     pub description: String,
     pub pi: String,
+    /// Whether non-members may find it to ask to join.
+    pub discoverable: bool,
     pub created_at: DateTime<Utc>,
     pub last_modified: DateTime<Utc>,
 }
@@ -49,7 +51,7 @@ pub struct ProjectWithLevel {
 /// `sqlx::query_as!` of `Project` rows from `projects`, then `$tail`.
 macro_rules! select_projects {
     ($tail:literal $(, $arg:expr)* $(,)?) => {
-        sqlx::query_as!(Project, "SELECT id, name, description, pi, created_at, last_modified FROM projects " + $tail $(, $arg)*)
+        sqlx::query_as!(Project, "SELECT id, name, description, pi, discoverable, created_at, last_modified FROM projects " + $tail $(, $arg)*)
     };
 }
 
@@ -140,6 +142,7 @@ pub struct ProjectPatch {
     pub name: Option<String>,
     pub description: Option<String>,
     pub pi: Option<String>,
+    pub discoverable: Option<bool>,
 }
 
 pub async fn update(conn: &mut PgConnection, audit: &Audit, id: &str, patch: ProjectPatch) -> Result<Project, Error> {
@@ -147,19 +150,23 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, id: &str, patch: Pro
     let name = patch.name.unwrap_or_else(|| before.name.clone());
     let description = patch.description.unwrap_or_else(|| before.description.clone());
     let pi = patch.pi.unwrap_or_else(|| before.pi.clone());
+    let discoverable = patch.discoverable.unwrap_or(before.discoverable);
     let changes = Changes::new()
         .field("name", before.name.as_str(), name.as_str())
         .field("description", before.description.as_str(), description.as_str())
-        .field("pi", before.pi.as_str(), pi.as_str());
+        .field("pi", before.pi.as_str(), pi.as_str())
+        .field("discoverable", before.discoverable, discoverable);
     if changes.is_empty() {
         return Ok(before);
     }
     sqlx::query!(
-        "UPDATE projects SET name = $2, description = $3, pi = $4, last_modified = now() WHERE id = $1",
+        "UPDATE projects SET name = $2, description = $3, pi = $4, discoverable = $5, last_modified = now()
+         WHERE id = $1",
         before.id,
         name,
         description,
-        pi
+        pi,
+        discoverable
     )
     .execute(&mut *conn)
     .await?;
@@ -179,6 +186,11 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<
     audit::record(&mut *conn, audit, "project", &p.id, "project.deleted", changes).await?;
     sqlx::query!("DELETE FROM projects WHERE id = $1", p.id).execute(&mut *conn).await?;
     Ok(p)
+}
+
+/// The projects their owners let anyone find.
+pub async fn discoverable(conn: &mut PgConnection) -> Result<Vec<Project>, Error> {
+    Ok(select_projects!("WHERE discoverable ORDER BY lower(id)").fetch_all(conn).await?)
 }
 
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Project>, Error> {

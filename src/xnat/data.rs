@@ -217,7 +217,9 @@ pub async fn add_project_user(
                 projects::set_level(&mut tx, &audit, &p.id, &login, level, projects::Grant::Managed).await?;
             }
             Target::Email(email) => {
-                let par = pars::invite(&mut tx, &audit, &p.id, level, Invitee::Email(email), caller.0.user_id).await?;
+                let ttl = state.settings.access_requests.invitation_ttl_days;
+                let par =
+                    pars::invite(&mut tx, &audit, &p.id, level, Invitee::Email(email), caller.0.user_id, ttl).await?;
                 invited.push(par.par_id);
             }
         }

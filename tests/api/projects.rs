@@ -405,3 +405,45 @@ async fn access_request_lists_in_four_formats() {
     assert_eq!(get("json").await.expect(200).json()["items"].as_array().expect("items").len(), 2);
     assert_eq!(get("yaml").await.expect(400).code(), "invalid_format");
 }
+
+/// Access requests both ways: a requester sees and withdraws their own
+/// request; non-members find only discoverable projects; invitations last
+/// `access_requests.invitation_ttl_days`.
+#[tokio::test]
+async fn requests_both_ways_discoverable_projects_and_invitation_ttl() {
+    let app = spawn_app_with(|s| s.access_requests.invitation_ttl_days = 2).await;
+    let owner = app.user("owner").await;
+    let jo = app.user("jo").await;
+    app.post("/api/v1/projects", &owner, json!({"id": "OPEN", "name": "Open", "pi": "Dr Open"})).await.expect(201);
+    app.post("/api/v1/projects", &owner, json!({"id": "HIDDEN", "name": "Hidden"})).await.expect(201);
+    // Nothing is discoverable by default; an owner opts in.
+    assert_eq!(app.get("/api/v1/discoverable-projects", &jo).await.expect(200).json()["items"], json!([]));
+    app.patch("/api/v1/projects/OPEN", &jo, json!({"discoverable": true})).await.expect(403);
+    let p = app.patch("/api/v1/projects/OPEN", &owner, json!({"discoverable": true})).await.expect(200).json();
+    assert_eq!(p["discoverable"], true);
+    let found = app.get("/api/v1/discoverable-projects", &jo).await.expect(200).json();
+    assert_eq!((found["total"].as_u64(), found["items"][0]["id"].as_str()), (Some(1), Some("OPEN")));
+    assert_eq!(app.log_actions("OPEN").await.last().map(String::as_str), Some("project.updated"));
+    // jo asks to join and sees the request among their own pending items.
+    let req =
+        app.post("/api/v1/projects/OPEN/access-requests", &jo, json!({"level": "member"})).await.expect(201).json();
+    let id = req["par_id"].as_i64().expect("id");
+    let mine = app.get("/api/v1/access-requests", &jo).await.expect(200).json();
+    assert_eq!((mine["items"][0]["par_id"].as_i64(), mine["items"][0]["kind"].as_str()), (Some(id), Some("request")));
+    assert_eq!(app.get("/api/v1/access-requests?kind=invitation", &jo).await.json()["items"], json!([]));
+    app.get("/api/v1/access-requests?kind=everything", &jo).await.expect(400);
+    // An invitation lasts the configured days, and shows as an invitation.
+    let inv =
+        app.post("/api/v1/projects/HIDDEN/access-requests", &owner, json!({"username": "jo", "level": "member"})).await;
+    let expires = inv.expect(201).json()["expires_at"].as_str().expect("expires").to_string();
+    let expires = chrono::DateTime::parse_from_rfc3339(&expires).expect("date");
+    let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
+    assert!((47..=48).contains(&days), "{days} hours");
+    let both = app.get("/api/v1/access-requests", &jo).await.expect(200).json();
+    assert_eq!(both["total"], 2);
+    assert_eq!(app.get("/api/v1/access-requests?kind=invitation", &jo).await.json()["total"], 1);
+    // The requester withdraws their own request; it is gone from their list and logged.
+    app.delete(&format!("/api/v1/access-requests/{id}"), &jo).await.expect(200);
+    assert_eq!(app.get("/api/v1/access-requests?kind=request", &jo).await.json()["items"], json!([]));
+    assert_eq!(app.log_actions(&id.to_string()).await.last().map(String::as_str), Some("access_request.withdrawn"));
+}
