@@ -58,7 +58,13 @@ impl From<crate::domain::Error> for ApiError {
                     None => err,
                 }
             }
-            E::Malformed { code, .. } => ApiError::bad_request(code, message),
+            E::Malformed { code, field, .. } => {
+                let err = ApiError::bad_request(code, message);
+                match field {
+                    Some(field) => err.with_details(serde_json::json!({ "field": field })),
+                    None => err,
+                }
+            }
             E::NotFound { code, .. } => ApiError::not_found(code, message),
             E::Conflict { code, .. } => ApiError::conflict(code, message),
             E::Unauthenticated { code, .. } => ApiError::unauthorized(message).with_code(code),

@@ -124,6 +124,9 @@ fn field_error(path: &str, inner: &str, place: &str) -> ApiError {
     let (code, field, message) = if let Some(rest) = inner.strip_prefix("missing field `") {
         let field = join(&quoted(rest));
         ("missing_field", field.clone(), format!("`{field}` is required"))
+    } else if let Some(rest) = inner.strip_prefix("duplicate field `") {
+        let field = join(&quoted(rest));
+        ("duplicate_field", field.clone(), format!("`{field}` is given more than once"))
     } else if let Some(rest) = inner.strip_prefix("unknown field `") {
         // The path already ends at the unknown field.
         let field = if path == "." { quoted(rest) } else { path.to_string() };

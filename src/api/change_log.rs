@@ -34,7 +34,7 @@ pub struct LogPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse(q: &LogQuery) -> Result<change_log::LogFilter, ApiError> {
+async fn parse(pool: &sqlx::PgPool, q: &LogQuery) -> Result<change_log::LogFilter, ApiError> {
     let before = q
         .cursor
         .as_deref()
@@ -50,7 +50,17 @@ fn parse(q: &LogQuery) -> Result<change_log::LogFilter, ApiError> {
         }
     };
     let actor = text("actor", &q.actor)?;
-    let actor_id = actor.as_deref().and_then(crate::domain::user_id_in);
+    // A name means the user who has it now, or had it before a rename, so
+    // a rename keeps their history together and a reused name does not
+    // take someone else's; a name nobody has or had matches the name the
+    // entries recorded (an account since deleted).
+    let actor_id = match actor.as_deref() {
+        None => None,
+        Some(a) => match crate::domain::user_id_in(a) {
+            Some(id) => Some(id),
+            None => change_log::actor_named(pool, a).await?,
+        },
+    };
     Ok(change_log::LogFilter {
         action: text("action", &q.action)?,
         actor_username: actor.filter(|_| actor_id.is_none()),
@@ -84,7 +94,7 @@ pub async fn about(
     path: web::Path<String>,
     q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
-    let f = parse(&q)?;
+    let f = parse(&state.pool, &q).await?;
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
@@ -100,7 +110,7 @@ pub async fn actions(
     path: web::Path<String>,
     q: Query<LogQuery>,
 ) -> ApiResult<HttpResponse> {
-    let f = parse(&q)?;
+    let f = parse(&state.pool, &q).await?;
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
@@ -110,6 +120,6 @@ pub async fn actions(
 /// The whole change log, newest first, with the same filters. ADMIN.
 #[utoipa::path(get, path = "/api/v1/admin/change-log", tag = "change-log", params(LogQuery), responses((status = 200, body = LogPage)))]
 pub async fn all(_caller: Caller, state: web::Data<AppState>, q: Query<LogQuery>) -> ApiResult<HttpResponse> {
-    let f = parse(&q)?;
+    let f = parse(&state.pool, &q).await?;
     Ok(HttpResponse::Ok().json(page(change_log::all(&state.pool, &f).await?, f.limit - 1)))
 }

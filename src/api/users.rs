@@ -74,18 +74,23 @@ impl RoleList {
 }
 
 fn encode_cursor(sort: users::Sort, u: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}", sort.key_of(u), u.id))
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", sort.name(), sort.key_of(u), u.id))
 }
 
-/// Decodes a user-list cursor; any malformed input is a 400.
-pub fn decode_cursor(c: &str) -> Result<(String, Uuid), ApiError> {
+/// Decodes a user-list cursor made for `sort`; anything else (malformed, or
+/// made for another sort) is a 400.
+pub fn decode_cursor(c: &str, sort: users::Sort) -> Result<(String, Uuid), ApiError> {
     let bad = crate::api::invalid_cursor;
     if c.len() > 256 {
         return Err(bad());
     }
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let (key, id) = text.split_once('\n').ok_or_else(bad)?;
+    let mut parts = text.splitn(3, '\n');
+    let (Some(made_for), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    if made_for != sort.name() || !sort.valid_key(key) {
+        return Err(bad());
+    }
     Ok((key.to_string(), id.parse().map_err(|_| bad())?))
 }
 
@@ -177,7 +182,7 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
         project: text(q.project),
         sort,
         descending,
-        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        after: q.cursor.as_deref().map(|c| decode_cursor(c, sort)).transpose()?,
         limit: limit + 1,
     };
     if csv {

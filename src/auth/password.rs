@@ -214,7 +214,13 @@ impl Hasher {
         }
     }
 
+    /// Checks a new password against the policy; a refusal names the
+    /// field `password` (front ends that call it otherwise rename it).
     pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), Error> {
+        self.policy_check(password, username, email).map_err(|e| e.on_field("password"))
+    }
+
+    fn policy_check(&self, password: &str, username: &str, email: &str) -> Result<(), Error> {
         let len = password.chars().count();
         if len < self.min_length {
             return Err(Error::invalid(

@@ -35,17 +35,17 @@ pub async fn require(
     audit: &crate::audit::Audit,
     current_password: Option<SecretString>,
 ) -> Result<(), Error> {
-    if is_recent(state, caller) {
-        return Ok(());
-    }
+    // A password given is checked even after a recent login: a wrong one is
+    // never accepted silently.
     let Some(password) = current_password else {
-        return Err(required());
+        return if is_recent(state, caller) { Ok(()) } else { Err(required()) };
     };
     let mut conn = state.pool.acquire().await?;
     let stored = crate::store::users::password_hash(&mut conn, caller.user_id).await?;
     drop(conn);
     if stored.is_none() {
-        return Err(required());
+        // Nothing to check it against (an OpenID-only account).
+        return if is_recent(state, caller) { Ok(()) } else { Err(required()) };
     }
     crate::service::auth::check_own_password(state, audit, &caller.username, password).await
 }

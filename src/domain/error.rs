@@ -16,7 +16,7 @@ pub enum Error {
     /// A request that cannot be understood or is refused as such: a reserved
     /// name, characters that cannot be stored.
     #[error("{message}")]
-    Malformed { code: &'static str, message: String },
+    Malformed { code: &'static str, message: String, field: Option<&'static str> },
     /// The thing named does not exist (or the caller may not know it does).
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
@@ -52,10 +52,10 @@ impl Error {
     }
     /// Reserved values (`me`, route words) and unreadable input.
     pub fn reserved(code: &'static str, message: impl Into<String>) -> Error {
-        Error::Malformed { code, message: message.into() }
+        Error::Malformed { code, message: message.into(), field: None }
     }
     pub fn malformed(code: &'static str, message: impl Into<String>) -> Error {
-        Error::Malformed { code, message: message.into() }
+        Error::Malformed { code, message: message.into(), field: None }
     }
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Error {
         Error::NotFound { code, message: message.into() }
@@ -117,9 +117,19 @@ impl Error {
         self
     }
 
-    /// Names the input field an `Invalid` error is about.
+    /// Names the input field an `Invalid` (or `Malformed`) error is about;
+    /// a field already named stays (the innermost check knows best).
     pub fn on_field(mut self, name: &'static str) -> Error {
-        if let Error::Invalid { field, .. } = &mut self {
+        if let Error::Invalid { field, .. } | Error::Malformed { field, .. } = &mut self {
+            field.get_or_insert(name);
+        }
+        self
+    }
+
+    /// `on_field`, replacing a name already given (a front end whose field
+    /// is called otherwise, such as `new_password`).
+    pub fn as_field(mut self, name: &'static str) -> Error {
+        if let Error::Invalid { field, .. } | Error::Malformed { field, .. } = &mut self {
             *field = Some(name);
         }
         self

@@ -76,6 +76,10 @@ impl Username {
     /// 1 to 64 characters: ASCII letters, digits, `.`, `_`, `-`, starting with a
     /// letter or digit (XNAT logins). `me` is reserved (MLTE).
     pub fn parse(raw: &str) -> Result<Username, Error> {
+        Username::check(raw).map_err(|e| e.on_field("username"))
+    }
+
+    fn check(raw: &str) -> Result<Username, Error> {
         let ok_len = (1..=64).contains(&raw.len());
         let mut chars = raw.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -96,7 +100,7 @@ impl Username {
         if RESERVED_USERNAMES.iter().any(|w| raw.eq_ignore_ascii_case(w)) || raw.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Error::reserved(
                 "reserved_username",
-                format!("'{raw}' is reserved (a word of the XNAT routes, or all digits like an XNAT user id)"),
+                "this username is reserved (a word of the XNAT routes, or all digits like an XNAT user id)",
             ));
         }
         Ok(Username(raw.to_string()))
@@ -138,6 +142,10 @@ impl Email {
     /// unassigned characters; no character NFKC would change, such as
     /// U+212A KELVIN SIGN or full-width letters).
     pub fn parse(raw: &str) -> Result<Email, Error> {
+        Email::check(raw).map_err(|e| e.on_field("email"))
+    }
+
+    fn check(raw: &str) -> Result<Email, Error> {
         use unicode_normalization::UnicodeNormalization;
         let err = || Error::invalid("invalid_email", "email must be a valid address such as name@example.org");
         let raw = raw.trim();
@@ -391,7 +399,8 @@ impl ProjectId {
             return Err(Error::invalid(
                 "invalid_project_id",
                 "project id must be 1-64 characters: letters, digits, '_' or '-', starting with a letter or digit",
-            ));
+            )
+            .on_field("id"));
         }
         Ok(ProjectId(raw.to_string()))
     }
@@ -402,6 +411,10 @@ impl ProjectId {
 
 /// A group name: 1-128 ASCII letters, digits, `_`, `.` or `-`.
 pub fn parse_group_name(raw: &str) -> Result<String, Error> {
+    check_group_name(raw).map_err(|e| e.on_field("name"))
+}
+
+fn check_group_name(raw: &str) -> Result<String, Error> {
     let ok = (1..=128).contains(&raw.len())
         && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -458,10 +471,9 @@ impl Level {
     }
 
     pub fn parse(raw: &str) -> Result<Level, Error> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.as_str().eq_ignore_ascii_case(raw))
-            .ok_or_else(|| Error::invalid("invalid_level", "level must be owner, member or collaborator"))
+        Level::ALL.into_iter().find(|l| l.as_str().eq_ignore_ascii_case(raw)).ok_or_else(|| {
+            Error::invalid("invalid_level", "level must be owner, member or collaborator").on_field("level")
+        })
     }
 
     /// Higher is more access: owner 3, member 2, collaborator 1.

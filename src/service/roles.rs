@@ -30,7 +30,7 @@ pub fn parse_permissions(list: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for p in list {
         let perm = Permission::from_name(p).ok_or_else(|| {
-            Error::invalid("invalid_permission", format!("unknown permission '{p}'; see GET /api/v1/permissions"))
+            Error::invalid("invalid_permission", "an unknown permission; see GET /api/v1/permissions")
                 .on_field("permissions")
         })?;
         if perm == Permission::Admin {

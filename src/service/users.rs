@@ -307,7 +307,10 @@ pub async fn change_password(
     drop(conn);
     let is_self = target.id == caller.user_id;
     let hash = if is_self {
-        state.hasher.check_policy(body.new_password.expose_secret(), &target.username, &target.email)?;
+        state
+            .hasher
+            .check_policy(body.new_password.expose_secret(), &target.username, &target.email)
+            .map_err(|e| e.as_field("new_password"))?;
         let current = body.current_password.ok_or_else(|| {
             Error::invalid("current_password_required", "give current_password to change your own password")
         })?;

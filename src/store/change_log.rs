@@ -138,6 +138,21 @@ macro_rules! select_log {
     };
 }
 
+/// The user a name belongs to now, or belonged to before a rename.
+pub async fn actor_named(pool: &PgPool, name: &str) -> Result<Option<Uuid>, Error> {
+    if !name.is_ascii() {
+        return Ok(None);
+    }
+    let key = name.to_ascii_lowercase();
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id!" FROM users WHERE lower(username) = $1
+           UNION ALL SELECT user_id FROM username_history WHERE name_key = $1 LIMIT 1"#,
+        key
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Entries about a user, newest first, narrowed by `f`.
 pub async fn about_user(pool: &PgPool, user_id: Uuid, f: &LogFilter) -> Result<Vec<Entry>, Error> {
     let subject = Some(user_id.to_string());

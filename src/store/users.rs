@@ -1092,6 +1092,24 @@ impl Sort {
         }
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Username => "username",
+            Sort::CreatedAt => "created_at",
+            Sort::LastLogin => "last_login",
+        }
+    }
+
+    /// Whether a cursor's key is one this sort can compare (a timestamp, or
+    /// `-infinity` for never logged in).
+    pub fn valid_key(self, key: &str) -> bool {
+        match self {
+            Sort::Username => !key.is_empty() && key.len() <= 64,
+            Sort::CreatedAt => DateTime::parse_from_rfc3339(key).is_ok(),
+            Sort::LastLogin => key == "-infinity" || DateTime::parse_from_rfc3339(key).is_ok(),
+        }
+    }
+
     /// The key of `u` as the cursor carries it.
     pub fn key_of(self, u: &User) -> String {
         let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);

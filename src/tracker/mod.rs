@@ -127,9 +127,14 @@ pub struct OneTrackerUser {
 }
 
 /// The permission types `user` holds: every one for an administrator,
-/// else those whose role they hold.
-pub fn types_of(user: &users::User) -> Vec<&'static str> {
-    TYPES.iter().filter(|(_, role)| user.admin() || user.roles.iter().any(|r| r == role)).map(|(t, _)| *t).collect()
+/// else those one of their roles grants (built-in or custom; `held` is
+/// what their roles grant).
+pub fn types_of(user: &users::User, held: &[Permission]) -> Vec<&'static str> {
+    TYPES
+        .iter()
+        .filter(|(t, _)| user.admin() || Permission::from_name(t).is_some_and(|p| held.contains(&p)))
+        .map(|(t, _)| *t)
+        .collect()
 }
 
 fn auth_ids(user: &users::User, linked: &[(Uuid, String, String)]) -> Vec<String> {
@@ -138,7 +143,7 @@ fn auth_ids(user: &users::User, linked: &[(Uuid, String, String)]) -> Vec<String
     out
 }
 
-fn user_out(user: &users::User, linked: &[(Uuid, String, String)], full: bool) -> TrackerUser {
+fn user_out(state: &AppState, user: &users::User, linked: &[(Uuid, String, String)], full: bool) -> TrackerUser {
     TrackerUser {
         underscore_id: user.id.to_string(),
         id: user.id.to_string(),
@@ -148,14 +153,14 @@ fn user_out(user: &users::User, linked: &[(Uuid, String, String)], full: bool) -
         contact: user.contact.clone(),
         name: full_name(&user.first_name, &user.last_name),
         orcid: user.orcid.clone(),
-        permissions: full.then(|| types_of(user)),
+        permissions: full.then(|| types_of(user, &state.role_permissions.of(&user.roles))),
         url: user.url.clone(),
     }
 }
 
 async fn one_user(state: &AppState, user: &users::User) -> TResult<TrackerUser> {
     let linked = identities::subjects_of(&state.pool, &[user.id]).await?;
-    Ok(user_out(user, &linked, true))
+    Ok(user_out(state, user, &linked, true))
 }
 
 /// The user a `{username}` segment of a tracker route names: a user id
@@ -251,10 +256,10 @@ fn permission_list(v: &Value) -> TResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for p in list {
         let p = p.as_str().filter(|p| TYPES.iter().any(|(t, _)| t == p)).ok_or_else(|| {
-            bad("invalid_permissions", format!("unknown permission {p}; see GET /api/v1/user/permissions"))
+            bad("invalid_permissions", "an unknown permission type; see GET /api/v1/user/permissions")
         })?;
         if out.iter().any(|o| o == p) {
-            return Err(bad("invalid_permissions", format!("{p} is given twice")));
+            return Err(bad("invalid_permissions", "a permission type is given twice"));
         }
         out.push(p.to_string());
     }
@@ -415,7 +420,7 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> TResult<HttpRes
     } else {
         Vec::new()
     };
-    let users = all.iter().map(|u| user_out(u, &linked, full)).collect();
+    let users = all.iter().map(|u| user_out(&state, u, &linked, full)).collect();
     Ok(HttpResponse::Ok().json(TrackerUsers { users }))
 }
 
@@ -512,7 +517,7 @@ async fn apply(
     let mut tx = state.pool.begin().await?;
     service::users::update_user_in(&mut tx, caller, audit, &name, patch, None).await?;
     if let Some(wanted) = input.permissions {
-        let held = types_of(target);
+        let held = types_of(target, &state.role_permissions.of(&target.roles));
         if !(target.admin() && wanted.len() == held.len() && held.iter().all(|h| wanted.iter().any(|w| w == h))) {
             let now: Vec<String> =
                 TYPES.iter().filter(|(_, r)| target.roles.iter().any(|x| x == r)).map(|(t, _)| t.to_string()).collect();
@@ -544,7 +549,7 @@ async fn edit(
     seat: Seat,
 ) -> TResult<HttpResponse> {
     let now = one_user(state, target).await?;
-    let types = types_of(target);
+    let types = types_of(target, &state.role_permissions.of(&target.roles));
     let input = read_input(body, seat, Some((&now, &types)))?;
     apply(state, caller, audit, target, input).await?;
     Ok(HttpResponse::Ok().finish())

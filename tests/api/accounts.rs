@@ -607,3 +607,70 @@ async fn custom_roles_are_built_granted_changed_and_deleted() {
     assert_eq!(app.log_actions("Auditor").await, ["role.created", "role.updated", "role.deleted"]);
     app.delete("/api/v1/roles/Auditor", &t).await.expect(404);
 }
+
+/// Attack review of the directory features: forged and mismatched cursors,
+/// the change log's `actor` across renames and reused names, fields named
+/// in every refusal without the value, a wrong password never ignored, and
+/// custom roles in the data tracker's view.
+#[tokio::test]
+async fn directory_review_findings() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    for n in ["ann", "ben", "cat"] {
+        app.create_user(n, json!({})).await;
+    }
+    // A cursor works only with the sort it was made for; a forged one is a 400, never a 500.
+    let page = app.get("/api/v1/users?limit=1", &t).await.expect(200).json();
+    let by_name = page["next_cursor"].as_str().expect("cursor").to_string();
+    app.get(&format!("/api/v1/users?limit=1&sort=created_at&cursor={by_name}"), &t).await.expect(400);
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    for forged in [
+        b64("created_at\nbob\n00000000-0000-0000-0000-000000000000"),
+        b64("last_login\n2020-13-45T00:00:00Z\n00000000-0000-0000-0000-000000000000"),
+        b64("created_at\n\n00000000-0000-0000-0000-000000000000"),
+    ] {
+        for sort in ["created_at", "last_login", "username"] {
+            let r = app.get(&format!("/api/v1/users?sort={sort}&cursor={forged}"), &t).await;
+            assert_eq!(r.status.as_u16(), 400, "{sort}: {}", r.text);
+        }
+    }
+    // `actor` by name: the user who has or had it, across a rename; a reused name is someone else.
+    let ghost = app.user("ghost").await;
+    app.patch("/api/v1/users/me", &ghost, json!({"affiliation": "Before"})).await.expect(200);
+    app.patch("/api/v1/users/ghost", &t, json!({"username": "ghost2"})).await.expect(200);
+    app.patch("/api/v1/users/me", &ghost, json!({"affiliation": "After"})).await.expect(200);
+    let by_old = app.get("/api/v1/admin/change-log?actor=ghost&action=user.updated", &t).await.expect(200).json();
+    let by_new = app.get("/api/v1/admin/change-log?actor=ghost2&action=user.updated", &t).await.expect(200).json();
+    assert_eq!(by_old["items"].as_array().expect("items").len(), 2, "both edits, before and after the rename");
+    assert_eq!(by_new["items"], by_old["items"]);
+    // Fields are named; values are not repeated.
+    for (body, field) in [
+        (json!({"username": "me", "email": "x@example.org"}), "username"),
+        (json!({"username": "ok-name", "email": "nope"}), "email"),
+        (json!({"username": "ok-name", "email": "ok@example.org", "password": "short"}), "password"),
+    ] {
+        let r = app.post("/api/v1/users", &t, body).await;
+        assert_eq!(r.json()["error"]["details"]["field"], field, "{}", r.text);
+    }
+    let secret = "Sup3rSecretHunter2XYZ";
+    let r = app.post("/api/v1/roles", &t, json!({"name": "Leaky", "permissions": [secret]})).await.expect(422);
+    assert!(!r.text.contains(secret), "{}", r.text);
+    let r = app.get("/api/v1/users?q=a&q=b", &t).await.expect(400);
+    assert_eq!(r.json()["error"]["details"]["field"], "q");
+    let r =
+        app.put("/api/v1/users/me/password", &ghost, json!({"current_password": PASSWORD, "new_password": "x"})).await;
+    assert_eq!(r.expect(422).json()["error"]["details"]["field"], "new_password");
+    // A wrong current password is refused even right after a login.
+    let fresh = app.login("ann", PASSWORD).await;
+    let r = app
+        .post("/api/v1/users/me/api-keys", &fresh, json!({"name": "k", "current_password": "not the password at all"}))
+        .await;
+    assert_eq!(r.expect(403).code(), "wrong_password");
+    // The data tracker reports the types a custom role grants.
+    app.post("/api/v1/roles", &t, json!({"name": "Managers2", "permissions": ["USER_MANAGEMENT"]})).await.expect(201);
+    app.put("/api/v1/users/ben/roles/Managers2", &t, json!(null)).await.expect(200);
+    let ben = app.login("ben", PASSWORD).await;
+    let me = app.get("/api/v1/user/me", &ben).await.expect(200).json();
+    assert_eq!(me["user"]["permissions"], json!(["USER_MANAGEMENT"]));
+}
