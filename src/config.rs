@@ -183,6 +183,7 @@ pub struct PasswordSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitSettings {
     pub body_bytes: usize,
+    pub import_bytes: usize,
     pub header_bytes: usize,
     pub client_request_timeout_secs: u64,
 }

@@ -57,6 +57,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/api/v1/users", Permission(UserManagement), web::get().to(api::users::list)),
         r(M::POST, "/api/v1/users", Permission(UserManagement), web::post().to(api::users::create)),
         r(M::GET, "/api/v1/usernames", Permission(UserManagement), web::get().to(api::users::usernames)),
+        r(M::POST, "/api/v1/import/users", Permission(UserManagement), web::post().to(api::users::import)),
         r(M::GET, "/api/v1/users/{username}", SelfOr(UserManagement), web::get().to(api::users::read)),
         r(M::PATCH, "/api/v1/users/{username}", SelfOr(UserManagement), web::patch().to(api::users::update)),
         r(M::DELETE, "/api/v1/users/{username}", Permission(UserManagement), web::delete().to(api::users::delete)),

@@ -33,7 +33,7 @@ impl Modify for Security {
         api::health::healthz, api::health::readyz, openapi_json, viewer, asset,
         api::auth::login, api::auth::refresh, api::auth::logout,
         api::oidc::providers, api::oidc::login, api::oidc::callback, api::oidc::list_identities, api::oidc::unlink,
-        api::users::list, api::users::create, api::users::usernames, api::users::read, api::users::update,
+        api::users::list, api::users::create, api::users::usernames, api::users::import, api::users::read, api::users::update,
         api::users::delete, api::users::set_password, api::users::unlock, api::users::roles,
         api::users::add_roles, api::users::remove_roles, api::users::add_role, api::users::remove_role,
         api::sessions::list, api::sessions::revoke_all, api::sessions::revoke_one,

@@ -206,6 +206,84 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
     Ok(HttpResponse::Ok().json(UserPage { items: items.into_iter().map(UserView::from).collect(), next_cursor, total }))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Report what would happen, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `all_or_nothing` (default: any refused row and nothing is written) or
+    /// `per_row` (refused rows are skipped).
+    pub mode: Option<String>,
+}
+
+/// Imports users from a JSON array (`application/json`) or CSV (`text/csv`,
+/// a header row; the export's columns are accepted): each row creates a
+/// user or brings an existing one (by username) up to date, under the same
+/// rules as the API. `dry_run=true` runs it all and rolls back: its report
+/// is what the real run will do. At most 10,000 rows and
+/// `limits.import_bytes`. Needs USER_MANAGEMENT.
+#[utoipa::path(post, path = "/api/v1/import/users", tag = "users", params(ImportQuery),
+    request_body(content = String, description = "a JSON array of users, or CSV", content_type = "text/csv"),
+    responses((status = 200, body = crate::service::import::Report), (status = 422, body = crate::error::ErrorBody,
+    description = "all_or_nothing with a refused row: nothing written, the report in `details.report`")))]
+pub async fn import(
+    caller: Caller,
+    state: web::Data<AppState>,
+    audit: Audit,
+    req: actix_web::HttpRequest,
+    q: Query<ImportQuery>,
+    mut payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    use crate::service::import;
+    use futures_util::StreamExt;
+    let mode = match q.mode.as_deref() {
+        None | Some("all_or_nothing") => import::Mode::AllOrNothing,
+        Some("per_row") => import::Mode::PerRow,
+        Some(_) => return Err(invalid("mode", "`mode` must be all_or_nothing or per_row")),
+    };
+    let limit = state.settings.limits.import_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "could not read the request body"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("an import is at most {limit} bytes (limits.import_bytes)"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let kind = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let rows = if kind.starts_with("text/csv") {
+        let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_csv", "CSV must be UTF-8"))?;
+        import::rows_from_csv(text)?
+    } else if kind.starts_with("application/json") {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize::<_, Vec<import::Row>>(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            ApiError::bad_request("invalid_json", "the body must be a JSON array of users")
+                .with_details(serde_json::json!({ "field": field }))
+        })?
+    } else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json (an array of users) or text/csv",
+        ));
+    };
+    let report = import::import(&state.pool, &state.hasher, &caller.0, &audit, rows, mode, q.dry_run).await?;
+    if !q.dry_run && !report.applied {
+        return Err(ApiError::unprocessable(
+            "import_refused",
+            "a row was refused, so nothing was imported (see details.report)",
+        )
+        .with_details(serde_json::json!({ "report": report })));
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
 /// All usernames. Needs USER_MANAGEMENT.
 #[utoipa::path(get, path = "/api/v1/usernames", tag = "users", params(crate::api::PageQuery),
     responses((status = 200, body = crate::api::Page<String>)))]

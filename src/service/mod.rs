@@ -8,6 +8,7 @@ use crate::domain::{Error, Result};
 pub mod access_requests;
 pub mod api_keys;
 pub mod auth;
+pub mod import;
 pub mod memberships;
 pub mod oidc;
 pub mod permissions;

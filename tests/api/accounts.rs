@@ -674,3 +674,88 @@ async fn directory_review_findings() {
     let me = app.get("/api/v1/user/me", &ben).await.expect(200).json();
     assert_eq!(me["user"]["permissions"], json!(["USER_MANAGEMENT"]));
 }
+
+/// Bulk import: the dry run reports exactly what the real run then does;
+/// all-or-nothing writes nothing when a row is refused; per-row skips it;
+/// an export imports back unchanged.
+#[tokio::test]
+async fn import_dry_run_matches_the_real_run() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    app.create_user("existing", json!({"first_name": "Old"})).await;
+    let rows = json!([
+        {"username": "new1", "email": "new1@example.org", "first_name": "New", "roles": ["UserManager"]},
+        {"username": "existing", "first_name": "Renewed", "affiliation": "Uni"},
+        {"username": "new2", "email": "new2@example.org", "verified": true},
+        {"username": "bad one", "email": "bad@example.org"},
+        {"username": "nomail"},
+    ]);
+    let post = |q: &str, body: serde_json::Value| {
+        let url = app.url(&format!("/api/v1/import/users?{q}"));
+        let rb = app.client.post(url).bearer_auth(&t).json(&body);
+        let app = &app;
+        async move { app.exchange("import", rb).await }
+    };
+    let before = app.count("SELECT count(*) FROM users").await;
+    let log_before = app.count("SELECT count(*) FROM change_log").await;
+    // Dry run, per row: the report, nothing written.
+    let dry = post("dry_run=true&mode=per_row", rows.clone()).await.expect(200).json();
+    assert_eq!((dry["dry_run"].as_bool(), dry["applied"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(dry["summary"], json!({"created": 2, "updated": 1, "unchanged": 0, "refused": 2}));
+    assert_eq!(dry["rows"][1]["changed"], json!(["first_name", "affiliation"]));
+    assert_eq!(
+        (dry["rows"][3]["error"]["code"].as_str(), dry["rows"][3]["error"]["field"].as_str()),
+        (Some("invalid_username"), Some("username"))
+    );
+    assert_eq!(dry["rows"][4]["error"]["field"], "email");
+    assert_eq!(app.count("SELECT count(*) FROM users").await, before);
+    assert_eq!(app.count("SELECT count(*) FROM change_log").await, log_before, "a dry run logs nothing");
+    // All or nothing with refused rows: 422 with the same report, nothing written.
+    let all = post("", rows.clone()).await.expect(422).json();
+    assert_eq!(all["error"]["code"], "import_refused");
+    assert_eq!(all["error"]["details"]["report"]["rows"], dry["rows"]);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, before);
+    // The real run per row does what the dry run said.
+    let real = post("mode=per_row", rows.clone()).await.expect(200).json();
+    assert_eq!(real["applied"], true);
+    assert_eq!(real["rows"], dry["rows"]);
+    assert_eq!(app.count("SELECT count(*) FROM users").await, before + 2);
+    let new1 = app.get("/api/v1/users/new1", &t).await.expect(200).json();
+    assert_eq!((new1["first_name"].as_str(), new1["roles"].clone()), (Some("New"), json!(["UserManager"])));
+    assert_eq!(app.get("/api/v1/users/existing", &t).await.json()["affiliation"], "Uni");
+    assert_eq!(app.log_actions(new1["id"].as_str().expect("id")).await, ["user.created"]);
+    // Again: nothing to do.
+    let again = post("mode=per_row&dry_run=true", rows).await.expect(200).json();
+    assert_eq!(again["summary"], json!({"created": 0, "updated": 0, "unchanged": 3, "refused": 2}));
+    // CSV: an export imports back unchanged; an unknown column is refused by name.
+    let csv_text = app.get("/api/v1/users?format=csv", &t).await.expect(200).text;
+    let rb = app
+        .client
+        .post(app.url("/api/v1/import/users?dry_run=true"))
+        .bearer_auth(&t)
+        .header("Content-Type", "text/csv")
+        .body(csv_text);
+    let back = app.exchange("import csv", rb).await.expect(200).json();
+    assert_eq!(back["summary"]["unchanged"], back["rows"].as_array().expect("rows").len());
+    let rb = app
+        .client
+        .post(app.url("/api/v1/import/users"))
+        .bearer_auth(&t)
+        .header("Content-Type", "text/csv")
+        .body("username,shoe_size\nx,42\n");
+    assert_eq!(app.exchange("bad csv", rb).await.expect(400).code(), "unknown_column");
+    // Only USER_MANAGEMENT imports; a user manager cannot import an administrator.
+    let plain = app.user("plain").await;
+    let rb = app.client.post(app.url("/api/v1/import/users")).bearer_auth(&plain).json(&json!([{"username": "x"}]));
+    app.exchange("plain import", rb).await.expect(403);
+    app.create_user("mgr", json!({"roles": ["UserManager"]})).await;
+    let um = app.login("mgr", PASSWORD).await;
+    let body = json!([{"username": "boss", "email": "boss@example.org", "roles": ["Administrator"]}]);
+    let rb = app.client.post(app.url("/api/v1/import/users?mode=per_row")).bearer_auth(&um).json(&body);
+    let r = app.exchange("um import", rb).await.expect(200).json();
+    assert_eq!(
+        (r["rows"][0]["outcome"].as_str(), r["rows"][0]["error"]["code"].as_str()),
+        (Some("refused"), Some("forbidden"))
+    );
+    app.get("/api/v1/users/boss", &t).await.expect(404);
+}
