@@ -330,7 +330,11 @@ pub async fn withdraw(
 ) -> ApiResult<HttpResponse> {
     let par_id: i64 =
         path.parse().map_err(|_| ApiError::not_found("access_request_not_found", "access request not found"))?;
-    let who = Answerer { user_id: caller.0.user_id, manages_users: caller.0.has(Permission::UserManagement) };
+    let who = Answerer {
+        user_id: caller.0.user_id,
+        manages_users: caller.0.has(Permission::UserManagement),
+        admin: caller.0.is_admin(),
+    };
     let mut tx = state.pool.begin().await?;
     let mut par = pars::withdraw(&mut tx, &audit, par_id, &who).await?;
     tx.commit().await?;
@@ -399,6 +403,12 @@ pub async fn mine(state: web::Data<AppState>, caller: Caller, q: Query<MineQuery
     let mut conn = state.pool.acquire().await?;
     let mut list = pars::pending_for(&mut conn, caller.0.user_id).await?;
     list.retain(|r| kind.is_none_or(|k| r.kind == k));
+    // Someone asking to join is not a member yet: they see no more of the
+    // project than its id and name (as when they asked).
+    for r in list.iter_mut().filter(|r| r.kind == "request") {
+        r.project_description.clear();
+        r.project_pi.clear();
+    }
     let q = FormatQuery { format: q.format, limit: q.limit, cursor: q.cursor };
     let table = native_par_table("Open access requests", &list);
     table.respond(format, native_json(list, &q)?)

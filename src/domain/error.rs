@@ -174,6 +174,10 @@ impl From<sqlx::Error> for Error {
                 tracing::warn!(error = %err, "database unreachable");
                 Error::unavailable("database_unavailable", "the database is unavailable, try again shortly", 2)
             }
+            // A lock or statement timeout: somebody else holds what this needs.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("55P03" | "57014")) => {
+                Error::unavailable("busy", "the record is busy (another change holds it); try again shortly", 2)
+            }
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
                 Error::conflict("concurrent_update", "the record was changed concurrently; retry the request")
             }

@@ -18,7 +18,11 @@ pub async fn answer(
 ) -> Result<AccessRequest> {
     let par_id: i64 =
         par_id.parse().map_err(|_| Error::not_found("access_request_not_found", "access request not found"))?;
-    let who = Answerer { user_id: caller.user_id, manages_users: caller.has(Permission::UserManagement) };
+    let who = Answerer {
+        user_id: caller.user_id,
+        manages_users: caller.has(Permission::UserManagement),
+        admin: caller.is_admin(),
+    };
     let mut tx = pool.begin().await?;
     let par = pars::answer(&mut tx, audit, par_id, &who, accept).await?;
     tx.commit().await?;

@@ -117,6 +117,12 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<Row>> {
         "roles",
         "password",
     ];
+    if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)).map(|(_, h)| h) {
+        return Err(Error::malformed(
+            "duplicate_column",
+            format!("column `{}` is given twice", dup.chars().take(64).collect::<String>()),
+        ));
+    }
     if let Some(bad) = header.iter().find(|h| !KNOWN.contains(&h.as_str()) && !EXPORT_ONLY.contains(&h.as_str())) {
         return Err(Error::malformed(
             "unknown_column",
@@ -131,6 +137,12 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<Row>> {
         let rec = rec.map_err(|_| Error::malformed("invalid_csv", format!("row {} cannot be read", i + 1)))?;
         let mut row = Row::default();
         for (h, v) in header.iter().zip(rec.iter()) {
+            // The export quotes a cell a spreadsheet would run (`'=...`):
+            // undo exactly that, so an export imports back unchanged.
+            let v = match v.strip_prefix('\'') {
+                Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+                _ => v,
+            };
             let text = (!v.is_empty()).then(|| v.to_string());
             let flag = |v: &str, name: &str| match v {
                 "true" => Ok(Some(true)),

@@ -262,10 +262,16 @@ pub async fn update_user_in(
         .transpose()?
         .filter(|n| n.as_str() != target.username);
     let admin_change = patch.admin.is_some_and(|a| a != target.admin());
+    // A changed email is unverified unless the request says otherwise, and
+    // saying otherwise is a manager's call: `verified` counts as a change
+    // when it differs from what the edit would leave, not from the old
+    // value (else anyone could keep `verified: true` across a new address).
+    let email_changed = patch.email.as_ref().is_some_and(|e| e.key() != target.email_key);
+    let verified_by_default = target.verified && !email_changed;
     let privileged = admin_change
         || rename.is_some()
         || patch.enabled.is_some_and(|e| e != target.enabled)
-        || patch.verified.is_some_and(|v| v != target.verified);
+        || patch.verified.is_some_and(|v| v != verified_by_default);
     let is_self = target.id == caller.user_id;
     if privileged && (is_self || !caller.has(Permission::UserManagement)) {
         return Err(Error::forbidden("you cannot change your own username, enabled, verified or admin state"));

@@ -266,6 +266,9 @@ pub async fn ask(
 pub struct Answerer {
     pub user_id: Uuid,
     pub manages_users: bool,
+    /// Holds ADMIN (an administrator's request is answered by one, or by
+    /// the project's owners).
+    pub admin: bool,
 }
 
 /// A request as `answer` reads it, locked.
@@ -328,8 +331,12 @@ async fn lock_for_answer(conn: &mut PgConnection, par_id: i64, who: &Answerer) -
     let allowed = match row.kind.as_str() {
         "invitation" => row.user_id == Some(who.user_id),
         _ => {
-            who.manages_users
-                || projects::level_in(&mut *conn, who.user_id, &row.project_id).await? == Some(Level::Owner)
+            let owner = projects::level_in(&mut *conn, who.user_id, &row.project_id).await? == Some(Level::Owner);
+            // USER_MANAGEMENT answers for the project, but an administrator's
+            // membership changes only by an administrator (or the owners).
+            let managed = who.manages_users
+                && (who.admin || !matches!(row.user_id, Some(u) if users::holds_admin_id_conn(&mut *conn, u).await?));
+            owner || managed
         }
     };
     if allowed {

@@ -280,6 +280,17 @@ pub async fn holds_admin(pool: &PgPool, username: &str) -> Result<bool, Error> {
     .await?)
 }
 
+/// `holds_admin_id` inside a transaction.
+pub async fn holds_admin_id_conn(conn: &mut PgConnection, id: Uuid) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1 AND role = $2) AS "held!""#,
+        id,
+        ADMIN_ROLE
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// `holds_admin` by user id.
 pub async fn holds_admin_id(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
     Ok(sqlx::query_scalar!(

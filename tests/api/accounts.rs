@@ -744,6 +744,18 @@ async fn import_dry_run_matches_the_real_run() {
         .header("Content-Type", "text/csv")
         .body("username,shoe_size\nx,42\n");
     assert_eq!(app.exchange("bad csv", rb).await.expect(400).code(), "unknown_column");
+    let csv_post = |body: String| {
+        app.client.post(app.url("/api/v1/import/users")).bearer_auth(&t).header("Content-Type", "text/csv").body(body)
+    };
+    let dup = csv_post("username,username\nx,admin\n".into());
+    assert_eq!(app.exchange("duplicate column", dup).await.expect(400).code(), "duplicate_column");
+    // A formula-looking name survives the export's quoting and the import.
+    app.patch("/api/v1/users/existing", &t, json!({"first_name": "=SUM(1)"})).await.expect(200);
+    let csv_text = app.get("/api/v1/users?format=csv", &t).await.expect(200).text;
+    assert!(csv_text.contains("'=SUM(1)"));
+    let back = app.exchange("import formula", csv_post(csv_text)).await.expect(200).json();
+    assert_eq!(back["summary"]["updated"], 0, "{back}");
+    assert_eq!(app.get("/api/v1/users/existing", &t).await.json()["first_name"], "=SUM(1)");
     // Only USER_MANAGEMENT imports; a user manager cannot import an administrator.
     let plain = app.user("plain").await;
     let rb = app.client.post(app.url("/api/v1/import/users")).bearer_auth(&plain).json(&json!([{"username": "x"}]));

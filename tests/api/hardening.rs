@@ -367,3 +367,19 @@ async fn postgres_restart_under_load() {
         during.len()
     );
 }
+
+/// Attack review: a write that waits on a row another transaction holds
+/// (a long import, say) until the statement timeout answers 503 with
+/// Retry-After, not 500.
+#[tokio::test]
+async fn a_write_blocked_past_the_statement_timeout_is_503() {
+    let app = spawn_app().await;
+    let t = app.user("held").await;
+    let mut hold = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE username = 'held' FOR UPDATE").execute(&mut *hold).await.expect("lock");
+    let r = app.patch("/api/v1/users/me", &t, json!({"affiliation": "Waited"})).await;
+    hold.rollback().await.expect("rollback");
+    assert_eq!((r.status.as_u16(), r.code()), (503, "busy".to_string()), "{}", r.text);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(app.get("/api/v1/users/held", &app.admin_token).await.json()["affiliation"], "");
+}

@@ -447,3 +447,61 @@ async fn requests_both_ways_discoverable_projects_and_invitation_ttl() {
     assert_eq!(app.get("/api/v1/access-requests?kind=request", &jo).await.json()["items"], json!([]));
     assert_eq!(app.log_actions(&id.to_string()).await.last().map(String::as_str), Some("access_request.withdrawn"));
 }
+
+/// Attack review of imports and access requests: nobody verifies an
+/// address of their own choosing (and so takes the invitations sent to
+/// it); a requester sees no more of a private project than when asking; a
+/// user manager does not let an administrator into a project.
+#[tokio::test]
+async fn invitations_by_email_cannot_be_claimed_by_self_verification() {
+    let app = spawn_app().await;
+    let owner = app.user("carol").await;
+    let dave = app.user("dave").await;
+    app.patch("/api/v1/users/dave", &app.admin_token, json!({"verified": true})).await.expect(200);
+    app.post(
+        "/api/v1/projects",
+        &owner,
+        json!({"id": "PC", "name": "PC", "description": "secret roadmap", "pi": "Dr X"}),
+    )
+    .await
+    .expect(201);
+    app.post("/api/v1/projects/PC/access-requests", &owner, json!({"email": "newhire@partner.org", "level": "owner"}))
+        .await
+        .expect(201);
+    // A new address stays unverified; saying otherwise is a manager's call, on every route.
+    let r = app.patch("/api/v1/users/me", &dave, json!({"email": "newhire@partner.org", "verified": true})).await;
+    r.expect(403);
+    let body = json!({"email": "newhire@partner.org", "verified": true});
+    app.put("/xapi/users/dave", &dave, body).await.expect(403);
+    let me = app.patch("/api/v1/users/me", &dave, json!({"email": "newhire@partner.org"})).await.expect(200).json();
+    assert_eq!(me["verified"], false);
+    assert_eq!(app.get("/api/v1/access-requests", &dave).await.json()["items"], json!([]));
+    // A user manager importing their own row is held to the same rule.
+    app.create_user("mgr", json!({"roles": ["UserManager"], "verified": true})).await;
+    let mgr = app.login("mgr", PASSWORD).await;
+    let rows = json!([{"username": "mgr", "email": "newhire2@partner.org", "verified": true}]);
+    let rb = app.client.post(app.url("/api/v1/import/users?mode=per_row")).bearer_auth(&mgr).json(&rows);
+    let r = app.exchange("self import", rb).await.expect(200).json();
+    assert_eq!(r["rows"][0]["outcome"], "refused");
+    // A join request shows the requester no description or investigator.
+    let req =
+        app.post("/api/v1/projects/PC/access-requests", &dave, json!({"level": "member"})).await.expect(201).json();
+    let mine = app.get("/api/v1/access-requests?kind=request", &dave).await.expect(200).json();
+    assert_eq!(
+        (mine["items"][0]["project_description"].as_str(), mine["items"][0]["project_pi"].as_str()),
+        (Some(""), Some(""))
+    );
+    let id = req["par_id"].as_i64().expect("id");
+    // An administrator's request to join: not answered by a user manager; by the owner, yes.
+    app.create_user("admin2", json!({"admin": true})).await;
+    let admin2 = app.login("admin2", PASSWORD).await;
+    let areq =
+        app.post("/api/v1/projects/PC/access-requests", &admin2, json!({"level": "member"})).await.expect(201).json();
+    let aid = areq["par_id"].as_i64().expect("id");
+    app.put(&format!("/api/v1/access-requests/{aid}"), &mgr, json!({"action": "accept"})).await.expect(404);
+    app.get("/api/v1/projects/PC", &admin2).await.expect(200); // administrators read every project anyway
+    let members = app.get("/api/v1/projects/PC/members", &owner).await.expect(200).json();
+    assert!(!members["items"].as_array().expect("items").iter().any(|m| m["username"] == "admin2"));
+    app.put(&format!("/api/v1/access-requests/{aid}"), &owner, json!({"action": "accept"})).await.expect(200);
+    app.put(&format!("/api/v1/access-requests/{id}"), &mgr, json!({"action": "accept"})).await.expect(200);
+}
