@@ -130,6 +130,13 @@ pub fn hide_emails(
         if let Some(uid) = r.user_id {
             if !crate::auth::directory::sees_email(visibility, caller, uid) {
                 r.email = r.invited_email.clone();
+                // Nor which account an address typed into a pending
+                // invitation belongs to: inviting is no directory lookup.
+                if r.kind == "invitation" && r.invited_email.is_some() && r.status == "pending" {
+                    r.username = None;
+                    r.first_name = None;
+                    r.last_name = None;
+                }
             }
         }
     }

@@ -505,3 +505,34 @@ async fn invitations_by_email_cannot_be_claimed_by_self_verification() {
     app.put(&format!("/api/v1/access-requests/{aid}"), &owner, json!({"action": "accept"})).await.expect(200);
     app.put(&format!("/api/v1/access-requests/{id}"), &mgr, json!({"action": "accept"})).await.expect(200);
 }
+
+/// Attack review: inviting by email is no directory lookup. The inviter
+/// sees the address they typed, not which account it found (a user
+/// manager does); the invitee still gets the invitation.
+#[tokio::test]
+async fn an_email_invitation_does_not_reveal_the_account() {
+    let app = spawn_app().await;
+    app.create_user("alice", json!({"first_name": "Alice", "last_name": "Liddell", "verified": true})).await;
+    let stranger = app.user("stranger").await;
+    app.post("/api/v1/projects", &stranger, json!({"id": "PROBE", "name": "Probe"})).await.expect(201);
+    let r = app
+        .post(
+            "/api/v1/projects/PROBE/access-requests",
+            &stranger,
+            json!({"email": "alice@example.org", "level": "member"}),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(
+        (r["username"].clone(), r["first_name"].clone(), r["last_name"].clone()),
+        (json!(null), json!(null), json!(null))
+    );
+    assert_eq!(r["email"], "alice@example.org");
+    let listed = app.get("/api/v1/projects/PROBE/access-requests", &stranger).await.expect(200).json();
+    assert_eq!(listed["items"][0]["username"], json!(null));
+    let managed = app.get("/api/v1/projects/PROBE/access-requests", &app.admin_token).await.expect(200).json();
+    assert_eq!(managed["items"][0]["username"], "alice");
+    let alice = app.login("alice", PASSWORD).await;
+    assert_eq!(app.get("/api/v1/access-requests", &alice).await.json()["total"], 1);
+}
