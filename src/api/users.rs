@@ -98,26 +98,7 @@ fn invalid(field: &'static str, message: &str) -> ApiError {
     ApiError::bad_request("invalid_field", message).with_details(serde_json::json!({ "field": field }))
 }
 
-/// The CSV export's columns: every field an operator needs (no secret).
-pub const EXPORT_COLUMNS: [&str; 17] = [
-    "id",
-    "username",
-    "email",
-    "first_name",
-    "last_name",
-    "affiliation",
-    "contact",
-    "orcid",
-    "url",
-    "enabled",
-    "verified",
-    "admin",
-    "roles",
-    "locked",
-    "created_at",
-    "last_successful_login",
-    "password_updated",
-];
+pub use crate::service::import::EXPORT_COLUMNS;
 
 fn export(list: Vec<User>) -> crate::table::Table {
     let mut t = crate::table::Table::new("Users", &EXPORT_COLUMNS);

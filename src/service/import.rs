@@ -88,9 +88,29 @@ pub enum Mode {
     PerRow,
 }
 
-/// Columns an export (`GET /api/v1/users?format=csv`) carries that an
-/// import ignores, so an export can be imported again.
-const EXPORT_ONLY: [&str; 6] = ["id", "admin", "locked", "created_at", "last_successful_login", "password_updated"];
+/// The columns of the CSV export (`GET /api/v1/users?format=csv`): every
+/// field an operator needs, no secret. An import reads the same columns
+/// (and `password`); those only an export has (`id`, `admin`, `locked`,
+/// the times) it ignores, so an export imports back.
+pub const EXPORT_COLUMNS: [&str; 17] = [
+    "id",
+    "username",
+    "email",
+    "first_name",
+    "last_name",
+    "affiliation",
+    "contact",
+    "orcid",
+    "url",
+    "enabled",
+    "verified",
+    "admin",
+    "roles",
+    "locked",
+    "created_at",
+    "last_successful_login",
+    "password_updated",
+];
 
 /// Reads CSV rows (a header row, then one user per row): empty cells are
 /// left out, `enabled`/`verified` are `true`/`false`, `roles` are separated
@@ -103,27 +123,15 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<Row>> {
         .iter()
         .map(str::to_string)
         .collect();
-    const KNOWN: [&str; 12] = [
-        "username",
-        "email",
-        "first_name",
-        "last_name",
-        "affiliation",
-        "contact",
-        "orcid",
-        "url",
-        "enabled",
-        "verified",
-        "roles",
-        "password",
-    ];
+
     if let Some(dup) = header.iter().enumerate().find(|(i, h)| header[..*i].contains(h)).map(|(_, h)| h) {
         return Err(Error::malformed(
             "duplicate_column",
             format!("column `{}` is given twice", dup.chars().take(64).collect::<String>()),
         ));
     }
-    if let Some(bad) = header.iter().find(|h| !KNOWN.contains(&h.as_str()) && !EXPORT_ONLY.contains(&h.as_str())) {
+    let known = |h: &str| h == "password" || EXPORT_COLUMNS.contains(&h);
+    if let Some(bad) = header.iter().find(|h| !known(h)) {
         return Err(Error::malformed(
             "unknown_column",
             format!("unknown column `{}`", bad.chars().take(64).collect::<String>()),
