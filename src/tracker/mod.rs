@@ -667,8 +667,10 @@ fn entries_out(
         .collect()
 }
 
-/// How many change-log entries the log and actions routes answer (the newest).
-const LOG_LIMIT: i64 = 1000;
+/// What the log and actions routes read: the newest 1,000 entries.
+fn newest() -> change_log::LogFilter {
+    change_log::LogFilter { limit: 1000, ..Default::default() }
+}
 
 /// `GET /api/v1/user/{id}/log`: the changes made to a user, oldest first
 /// (`{"entry_id", "data_type": "user", "logs": [...]}`). The user themself
@@ -677,8 +679,7 @@ const LOG_LIMIT: i64 = 1000;
     responses((status = 200, description = "`{entry_id, data_type, logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
-    let newest = change_log::LogFilter { limit: LOG_LIMIT, ..Default::default() };
-    let entries = change_log::about_user(&state.pool, user.id, &newest).await?;
+    let entries = change_log::about_user(&state.pool, user.id, &newest()).await?;
     let logs = entries_out(entries, |e, out| {
         out.insert("data".into(), e.changes.clone());
         out.insert("user".into(), e.actor_id.map_or_else(|| json!("system"), |a| json!(a)));
@@ -692,8 +693,7 @@ pub async fn log(caller: Caller, state: web::Data<AppState>, path: web::Path<Str
     responses((status = 200, description = "`{logs}`", body = Object), (status = 404, body = ErrorBody)))]
 pub async fn actions(caller: Caller, state: web::Data<AppState>, path: web::Path<String>) -> TResult<HttpResponse> {
     let user = load(&state, &caller.0, &path).await?;
-    let newest = change_log::LogFilter { limit: LOG_LIMIT, ..Default::default() };
-    let entries = change_log::by_actor(&state.pool, user.id, &newest).await?;
+    let entries = change_log::by_actor(&state.pool, user.id, &newest()).await?;
     let logs = entries_out(entries, |e, out| {
         out.insert("data_type".into(), json!(e.subject_type));
         out.insert("entry_id".into(), json!(e.subject_id));
