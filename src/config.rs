@@ -33,6 +33,7 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub directory: DirectorySettings,
     pub access_requests: AccessRequestSettings,
+    pub email: EmailSettings,
     /// Addresses or networks (CIDR) of reverse proxies whose
     /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
@@ -87,6 +88,33 @@ impl OidcProvider {
             return None;
         }
         std::env::var(&self.client_secret_env).ok().filter(|s| !s.is_empty())
+    }
+}
+
+/// Outgoing mail (password reset, email verification, welcome and
+/// invitation mails). Off while `smtp_host` is empty.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailSettings {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `starttls` (upgrade a plain connection, port 587), `tls` (implicit
+    /// TLS, port 465) or `none` (plain: a local relay or a test sink only).
+    pub smtp_tls: String,
+    pub smtp_username: String,
+    pub smtp_password: SecretString,
+    /// The sender, e.g. `registrar <registrar@example.org>`.
+    pub from: String,
+    /// Minutes a password-reset or welcome link stays valid.
+    pub reset_ttl_mins: u32,
+    /// Hours an email-verification link stays valid.
+    pub verify_ttl_hours: u32,
+    /// Password-reset mails a minute per client address and per address asked for.
+    pub forgot_per_minute: u32,
+}
+
+impl EmailSettings {
+    pub fn enabled(&self) -> bool {
+        !self.smtp_host.trim().is_empty()
     }
 }
 
@@ -252,6 +280,19 @@ impl Settings {
         let days = self.access_requests.invitation_ttl_days;
         if !(1..=365).contains(&days) {
             return bad("access_requests.invitation_ttl_days", &days, "must be between 1 and 365");
+        }
+        let e = &self.email;
+        if !matches!(e.smtp_tls.as_str(), "starttls" | "tls" | "none") {
+            return bad("email.smtp_tls", &e.smtp_tls, "must be starttls, tls or none");
+        }
+        if e.enabled() && e.from.parse::<lettre::message::Mailbox>().is_err() {
+            return bad("email.from", &e.from, "must be an address such as registrar <registrar@example.org>");
+        }
+        if !(5..=1440).contains(&e.reset_ttl_mins) {
+            return bad("email.reset_ttl_mins", &e.reset_ttl_mins, "must be between 5 and 1440");
+        }
+        if !(1..=720).contains(&e.verify_ttl_hours) {
+            return bad("email.verify_ttl_hours", &e.verify_ttl_hours, "must be between 1 and 720");
         }
         let p = &self.password;
         if p.min_length < 8 {

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod localdb;
+pub mod mail;
 pub mod mlte;
 pub mod service;
 pub mod startup;
@@ -20,6 +21,7 @@ pub use store::db;
 pub mod table;
 pub mod telemetry;
 pub mod tracker;
+pub mod web;
 pub mod xnat;
 
 #[cfg(test)]

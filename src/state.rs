@@ -21,6 +21,7 @@ pub struct AppState {
     pub role_permissions: crate::auth::principal::RolePermissions,
     pub limits: crate::auth::limits::RateLimits,
     pub auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
+    pub mailer: crate::mail::Mailer,
 }
 
 /// Requests being served. Shutdown waits for it to reach zero before the

@@ -306,6 +306,9 @@ pub async fn create_request(
         }
     };
     tx.commit().await?;
+    if par.kind == "invitation" {
+        crate::service::email::invitation_sent(&state, &par);
+    }
     let mut par = par;
     pars::hide_emails(std::slice::from_mut(&mut par), state.settings.directory.visibility, &caller.0);
     // A private project's details are for its members: someone asking to

@@ -6,7 +6,6 @@ use uuid::Uuid;
 use crate::api::{page_of, resolve_me, Order, Page, PageQuery};
 use crate::audit::Audit;
 use crate::auth::principal::Caller;
-use crate::domain::Permission;
 use crate::error::{ApiError, ApiResult};
 use crate::http::Query;
 use crate::state::AppState;
@@ -39,15 +38,8 @@ pub async fn revoke_all(
     path: web::Path<String>,
     q: Query<RevokeAllQuery>,
 ) -> ApiResult<HttpResponse> {
-    let mut tx = state.pool.begin().await?;
-    let user = users::get(&mut tx, resolve_me(&caller.0, &path), false).await?;
-    let n = sessions::revoke_all(&mut tx, &audit, user.id, "revoked by request").await?;
-    let keys = if q.api_keys.unwrap_or(false) {
-        crate::store::api_keys::revoke_all(&mut tx, &audit, user.id).await?
-    } else {
-        0
-    };
-    tx.commit().await?;
+    let (n, keys) =
+        crate::service::sessions::revoke_all(&state, &caller.0, &audit, &path, q.api_keys.unwrap_or(false)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"revoked": n, "api_keys_revoked": keys})))
 }
 
@@ -70,17 +62,6 @@ pub async fn revoke_one(
 ) -> ApiResult<HttpResponse> {
     let not_found = || ApiError::not_found("session_not_found", "no such active session");
     let id: Uuid = path.parse().map_err(|_| not_found())?;
-    let mut tx = state.pool.begin().await?;
-    let (owner, _) = sessions::owner(&mut tx, id).await?.ok_or_else(not_found)?;
-    if owner != caller.0.user_id && !caller.0.has(Permission::UserManagement) {
-        return Err(not_found());
-    }
-    if !crate::auth::access::may_act_on_id(&state.pool, &caller.0, owner).await? {
-        return Err(crate::auth::access::admin_target_refused().into());
-    }
-    if !sessions::revoke(&mut tx, &audit, id, "revoked by request").await? {
-        return Err(not_found());
-    }
-    tx.commit().await?;
+    crate::service::sessions::revoke_one(&state, &caller.0, &audit, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -309,6 +309,10 @@ pub async fn settle_writes(
 pub const XNAT_UNAUTHENTICATED_BODY: &str = "The request requires user authentication";
 
 fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
+    if req.match_pattern().is_some_and(|p| crate::web::is_page(&p)) {
+        let page = crate::web::denied(req.request(), err);
+        return req.into_response(page);
+    }
     if err.status == actix_web::http::StatusCode::UNAUTHORIZED && req.path().starts_with("/data") {
         // XNAT's own words: pyxnat recognises exactly this body as "authentication failed".
         let resp = actix_web::HttpResponse::Unauthorized()

@@ -49,10 +49,13 @@ pub struct RateLimits {
     pub oidc_callback_ip: Limiter,
     /// Starting an OIDC login writes a state row: limited like the callback.
     pub oidc_start_ip: Limiter,
+    /// "Forgot password" mails, by client address and by address asked for.
+    pub forgot_ip: Limiter,
+    pub forgot_address: Limiter,
 }
 
 impl RateLimits {
-    pub fn new(s: &RateLimitSettings) -> RateLimits {
+    pub fn new(s: &RateLimitSettings, forgot_per_minute: u32) -> RateLimits {
         RateLimits {
             login_ip: Limiter::new(s.login_per_ip, "login"),
             login_account: Limiter::new(s.login_per_account, "login"),
@@ -60,6 +63,8 @@ impl RateLimits {
             api_key_user: Limiter::new(s.api_key_create_per_user, "API key creation"),
             oidc_callback_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
             oidc_start_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
+            forgot_ip: Limiter::new(forgot_per_minute, "password reset"),
+            forgot_address: Limiter::new(forgot_per_minute, "password reset"),
         }
     }
 

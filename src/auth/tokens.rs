@@ -67,6 +67,16 @@ impl Keys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
     }
 
+    /// The web console's CSRF token for `binding` (a session, or a
+    /// browser's form cookie before login): a MAC under the server pepper,
+    /// so it needs no storage and cannot be made for another binding.
+    pub fn csrf_token(&self, binding: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
+        mac.update(b"registrar csrf\0");
+        mac.update(binding.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     pub fn api_key_hash(&self, secret: &str) -> Vec<u8> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
         mac.update(secret.as_bytes());

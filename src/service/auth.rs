@@ -26,6 +26,24 @@ pub struct LoggedIn {
 /// name), then the account's lockout and the hash (`store::users::check_login`).
 /// Surrounding blanks of the login name are ignored everywhere.
 pub async fn check_password(state: &AppState, audit: &Audit, login: &str, password: SecretString) -> Result<LoginOk> {
+    check_password_revealing(state, audit, login, password).await.map_err(|e| {
+        if e.code() == users::ACCOUNT_DISABLED {
+            e.with_code("invalid_credentials")
+        } else {
+            e
+        }
+    })
+}
+
+/// `check_password`, except that the right password of a disabled account
+/// answers `account_disabled` (the login page says so; it tells nothing to
+/// whoever does not know the password).
+pub async fn check_password_revealing(
+    state: &AppState,
+    audit: &Audit,
+    login: &str,
+    password: SecretString,
+) -> Result<LoginOk> {
     // ASCII blanks only: other input names nobody (`domain::login_key`).
     let login = login.trim_matches(|c: char| c.is_ascii_whitespace());
     state.limits.login(audit.client_ip.as_deref(), login)?;
@@ -58,6 +76,28 @@ pub async fn password_login(
     user_agent: Option<&str>,
 ) -> Result<LoggedIn> {
     let ok = check_password(state, audit, login, password).await?;
+    start_login_session(state, audit, ok, user_agent).await
+}
+
+/// `password_login` for the login page: a disabled account is named as
+/// such once the password was right (`check_password_revealing`).
+pub async fn page_login(
+    state: &AppState,
+    audit: &Audit,
+    login: &str,
+    password: SecretString,
+    user_agent: Option<&str>,
+) -> Result<LoggedIn> {
+    let ok = check_password_revealing(state, audit, login, password).await?;
+    start_login_session(state, audit, ok, user_agent).await
+}
+
+async fn start_login_session(
+    state: &AppState,
+    audit: &Audit,
+    ok: LoginOk,
+    user_agent: Option<&str>,
+) -> Result<LoggedIn> {
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     let ttl = state.settings.auth.session_ttl_secs;
     let session = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent).await?;

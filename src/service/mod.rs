@@ -8,12 +8,15 @@ use crate::domain::{Error, Result};
 pub mod access_requests;
 pub mod api_keys;
 pub mod auth;
+pub mod bulk;
+pub mod email;
 pub mod import;
 pub mod memberships;
 pub mod oidc;
 pub mod permissions;
 pub mod projects;
 pub mod roles;
+pub mod sessions;
 pub mod users;
 
 /// A list of names given to a bulk route: between 1 and 100.

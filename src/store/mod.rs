@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod change_log;
 pub mod credentials;
 pub mod db;
+pub mod email_tokens;
 pub mod groups;
 pub mod identities;
 pub mod permissions;

@@ -845,8 +845,17 @@ pub async fn check_login(
         });
     }
     record_failure(&state.pool, audit, &row, &limits).await?;
+    if !row.enabled && !matches!(verdict, Verified::No) {
+        // The right password of a disabled account: the caller may be told
+        // (`service::auth` says so only to the login page); the API answers
+        // the same 401 as for anything else.
+        return Err(invalid_credentials().with_code(ACCOUNT_DISABLED));
+    }
     Err(invalid_credentials())
 }
+
+/// The code of a refused login whose password was right but whose account is disabled.
+pub const ACCOUNT_DISABLED: &str = "account_disabled";
 
 /// The same 401 for an unknown name, a wrong password and a disabled account.
 fn invalid_credentials() -> Error {

@@ -220,11 +220,15 @@ pub async fn add_project_user(
                 let ttl = state.settings.access_requests.invitation_ttl_days;
                 let par =
                     pars::invite(&mut tx, &audit, &p.id, level, Invitee::Email(email), caller.0.user_id, ttl).await?;
-                invited.push(par.par_id);
+                invited.push(par);
             }
         }
     }
     tx.commit().await?;
+    for par in &invited {
+        crate::service::email::invitation_sent(&state, par);
+    }
+    let invited: Vec<i64> = invited.iter().map(|p| p.par_id).collect();
     Ok(HttpResponse::Ok().json(json!({"project": p.id, "group": level.group(&p.id), "invitations": invited})))
 }
 
