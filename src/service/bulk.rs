@@ -106,13 +106,13 @@ async fn one(
         Action::Disable | Action::Enable => {
             let want = *action == Action::Enable;
             let before = users::get(tx, name, false).await?;
+            let live = sessions::list_active(tx, before.id).await?.len();
             let body = UpdateUser { enabled: Some(want), ..Default::default() };
             let (_, changed) = update_user_in(tx, caller, audit, name, body, None).await?;
             let detail = if changed {
                 let mut d = format!("enabled: {} → {}", yes_no(before.enabled), yes_no(want));
                 if !want {
-                    let n = sessions::list_active(tx, before.id).await?.len();
-                    d.push_str(&format!("; {n} active sessions end"));
+                    d.push_str(&format!("; {live} active sessions end"));
                 }
                 d
             } else {

@@ -13,6 +13,7 @@ mod hardening;
 mod mlte_client;
 mod oidc;
 mod permissions;
+mod pages;
 mod projects;
 mod scaleout;
 mod security;

@@ -1,0 +1,360 @@
+//! The web console over plain HTTP, as an attacker sends it: every page
+//! route refuses what its rule refuses (as pages: a redirect to the login
+//! page, or a 403 page), every page POST without this browser's CSRF token
+//! is refused and changes nothing, the login page's messages, `return_to`,
+//! and the bulk action's preview. The real-browser flows are in
+//! `web_console.rs`.
+
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A browser: its own cookie jar, no redirects followed.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end")].to_string()
+}
+
+struct Page {
+    status: u16,
+    location: String,
+    html: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+async fn get(app: &TestApp, b: &reqwest::Client, path: &str) -> Page {
+    let r = b.get(app.url(path)).send().await.expect("GET");
+    page(r).await
+}
+
+async fn post(app: &TestApp, b: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> Page {
+    let r = b.post(app.url(path)).header("Origin", &app.address).form(form).send().await.expect("POST");
+    page(r).await
+}
+
+async fn page(r: reqwest::Response) -> Page {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let location = headers.get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let html = r.text().await.expect("body");
+    assert_no_secret_leak(&html);
+    Page { status, location, html, headers }
+}
+
+/// Logs `username` in through the login form; the browser keeps the cookie.
+async fn log_in(app: &TestApp, username: &str, password: &str) -> reqwest::Client {
+    let b = browser();
+    let form = get(app, &b, "/login").await;
+    let p = post(
+        app,
+        &b,
+        "/login",
+        &[("csrf", &csrf_of(&form.html)), ("username", username), ("password", password), ("return_to", "/account")],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/account"), "{username} logs in: {}", p.html);
+    b
+}
+
+fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{username}", "victim")
+        .replace("{id}", "00000000-0000-0000-0000-000000000001")
+        .replace("{project}", "SWEEP")
+        .replace("{group}", "SWEEP_member")
+        .replace("{par_id}", "1")
+        .replace("{provider}", "none")
+        .replace("{name}", "app.css")
+}
+
+async fn snapshot(app: &TestApp) -> String {
+    sqlx::query_scalar(
+        "SELECT md5(concat_ws('|',
+            (SELECT string_agg(concat_ws(',', id, username, email, first_name, enabled, verified, password_hash), ';' ORDER BY id) FROM users),
+            (SELECT string_agg(concat_ws(',', user_id, role), ';' ORDER BY user_id, role) FROM user_roles),
+            (SELECT string_agg(concat_ws(',', user_id, group_name), ';' ORDER BY user_id, group_name) FROM user_groups),
+            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM sessions),
+            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM api_keys),
+            (SELECT string_agg(t::text, ';' ORDER BY id) FROM projects t),
+            (SELECT string_agg(name, ';' ORDER BY name) FROM groups),
+            (SELECT string_agg(t::text, ';' ORDER BY par_id) FROM access_requests t)))",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("snapshot")
+}
+
+fn assert_page_headers(p: &Page, what: &str) {
+    let csp = p.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{what}: CSP {csp:?}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: CSP allows inline code: {csp}");
+    assert_eq!(p.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{what}");
+    let kind = p.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(kind.starts_with("text/html"), "{what}: {kind}");
+    let inline = ["<script>", "onclick=", "onsubmit=", "onload=", "style="];
+    assert!(inline.iter().all(|i| !p.html.contains(i)), "{what}: inline script or style");
+}
+
+/// Every page route of the table: anonymous callers are sent to the login
+/// page (GET) or refused (POST), ordinary users get a 403 page where the
+/// rule wants a permission, and no POST without the right CSRF token —
+/// none, another browser's, another session's — changes anything.
+#[tokio::test]
+async fn every_page_refuses_what_its_rule_refuses() {
+    let app = spawn_app().await;
+    app.create_user("ordinary", json!({})).await;
+    app.create_user("victim", json!({})).await;
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "SWEEP", "name": "Sweep"})).await.expect(201);
+    let ordinary = log_in(&app, "ordinary", PASSWORD).await;
+    let admin = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let admin_csrf = csrf_of(&get(&app, &admin, "/account").await.html);
+    let ordinary_csrf = csrf_of(&get(&app, &ordinary, "/account").await.html);
+    let anonymous = browser();
+    let before = snapshot(&app).await;
+    let table = registrar::startup::route_table();
+    let pages: Vec<_> = table.entries.iter().filter(|(_, p, _)| registrar::web::is_page(p)).collect();
+    let (mut gets, mut posts) = (0, 0);
+    for (method, pattern, rule) in &pages {
+        use registrar::auth::access::Rule;
+        let path = concrete(pattern);
+        let needs_permission = matches!(rule, Rule::Permission(_));
+        if method.as_str() == "GET" {
+            gets += 1;
+            let anon = get(&app, &anonymous, &path).await;
+            if *rule == Rule::Public {
+                assert_ne!(anon.status, 401, "GET {path}");
+            } else {
+                assert_eq!(anon.status, 303, "anonymous GET {path}: {}", anon.html);
+                assert!(anon.location.starts_with("/login?return_to=%2F"), "GET {path} -> {}", anon.location);
+            }
+            let p = get(&app, &ordinary, &path).await;
+            if needs_permission {
+                assert_eq!(p.status, 403, "ordinary GET {path}");
+                assert!(p.html.contains("Not allowed"), "GET {path}: {}", p.html);
+                assert_page_headers(&p, &format!("ordinary GET {path}"));
+            } else if p.status == 200 {
+                assert_page_headers(&p, &format!("GET {path}"));
+            }
+            continue;
+        }
+        posts += 1;
+        if *rule != Rule::Public {
+            let anon = post(&app, &anonymous, &path, &[("csrf", "x")]).await;
+            assert_eq!(
+                (anon.status, anon.location.as_str()),
+                (303, "/login?return_to=%2Faccount"),
+                "anonymous POST {path}"
+            );
+        }
+        if needs_permission {
+            let p = post(&app, &ordinary, &path, &[("csrf", &ordinary_csrf)]).await;
+            assert_eq!(p.status, 403, "ordinary POST {path}: {}", p.html);
+        }
+        // The administrator's browser, with no token, a made-up one, and
+        // the ordinary user's (a token is bound to its session).
+        for token in [None, Some("forged"), Some(ordinary_csrf.as_str())] {
+            let form: Vec<(&str, &str)> = token.map(|t| vec![("csrf", t)]).unwrap_or_default();
+            let p = post(&app, &admin, &path, &form).await;
+            assert_eq!(p.status, 403, "admin POST {path} with csrf {token:?}: {}", p.html);
+            assert!(p.html.contains("did not come from registrar"), "POST {path}: {}", p.html);
+            assert_page_headers(&p, &format!("POST {path}"));
+        }
+    }
+    assert!(gets >= 20 && posts >= 30, "{gets} page reads, {posts} page writes");
+    app.settle_auth_cache().await;
+    assert_eq!(snapshot(&app).await, before, "a refused page write changed the database");
+    // A cross-site form post (the browser says so) is refused even with the right token.
+    let r = admin
+        .post(app.url("/admin/users/victim/enabled"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&[("csrf", admin_csrf.as_str()), ("enabled", "false")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    // And the right token from the right browser works.
+    let p = post(&app, &admin, "/admin/users/victim/enabled", &[("csrf", &admin_csrf), ("enabled", "false")]).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin/users/victim?m=disabled"));
+    let victim = app.get("/api/v1/users/victim", &app.admin_token).await.expect(200).json();
+    assert_eq!(victim["enabled"], false);
+}
+
+/// The login page: one message for an unknown name and a wrong password,
+/// the disabled account named only to whoever knows its password, the
+/// lockout with its wait, and `return_to` kept to this server.
+#[tokio::test]
+async fn login_page_says_what_happened_without_enumeration() {
+    let app = spawn_app_with(|s| s.auth.max_failed_logins = 3).await;
+    app.create_user("alma", json!({})).await;
+    app.create_user("dora", json!({})).await;
+    app.patch("/api/v1/users/dora", &app.admin_token, json!({"enabled": false})).await.expect(200);
+    let b = browser();
+    let csrf = csrf_of(&get(&app, &b, "/login").await.html);
+    let attempt = |user: &'static str, pw: &'static str| {
+        let (b, app, csrf) = (b.clone(), &app, csrf.clone());
+        async move { post(app, &b, "/login", &[("csrf", &csrf), ("username", user), ("password", pw)]).await }
+    };
+    let unknown = attempt("nobody", "whatever it is").await;
+    let wrong = attempt("alma", "not her password").await;
+    assert_eq!((unknown.status, wrong.status), (401, 401));
+    let msg = |p: &Page| {
+        let at = p.html.find("id=\"form-error\">").expect("an error message");
+        p.html[at..].split('<').next().unwrap_or("").to_string()
+    };
+    assert_eq!(msg(&unknown), msg(&wrong), "an unknown name and a wrong password read alike");
+    assert!(msg(&wrong).contains("Wrong username or password"));
+    // The name typed stays in the form; the password never comes back.
+    assert!(wrong.html.contains("value=\"alma\"") && !wrong.html.contains("not her password"));
+    let disabled_wrong = attempt("dora", "not her password").await;
+    assert_eq!(msg(&disabled_wrong), msg(&wrong), "a disabled account with a wrong password reads like any other");
+    let disabled = attempt("dora", PASSWORD).await;
+    assert_eq!(disabled.status, 403);
+    assert!(msg(&disabled).contains("This account is disabled"), "{}", disabled.html);
+    // The API keeps its one answer for a disabled account.
+    let api = app.login_full("dora", PASSWORD).await;
+    assert_eq!((api.status.as_u16(), api.code()), (401, "invalid_credentials".to_string()));
+    // Lockout: alma had one failure; two more lock her out.
+    attempt("alma", "still not it").await;
+    attempt("alma", "nor this").await;
+    let locked = attempt("alma", PASSWORD).await;
+    assert_eq!(locked.status, 429, "{}", locked.html);
+    assert!(
+        msg(&locked).contains("Too many failed attempts") && msg(&locked).contains("Try again in"),
+        "{}",
+        msg(&locked)
+    );
+    // return_to: a path here is kept; another site, a scheme-relative URL
+    // or a backslash trick falls back to the account page.
+    app.create_user("rita", json!({})).await;
+    for (asked, landed) in [
+        ("/admin/users", "/admin/users"),
+        ("https://evil.example/phish", "/account"),
+        ("//evil.example/phish", "/account"),
+        ("/\\evil.example", "/account"),
+        ("javascript:alert(1)", "/account"),
+    ] {
+        let b = browser();
+        let csrf = csrf_of(&get(&app, &b, &format!("/login?return_to={}", urlencode(asked))).await.html);
+        let p = post(
+            &app,
+            &b,
+            "/login",
+            &[("csrf", &csrf), ("username", "rita"), ("password", PASSWORD), ("return_to", asked)],
+        )
+        .await;
+        assert_eq!((p.status, p.location.as_str()), (303, landed), "return_to {asked}");
+    }
+    // A login form posted without this browser's form cookie is refused.
+    let stranger = browser();
+    let p = post(&app, &stranger, "/login", &[("csrf", &csrf), ("username", "rita"), ("password", PASSWORD)]).await;
+    assert_eq!(p.status, 403, "login CSRF: a token from another browser");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The bulk action: the preview is exactly what applying does, and changes
+/// nothing; a UserManager's selection that includes an administrator is
+/// refused for that row only.
+#[tokio::test]
+async fn bulk_preview_shows_the_change_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.create_user("bea", json!({})).await;
+    app.create_user("cal", json!({})).await;
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let _ = app.login("bea", PASSWORD).await; // a session to end
+    let b = log_in(&app, "manager", PASSWORD).await;
+    let csrf = csrf_of(&get(&app, &b, "/admin/users").await.html);
+    let before = snapshot(&app).await;
+    let form = [("csrf", csrf.as_str()), ("action", "disable"), ("user", "bea"), ("user", "cal"), ("user", ADMIN)];
+    let preview = post(&app, &b, "/admin/users/bulk", &form).await;
+    assert_eq!(preview.status, 200, "{}", preview.html);
+    assert!(preview.html.contains("<h1>Preview</h1>"));
+    for u in ["bea", "cal"] {
+        let row = preview
+            .html
+            .split(&format!("data-username=\"{u}\""))
+            .nth(1)
+            .expect("a row")
+            .split("</tr>")
+            .next()
+            .unwrap_or("");
+        assert!(row.contains("enabled: yes → no"), "{u}: {row}");
+    }
+    let bea_row = preview.html.split("data-username=\"bea\"").nth(1).unwrap_or("");
+    assert!(bea_row.split("</tr>").next().unwrap_or("").contains("1 active sessions end"), "{bea_row}");
+    let admin_row = preview.html.split(&format!("data-username=\"{ADMIN}\"")).nth(1).unwrap_or("");
+    assert!(
+        admin_row.split("</tr>").next().unwrap_or("").contains("refused"),
+        "a UserManager may not disable an administrator: {admin_row}"
+    );
+    app.settle_auth_cache().await;
+    assert_eq!(snapshot(&app).await, before, "the preview changed the database");
+    assert_eq!(app.count("SELECT count(*) FROM change_log WHERE action = 'user.updated'").await, 0);
+    // Apply: the same rows, committed.
+    let applied = post(&app, &b, "/admin/users/bulk/apply", &form).await;
+    assert_eq!(applied.status, 200, "{}", applied.html);
+    assert!(applied.html.contains("<h1>Results</h1>"));
+    for u in ["bea", "cal"] {
+        assert_eq!(app.get(&format!("/api/v1/users/{u}"), &app.admin_token).await.expect(200).json()["enabled"], false);
+    }
+    assert_eq!(app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["enabled"], true);
+    let live = app.count("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = 'bea' AND s.revoked_at IS NULL").await;
+    assert_eq!(live, 0, "disabling ended bea's sessions");
+    // Applying again changes nothing, and says so.
+    let again = post(&app, &b, "/admin/users/bulk/apply", &form).await;
+    assert!(again.html.contains("no change (already disabled)"), "{}", again.html);
+}
+
+/// Without SMTP the mail flows are off and the pages say so; an
+/// administrator still sets passwords.
+#[tokio::test]
+async fn without_smtp_the_mail_flows_say_they_are_off() {
+    let app = spawn_app().await;
+    let b = browser();
+    let p = get(&app, &b, "/forgot-password").await;
+    assert_eq!(p.status, 200);
+    assert!(p.html.contains("not available") && !p.html.contains("id=\"forgot\""), "{}", p.html);
+    let login = get(&app, &b, "/login").await;
+    assert!(!login.html.contains("/forgot-password"), "no reset link offered without mail");
+    // A link that was never sent is refused as such.
+    let p = get(&app, &b, "/reset-password?token=made-up-token-value").await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("invalid or has expired"));
+    // An administrator sets a password from the console.
+    app.create_user("olga", json!({})).await;
+    let admin = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let csrf = csrf_of(&get(&app, &admin, "/admin/users/olga").await.html);
+    let p = post(
+        &app,
+        &admin,
+        "/admin/users/olga/password",
+        &[("csrf", &csrf), ("password", "an entirely fresh passphrase, quite long")],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin/users/olga?m=password-reset"), "{}", p.html);
+    app.login("olga", "an entirely fresh passphrase, quite long").await;
+}
+
+/// `/` sends a browser to the login page (or its account) and keeps
+/// answering XNAT clients with JSON.
+#[tokio::test]
+async fn root_sends_browsers_to_the_login_page() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/")).header("Accept", "text/html,application/xhtml+xml").send().await.expect("GET");
+    assert_eq!((r.status().as_u16(), r.headers()[LOCATION].to_str().ok()), (303, Some("/login")));
+    let r = app.client.get(app.url("/")).send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["service"], "registrar");
+    let b = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let r = b.get(app.url("/")).header("Accept", "text/html").send().await.expect("GET");
+    assert_eq!(r.headers()[LOCATION].to_str().ok(), Some("/account"));
+}
