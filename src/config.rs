@@ -251,7 +251,11 @@ impl Settings {
         }
         figment = figment.merge(Env::prefixed("REGISTRAR_").split("__").ignore(&["CONFIG", "TEST_DATABASE_URL"]));
         warn_unknown_keys(&figment);
-        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        let mut settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        // Served over HTTPS, the browser cookies are `Secure` whatever the file says.
+        if settings.public_url.starts_with("https://") {
+            settings.auth.cookie_secure = true;
+        }
         // A value out of range says where it was set, as a type error does.
         settings.validate().map_err(|ConfigError(msg)| {
             let key = msg.split(" = ").next().unwrap_or_default();

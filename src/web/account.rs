@@ -76,7 +76,8 @@ pub async fn save_profile(
         ..Default::default()
     };
     let before = me(&state, &caller).await?;
-    match crate::service::users::update_user(&state.pool, &caller.0, &audit, "me", body, None).await {
+    let name = caller.0.user_id.to_string();
+    match crate::service::users::update_user(&state.pool, &caller.0, &audit, &name, body, None).await {
         Ok((user, _)) if user.email_key != before.email_key => {
             let sent = crate::service::email::send_verification(&state, &user).await?;
             Ok(back_to("/account", if sent { "saved-verify" } else { "saved" }))
@@ -246,7 +247,27 @@ async fn keys_page(
 
 /// `GET /account/api-keys`.
 pub async fn api_keys_page(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> PageResult {
-    keys_page(&state, &req, &caller, StatusCode::OK, None, None, String::new()).await
+    // The key just created, once: only a key of this user's is shown.
+    let fresh = req.cookie(NEW_KEY_COOKIE).map(|c| c.value().to_string()).filter(|k| !k.is_empty());
+    let shown = match &fresh {
+        Some(k) => owns_key(&state, &caller, k).await?.then(|| k.clone()),
+        None => None,
+    };
+    let mut res = keys_page(&state, &req, &caller, StatusCode::OK, shown, None, String::new()).await?;
+    if fresh.is_some() {
+        let mut gone = new_key_cookie(&state, String::new(), 0);
+        gone.make_removal();
+        let _ = res.add_cookie(&gone);
+    }
+    Ok(res)
+}
+
+/// Whether `key` is one of the caller's live keys (a cookie planted by
+/// someone else shows nothing).
+async fn owns_key(state: &AppState, caller: &Caller, key: &str) -> Result<bool, crate::web::PageError> {
+    let Some((prefix, _)) = crate::auth::tokens::parse_api_key(key) else { return Ok(false) };
+    let mut conn = state.pool.acquire().await?;
+    Ok(api_keys::list(&mut conn, caller.0.user_id).await?.iter().any(|k| k.prefix == prefix && k.revoked_at.is_none()))
 }
 
 #[derive(Deserialize)]
@@ -294,9 +315,27 @@ pub async fn create_api_key(
         Err(e) => Err(e),
     };
     match issued {
-        Ok((_, key)) => keys_page(&state, &req, &caller, StatusCode::OK, Some(key), None, String::new()).await,
+        Ok((_, key)) => {
+            // Post/Redirect/Get: the key rides to the next page in a cookie
+            // that only that page reads, once (a reload issues nothing).
+            let mut res = see_other("/account/api-keys");
+            let _ = res.add_cookie(&new_key_cookie(&state, key, 120));
+            Ok(res)
+        }
         Err((status, msg)) => keys_page(&state, &req, &caller, status, None, Some(msg), f.name).await,
     }
+}
+
+const NEW_KEY_COOKIE: &str = "registrar_new_key";
+
+fn new_key_cookie(state: &AppState, value: String, max_age: i64) -> actix_web::cookie::Cookie<'static> {
+    actix_web::cookie::Cookie::build(NEW_KEY_COOKIE, value)
+        .path("/account/api-keys")
+        .http_only(true)
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .secure(state.settings.auth.cookie_secure)
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age))
+        .finish()
 }
 
 /// `POST /account/api-keys/{id}/revoke`.

@@ -266,8 +266,15 @@ pub async fn create_user(
     };
     match crate::service::users::create_user(&state.pool, &state.hasher, &caller.0, &audit, body).await {
         Ok(user) => {
-            let mailed = !user.has_password && crate::service::email::send_welcome(&state, &user).await?;
-            let m = if mailed { "user-created-mailed" } else { "user-created" };
+            // No password: a welcome link to choose one (it verifies the
+            // address too); else a link that verifies the address.
+            let m = if !user.has_password && crate::service::email::send_welcome(&state, &user).await? {
+                "user-created-mailed"
+            } else if user.has_password && crate::service::email::send_verification(&state, &user).await? {
+                "user-created-verify"
+            } else {
+                "user-created"
+            };
             Ok(see_other(&format!("/admin/users/{}?m={m}", seg(&user.username))))
         }
         Err(e) => {

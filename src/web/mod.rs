@@ -59,6 +59,7 @@ const FLASH: &[(&str, &str)] = &[
     ("declined", "Invitation declined."),
     ("user-created", "The user has been created."),
     ("user-created-mailed", "The user has been created and mailed a link to choose a password."),
+    ("user-created-verify", "The user has been created and mailed a link to verify their address."),
     ("enabled", "The account is enabled."),
     ("disabled", "The account is disabled and its sessions have ended."),
     ("verified", "The email address is marked verified."),
@@ -179,12 +180,17 @@ fn check_csrf(req: &HttpRequest, sent: &str) -> Result<(), PageError> {
     if ok {
         Ok(())
     } else {
-        Err(PageError {
-            status: StatusCode::FORBIDDEN,
-            title: "Form refused",
-            message: "This form has expired or did not come from registrar. Go back, reload the page and try again."
-                .into(),
-        })
+        Err(csrf_refused())
+    }
+}
+
+/// The refusal of a form without this browser's token, or posted from
+/// another site.
+fn csrf_refused() -> PageError {
+    PageError {
+        status: StatusCode::FORBIDDEN,
+        title: "Form refused",
+        message: "This form has expired or did not come from registrar. Go back, reload the page and try again.".into(),
     }
 }
 
@@ -270,7 +276,9 @@ pub fn see_other(location: &str) -> HttpResponse {
 
 /// A path segment, percent-encoded for a link or a redirect.
 pub fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A refused or failed page request, answered as a page.
@@ -381,7 +389,7 @@ impl ResponseError for PageError {
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .insert_header((
                     "Content-Security-Policy",
-                    "default-src 'none'; style-src 'self'; script-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+                    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
                 ))
                 .body(html),
             Err(_) => HttpResponse::build(self.status).content_type("text/plain; charset=utf-8").body(self.message.clone()),
@@ -394,6 +402,9 @@ pub type PageResult = Result<HttpResponse, PageError>;
 /// The guard's refusal on a page path, as a page: a visitor who is not
 /// logged in (or whose session ended) goes to the login page and comes back.
 pub fn denied(req: &HttpRequest, err: ApiError) -> HttpResponse {
+    if err.code == "cross_site_request" {
+        return csrf_refused().error_response();
+    }
     if err.status == StatusCode::UNAUTHORIZED {
         let back = match req.method() {
             &actix_web::http::Method::GET => req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/account"),

@@ -13,52 +13,54 @@ use tokio::sync::OnceCell;
 
 use crate::helpers::*;
 
-const SECRET: &str = "registrar-secret";
+pub(crate) const SECRET: &str = "registrar-secret";
 static NODE_MODULES: OnceCell<()> = OnceCell::const_new();
 
 async fn node_modules() {
-    NODE_MODULES
-        .get_or_init(|| async {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("oidc");
-            let lock = std::fs::read_to_string(dir.join("package-lock.json")).expect("package-lock.json");
-            let marker = dir.join("node_modules").join(".registrar-installed");
-            if std::fs::read_to_string(&marker).ok().as_deref() == Some(lock.as_str()) {
-                return;
-            }
-            tokio::task::spawn_blocking(move || {
-                let npm_ok = |d: &Path| {
-                    std::process::Command::new("npm")
-                        .args(["ci", "--no-audit", "--no-fund", "--silent"])
-                        .current_dir(d)
-                        .stdin(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
-                if !npm_ok(&dir) {
-                    // A bare Debian: Node comes from the package manager.
-                    let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
-                    let _ = std::process::Command::new("apt-get")
-                        .args(["install", "-y", "-q", "nodejs", "npm"])
-                        .env("DEBIAN_FRONTEND", "noninteractive")
-                        .status();
-                    assert!(npm_ok(&dir), "npm ci in tests/oidc failed");
-                }
-                std::fs::write(&marker, lock).expect("marker");
-            })
-            .await
-            .expect("join");
-        })
-        .await;
+    NODE_MODULES.get_or_init(|| npm_ci("oidc")).await;
 }
 
-struct Provider {
-    issuer: String,
+/// `npm ci` in `tests/{dir}` unless its `node_modules` already holds what
+/// `package-lock.json` names (a marker keeps the lock it was installed from).
+pub(crate) async fn npm_ci(dir: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(dir);
+    let lock = std::fs::read_to_string(dir.join("package-lock.json")).expect("package-lock.json");
+    let marker = dir.join("node_modules").join(".registrar-installed");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(lock.as_str()) {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let npm_ok = |d: &Path| {
+            std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                .current_dir(d)
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !npm_ok(&dir) {
+            // A bare Debian: Node comes from the package manager.
+            let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "-q", "nodejs", "npm"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+            assert!(npm_ok(&dir), "npm ci in {} failed", dir.display());
+        }
+        std::fs::write(&marker, lock).expect("marker");
+    })
+    .await
+    .expect("join");
+}
+
+pub(crate) struct Provider {
+    pub(crate) issuer: String,
     http: reqwest::Client,
     _child: tokio::process::Child,
 }
 
 impl Provider {
-    async fn start(redirect_uri: &str) -> Provider {
+    pub(crate) async fn start(redirect_uri: &str) -> Provider {
         node_modules().await;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("oidc").join("provider.mjs");
         let mut child = tokio::process::Command::new("node")

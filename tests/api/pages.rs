@@ -168,6 +168,19 @@ async fn every_page_refuses_what_its_rule_refuses() {
         }
     }
     assert!(gets >= 20 && posts >= 30, "{gets} page reads, {posts} page writes");
+    // README's list of pages is the route table's.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let section =
+        readme.split("## Using the web console").nth(1).expect("the section").split("\n## ").next().unwrap_or("");
+    let mut listed: Vec<String> = section.lines().filter(|l| l.starts_with("| `")).map(str::to_string).collect();
+    let mut table: Vec<String> =
+        pages.iter().map(|(m, p, rule)| format!("| `{m}` | `{p}` | {} |", rule.describe())).collect();
+    listed.sort();
+    table.sort();
+    assert_eq!(listed, table, "README's page list and the route table differ");
+    for line in &table {
+        println!("PAGE {line}");
+    }
     app.settle_auth_cache().await;
     assert_eq!(snapshot(&app).await, before, "a refused page write changed the database");
     // A cross-site form post (the browser says so) is refused even with the right token.
