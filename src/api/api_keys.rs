@@ -86,9 +86,9 @@ pub async fn revoke(
     let (username, id) = path.into_inner();
     let id: Uuid =
         id.parse().map_err(|_| ApiError::not_found("api_key_not_found", "no such active API key for this user"))?;
-    let mut tx = state.pool.begin().await?;
-    let user = users::get(&mut tx, resolve_me(&caller.0, &username), false).await?;
-    api_keys::revoke(&mut tx, &audit, user.id, id).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &username), false).await?;
+    drop(conn);
+    crate::service::api_keys::revoke(&state.pool, &audit, user.id, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -130,11 +130,7 @@ pub async fn refresh(state: web::Data<AppState>, audit: Audit, body: Json<Refres
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "logged out")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn logout(state: web::Data<AppState>, caller: Caller, audit: Audit) -> ApiResult<HttpResponse> {
-    if let Some(sid) = caller.0.session_id {
-        let mut tx = state.pool.begin().await?;
-        sessions::revoke(&mut tx, &audit, sid, "logout").await?;
-        tx.commit().await?;
-    }
+    crate::service::auth::logout(&state, &audit, caller.0.session_id).await?;
     let mut gone = session_cookie(&state, String::new(), 0);
     gone.make_removal();
     Ok(HttpResponse::NoContent().cookie(gone).finish())

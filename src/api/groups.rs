@@ -84,11 +84,7 @@ pub async fn create(
     audit: Audit,
     body: Json<CreateGroup>,
 ) -> ApiResult<HttpResponse> {
-    let name = parse_group_name(body.name.trim())?;
-    let display = crate::domain::parse_text("display_name", &body.display_name, 200)?;
-    let mut tx = state.pool.begin().await?;
-    let g = groups::create(&mut tx, &audit, &name, &display).await?;
-    tx.commit().await?;
+    let g = crate::service::groups::create(&state.pool, &audit, &body.name, &body.display_name).await?;
     Ok(HttpResponse::Created().json(g))
 }
 
@@ -139,9 +135,7 @@ pub async fn delete(
     audit: Audit,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let mut tx = state.pool.begin().await?;
-    let g = groups::delete(&mut tx, &audit, &path).await?;
-    tx.commit().await?;
+    let g = crate::service::groups::delete(&state.pool, &audit, &path).await?;
     Ok(HttpResponse::Ok().json(g))
 }
 

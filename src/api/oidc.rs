@@ -221,9 +221,9 @@ pub async fn unlink(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (username, provider) = path.into_inner();
-    let mut tx = state.pool.begin().await?;
-    let user = users::get(&mut tx, resolve_me(&caller.0, &username), false).await?;
-    identities::unlink(&mut tx, &audit, user.id, &provider).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    let user = users::get(&mut conn, resolve_me(&caller.0, &username), false).await?;
+    drop(conn);
+    crate::service::oidc::unlink(&state.pool, &audit, user.id, &provider).await?;
     Ok(HttpResponse::NoContent().finish())
 }

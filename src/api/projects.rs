@@ -224,8 +224,8 @@ pub async fn set_member(
     let (project, username) = path.into_inner();
     let level = Level::parse(&body.level)?;
     let username = resolve_me(&caller.0, &username).to_string();
+    crate::service::projects::set_member(&state.pool, &audit, &project, &username, level).await?;
     let mut tx = state.pool.begin().await?;
-    projects::set_level(&mut tx, &audit, &project, &username, level, projects::Grant::Managed).await?;
     let id = projects::get(&mut tx, &project, false).await?.id;
     let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;
@@ -244,8 +244,8 @@ pub async fn remove_member(
 ) -> ApiResult<HttpResponse> {
     let (project, username) = path.into_inner();
     let username = resolve_me(&caller.0, &username).to_string();
+    crate::service::projects::remove_member(&state.pool, &audit, &project, &username).await?;
     let mut tx = state.pool.begin().await?;
-    projects::remove_member(&mut tx, &audit, &project, &username).await?;
     let id = projects::get(&mut tx, &project, false).await?.id;
     let mut items = projects::members(&mut tx, &id).await?;
     tx.commit().await?;

@@ -371,9 +371,7 @@ pub async fn unlock(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
-    let mut tx = state.pool.begin().await?;
-    let user = users::unlock(&mut tx, &audit, &name).await?;
-    tx.commit().await?;
+    let user = crate::service::users::unlock(&state.pool, &audit, &name).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 

@@ -24,6 +24,14 @@ pub struct NewKey {
     pub replace: bool,
 }
 
+/// Revokes one of `user_id`'s keys (the sessions it started end with it).
+pub async fn revoke(pool: &sqlx::PgPool, audit: &Audit, user_id: uuid::Uuid, id: uuid::Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    api_keys::revoke(&mut tx, audit, user_id, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Issues a key for `target` (a username, id or `me`): rate-limited per
 /// caller, only after a recent login (an API key never is one), an
 /// administrator's only by an administrator. One transaction: the

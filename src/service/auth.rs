@@ -113,6 +113,17 @@ pub async fn basic_password(state: &AppState, audit: &Audit, username: &str, pas
     Ok(ok.user_id)
 }
 
+/// Ends the session a caller is using (a logout; nothing when the caller
+/// came with a key or a token of no session).
+pub async fn logout(state: &AppState, audit: &Audit, session: Option<Uuid>) -> Result<()> {
+    if let Some(sid) = session {
+        let mut tx = state.pool.begin().await?;
+        sessions::revoke(&mut tx, audit, sid, "logout").await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// How a session started by `start_session` was earned.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionKind {

@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod bulk;
 pub mod email;
+pub mod groups;
 pub mod import;
 pub mod memberships;
 pub mod oidc;

@@ -53,6 +53,15 @@ pub async fn finish_login(
 }
 
 /// Logs a refused or failed login on its own (the request has no other write).
+/// Unlinks a provider from an account, unless it is the account's only way
+/// to log in (409).
+pub async fn unlink(pool: &sqlx::PgPool, audit: &Audit, user_id: uuid::Uuid, provider: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    crate::store::identities::unlink(&mut tx, audit, user_id, provider).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub async fn record_outcome(state: &AppState, audit: &Audit, provider: &str, action: &str, changes: Changes) {
     if let Err(e) = crate::audit::record(&state.pool, audit, "oidc_provider", provider, action, changes).await {
         tracing::warn!(error = %e, "could not log an OIDC outcome");

@@ -398,6 +398,14 @@ pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User
     users::set_password(tx, audit, user, hash, None, "password.reset").await
 }
 
+/// Clears a user's failed logins and lockout.
+pub async fn unlock(pool: &PgPool, audit: &Audit, username: &str) -> Result<User> {
+    let mut tx = pool.begin().await?;
+    let user = users::unlock(&mut tx, audit, username).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
 /// The role-change rules, shared by the native, XNAT and data-tracker APIs:
 /// nobody changes their own roles; only an administrator grants or removes
 /// Administrator.

@@ -348,9 +348,7 @@ pub async fn revoke_api_key(
 ) -> PageResult {
     let not_found = || crate::domain::Error::not_found("api_key_not_found", "no such active API key");
     let id: Uuid = path.parse().map_err(|_| not_found())?;
-    let mut tx = state.pool.begin().await?;
-    api_keys::revoke(&mut tx, &audit, caller.0.user_id, id).await?;
-    tx.commit().await?;
+    crate::service::api_keys::revoke(&state.pool, &audit, caller.0.user_id, id).await?;
     Ok(back_to("/account/api-keys", "key-revoked"))
 }
 
@@ -409,14 +407,9 @@ pub async fn unlink_identity(
     path: web::Path<String>,
     _f: Form<Button>,
 ) -> PageResult {
-    let mut tx = state.pool.begin().await?;
-    match identities::unlink(&mut tx, &audit, caller.0.user_id, &path).await {
-        Ok(_) => {
-            tx.commit().await?;
-            Ok(back_to("/account/identities", "unlinked"))
-        }
+    match crate::service::oidc::unlink(&state.pool, &audit, caller.0.user_id, &path).await {
+        Ok(()) => Ok(back_to("/account/identities", "unlinked")),
         Err(e) => {
-            drop(tx);
             let (status, msg) = refusal(e);
             identities_page(&state, &req, &caller, status, Some(msg)).await
         }

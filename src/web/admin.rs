@@ -435,13 +435,7 @@ pub async fn unlock(
     path: web::Path<String>,
     _f: Form<Button>,
 ) -> PageResult {
-    let out = async {
-        let mut tx = state.pool.begin().await?;
-        users::unlock(&mut tx, &audit, &path).await?;
-        tx.commit().await?;
-        Ok::<_, Error>("unlocked")
-    }
-    .await;
+    let out = crate::service::users::unlock(&state.pool, &audit, &path).await.map(|_| "unlocked");
     after(&state, &req, &caller, &path, out).await
 }
 
@@ -684,16 +678,7 @@ pub async fn create_group(
     form: Form<NewGroupForm>,
 ) -> PageResult {
     let f = form.0;
-    let out = async {
-        let name = crate::domain::parse_group_name(f.name.trim())?;
-        let display = crate::domain::parse_text("display_name", &f.display_name, 200)?;
-        let mut tx = state.pool.begin().await?;
-        let g = groups::create(&mut tx, &audit, &name, &display).await?;
-        tx.commit().await?;
-        Ok::<_, Error>(g)
-    }
-    .await;
-    match out {
+    match crate::service::groups::create(&state.pool, &audit, &f.name, &f.display_name).await {
         Ok(g) => Ok(see_other(&format!("/admin/groups/{}?m=group-created", seg(&g.name)))),
         Err(e) => {
             let (status, msg) = refusal(e);
@@ -732,14 +717,9 @@ pub async fn delete_group(
     path: web::Path<String>,
     _f: Form<Button>,
 ) -> PageResult {
-    let mut tx = state.pool.begin().await?;
-    match groups::delete(&mut tx, &audit, &path).await {
-        Ok(_) => {
-            tx.commit().await?;
-            Ok(see_other("/admin/groups?m=group-deleted"))
-        }
+    match crate::service::groups::delete(&state.pool, &audit, &path).await {
+        Ok(_) => Ok(see_other("/admin/groups?m=group-deleted")),
         Err(e) => {
-            drop(tx);
             let (status, msg) = refusal(e);
             groups_page(&state, &req, &caller, status, Some(msg)).await
         }
@@ -833,12 +813,10 @@ pub async fn set_member(
     let f = form.0;
     let out = async {
         let level = crate::domain::Level::parse(&f.level)?;
-        let mut tx = state.pool.begin().await?;
-        projects::set_level(&mut tx, &audit, &path, f.username.trim(), level, projects::Grant::Managed).await?;
-        tx.commit().await?;
-        Ok::<_, Error>("member-saved")
+        crate::service::projects::set_member(&state.pool, &audit, &path, f.username.trim(), level).await
     }
-    .await;
+    .await
+    .map(|()| "member-saved");
     after_project(&state, &req, &caller, &path, out).await
 }
 
@@ -852,13 +830,9 @@ pub async fn remove_member(
     _f: Form<Button>,
 ) -> PageResult {
     let (project, username) = path.into_inner();
-    let out = async {
-        let mut tx = state.pool.begin().await?;
-        projects::remove_member(&mut tx, &audit, &project, &username).await?;
-        tx.commit().await?;
-        Ok::<_, Error>("member-removed")
-    }
-    .await;
+    let out = crate::service::projects::remove_member(&state.pool, &audit, &project, &username)
+        .await
+        .map(|()| "member-removed");
     after_project(&state, &req, &caller, &project, out).await
 }
 

@@ -134,10 +134,24 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, audit: Audit, f
             res
         }
         Err(e) => {
+            let retry_after = match &e {
+                Error::Locked { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            };
             let (status, msg) = login_refusal(e);
-            login_page(&state, &req, status, username, return_to, Some(msg))
+            with_retry_after(login_page(&state, &req, status, username, return_to, Some(msg)), retry_after)
         }
     }
+}
+
+/// A 429 page says when to come back, as the API's 429 does.
+fn with_retry_after(mut res: HttpResponse, retry_after: Option<u64>) -> HttpResponse {
+    if let Some(secs) = retry_after {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+            res.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+    }
+    res
 }
 
 /// What the login page says of a refused login.
@@ -172,11 +186,7 @@ pub async fn logout(
     audit: Audit,
     _f: Form<crate::web::Button>,
 ) -> PageResult {
-    if let Some(sid) = caller.0.session_id {
-        let mut tx = state.pool.begin().await?;
-        crate::store::sessions::revoke(&mut tx, &audit, sid, "logout").await?;
-        tx.commit().await?;
-    }
+    crate::service::auth::logout(&state, &audit, caller.0.session_id).await?;
     let mut gone = crate::api::auth::session_cookie(&state, String::new(), 0);
     gone.make_removal();
     let mut res = see_other("/login?m=logged-out");
@@ -222,7 +232,10 @@ pub async fn forgot(
         Err(e) => {
             let api = crate::error::ApiError::from(e);
             let msg = crate::web::sentence(&api.message);
-            render(&state, api.status, &ForgotPage { c, sent: false, error: Some(msg) })
+            with_retry_after(
+                render(&state, api.status, &ForgotPage { c, sent: false, error: Some(msg) }),
+                api.retry_after,
+            )
         }
     }
 }

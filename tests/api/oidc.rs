@@ -168,21 +168,26 @@ struct Env {
     idp: Provider,
 }
 
-async fn setup(configure: impl FnOnce(&mut registrar::config::OidcProvider)) -> Env {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let public = format!("http://127.0.0.1:{port}");
-    let idp = Provider::start(&format!("{public}/api/v1/auth/oidc/uni/callback")).await;
-    let mut p = registrar::config::OidcProvider {
-        name: "uni".into(),
+/// The test provider as registrar is configured for it.
+pub(crate) fn provider_config(name: &str, issuer: &str) -> registrar::config::OidcProvider {
+    registrar::config::OidcProvider {
+        name: name.into(),
         display_name: "University login".into(),
-        issuer: idp.issuer.clone(),
+        issuer: issuer.to_string(),
         client_id: "registrar".into(),
         client_secret: SECRET.to_string().into(),
         client_secret_env: String::new(),
         scopes: vec!["openid".into(), "email".into(), "profile".into()],
         auto_create: true,
         link_by_email: true,
-    };
+    }
+}
+
+async fn setup(configure: impl FnOnce(&mut registrar::config::OidcProvider)) -> Env {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let public = format!("http://127.0.0.1:{port}");
+    let idp = Provider::start(&format!("{public}/api/v1/auth/oidc/uni/callback")).await;
+    let mut p = provider_config("uni", &idp.issuer);
     configure(&mut p);
     let app = spawn_app_with(move |s| {
         s.bind = format!("127.0.0.1:{port}").parse().expect("addr");

@@ -9,6 +9,7 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::security::snapshot;
 
 /// A browser: its own cookie jar, no redirects followed.
 fn browser() -> reqwest::Client {
@@ -72,23 +73,6 @@ fn concrete(pattern: &str) -> String {
         .replace("{par_id}", "1")
         .replace("{provider}", "none")
         .replace("{name}", "app.css")
-}
-
-async fn snapshot(app: &TestApp) -> String {
-    sqlx::query_scalar(
-        "SELECT md5(concat_ws('|',
-            (SELECT string_agg(concat_ws(',', id, username, email, first_name, enabled, verified, password_hash), ';' ORDER BY id) FROM users),
-            (SELECT string_agg(concat_ws(',', user_id, role), ';' ORDER BY user_id, role) FROM user_roles),
-            (SELECT string_agg(concat_ws(',', user_id, group_name), ';' ORDER BY user_id, group_name) FROM user_groups),
-            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM sessions),
-            (SELECT string_agg(concat_ws(',', id, revoked_at), ';' ORDER BY id) FROM api_keys),
-            (SELECT string_agg(t::text, ';' ORDER BY id) FROM projects t),
-            (SELECT string_agg(name, ';' ORDER BY name) FROM groups),
-            (SELECT string_agg(t::text, ';' ORDER BY par_id) FROM access_requests t)))",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("snapshot")
 }
 
 fn assert_page_headers(p: &Page, what: &str) {
@@ -370,4 +354,82 @@ async fn root_sends_browsers_to_the_login_page() {
     let b = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
     let r = b.get(app.url("/")).header("Accept", "text/html").send().await.expect("GET");
     assert_eq!(r.headers()[LOCATION].to_str().ok(), Some("/account"));
+}
+
+/// A mailed link is for the account as it was when it was sent: granting
+/// a role, changing the password, the address (even back again) or the
+/// enabled state voids it; an unchanged one works once.
+#[tokio::test]
+async fn mailed_links_die_with_the_account_they_were_sent_for() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("pages-mail");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sink = crate::web_console::SmtpSink::start(&dir.join("maildir"), &dir.join("smtp.log")).await;
+    let port = sink.port;
+    let app = spawn_app_with(move |s| {
+        s.email.smtp_host = "127.0.0.1".into();
+        s.email.smtp_port = port;
+        s.email.smtp_tls = "none".into();
+        s.email.from = "registrar@example.test".into();
+    })
+    .await;
+    app.create_user("tess", json!({"email": "tess@example.test"})).await;
+    // A role granted after the link was sent.
+    let link = ask_reset(&app, &sink).await;
+    assert!(usable(&app, &link).await, "a fresh link works");
+    app.put("/api/v1/users/tess/roles/UserManager", &app.admin_token, json!({})).await.expect(200);
+    assert!(!usable(&app, &link).await, "a link outlived a role grant");
+    // The password changed another way.
+    let link = ask_reset(&app, &sink).await;
+    let t = app.login("tess", PASSWORD).await;
+    let body = json!({"current_password": PASSWORD, "new_password": "a different passphrase entirely"});
+    app.put("/api/v1/users/me/password", &t, body).await.expect(204);
+    assert!(!usable(&app, &link).await, "a reset link outlived a password change");
+    // The address changed and changed back.
+    let link = ask_reset(&app, &sink).await;
+    app.patch("/api/v1/users/tess", &app.admin_token, json!({"email": "elsewhere@example.test"})).await.expect(200);
+    app.patch("/api/v1/users/tess", &app.admin_token, json!({"email": "tess@example.test", "verified": true}))
+        .await
+        .expect(200);
+    assert!(!usable(&app, &link).await, "a link came back to life with its address");
+    // Disabled and enabled again.
+    let link = ask_reset(&app, &sink).await;
+    app.patch("/api/v1/users/tess", &app.admin_token, json!({"enabled": false})).await.expect(200);
+    app.patch("/api/v1/users/tess", &app.admin_token, json!({"enabled": true})).await.expect(200);
+    assert!(!usable(&app, &link).await, "a link outlived a disabled account");
+    // An untouched link sets the password once.
+    let link = ask_reset(&app, &sink).await;
+    let b = browser();
+    let form = get(&app, &b, &link).await;
+    assert_eq!(form.status, 200);
+    let token = link.split("token=").nth(1).expect("token").to_string();
+    let new = "a phrase chosen by her alone today";
+    let fields = [
+        ("csrf", csrf_of(&form.html)),
+        ("token", token.clone()),
+        ("password", new.into()),
+        ("password_confirm", new.into()),
+    ];
+    let done = b.post(app.url("/reset-password")).form(&fields).send().await.expect("post");
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.expect("body").contains("Your password has been set"));
+    app.login("tess", new).await;
+    let again = b.post(app.url("/reset-password")).form(&fields).send().await.expect("post");
+    assert_eq!(again.status(), 400, "a link works once");
+    let stored = app.count("SELECT count(*) FROM email_tokens WHERE used_at IS NULL").await;
+    assert_eq!(stored, 0, "no usable link is left");
+}
+
+/// "Forgot password" for tess; the link path from the mail.
+async fn ask_reset(app: &TestApp, sink: &crate::web_console::SmtpSink) -> String {
+    let b = browser();
+    let csrf = csrf_of(&get(app, &b, "/forgot-password").await.html);
+    let p = post(app, &b, "/forgot-password", &[("csrf", &csrf), ("email", "tess@example.test")]).await;
+    assert!(p.html.contains("If an account uses this address"), "{}", p.html);
+    let link = sink.take_link("tess@example.test", "/reset-password").await;
+    link.split_once("/reset-password").map(|(_, rest)| format!("/reset-password{rest}")).expect("path")
+}
+
+async fn usable(app: &TestApp, path: &str) -> bool {
+    get(app, &browser(), path).await.status == 200
 }

@@ -115,7 +115,7 @@ fn concrete(pattern: &str, target: &str) -> String {
 
 /// What a test can see of the database's state: every user with roles,
 /// groups, sessions and keys, every project and request.
-async fn snapshot(app: &TestApp) -> String {
+pub(crate) async fn snapshot(app: &TestApp) -> String {
     sqlx::query_scalar(
         "SELECT md5(concat_ws('|',
             (SELECT string_agg(concat_ws(',', id, username, email, first_name, enabled, verified,

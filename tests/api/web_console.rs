@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::OnceCell;
 
 use crate::helpers::*;
-use crate::oidc::{npm_ci, Provider, SECRET};
+use crate::oidc::{npm_ci, Provider};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// `auth.max_failed_logins` here: the lockout flow needs few wrong tries.
@@ -31,7 +31,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -59,14 +59,15 @@ async fn ensure_chromium() {
 
 /// An SMTP server that accepts every message and files it in a Maildir
 /// (aiosmtpd's `Mailbox` handler: one file per message in `new/`).
-struct SmtpSink {
-    port: u16,
+pub(crate) struct SmtpSink {
+    pub(crate) port: u16,
+    maildir: std::path::PathBuf,
     _child: tokio::process::Child,
 }
 
 impl SmtpSink {
     /// Starts the sink on a free port; its own log goes to `log`.
-    async fn start(maildir: &Path, log: &Path) -> SmtpSink {
+    pub(crate) async fn start(maildir: &Path, log: &Path) -> SmtpSink {
         let python = crate::xnat_clients::venv("REGISTRAR_SMTP_PYTHON", "smtp-venv", "browser").await;
         // Python's Maildir takes an existing folder only with all three parts.
         for part in ["new", "cur", "tmp"] {
@@ -101,7 +102,33 @@ impl SmtpSink {
             assert!(tokio::time::Instant::now() < deadline, "aiosmtpd did not answer on port {port}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        SmtpSink { port, _child: child }
+        SmtpSink { port, maildir: maildir.to_path_buf(), _child: child }
+    }
+
+    /// The newest link to `path` (e.g. `/reset-password`) in a message to
+    /// `to` that has not been taken yet, waiting for it to arrive; taken
+    /// messages move to `cur/`.
+    pub(crate) async fn take_link(&self, to: &str, path: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut found = None;
+            for entry in std::fs::read_dir(self.maildir.join("new")).expect("maildir").flatten() {
+                let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                // Quoted-printable soft breaks and `=3D` undone; tokens are base64url.
+                let text = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+                let addressed = text.lines().any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(to));
+                if let (true, Some(at)) = (addressed, text.find(&format!("{path}?token="))) {
+                    let link: String = text[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+                    found = Some((entry.path(), link));
+                }
+            }
+            if let Some((file, link)) = found {
+                let _ = std::fs::rename(&file, self.maildir.join("cur").join(file.file_name().expect("name")));
+                return link;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no mail to {to} with a {path} link");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -157,17 +184,7 @@ async fn web_console_in_a_real_browser() {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let idp = Provider::start(&format!("{public}/api/v1/auth/oidc/{PROVIDER}/callback")).await;
-    let provider = registrar::config::OidcProvider {
-        name: PROVIDER.into(),
-        display_name: "University login".into(),
-        issuer: idp.issuer.clone(),
-        client_id: "registrar".into(),
-        client_secret: SECRET.to_string().into(),
-        client_secret_env: String::new(),
-        scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        auto_create: true,
-        link_by_email: true,
-    };
+    let provider = crate::oidc::provider_config(PROVIDER, &idp.issuer);
     let smtp_port = sink.port;
     let app = spawn_app_with(move |s| {
         s.bind = format!("127.0.0.1:{port}").parse().expect("addr");
