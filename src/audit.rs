@@ -30,6 +30,20 @@ impl Audit {
     pub fn system() -> Audit {
         Audit { actor_username: Some("system".into()), ..Audit::default() }
     }
+    /// The audit of a request made by `p` (for handlers that resolve the
+    /// caller themselves, outside the access guard).
+    pub fn for_principal(req: &actix_web::HttpRequest, p: &Principal) -> Audit {
+        use actix_web::HttpMessage;
+        Audit {
+            actor_id: Some(p.user_id),
+            actor_username: Some(p.username.clone()),
+            session_id: p.session_id,
+            api_key_id: p.api_key_id,
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            client_ip: client_ip(req),
+        }
+    }
+
     pub fn as_user(mut self, id: Uuid, username: &str) -> Audit {
         self.actor_id = Some(id);
         self.actor_username = Some(username.to_string());

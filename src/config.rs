@@ -223,6 +223,8 @@ pub struct RateLimitSettings {
     pub refresh_per_ip: u32,
     pub api_key_create_per_user: u32,
     pub oidc_callback_per_ip: u32,
+    /// OpenID Provider token requests a minute per client IP.
+    pub token_per_ip: u32,
 }
 
 /// A configuration problem, always naming the offending key.

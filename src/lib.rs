@@ -12,6 +12,7 @@ pub mod http;
 pub mod localdb;
 pub mod mail;
 pub mod mlte;
+pub mod op;
 pub mod service;
 pub mod startup;
 pub mod state;

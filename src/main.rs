@@ -23,10 +23,50 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Manage administrator accounts.
+    /// Manage administrator accounts and the OpenID Provider's keys.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Manage the OpenID Provider's clients (relying parties).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints one JSON object with `client_id` and, for a
+    /// confidential client, `client_secret` (shown only now).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-uri")]
+        post_logout_uris: Vec<String>,
+        /// No secret: PKCE only (a browser or native app).
+        #[arg(long)]
+        public: bool,
+        /// Allowed scopes (default: openid profile email).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Allowed grant types (default: authorization_code refresh_token).
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// Trusted: users are not asked for consent.
+        #[arg(long)]
+        first_party: bool,
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+    },
+    /// List the registered clients (JSON).
+    List,
+    /// Delete a client and everything it was granted.
+    Delete {
+        #[arg(long)]
+        client_id: String,
     },
 }
 
@@ -49,6 +89,9 @@ enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Rotate the OpenID Provider's signing keys: new keys sign from now on,
+    /// the old ones stay published until the tokens they signed expire.
+    RotateKeys,
 }
 
 fn main() {
@@ -91,6 +134,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Serve => serve(settings, pool.clone()).await,
         Command::Migrate => registrar::db::migrate(&pool).await.map(|_| println!("migrations applied")),
         Command::Admin { command } => admin(command, &settings, &pool).await,
+        Command::Client { command } => client(command, &settings, &pool).await,
     };
     pool.close().await;
     if let Some(pg) = local.filter(|pg| pg.started_here) {
@@ -110,6 +154,51 @@ async fn serve(settings: Settings, pool: sqlx::PgPool) -> Result<()> {
     Ok(())
 }
 
+async fn client(command: ClientCommand, settings: &Settings, pool: &sqlx::PgPool) -> Result<()> {
+    registrar::db::migrate(pool).await?;
+    let keys = registrar::bootstrap::bootstrap(settings, pool).await?;
+    let audit = registrar::audit::Audit { actor_username: Some("cli".into()), ..Default::default() };
+    match command {
+        ClientCommand::Create {
+            name,
+            redirect_uris,
+            post_logout_uris,
+            public,
+            scopes,
+            grant_types,
+            first_party,
+            backchannel_logout_uri,
+        } => {
+            let req = registrar::service::oauth::ClientRequest {
+                name,
+                redirect_uris,
+                post_logout_redirect_uris: post_logout_uris,
+                public,
+                scopes,
+                grant_types,
+                first_party,
+                backchannel_logout_uri,
+            };
+            let (client, secret) = registrar::service::oauth::create_client(pool, &keys, &audit, req).await?;
+            let mut out = serde_json::to_value(&client)?;
+            if let Some(s) = secret {
+                out["client_secret"] = serde_json::Value::String(s);
+            }
+            println!("{out}");
+        }
+        ClientCommand::List => {
+            let mut conn = pool.acquire().await?;
+            let list = registrar::store::oauth::list_clients(&mut conn).await?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        ClientCommand::Delete { client_id } => {
+            registrar::service::oauth::delete_client(pool, &audit, &client_id).await?;
+            println!("client '{client_id}' deleted");
+        }
+    }
+    Ok(())
+}
+
 async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) -> Result<()> {
     registrar::db::migrate(pool).await?;
     registrar::bootstrap::bootstrap(settings, pool).await?;
@@ -125,6 +214,12 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");
             }
+        }
+        AdminCommand::RotateKeys => {
+            // The old keys stay published while a token they signed may live.
+            let keep = i64::try_from(settings.auth.access_token_ttl_secs).unwrap_or(900) + 60;
+            let kids = registrar::op::keys::rotate(pool, keep).await?;
+            println!("new signing keys: {}; the previous ones stay in the JWKS for {keep} s", kids.join(", "));
         }
         AdminCommand::ResetPassword { username, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;

@@ -84,6 +84,13 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::DELETE, "/api/v1/roles/{role}", Permission(Admin), web::delete().to(api::meta::delete_role)),
         r(M::GET, "/api/v1/password-policy", Public, web::get().to(api::meta::password_policy)),
         r(M::GET, "/api/v1/admin/change-log", Permission(Admin), web::get().to(api::change_log::all)),
+        // the OpenID Provider's clients and users' consents
+        r(M::GET, "/api/v1/oauth/clients", Permission(Admin), web::get().to(api::oauth_clients::list)),
+        r(M::POST, "/api/v1/oauth/clients", Permission(Admin), web::post().to(api::oauth_clients::create)),
+        r(M::GET, "/api/v1/oauth/clients/{client_id}", Permission(Admin), web::get().to(api::oauth_clients::read)),
+        r(M::DELETE, "/api/v1/oauth/clients/{client_id}", Permission(Admin), web::delete().to(api::oauth_clients::delete)),
+        r(M::GET, "/api/v1/users/{username}/consents", SelfOr(UserManagement), web::get().to(api::oauth_clients::consents)),
+        r(M::DELETE, "/api/v1/users/{username}/consents/{client_id}", SelfOr(UserManagement), web::delete().to(api::oauth_clients::revoke_consent)),
         // groups
         r(M::GET, "/api/v1/groups", Permission(UserManagement), web::get().to(api::groups::list)),
         r(M::POST, "/api/v1/groups", Permission(UserManagement), web::post().to(api::groups::create)),
@@ -172,6 +179,25 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/admin/projects/{project}/members/{username}/remove", Permission(UserManagement), web::post().to(page::admin::remove_member)),
         r(M::POST, "/admin/projects/{project}/requests/{par_id}", Permission(UserManagement), web::post().to(page::admin::answer_request)),
         r(M::GET, "/admin/change-log", Permission(Admin), web::get().to(page::admin::change_log_page)),
+        r(M::GET, "/admin/clients", Permission(Admin), web::get().to(page::admin::clients)),
+        r(M::POST, "/admin/clients", Permission(Admin), web::post().to(page::admin::create_client)),
+        r(M::POST, "/admin/clients/{client_id}/delete", Permission(Admin), web::post().to(page::admin::delete_client)),
+        r(M::GET, "/account/applications", Authenticated, web::get().to(page::account::applications)),
+        r(M::POST, "/account/applications/{client_id}/revoke", Authenticated, web::post().to(page::account::revoke_application)),
+        // registrar as an OpenID Provider (`op::*`): protocol endpoints; the
+        // clients authenticate at the token, revocation and introspection
+        // endpoints, the authorization endpoint reads the browser's session.
+        r(M::GET, "/.well-known/openid-configuration", Public, web::get().to(crate::op::discovery)),
+        r(M::GET, "/oauth2/jwks", Public, web::get().to(crate::op::jwks)),
+        r(M::GET, "/oauth2/authorize", Public, web::get().to(crate::op::authorize)),
+        r(M::POST, "/oauth2/consent", Authenticated, web::post().to(crate::op::consent)),
+        r(M::POST, "/oauth2/token", Public, web::post().to(crate::op::token)),
+        r(M::GET, "/oauth2/userinfo", Public, web::get().to(crate::op::userinfo)),
+        r(M::POST, "/oauth2/userinfo", Public, web::post().to(crate::op::userinfo)),
+        r(M::POST, "/oauth2/introspect", Public, web::post().to(crate::op::introspect)),
+        r(M::POST, "/oauth2/revoke", Public, web::post().to(crate::op::revoke)),
+        r(M::GET, "/oauth2/logout", Public, web::get().to(crate::op::logout)),
+        r(M::POST, "/oauth2/logout", Public, web::post().to(crate::op::logout)),
         // XNAT compatibility: login handshake and version
         r(M::GET, "/data/version", Public, web::get().to(xnat::version)),
         r(M::GET, "/xapi/siteConfig/buildInfo", Public, web::get().to(xnat::build_info)),
@@ -361,6 +387,8 @@ impl Application {
         let auth_cache = auth_cache_for(&settings);
         let mut background = auth_cache.start(pool.clone());
         background.push(role_permissions.follow(&pool));
+        let op_keys = crate::op::keys::ProviderKeys::default();
+        background.push(op_keys.follow(&pool));
         let app_pool = pool.clone();
         let state = web::Data::new(AppState {
             auth_cache: auth_cache.clone(),
@@ -372,6 +400,7 @@ impl Application {
             role_permissions,
             limits: crate::auth::limits::RateLimits::new(&settings.rate_limits, settings.email.forgot_per_minute),
             mailer: crate::mail::Mailer::new(&settings)?,
+            op_keys,
         });
         let listener =
             std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;

@@ -22,6 +22,8 @@ pub struct AppState {
     pub limits: crate::auth::limits::RateLimits,
     pub auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
     pub mailer: crate::mail::Mailer,
+    /// The OpenID Provider's signing keys (`op::keys`).
+    pub op_keys: crate::op::keys::ProviderKeys,
 }
 
 /// Requests being served. Shutdown waits for it to reach zero before the

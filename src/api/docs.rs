@@ -71,6 +71,8 @@ impl Modify for Security {
         crate::xnat::data::archive_projects, crate::xnat::data::project_users, crate::xnat::data::add_project_user,
         crate::xnat::data::remove_project_user, crate::xnat::data::my_pars, crate::xnat::data::answer,
         crate::xnat::data::project_pars,
+        api::oauth_clients::create, api::oauth_clients::list, api::oauth_clients::read, api::oauth_clients::delete,
+        api::oauth_clients::consents, api::oauth_clients::revoke_consent,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Security),

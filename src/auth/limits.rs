@@ -52,6 +52,8 @@ pub struct RateLimits {
     /// "Forgot password" mails, by client address and by address asked for.
     pub forgot_ip: Limiter,
     pub forgot_address: Limiter,
+    /// The OpenID Provider's token endpoint, by client address.
+    pub token_ip: Limiter,
 }
 
 impl RateLimits {
@@ -65,6 +67,7 @@ impl RateLimits {
             oidc_start_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
             forgot_ip: Limiter::new(forgot_per_minute, "password reset"),
             forgot_address: Limiter::new(forgot_per_minute, "password reset"),
+            token_ip: Limiter::new(s.token_per_ip, "token"),
         }
     }
 

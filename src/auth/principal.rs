@@ -192,33 +192,12 @@ impl RolePermissions {
     /// `registrar_roles` on its own connection and reloads on each notice,
     /// and after every (re)connection, since notices may have been missed.
     pub fn follow(&self, pool: &sqlx::PgPool) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        let options = pool.connect_options().as_ref().clone();
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let own = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .max_lifetime(None)
-                .idle_timeout(None)
-                .acquire_timeout(std::time::Duration::from_secs(2))
-                .connect_lazy_with(options);
-            loop {
-                let listener = async {
-                    let mut l = sqlx::postgres::PgListener::connect_with(&own).await?;
-                    l.eager_reconnect(false);
-                    l.listen("registrar_roles").await?;
-                    Ok::<_, sqlx::Error>(l)
-                }
-                .await;
-                let Ok(mut l) = listener else {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    continue;
-                };
-                let _ = this.reload(&pool).await;
-                while let Ok(Some(_)) = l.try_recv().await {
-                    if let Err(e) = this.reload(&pool).await {
-                        tracing::warn!(error = %e, "could not reload the roles");
-                    }
+        let (this, own_pool) = (self.clone(), pool.clone());
+        crate::store::db::follow(pool, "registrar_roles", move || {
+            let (this, pool) = (this.clone(), own_pool.clone());
+            async move {
+                if let Err(e) = this.reload(&pool).await {
+                    tracing::warn!(error = %e, "could not reload the roles");
                 }
             }
         })

@@ -117,6 +117,8 @@ pub async fn basic_password(state: &AppState, audit: &Audit, username: &str, pas
 /// came with a key or a token of no session).
 pub async fn logout(state: &AppState, audit: &Audit, session: Option<Uuid>) -> Result<()> {
     if let Some(sid) = session {
+        // The OpenID clients it logged in end too (back-channel logout).
+        crate::service::oauth::end_session_grants(state, audit, sid).await?;
         let mut tx = state.pool.begin().await?;
         sessions::revoke(&mut tx, audit, sid, "logout").await?;
         tx.commit().await?;

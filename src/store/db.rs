@@ -108,3 +108,39 @@ pub async fn ensure_database(admin: PgConnectOptions, name: &str) -> Result<()> 
     conn.close().await?;
     Ok(())
 }
+
+/// Runs `on_event` on start and on every notification on `channel`, for
+/// ever, on a connection of its own (reconnecting after a failure, and
+/// running `on_event` again then, since notifications may have been missed).
+pub fn follow<F, Fut>(pool: &PgPool, channel: &'static str, on_event: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let options = pool.connect_options().as_ref().clone();
+    tokio::spawn(async move {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options);
+        loop {
+            let listener = async {
+                let mut l = sqlx::postgres::PgListener::connect_with(&own).await?;
+                l.eager_reconnect(false);
+                l.listen(channel).await?;
+                Ok::<_, sqlx::Error>(l)
+            }
+            .await;
+            let Ok(mut l) = listener else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            on_event().await;
+            while let Ok(Some(_)) = l.try_recv().await {
+                on_event().await;
+            }
+        }
+    })
+}

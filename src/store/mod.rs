@@ -10,6 +10,7 @@ pub mod db;
 pub mod email_tokens;
 pub mod groups;
 pub mod identities;
+pub mod oauth;
 pub mod permissions;
 pub mod projects;
 pub mod roles;

@@ -493,3 +493,30 @@ pub async fn log_page(state: web::Data<AppState>, req: HttpRequest, caller: Call
     let rows = entries.iter().map(LogRow::of).collect();
     Ok(render(&state, StatusCode::OK, &LogPage { c: Chrome::of(&state, &req, &caller.0), rows }))
 }
+
+#[derive(Template)]
+#[template(path = "account/applications.html")]
+struct ApplicationsPage {
+    c: Chrome,
+    consents: Vec<crate::store::oauth::Consent>,
+}
+
+/// `GET /account/applications`: the applications the user allowed.
+pub async fn applications(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> PageResult {
+    let mut conn = state.pool.acquire().await?;
+    let consents = crate::store::oauth::consents(&mut conn, caller.0.user_id).await?;
+    Ok(render(&state, StatusCode::OK, &ApplicationsPage { c: Chrome::of(&state, &req, &caller.0), consents }))
+}
+
+/// `POST /account/applications/{client_id}/revoke`: withdraws a consent
+/// (the application's access ends).
+pub async fn revoke_application(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    _f: Form<Button>,
+) -> PageResult {
+    crate::service::oauth::revoke_consent(&state.pool, &audit, caller.0.user_id, &path).await?;
+    Ok(back_to("/account/applications", "consent-revoked"))
+}

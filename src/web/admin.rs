@@ -956,3 +956,90 @@ pub async fn change_log_page(
     let rows = entries.iter().map(LogRow::of).collect();
     Ok(render(&state, StatusCode::OK, &ChangeLogPage { c: Chrome::of(&state, &req, &caller.0), q, rows, next }))
 }
+
+#[derive(Template)]
+#[template(path = "admin/clients.html")]
+struct ClientsPage {
+    c: Chrome,
+    clients: Vec<crate::store::oauth::Client>,
+    created: Option<(String, Option<String>)>,
+    error: Option<String>,
+}
+
+async fn clients_page(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    status: StatusCode,
+    created: Option<(String, Option<String>)>,
+    error: Option<String>,
+) -> PageResult {
+    let mut conn = state.pool.acquire().await?;
+    let clients = crate::store::oauth::list_clients(&mut conn).await?;
+    Ok(render(state, status, &ClientsPage { c: Chrome::of(state, req, &caller.0), clients, created, error }))
+}
+
+/// `GET /admin/clients`: the OpenID Provider's clients (ADMIN).
+pub async fn clients(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> PageResult {
+    clients_page(&state, &req, &caller, StatusCode::OK, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ClientForm {
+    #[serde(default)]
+    name: String,
+    /// One URI a line.
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    post_logout_redirect_uris: String,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    first_party: Option<String>,
+}
+
+/// `POST /admin/clients`: registers a client; its secret is shown on this answer only.
+pub async fn create_client(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    form: Form<ClientForm>,
+) -> PageResult {
+    let f = form.0;
+    let lines = |s: &str| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
+    let request = crate::service::oauth::ClientRequest {
+        name: f.name,
+        redirect_uris: lines(&f.redirect_uris),
+        post_logout_redirect_uris: lines(&f.post_logout_redirect_uris),
+        public: f.kind == "public",
+        scopes: f.scope,
+        grant_types: Vec::new(),
+        first_party: f.first_party.is_some(),
+        backchannel_logout_uri: None,
+    };
+    match crate::service::oauth::create_client(&state.pool, &state.keys, &audit, request).await {
+        Ok((client, secret)) => {
+            clients_page(&state, &req, &caller, StatusCode::OK, Some((client.client_id, secret)), None).await
+        }
+        Err(e) => {
+            let (status, msg) = refusal(e);
+            clients_page(&state, &req, &caller, status, None, Some(msg)).await
+        }
+    }
+}
+
+/// `POST /admin/clients/{client_id}/delete`.
+pub async fn delete_client(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    _f: Form<Button>,
+) -> PageResult {
+    crate::service::oauth::delete_client(&state.pool, &audit, &path).await?;
+    Ok(see_other("/admin/clients?m=client-deleted"))
+}

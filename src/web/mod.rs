@@ -76,6 +76,8 @@ const FLASH: &[(&str, &str)] = &[
     ("member-saved", "The member's level has been saved."),
     ("member-removed", "The member has been removed."),
     ("request-answered", "The access request has been answered."),
+    ("client-deleted", "The client has been deleted; every token it held has ended."),
+    ("consent-revoked", "The application's access has been withdrawn."),
 ];
 
 fn flash_for(req: &HttpRequest) -> Option<&'static str> {
@@ -234,30 +236,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for Form<T> {
 pub struct Button {}
 
 /// The Content-Security-Policy of every page: nothing from another origin,
-/// no inline script or style, not framed; forms post here (or, after a
-/// login, to a configured return origin).
-fn csp(state: &AppState) -> String {
-    let mut form_action = String::from("'self'");
-    for origin in &state.settings.oidc.return_origins {
-        let origin = origin.trim_end_matches('/');
-        if origin.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',') {
-            form_action.push(' ');
-            form_action.push_str(origin);
-        }
-    }
-    format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
-         form-action {form_action}; base-uri 'none'; frame-ancestors 'none'"
-    )
-}
+/// no inline script or style, not framed. No `form-action`: browsers apply
+/// it to every redirect after a form post, and a login (or a consent) ends
+/// at a client's registered redirect URI on another origin; the pages'
+/// forms are written by the server, never by input.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// A rendered page: HTML, never cached, under the pages' CSP.
-pub fn render(state: &AppState, status: StatusCode, page: &impl Template) -> HttpResponse {
+pub fn render(_state: &AppState, status: StatusCode, page: &impl Template) -> HttpResponse {
     match page.render() {
         Ok(html) => HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header(("Content-Security-Policy", csp(state)))
+            .insert_header(("Content-Security-Policy", CSP))
             .body(html),
         Err(e) => {
             tracing::error!(error = %e, "a page could not be rendered");
@@ -387,12 +379,11 @@ impl ResponseError for PageError {
             Ok(html) => HttpResponse::build(self.status)
                 .content_type("text/html; charset=utf-8")
                 .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((
-                    "Content-Security-Policy",
-                    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-                ))
+                .insert_header(("Content-Security-Policy", CSP))
                 .body(html),
-            Err(_) => HttpResponse::build(self.status).content_type("text/plain; charset=utf-8").body(self.message.clone()),
+            Err(_) => {
+                HttpResponse::build(self.status).content_type("text/plain; charset=utf-8").body(self.message.clone())
+            }
         }
     }
 }

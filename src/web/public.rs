@@ -80,6 +80,8 @@ fn providers(state: &AppState, return_to: &str) -> Vec<Provider> {
 #[derive(Deserialize)]
 pub struct LoginQuery {
     return_to: Option<String>,
+    /// An OpenID client's hint of who is logging in (fills the name in).
+    login_hint: Option<String>,
 }
 
 fn login_page(
@@ -102,7 +104,8 @@ fn login_page(
 /// `GET /login`.
 pub async fn login_form(state: web::Data<AppState>, req: HttpRequest, q: web::Query<LoginQuery>) -> HttpResponse {
     let return_to = safe_return_to(&state, q.return_to.as_deref());
-    login_page(&state, &req, StatusCode::OK, String::new(), return_to, None)
+    let hint = q.login_hint.as_deref().filter(|h| h.len() <= 320).unwrap_or("").to_string();
+    login_page(&state, &req, StatusCode::OK, hint, return_to, None)
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,8 @@ mod fuzz;
 mod hardening;
 mod mlte_client;
 mod oidc;
+mod op;
+mod op_clients;
 mod pages;
 mod permissions;
 mod projects;

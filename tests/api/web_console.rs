@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 use crate::helpers::*;
 use crate::oidc::{npm_ci, Provider};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// `auth.max_failed_logins` here: the lockout flow needs few wrong tries.
 const MAX_FAILED: u32 = 3;
 /// The name of the OIDC provider in the app's settings (and in its URLs).
@@ -36,7 +36,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Debian's Chromium, installed from the system packages when missing.
-async fn ensure_chromium() {
+pub(crate) async fn ensure_chromium() {
     if Path::new(CHROMIUM).exists() {
         return;
     }

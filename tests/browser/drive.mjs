@@ -1205,6 +1205,8 @@ async function main() {
   if (!check('the admin logs in through the API', login.status === 200, `status ${login.status}`)) finish();
   adminToken = login.token;
   browser = await puppeteer.launch({
+    // A busy two-core CI machine: Chromium may take a while to start.
+    timeout: 120000,
     executablePath: args.chromium,
     headless: true,
     args: ['--no-sandbox', '--disable-dev-shm-usage'],

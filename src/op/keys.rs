@@ -1,0 +1,226 @@
+//! The provider's signing keys: an RSA key (RS256, what the OpenID
+//! Connect spec requires every relying party to accept) and a P-256 key
+//! (ES256), generated on first use and stored in `op_keys` for every
+//! instance. Signing and verifying go through `jsonwebtoken` (ring, constant
+//! time); the `rsa` crate only generates the RSA key, once.
+//!
+//! Rotation (`registrar admin rotate-keys`): new keys sign from then on; the
+//! old ones stay published in the JWKS until every token they signed has
+//! expired. Each instance re-reads the keys at most `RELOAD` after a change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::RwLock;
+
+use crate::domain::{Error, Result};
+
+/// How long an instance trusts its copy of the keys.
+const RELOAD: Duration = Duration::from_secs(30);
+/// Serialises key generation across instances.
+const KEYGEN_LOCK: i64 = 0x6f70_6b65_7973; // "opkeys"
+
+pub struct Signer {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub key: EncodingKey,
+}
+
+/// The keys as loaded: the signers, every published key for verification,
+/// and the JWKS document (served from memory).
+pub struct Loaded {
+    pub rs256: Signer,
+    pub es256: Signer,
+    pub verify: HashMap<String, (Algorithm, DecodingKey)>,
+    pub jwks: String,
+    at: Instant,
+}
+
+/// Cheap to clone (one shared copy).
+#[derive(Default, Clone)]
+pub struct ProviderKeys {
+    loaded: Arc<RwLock<Option<Arc<Loaded>>>>,
+}
+
+impl ProviderKeys {
+    /// The current keys (loading, or generating on first use, as needed).
+    pub async fn get(&self, pool: &PgPool) -> Result<Arc<Loaded>> {
+        if let Some(l) = self.loaded.read().await.as_ref().filter(|l| l.at.elapsed() < RELOAD) {
+            return Ok(l.clone());
+        }
+        let mut slot = self.loaded.write().await;
+        if let Some(l) = slot.as_ref().filter(|l| l.at.elapsed() < RELOAD) {
+            return Ok(l.clone());
+        }
+        let loaded = Arc::new(load_or_generate(pool).await?);
+        *slot = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Forgets the copy (after a rotation by this process).
+    pub async fn reload(&self) {
+        *self.loaded.write().await = None;
+    }
+
+    /// Forgets the copy whenever any instance rotates the keys
+    /// (`NOTIFY registrar_op_keys`), so new keys sign at once everywhere.
+    pub fn follow(&self, pool: &PgPool) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        crate::store::db::follow(pool, "registrar_op_keys", move || {
+            let this = this.clone();
+            async move { this.reload().await }
+        })
+    }
+}
+
+struct Row {
+    kid: String,
+    alg: String,
+    private_der: Vec<u8>,
+    public_jwk: Value,
+    retired: bool,
+}
+
+async fn rows(pool: &PgPool) -> Result<Vec<Row>> {
+    Ok(sqlx::query_as!(
+        Row,
+        r#"SELECT kid, alg, private_der, public_jwk, retired_at IS NOT NULL AS "retired!" FROM op_keys
+           WHERE removed_at IS NULL OR removed_at > now() ORDER BY created_at DESC"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+async fn load_or_generate(pool: &PgPool) -> Result<Loaded> {
+    let mut list = rows(pool).await?;
+    let has = |list: &[Row], alg: &str| list.iter().any(|r| r.alg == alg && !r.retired);
+    if !has(&list, "RS256") || !has(&list, "ES256") {
+        let mut tx = pool.begin().await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK).execute(&mut *tx).await?;
+        let current: Vec<String> =
+            sqlx::query_scalar!("SELECT alg FROM op_keys WHERE retired_at IS NULL").fetch_all(&mut *tx).await?;
+        for alg in ["RS256", "ES256"] {
+            if !current.iter().any(|a| a == alg) {
+                insert(&mut tx, alg).await?;
+            }
+        }
+        tx.commit().await?;
+        list = rows(pool).await?;
+    }
+    let signer = |alg: &str| -> Result<Signer> {
+        let row = list
+            .iter()
+            .find(|r| r.alg == alg && !r.retired)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("no {alg} signing key")))?;
+        let (alg, key) = match alg {
+            "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_der(&row.private_der)),
+            _ => (Algorithm::ES256, EncodingKey::from_ec_der(&row.private_der)),
+        };
+        Ok(Signer { kid: row.kid.clone(), alg, key })
+    };
+    let mut verify = HashMap::new();
+    let mut published = Vec::new();
+    for r in &list {
+        let jwk = &r.public_jwk;
+        let s = |k: &str| jwk.get(k).and_then(Value::as_str).unwrap_or_default();
+        let decoding = match r.alg.as_str() {
+            "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_components(s("n"), s("e"))),
+            _ => (Algorithm::ES256, DecodingKey::from_ec_components(s("x"), s("y"))),
+        };
+        if let (alg, Ok(key)) = decoding {
+            verify.insert(r.kid.clone(), (alg, key));
+        }
+        published.push(jwk.clone());
+    }
+    Ok(Loaded {
+        rs256: signer("RS256")?,
+        es256: signer("ES256")?,
+        verify,
+        jwks: json!({ "keys": published }).to_string(),
+        at: Instant::now(),
+    })
+}
+
+/// A new key of `alg` (its private part as the DER `jsonwebtoken` reads:
+/// PKCS#1 for RSA, PKCS#8 for EC) and its public JWK.
+async fn insert(tx: &mut sqlx::PgConnection, alg: &str) -> Result<String> {
+    let kid = crate::auth::tokens::random_secret()[..22].to_string();
+    let (private_der, jwk) = tokio::task::spawn_blocking({
+        let (alg, kid) = (alg.to_string(), kid.clone());
+        move || generate(&alg, &kid)
+    })
+    .await
+    .map_err(|e| Error::internal(anyhow::anyhow!(e)))??;
+    sqlx::query!(
+        "INSERT INTO op_keys (kid, alg, private_der, public_jwk) VALUES ($1, $2, $3, $4)",
+        kid,
+        alg,
+        private_der,
+        jwk
+    )
+    .execute(&mut *tx)
+    .await?;
+    tracing::info!(kid = %kid, alg, "generated a new OpenID Provider signing key");
+    Ok(kid)
+}
+
+fn generate(alg: &str, kid: &str) -> Result<(Vec<u8>, Value)> {
+    let fail = |e: &dyn std::fmt::Display| Error::internal(anyhow::anyhow!("key generation failed: {e}"));
+    match alg {
+        "RS256" => {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| fail(&e))?;
+            let der = key.to_pkcs1_der().map_err(|e| fail(&e))?.as_bytes().to_vec();
+            let jwk = json!({
+                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+            });
+            Ok((der, jwk))
+        }
+        _ => {
+            use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|e| fail(&e))?;
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .map_err(|e| fail(&e))?;
+            // The uncompressed point: 0x04 || x || y.
+            let point = pair.public_key().as_ref();
+            let jwk = json!({
+                "kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            });
+            Ok((pkcs8.as_ref().to_vec(), jwk))
+        }
+    }
+}
+
+/// Rotates the keys: every current key stops signing now and leaves the
+/// JWKS after `keep_secs` (the longest a token it signed lives); new keys
+/// sign from now on. The new key ids.
+pub async fn rotate(pool: &PgPool, keep_secs: i64) -> Result<Vec<String>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK).execute(&mut *tx).await?;
+    sqlx::query!(
+        "UPDATE op_keys SET retired_at = now(), removed_at = now() + make_interval(secs => $1)
+         WHERE retired_at IS NULL",
+        keep_secs as f64
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut kids = Vec::new();
+    for alg in ["RS256", "ES256"] {
+        kids.push(insert(&mut tx, alg).await?);
+    }
+    sqlx::query!("SELECT pg_notify('registrar_op_keys', '')").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(kids)
+}
