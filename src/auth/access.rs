@@ -284,6 +284,10 @@ fn writes(method: &Method) -> bool {
 /// see migration `20261124000002`), so it has nothing to settle.
 const LOGIN_PATHS: [&str; 2] = ["/api/v1/auth/login", "/data/services/auth"];
 
+/// The OpenID Provider's client-facing writes: they change grants, which
+/// no auth cache holds, so they have nothing to settle either.
+const PROVIDER_PATHS: [&str; 4] = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/oauth2/userinfo"];
+
 /// After a request that may have written (any method but GET, HEAD,
 /// OPTIONS): waits until this instance's auth cache has applied the
 /// invalidations its commit announced, so the answer never precedes the
@@ -293,7 +297,8 @@ pub async fn settle_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = writes(req.method()).then(|| req.app_data::<web::Data<AppState>>().cloned()).flatten();
+    let settles = writes(req.method()) && !PROVIDER_PATHS.contains(&req.path());
+    let state = settles.then(|| req.app_data::<web::Data<AppState>>().cloned()).flatten();
     let login = LOGIN_PATHS.contains(&req.path());
     let res = next.call(req).await?.map_into_boxed_body();
     if let Some(state) = state {

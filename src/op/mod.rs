@@ -342,9 +342,10 @@ async fn authorize_flow(
         None => None,
     };
     // A fresh login was asked for (prompt=login, max_age): the login page
-    // sends the browser back with the time it was asked, which the
-    // session's login must not predate.
-    let asked_at: Option<i64> = get("registrar_login_after").and_then(|v| v.parse().ok());
+    // sends the browser back with the time it was asked (signed by the
+    // server, at most 10 minutes old), which the session's login must not
+    // predate. An unsigned or stale value counts for nothing.
+    let asked_at: Option<i64> = get("registrar_login_after").and_then(|v| login_after_ok(state, v));
     let auth_time = caller.as_ref().and_then(|c| c.authenticated_at).map(|t| t.timestamp());
     let fresh_enough = match (asked_at, auth_time) {
         (Some(asked), Some(at)) => at >= asked,
@@ -363,9 +364,9 @@ async fn authorize_flow(
         }
         let mut again: Vec<(&str, &str)> =
             p.iter().filter(|(k, _)| *k != "registrar_login_after").map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let now_text = now.to_string();
+        let signed = sign_login_after(state, now);
         if prompts.contains(&"login") || max_age.is_some() {
-            again.push(("registrar_login_after", &now_text));
+            again.push(("registrar_login_after", &signed));
         }
         again.sort();
         let back_to = format!("/oauth2/authorize?{}", serde_urlencoded::to_string(&again).unwrap_or_default());
@@ -421,6 +422,21 @@ async fn authorize_flow(
             back("server_error", "the code could not be issued")
         }
     }
+}
+
+/// `<unix time>.<MAC>`: a time only this server can have written.
+fn sign_login_after(state: &AppState, at: i64) -> String {
+    format!("{at}.{}", state.keys.csrf_token(&format!("login_after:{at}")))
+}
+
+/// The time of a `registrar_login_after` this server wrote in the last 10 minutes.
+fn login_after_ok(state: &AppState, value: &str) -> Option<i64> {
+    let (at, mac) = value.split_once('.')?;
+    let at: i64 = at.parse().ok()?;
+    let expected = state.keys.csrf_token(&format!("login_after:{at}"));
+    let age = chrono::Utc::now().timestamp() - at;
+    (crate::auth::tokens::constant_time_eq(expected.as_bytes(), mac.as_bytes()) && (0..=600).contains(&age))
+        .then_some(at)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -533,6 +549,8 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
             "this client may not use this grant type",
         ));
     }
+    // Before the transaction: loading the keys may need a connection.
+    let keys = state.op_keys.get(&state.pool).await?;
     let mut tx = state.pool.begin().await?;
     let tokens = match grant_type {
         "authorization_code" => {
@@ -574,7 +592,7 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
                 }
                 (None, None) => {}
             }
-            flows::mint(&state, &mut tx, &grant, &client, grant.nonce.as_deref()).await?
+            flows::mint(&state, &keys, &mut tx, &grant, &client, grant.nonce.as_deref()).await?
         }
         "refresh_token" => {
             let rt = get("refresh_token").ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
@@ -598,7 +616,7 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
                     return Err(OAuthError::invalid_grant("the authorization has ended"));
                 }
             };
-            flows::mint(&state, &mut tx, &grant, &client, None).await?
+            flows::mint(&state, &keys, &mut tx, &grant, &client, None).await?
         }
         "client_credentials" => {
             let wanted: Vec<String> = get("scope")
@@ -627,7 +645,7 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
             let id = oauth::create_grant(&mut tx, &audit, new).await?;
             let grant =
                 oauth::live_grant(&mut *tx, id).await?.ok_or_else(|| OAuthError::invalid_grant("grant vanished"))?;
-            flows::mint(&state, &mut tx, &grant, &client, None).await?
+            flows::mint(&state, &keys, &mut tx, &grant, &client, None).await?
         }
         _ => return Err(OAuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type")),
     };
@@ -684,8 +702,12 @@ pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web:
     }
     let token = p.get("token").map(String::as_str).unwrap_or("");
     let inactive = || Ok(no_store_json(&json!({"active": false})));
+    // A client learns about its own tokens only.
     if let Some(claims) = flows::verify_access(&state, token).await? {
         let Some(grant) = oauth::live_grant(&state.pool, claims.grant).await? else { return inactive() };
+        if grant.client_id != client.client_id {
+            return inactive();
+        }
         let mut out = json!({
             "active": true, "token_type": "access_token", "scope": grant.scopes.join(" "), "client_id": claims.client_id,
             "sub": claims.sub, "aud": claims.aud, "iss": claims.iss, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
@@ -700,6 +722,9 @@ pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web:
     }
     if let Some(grant_id) = oauth::refresh_grant(&state.pool, token).await? {
         let Some(grant) = oauth::live_grant(&state.pool, grant_id).await? else { return inactive() };
+        if grant.client_id != client.client_id {
+            return inactive();
+        }
         return Ok(no_store_json(&json!({
             "active": true, "token_type": "refresh_token", "scope": grant.scopes.join(" "),
             "client_id": grant.client_id, "sub": grant.user_id,
@@ -748,9 +773,13 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
         Some(t) => flows::verify_id_token_hint(&state, t).await.ok().flatten(),
         None => None,
     };
-    let client_id = get("client_id")
-        .map(str::to_string)
-        .or_else(|| hint.as_ref().and_then(|h| h.get("aud")).and_then(|a| a.as_str().map(str::to_string)));
+    let hint_aud = hint.as_ref().and_then(|h| h.get("aud")).and_then(|a| a.as_str().map(str::to_string));
+    if let (Some(given), Some(aud)) = (get("client_id"), hint_aud.as_deref()) {
+        if given != aud {
+            return error_page(&state, &req, "The id_token_hint was issued to another client than client_id names.");
+        }
+    }
+    let client_id = get("client_id").map(str::to_string).or(hint_aud);
     let mut target = None;
     if let (Some(uri), Some(id)) = (get("post_logout_redirect_uri"), client_id.as_deref()) {
         if let Ok(mut conn) = state.pool.acquire().await {
@@ -761,12 +790,19 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
             }
         }
     }
+    let caller = browser_caller(&state, &req).await;
+    // A hint logs out without asking only the session it was issued in:
+    // anyone can hold an ID token of their own.
+    let hint_is_this_session = hint.as_ref().is_some_and(|h| match &caller {
+        Some(c) => h.get("sid").and_then(|s| s.as_str()) == c.session_id.map(|s| s.to_string()).as_deref(),
+        None => true,
+    });
     let confirmed = if is_post {
         let sent = p.get("csrf").map(String::as_str).unwrap_or("");
         let (c, _) = Chrome::public(&state, &req);
         crate::auth::tokens::constant_time_eq(c.csrf.as_bytes(), sent.as_bytes())
     } else {
-        hint.is_some()
+        hint_is_this_session
     };
     if !confirmed {
         let (c, cookie) = Chrome::public(&state, &req);
@@ -777,7 +813,6 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
         }
         return res;
     }
-    let caller = browser_caller(&state, &req).await;
     if let Some(caller) = &caller {
         let audit = Audit::for_principal(&req, caller);
         if let Some(sid) = caller.session_id {

@@ -236,15 +236,16 @@ pub fn issuer(state: &AppState) -> String {
 
 /// Mints the tokens of a live grant: an access token, an ID token (user
 /// grants with `openid`), and a new refresh token when the client may
-/// refresh. The refresh token is saved on `tx`.
+/// refresh. The refresh token is saved on `tx`. `keys` are fetched before
+/// the transaction starts (loading them may need a connection of its own).
 pub async fn mint(
     state: &AppState,
+    keys: &crate::op::keys::Loaded,
     tx: &mut sqlx::PgConnection,
     grant: &Grant,
     client: &Client,
     nonce: Option<&str>,
 ) -> Result<Tokens> {
-    let keys = state.op_keys.get(&state.pool).await?;
     let now = Utc::now().timestamp();
     let ttl = state.keys.access_ttl_secs;
     let iss = issuer(state);

@@ -184,6 +184,8 @@ async fn the_code_flow_and_its_refusals() {
     let access = t["access_token"].as_str().expect("access").to_string();
     let refresh = t["refresh_token"].as_str().expect("refresh").to_string();
     assert_eq!(introspect(&app, &c, &access).await["active"], true);
+    assert_eq!(introspect(&app, &other, &access).await["active"], false, "another client learns nothing of it");
+    assert_eq!(introspect(&app, &other, &refresh).await["active"], false);
     let ui = app.client.get(app.url("/oauth2/userinfo")).bearer_auth(&access).send().await.expect("ui");
     assert_eq!(ui.status(), 200);
     assert_eq!(ui.json::<Value>().await.expect("json")["name"], "Rita Levi");
@@ -386,8 +388,17 @@ async fn authorization_errors_never_redirect_anywhere_else() {
     let (status, t) = exchange(&app, &public, &code).await;
     assert_eq!(status, 200, "{t}");
     // prompt=login asks for the password again (the login above is a
-    // second old at least), then completes.
+    // second old at least), then completes; a made-up "the login was asked
+    // at" value proves nothing.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for forged in ["0", "-5", "1.x", &format!("{}.AAAA", chrono::Utc::now().timestamp() - 5)] {
+        let url = authorize_url(&c.id, &[("prompt", "login"), ("registrar_login_after", forged)]);
+        let r = b.get(app.url(&url)).send().await.expect("a");
+        assert!(r.headers()[LOCATION].to_str().expect("l").starts_with("/login"), "forged login time {forged}");
+        let url = authorize_url(&c.id, &[("max_age", "0"), ("registrar_login_after", forged)]);
+        let r = b.get(app.url(&url)).send().await.expect("a");
+        assert!(r.headers()[LOCATION].to_str().expect("l").starts_with("/login"), "max_age, forged {forged}");
+    }
     let r = b.get(app.url(&authorize_url(&c.id, &[("prompt", "login")]))).send().await.expect("a");
     let loc = r.headers()[LOCATION].to_str().expect("loc").to_string();
     assert!(loc.starts_with("/login?return_to="), "{loc}");
@@ -465,10 +476,36 @@ async fn logout_ends_the_session_and_returns_only_where_registered() {
     let c = confidential(&app, true).await;
     let b = browser();
     log_in(&app, &b, "una", PASSWORD).await;
-    let code = code(&app, &b, &c.id).await;
-    let (_, t) = exchange(&app, &c, &code).await;
+    let first = code(&app, &b, &c.id).await;
+    let (_, t) = exchange(&app, &c, &first).await;
     let id_token = t["id_token"].as_str().expect("id").to_string();
     let refresh = t["refresh_token"].as_str().expect("r").to_string();
+    // Another user's ID token logs nobody out without asking.
+    app.create_user("mal", json!({})).await;
+    let mb = browser();
+    log_in(&app, &mb, "mal", PASSWORD).await;
+    let mcode = code(&app, &mb, &c.id).await;
+    let (_, mt) = exchange(&app, &c, &mcode).await;
+    let q = serde_urlencoded::to_string([
+        ("id_token_hint", mt["id_token"].as_str().expect("id")),
+        ("post_logout_redirect_uri", "http://127.0.0.1:9/bye"),
+    ])
+    .expect("q");
+    let r = b.get(app.url(&format!("/oauth2/logout?{q}"))).send().await.expect("logout");
+    assert_eq!(r.status(), 200, "a confirmation page, not a logout");
+    assert!(r.text().await.expect("html").contains("confirm-logout"));
+    assert_eq!(introspect(&app, &c, &refresh).await["active"], true, "una is still logged in");
+    // A hint of one client with another client's id: refused.
+    let other = confidential(&app, true).await;
+    let q = serde_urlencoded::to_string([
+        ("id_token_hint", id_token.as_str()),
+        ("client_id", other.id.as_str()),
+        ("post_logout_redirect_uri", "http://127.0.0.1:9/bye"),
+    ])
+    .expect("q");
+    let r = b.get(app.url(&format!("/oauth2/logout?{q}"))).send().await.expect("logout");
+    assert_eq!(r.status(), 400);
+    assert_eq!(introspect(&app, &c, &refresh).await["active"], true);
     // An unregistered target: no redirect there.
     let q = serde_urlencoded::to_string([
         ("id_token_hint", id_token.as_str()),
