@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::domain::Permission::{Admin, UserAdd, UserManagement, UserSearch};
 use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
 use crate::mlte;
+use crate::op;
 use crate::state::{AppState, InFlight};
 use crate::tracker;
 use crate::web as page;
@@ -187,17 +188,17 @@ pub fn routes() -> Vec<RouteDef> {
         // registrar as an OpenID Provider (`op::*`): protocol endpoints; the
         // clients authenticate at the token, revocation and introspection
         // endpoints, the authorization endpoint reads the browser's session.
-        r(M::GET, "/.well-known/openid-configuration", Public, web::get().to(crate::op::discovery)),
-        r(M::GET, "/oauth2/jwks", Public, web::get().to(crate::op::jwks)),
-        r(M::GET, "/oauth2/authorize", Public, web::get().to(crate::op::authorize)),
-        r(M::POST, "/oauth2/consent", Authenticated, web::post().to(crate::op::consent)),
-        r(M::POST, "/oauth2/token", Public, web::post().to(crate::op::token)),
-        r(M::GET, "/oauth2/userinfo", Public, web::get().to(crate::op::userinfo)),
-        r(M::POST, "/oauth2/userinfo", Public, web::post().to(crate::op::userinfo)),
-        r(M::POST, "/oauth2/introspect", Public, web::post().to(crate::op::introspect)),
-        r(M::POST, "/oauth2/revoke", Public, web::post().to(crate::op::revoke)),
-        r(M::GET, "/oauth2/logout", Public, web::get().to(crate::op::logout)),
-        r(M::POST, "/oauth2/logout", Public, web::post().to(crate::op::logout)),
+        r(M::GET, "/.well-known/openid-configuration", Public, web::get().to(op::discovery)),
+        r(M::GET, "/oauth2/jwks", Public, web::get().to(op::jwks)),
+        r(M::GET, "/oauth2/authorize", Public, web::get().to(op::authorize)),
+        r(M::POST, "/oauth2/consent", Authenticated, web::post().to(op::consent)),
+        r(M::POST, "/oauth2/token", Public, web::post().to(op::token)),
+        r(M::GET, "/oauth2/userinfo", Public, web::get().to(op::userinfo)),
+        r(M::POST, "/oauth2/userinfo", Public, web::post().to(op::userinfo)),
+        r(M::POST, "/oauth2/introspect", Public, web::post().to(op::introspect)),
+        r(M::POST, "/oauth2/revoke", Public, web::post().to(op::revoke)),
+        r(M::GET, "/oauth2/logout", Public, web::get().to(op::logout)),
+        r(M::POST, "/oauth2/logout", Public, web::post().to(op::logout)),
         // XNAT compatibility: login handshake and version
         r(M::GET, "/data/version", Public, web::get().to(xnat::version)),
         r(M::GET, "/xapi/siteConfig/buildInfo", Public, web::get().to(xnat::build_info)),

@@ -414,3 +414,30 @@ impl Proxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Installs Debian `packages` (apt-get, non-interactive) unless every path
+/// in `present` exists already: the test peers a bare machine lacks.
+pub async fn apt_install(present: &[&'static str], packages: &'static [&'static str]) {
+    if present.iter().all(|p| std::path::Path::new(p).exists()) {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let apt = |args: &[&str]| {
+            std::process::Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(apt(&["update", "-q"]), "apt-get update failed");
+        let mut args = vec!["install", "-y", "-q"];
+        args.extend_from_slice(packages);
+        assert!(apt(&args), "apt-get install {packages:?} failed");
+    })
+    .await
+    .expect("join");
+    for p in present {
+        assert!(std::path::Path::new(p).exists(), "{p} still missing after installing {packages:?}");
+    }
+}

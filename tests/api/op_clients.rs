@@ -247,30 +247,7 @@ async fn openid_client_drives_the_provider() {
 
 /// Debian's Apache and mod_auth_openidc, installed when missing.
 async fn ensure_apache() {
-    if Path::new(APACHE).exists() && Path::new(MOD_AUTH_OPENIDC).exists() {
-        return;
-    }
-    tokio::task::spawn_blocking(|| {
-        let apt = |args: &[&str]| {
-            std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(apt(&["update", "-q"]), "apt-get update failed");
-        assert!(
-            apt(&["install", "-y", "-q", "apache2", "libapache2-mod-auth-openidc"]),
-            "apt-get install apache2 libapache2-mod-auth-openidc failed"
-        );
-    })
-    .await
-    .expect("join");
-    assert!(
-        Path::new(APACHE).exists() && Path::new(MOD_AUTH_OPENIDC).exists(),
-        "Apache or mod_auth_openidc still missing"
-    );
+    apt_install(&[APACHE, MOD_AUTH_OPENIDC], &["apache2", "libapache2-mod-auth-openidc"]).await;
 }
 
 /// Apache in the foreground (`-DFOREGROUND`) with its own config and files

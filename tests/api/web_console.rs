@@ -37,24 +37,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// Debian's Chromium, installed from the system packages when missing.
 pub(crate) async fn ensure_chromium() {
-    if Path::new(CHROMIUM).exists() {
-        return;
-    }
-    tokio::task::spawn_blocking(|| {
-        let apt = |args: &[&str]| {
-            std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(apt(&["update", "-q"]), "apt-get update failed");
-        assert!(apt(&["install", "-y", "-q", "chromium"]), "apt-get install chromium failed");
-    })
-    .await
-    .expect("join");
-    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is still missing after installing chromium");
+    apt_install(&[CHROMIUM], &["chromium"]).await;
 }
 
 /// An SMTP server that accepts every message and files it in a Maildir
