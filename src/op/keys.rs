@@ -20,11 +20,10 @@ use sqlx::PgPool;
 use tokio::sync::RwLock;
 
 use crate::domain::{Error, Result};
+use crate::store::op_keys;
 
 /// How long an instance trusts its copy of the keys.
 const RELOAD: Duration = Duration::from_secs(30);
-/// Serialises key generation across instances.
-const KEYGEN_LOCK: i64 = 0x6f70_6b65_7973; // "opkeys"
 
 pub struct Signer {
     pub kid: String,
@@ -79,39 +78,20 @@ impl ProviderKeys {
     }
 }
 
-struct Row {
-    kid: String,
-    alg: String,
-    private_der: Vec<u8>,
-    public_jwk: Value,
-    retired: bool,
-}
-
-async fn rows(pool: &PgPool) -> Result<Vec<Row>> {
-    Ok(sqlx::query_as!(
-        Row,
-        r#"SELECT kid, alg, private_der, public_jwk, retired_at IS NOT NULL AS "retired!" FROM op_keys
-           WHERE removed_at IS NULL OR removed_at > now() ORDER BY created_at DESC"#
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
 async fn load_or_generate(pool: &PgPool) -> Result<Loaded> {
-    let mut list = rows(pool).await?;
-    let has = |list: &[Row], alg: &str| list.iter().any(|r| r.alg == alg && !r.retired);
+    let mut list = op_keys::published(pool).await?;
+    let has = |list: &[op_keys::KeyRow], alg: &str| list.iter().any(|r| r.alg == alg && !r.retired);
     if !has(&list, "RS256") || !has(&list, "ES256") {
         let mut tx = pool.begin().await?;
-        sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK).execute(&mut *tx).await?;
-        let current: Vec<String> =
-            sqlx::query_scalar!("SELECT alg FROM op_keys WHERE retired_at IS NULL").fetch_all(&mut *tx).await?;
+        op_keys::lock(&mut tx).await?;
+        let current = op_keys::signing_algs(&mut tx).await?;
         for alg in ["RS256", "ES256"] {
             if !current.iter().any(|a| a == alg) {
                 insert(&mut tx, alg).await?;
             }
         }
         tx.commit().await?;
-        list = rows(pool).await?;
+        list = op_keys::published(pool).await?;
     }
     let signer = |alg: &str| -> Result<Signer> {
         let row = list
@@ -157,15 +137,7 @@ async fn insert(tx: &mut sqlx::PgConnection, alg: &str) -> Result<String> {
     })
     .await
     .map_err(|e| Error::internal(anyhow::anyhow!(e)))??;
-    sqlx::query!(
-        "INSERT INTO op_keys (kid, alg, private_der, public_jwk) VALUES ($1, $2, $3, $4)",
-        kid,
-        alg,
-        private_der,
-        jwk
-    )
-    .execute(&mut *tx)
-    .await?;
+    op_keys::insert(tx, &kid, alg, &private_der, &jwk).await?;
     tracing::info!(kid = %kid, alg, "generated a new OpenID Provider signing key");
     Ok(kid)
 }
@@ -208,19 +180,13 @@ fn generate(alg: &str, kid: &str) -> Result<(Vec<u8>, Value)> {
 /// sign from now on. The new key ids.
 pub async fn rotate(pool: &PgPool, keep_secs: i64) -> Result<Vec<String>> {
     let mut tx = pool.begin().await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK).execute(&mut *tx).await?;
-    sqlx::query!(
-        "UPDATE op_keys SET retired_at = now(), removed_at = now() + make_interval(secs => $1)
-         WHERE retired_at IS NULL",
-        keep_secs as f64
-    )
-    .execute(&mut *tx)
-    .await?;
+    op_keys::lock(&mut tx).await?;
+    op_keys::retire_signing(&mut tx, keep_secs).await?;
     let mut kids = Vec::new();
     for alg in ["RS256", "ES256"] {
         kids.push(insert(&mut tx, alg).await?);
     }
-    sqlx::query!("SELECT pg_notify('registrar_op_keys', '')").execute(&mut *tx).await?;
+    op_keys::announce(&mut tx).await?;
     tx.commit().await?;
     Ok(kids)
 }

@@ -746,15 +746,7 @@ pub async fn revoke(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
         None => oauth::refresh_grant(&state.pool, token).await?,
     };
     if let Some(id) = grant {
-        let mut tx = state.pool.begin().await?;
-        let owned = sqlx::query_scalar!("SELECT client_id FROM oauth_grants WHERE id = $1", id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some_and(|c| c == client.client_id);
-        if owned {
-            oauth::revoke_grant(&mut tx, &audit, id, "revoked by the client").await?;
-        }
-        tx.commit().await?;
+        flows::revoke_for_client(&state.pool, &audit, &client, id).await?;
     }
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).finish())
 }

@@ -146,6 +146,17 @@ pub async fn revoke_consent(pool: &sqlx::PgPool, audit: &Audit, user: Uuid, clie
     Ok(())
 }
 
+/// A client revokes one of its grants (RFC 7009): another client's grant
+/// is left alone, silently.
+pub async fn revoke_for_client(pool: &sqlx::PgPool, audit: &Audit, client: &Client, grant: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if oauth::grant_client(&mut tx, grant).await?.is_some_and(|c| c == client.client_id) {
+        oauth::revoke_grant(&mut tx, audit, grant, "revoked by the client").await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Whether `secret` is the client's (constant time).
 pub fn secret_matches(state: &AppState, client: &Client, secret: &str) -> bool {
     match &client.secret_hash {

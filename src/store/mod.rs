@@ -11,6 +11,7 @@ pub mod email_tokens;
 pub mod groups;
 pub mod identities;
 pub mod oauth;
+pub mod op_keys;
 pub mod permissions;
 pub mod projects;
 pub mod roles;

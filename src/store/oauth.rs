@@ -235,6 +235,11 @@ pub async fn live_grant<'e, E: sqlx::PgExecutor<'e>>(exec: E, id: Uuid) -> Resul
     .await?)
 }
 
+/// The client a grant belongs to.
+pub async fn grant_client(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!("SELECT client_id FROM oauth_grants WHERE id = $1", id).fetch_optional(&mut *conn).await?)
+}
+
 /// Ends a grant (and so every token it issued). Whether it was live.
 pub async fn revoke_grant(conn: &mut PgConnection, audit: &Audit, id: Uuid, reason: &str) -> Result<bool, Error> {
     let row = sqlx::query!(
