@@ -60,6 +60,9 @@ enum ClientCommand {
         first_party: bool,
         #[arg(long)]
         backchannel_logout_uri: Option<String>,
+        /// The algorithm of the client's ID and access tokens: RS256 (default) or ES256.
+        #[arg(long)]
+        signing_alg: Option<String>,
     },
     /// List the registered clients (JSON).
     List,
@@ -168,6 +171,7 @@ async fn client(command: ClientCommand, settings: &Settings, pool: &sqlx::PgPool
             grant_types,
             first_party,
             backchannel_logout_uri,
+            signing_alg,
         } => {
             let req = registrar::service::oauth::ClientRequest {
                 name,
@@ -178,6 +182,7 @@ async fn client(command: ClientCommand, settings: &Settings, pool: &sqlx::PgPool
                 grant_types,
                 first_party,
                 backchannel_logout_uri,
+                signing_alg,
             };
             let (client, secret) = registrar::service::oauth::create_client(pool, &keys, &audit, req).await?;
             let mut out = serde_json::to_value(&client)?;

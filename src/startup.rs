@@ -321,7 +321,7 @@ pub struct Application {
     server: Server,
     in_flight: InFlight,
     background: Vec<tokio::task::JoinHandle<()>>,
-    auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
+    auth_cache: crate::auth::cache::AuthCache,
     pool: PgPool,
 }
 
@@ -354,7 +354,7 @@ fn extractor_limits(cfg: &mut web::ServiceConfig, body_limit: usize) {
 }
 
 /// The auth cache `auth.cache*` asks for (or one that keeps nothing).
-fn auth_cache_for(settings: &Settings) -> crate::auth::cache::PrincipalCache<crate::auth::principal::Row> {
+fn auth_cache_for(settings: &Settings) -> crate::auth::cache::AuthCache {
     if settings.auth.cache {
         crate::auth::cache::PrincipalCache::new(
             settings.auth.cache_entries,
@@ -442,7 +442,7 @@ impl Application {
 
     /// The auth cache and the pool it syncs through (tests that change the
     /// database behind the server's back wait with `cache.sync(&pool)`).
-    pub fn auth_cache(&self) -> (crate::auth::cache::PrincipalCache<crate::auth::principal::Row>, PgPool) {
+    pub fn auth_cache(&self) -> (crate::auth::cache::AuthCache, PgPool) {
         (self.auth_cache.clone(), self.pool.clone())
     }
 

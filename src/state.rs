@@ -20,7 +20,7 @@ pub struct AppState {
     pub oidc: crate::auth::oidc::Oidc,
     pub role_permissions: crate::auth::principal::RolePermissions,
     pub limits: crate::auth::limits::RateLimits,
-    pub auth_cache: crate::auth::cache::PrincipalCache<crate::auth::principal::Row>,
+    pub auth_cache: crate::auth::cache::AuthCache,
     pub mailer: crate::mail::Mailer,
     /// The OpenID Provider's signing keys (`op::keys`).
     pub op_keys: crate::op::keys::ProviderKeys,

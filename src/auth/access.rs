@@ -284,9 +284,11 @@ fn writes(method: &Method) -> bool {
 /// see migration `20261124000002`), so it has nothing to settle.
 const LOGIN_PATHS: [&str; 2] = ["/api/v1/auth/login", "/data/services/auth"];
 
-/// The OpenID Provider's client-facing writes: they change grants, which
-/// no auth cache holds, so they have nothing to settle either.
-const PROVIDER_PATHS: [&str; 4] = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/oauth2/userinfo"];
+/// The OpenID Provider's client-facing POSTs that need not settle: userinfo
+/// and introspection only read, and the token endpoint settles itself when
+/// it revokes a grant (a replayed code, a reused refresh token).
+/// `/oauth2/revoke` settles like any write.
+const PROVIDER_PATHS: [&str; 3] = ["/oauth2/token", "/oauth2/introspect", "/oauth2/userinfo"];
 
 /// After a request that may have written (any method but GET, HEAD,
 /// OPTIONS): waits until this instance's auth cache has applied the

@@ -42,7 +42,22 @@ pub enum CacheKey {
     Cookie([u8; 32]),
     /// An API key, by its public prefix (the secret is still checked per request).
     ApiKey(String),
+    /// An OpenID Provider grant and its claims, by grant id.
+    Grant(Uuid),
+    /// An OpenID Provider client, by client id (its secret is still checked per request).
+    Client(String),
 }
+
+/// What registrar's auth cache holds.
+#[derive(Clone)]
+pub enum Cached {
+    Principal(Box<crate::auth::principal::Row>),
+    Grant(std::sync::Arc<crate::service::oauth::GrantView>),
+    Client(std::sync::Arc<crate::store::oauth::Client>),
+}
+
+/// The auth cache of an instance.
+pub type AuthCache = PrincipalCache<Cached>;
 
 struct Entry<V> {
     user_id: Uuid,
@@ -244,6 +259,8 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             tracing::debug!("auth cache: listening for invalidations");
             loop {
                 match listener.try_recv().await {
+                    // A user's id (or a client grant's); anything else
+                    // (`clients`) empties the cache.
                     Ok(Some(n)) if n.channel() == AUTH_CHANNEL => match n.payload().parse::<Uuid>() {
                         Ok(user_id) => self.invalidate_user(user_id),
                         Err(_) => self.reset(),

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::cache::CacheKey;
+use crate::auth::cache::{CacheKey, Cached};
 use crate::auth::tokens;
 use crate::domain::Error;
 use crate::domain::Permission;
@@ -340,13 +340,13 @@ async fn cached(
     key: &CacheKey,
     load: impl std::future::Future<Output = Result<Option<Row>, Error>>,
 ) -> Result<Option<Row>, Error> {
-    if let Some(row) = state.auth_cache.get(key) {
-        return Ok(Some(row));
+    if let Some(Cached::Principal(row)) = state.auth_cache.get(key) {
+        return Ok(Some(*row));
     }
     let ticket = state.auth_cache.ticket();
     let row = load.await?;
     if let Some(row) = &row {
-        state.auth_cache.insert(ticket, key.clone(), row.user.id, row.clone());
+        state.auth_cache.insert(ticket, key.clone(), row.user.id, Cached::Principal(Box::new(row.clone())));
     }
     Ok(row)
 }
@@ -361,7 +361,11 @@ where
         return;
     }
     let _ = write.await;
-    state.auth_cache.update(key, |r| r.touched_at = Some(now));
+    state.auth_cache.update(key, |c| {
+        if let Cached::Principal(r) = c {
+            r.touched_at = Some(now)
+        }
+    });
 }
 
 async fn touch_session(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>) {

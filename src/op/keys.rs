@@ -41,6 +41,17 @@ pub struct Loaded {
     at: Instant,
 }
 
+impl Loaded {
+    /// The signer of `alg` (`ES256`; anything else is RS256).
+    pub fn signer(&self, alg: &str) -> &Signer {
+        if alg == "ES256" {
+            &self.es256
+        } else {
+            &self.rs256
+        }
+    }
+}
+
 /// Cheap to clone (one shared copy).
 #[derive(Default, Clone)]
 pub struct ProviderKeys {

@@ -9,6 +9,7 @@
 pub mod keys;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -130,7 +131,7 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         "response_modes_supported": ["query"],
         "grant_types_supported": flows::GRANT_TYPES,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -282,17 +283,11 @@ async fn authorize_flow(
     };
     let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let client = match get("client_id") {
-        Some(id) => {
-            let mut conn = match state.pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => return PageError::from(e).error_response(),
-            };
-            match oauth::get_client(&mut conn, id).await {
-                Ok(Some(c)) => c,
-                Ok(None) => return error_page(state, req, "No application is registered with this client_id."),
-                Err(e) => return PageError::from(e).error_response(),
-            }
-        }
+        Some(id) => match flows::client(state, id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return error_page(state, req, "No application is registered with this client_id."),
+            Err(e) => return PageError::from(e).error_response(),
+        },
         None => return error_page(state, req, "The request names no client_id."),
     };
     let Some(redirect_uri) = get("redirect_uri").filter(|r| client.redirect_uris.iter().any(|u| u == r)) else {
@@ -475,7 +470,11 @@ async fn issue_code(
 /// The client a token, revocation or introspection request authenticates
 /// as: HTTP Basic (`client_secret_basic`), `client_id` + `client_secret` in
 /// the body (`client_secret_post`), or a public client's `client_id` alone.
-async fn client_of(state: &AppState, req: &HttpRequest, p: &HashMap<String, String>) -> Result<Client, OAuthError> {
+async fn client_of(
+    state: &AppState,
+    req: &HttpRequest,
+    p: &HashMap<String, String>,
+) -> Result<Arc<Client>, OAuthError> {
     let basic =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "));
     let (id, secret, via_basic) = match (basic, p.get("client_secret")) {
@@ -498,8 +497,7 @@ async fn client_of(state: &AppState, req: &HttpRequest, p: &HashMap<String, Stri
             return Err(OAuthError::invalid_client(via_basic));
         }
     }
-    let mut conn = state.pool.acquire().await?;
-    let client = oauth::get_client(&mut conn, &id).await?.ok_or_else(|| OAuthError::invalid_client(via_basic))?;
+    let client = flows::client(state, &id).await?.ok_or_else(|| OAuthError::invalid_client(via_basic))?;
     let ok = match (&secret, client.public) {
         (Some(s), false) => flows::secret_matches(state, &client, s),
         (None, true) => true,
@@ -561,6 +559,7 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
                     // A code used twice: whatever it issued is revoked.
                     oauth::revoke_grant(&mut tx, &audit, grant, "authorization code replayed").await?;
                     tx.commit().await?;
+                    state.auth_cache.sync(&state.pool).await;
                     return Err(OAuthError::invalid_grant("the code was already used"));
                 }
                 CodeUse::Expired => {
@@ -601,6 +600,7 @@ pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Byte
                 RefreshUse::Reused { grant } => {
                     oauth::revoke_grant(&mut tx, &audit, grant, "refresh token reused").await?;
                     tx.commit().await?;
+                    state.auth_cache.sync(&state.pool).await;
                     return Err(OAuthError::invalid_grant("the refresh token was already used: the grant is revoked"));
                 }
                 RefreshUse::Unknown => return Err(OAuthError::invalid_grant("unknown refresh token")),
@@ -681,14 +681,12 @@ pub async fn userinfo(state: web::Data<AppState>, req: HttpRequest) -> OAuthResu
     let Some(claims) = flows::verify_access(&state, token).await? else {
         return Ok(invalid_token("the access token is invalid or expired"));
     };
-    let mut conn = state.pool.acquire().await?;
-    let grant = oauth::live_grant(&mut *conn, claims.grant).await?;
-    let Some(user) = grant.as_ref().and_then(|g| g.user_id) else {
-        return Ok(invalid_token("the access token has been revoked"));
-    };
-    let scopes = grant.map(|g| g.scopes).unwrap_or_default();
-    let out = flows::user_claims(&mut conn, user, &scopes).await?;
-    Ok(no_store_json(&out))
+    match flows::grant_view(&state, claims.grant).await? {
+        Some(view) if view.grant.user_id.is_some() && view.grant.client_id == claims.client_id => {
+            Ok(no_store_json(&view.claims))
+        }
+        _ => Ok(invalid_token("the access token has been revoked")),
+    }
 }
 
 /// `POST /oauth2/introspect` (RFC 7662): for confidential clients
@@ -704,24 +702,23 @@ pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web:
     let inactive = || Ok(no_store_json(&json!({"active": false})));
     // A client learns about its own tokens only.
     if let Some(claims) = flows::verify_access(&state, token).await? {
-        let Some(grant) = oauth::live_grant(&state.pool, claims.grant).await? else { return inactive() };
-        if grant.client_id != client.client_id {
+        let Some(view) = flows::grant_view(&state, claims.grant).await? else { return inactive() };
+        let grant = &view.grant;
+        if grant.client_id != client.client_id || claims.client_id != grant.client_id {
             return inactive();
         }
         let mut out = json!({
             "active": true, "token_type": "access_token", "scope": grant.scopes.join(" "), "client_id": claims.client_id,
             "sub": claims.sub, "aud": claims.aud, "iss": claims.iss, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
         });
-        if let Some(user) = grant.user_id {
-            let mut conn = state.pool.acquire().await?;
-            if let Ok(u) = crate::store::users::get_by_id(&mut conn, user).await {
-                out["username"] = json!(u.username);
-            }
+        if let Some(name) = &view.username {
+            out["username"] = json!(name);
         }
         return Ok(no_store_json(&out));
     }
     if let Some(grant_id) = oauth::refresh_grant(&state.pool, token).await? {
-        let Some(grant) = oauth::live_grant(&state.pool, grant_id).await? else { return inactive() };
+        let Some(view) = flows::grant_view(&state, grant_id).await? else { return inactive() };
+        let grant = &view.grant;
         if grant.client_id != client.client_id {
             return inactive();
         }
@@ -774,11 +771,9 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
     let client_id = get("client_id").map(str::to_string).or(hint_aud);
     let mut target = None;
     if let (Some(uri), Some(id)) = (get("post_logout_redirect_uri"), client_id.as_deref()) {
-        if let Ok(mut conn) = state.pool.acquire().await {
-            if let Ok(Some(c)) = oauth::get_client(&mut conn, id).await {
-                if c.post_logout_redirect_uris.iter().any(|u| u == uri) {
-                    target = Some(uri.to_string());
-                }
+        if let Ok(Some(c)) = flows::client(&state, id).await {
+            if c.post_logout_redirect_uris.iter().any(|u| u == uri) {
+                target = Some(uri.to_string());
             }
         }
     }

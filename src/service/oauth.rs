@@ -4,7 +4,11 @@
 //! lives while its user is enabled and the registrar session that
 //! authorized it lives, so disabling a user or ending their session takes
 //! effect on the next refresh, userinfo or introspection call. Claims are
-//! read from the database at each of those calls.
+//! read from the database at code exchange and refresh; userinfo and
+//! introspection read them through the auth cache, which every change they
+//! depend on invalidates (migration `20261201000012_provider_cache`).
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use jsonwebtoken::{Header, Validation};
@@ -14,6 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::audit::Audit;
+use crate::auth::cache::{CacheKey, Cached};
 use crate::auth::tokens;
 use crate::domain::{Error, Result};
 use crate::state::AppState;
@@ -24,6 +29,8 @@ use crate::store::{groups, projects, users};
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "projects", "roles", "offline_access"];
 /// The grant types a client may be allowed.
 pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+/// The algorithms a client's tokens may be signed with.
+pub const SIGNING_ALGS: &[&str] = &["RS256", "ES256"];
 /// Seconds an authorization code lives.
 pub const CODE_TTL_SECS: i64 = 60;
 
@@ -49,6 +56,9 @@ pub struct ClientRequest {
     pub first_party: bool,
     /// Where to POST a logout token when a user's registrar session ends.
     pub backchannel_logout_uri: Option<String>,
+    /// The algorithm of the client's ID and access tokens: `RS256` (the
+    /// default every OpenID Connect relying party accepts) or `ES256`.
+    pub signing_alg: Option<String>,
 }
 
 fn check_uri(field: &'static str, raw: &str) -> Result<String> {
@@ -111,6 +121,14 @@ pub async fn create_client(
         return Err(Error::invalid("invalid_grant_type", "a public client cannot use client_credentials")
             .on_field("grant_types"));
     }
+    let signing_alg = req.signing_alg.unwrap_or_else(|| "RS256".into());
+    if !SIGNING_ALGS.contains(&signing_alg.as_str()) {
+        return Err(Error::invalid(
+            "invalid_signing_alg",
+            format!("signing_alg must be one of {}", SIGNING_ALGS.join(", ")),
+        )
+        .on_field("signing_alg"));
+    }
     let client_id = format!("rc_{}", &tokens::random_secret()[..20].replace(['-', '_'], "x"));
     let secret = (!req.public).then(tokens::random_secret);
     let new = NewClient {
@@ -123,6 +141,7 @@ pub async fn create_client(
         scopes,
         grant_types,
         backchannel_logout_uri: backchannel,
+        signing_alg,
     };
     let mut tx = pool.begin().await?;
     let client = oauth::create_client(&mut tx, audit, new).await?;
@@ -182,8 +201,12 @@ pub async fn user_claims(
     user_id: Uuid,
     scopes: &[String],
 ) -> Result<Map<String, Value>> {
-    let has = |s: &str| scopes.iter().any(|x| x == s);
     let user = users::get_by_id(conn, user_id).await?;
+    claims_of(conn, &user, scopes).await
+}
+
+async fn claims_of(conn: &mut sqlx::PgConnection, user: &users::User, scopes: &[String]) -> Result<Map<String, Value>> {
+    let has = |s: &str| scopes.iter().any(|x| x == s);
     let mut c = Map::new();
     c.insert("sub".into(), json!(user.id));
     if has("profile") {
@@ -209,6 +232,56 @@ pub async fn user_claims(
         c.insert("projects".into(), Value::Object(levels));
     }
     Ok(c)
+}
+
+/// A live grant as userinfo and introspection see it: the grant, its
+/// user's name, and the user's claims for its scopes. Cached (see the
+/// module's head); served only while `grant.alive_until` is ahead.
+pub struct GrantView {
+    pub grant: Grant,
+    pub username: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+/// The live grant `id`, from the auth cache or read (and cached).
+pub async fn grant_view(state: &AppState, id: Uuid) -> Result<Option<Arc<GrantView>>> {
+    let key = CacheKey::Grant(id);
+    if let Some(Cached::Grant(view)) = state.auth_cache.get(&key) {
+        if view.grant.alive_until > Utc::now() {
+            return Ok(Some(view));
+        }
+        return Ok(None);
+    }
+    let ticket = state.auth_cache.ticket();
+    let mut conn = state.pool.acquire().await?;
+    let Some(grant) = oauth::live_grant(&mut *conn, id).await? else { return Ok(None) };
+    let (username, claims) = match grant.user_id {
+        Some(user_id) => {
+            let user = users::get_by_id(&mut conn, user_id).await?;
+            let claims = claims_of(&mut conn, &user, &grant.scopes).await?;
+            (Some(user.username), claims)
+        }
+        None => (None, Map::new()),
+    };
+    let owner = grant.user_id.unwrap_or(grant.id);
+    let view = Arc::new(GrantView { grant, username, claims });
+    state.auth_cache.insert(ticket, key, owner, Cached::Grant(view.clone()));
+    Ok(Some(view))
+}
+
+/// The client `client_id`, from the auth cache or read (and cached).
+pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<Client>>> {
+    let key = CacheKey::Client(client_id.to_string());
+    if let Some(Cached::Client(c)) = state.auth_cache.get(&key) {
+        return Ok(Some(c));
+    }
+    let ticket = state.auth_cache.ticket();
+    let mut conn = state.pool.acquire().await?;
+    let Some(c) = oauth::get_client(&mut conn, client_id).await? else { return Ok(None) };
+    let c = Arc::new(c);
+    // Cleared with the whole cache when any client changes.
+    state.auth_cache.insert(ticket, key, Uuid::nil(), Cached::Client(c.clone()));
+    Ok(Some(c))
 }
 
 /// An access token's claims (RFC 9068).
@@ -274,10 +347,11 @@ pub async fn mint(
         grant: grant.id,
         auth_time: grant.auth_time.map(|t| t.timestamp()),
     };
-    let mut header = Header::new(keys.rs256.alg);
-    header.kid = Some(keys.rs256.kid.clone());
+    let signer = keys.signer(&client.signing_alg);
+    let mut header = Header::new(signer.alg);
+    header.kid = Some(signer.kid.clone());
     header.typ = Some("at+jwt".into());
-    let access_token = jsonwebtoken::encode(&header, &access, &keys.rs256.key).map_err(Error::internal)?;
+    let access_token = jsonwebtoken::encode(&header, &access, &signer.key).map_err(Error::internal)?;
     let id_token = match grant.user_id {
         Some(user) if grant.scopes.iter().any(|s| s == "openid") => {
             let mut claims = user_claims(tx, user, &grant.scopes).await?;
@@ -304,9 +378,9 @@ pub async fn mint(
             if let Some(s) = grant.session_id {
                 claims.insert("sid".into(), json!(s));
             }
-            let mut header = Header::new(keys.rs256.alg);
-            header.kid = Some(keys.rs256.kid.clone());
-            Some(jsonwebtoken::encode(&header, &Value::Object(claims), &keys.rs256.key).map_err(Error::internal)?)
+            let mut header = Header::new(signer.alg);
+            header.kid = Some(signer.kid.clone());
+            Some(jsonwebtoken::encode(&header, &Value::Object(claims), &signer.key).map_err(Error::internal)?)
         }
         _ => None,
     };

@@ -25,6 +25,8 @@ pub struct Client {
     pub scopes: Vec<String>,
     pub grant_types: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    /// The algorithm of its ID and access tokens: `RS256` or `ES256`.
+    pub signing_alg: String,
     pub created_at: DateTime<Utc>,
     #[serde(skip)]
     #[schema(ignore)]
@@ -36,7 +38,8 @@ macro_rules! select_clients {
         sqlx::query_as!(
             Client,
             r#"SELECT client_id, name, secret_hash IS NULL AS "public!", first_party, redirect_uris,
-                      post_logout_redirect_uris, scopes, grant_types, backchannel_logout_uri, created_at, secret_hash
+                      post_logout_redirect_uris, scopes, grant_types, backchannel_logout_uri, signing_alg, created_at,
+                      secret_hash
                FROM oauth_clients "# + $tail $(, $arg)*
         )
     };
@@ -52,13 +55,14 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     pub grant_types: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    pub signing_alg: String,
 }
 
 pub async fn create_client(conn: &mut PgConnection, audit: &Audit, c: NewClient) -> Result<Client, Error> {
     sqlx::query!(
         "INSERT INTO oauth_clients (client_id, name, secret_hash, first_party, redirect_uris, post_logout_redirect_uris,
-                                    scopes, grant_types, backchannel_logout_uri, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                    scopes, grant_types, backchannel_logout_uri, created_by, signing_alg)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         c.client_id,
         c.name,
         c.secret_hash,
@@ -69,6 +73,7 @@ pub async fn create_client(conn: &mut PgConnection, audit: &Audit, c: NewClient)
         &c.grant_types,
         c.backchannel_logout_uri,
         audit.actor_id,
+        c.signing_alg,
     )
     .execute(&mut *conn)
     .await?;
@@ -78,7 +83,8 @@ pub async fn create_client(conn: &mut PgConnection, audit: &Audit, c: NewClient)
         .set("first_party", c.first_party)
         .set("redirect_uris", c.redirect_uris.join(" "))
         .set("scopes", c.scopes.join(" "))
-        .set("grant_types", c.grant_types.join(" "));
+        .set("grant_types", c.grant_types.join(" "))
+        .set("signing_alg", c.signing_alg.as_str());
     audit::record(&mut *conn, audit, "oauth_client", &c.client_id, "oauth.client_created", changes).await?;
     get_client(conn, &c.client_id).await?.ok_or_else(|| Error::internal(anyhow::anyhow!("client vanished")))
 }
@@ -181,6 +187,8 @@ pub struct Grant {
     pub scopes: Vec<String>,
     pub auth_time: Option<DateTime<Utc>>,
     pub nonce: Option<String>,
+    /// When it ends by itself: its own expiry or its session's.
+    pub alive_until: DateTime<Utc>,
 }
 
 pub struct NewGrant<'a> {
@@ -222,7 +230,8 @@ pub async fn create_grant(conn: &mut PgConnection, audit: &Audit, g: NewGrant<'_
 pub async fn live_grant<'e, E: sqlx::PgExecutor<'e>>(exec: E, id: Uuid) -> Result<Option<Grant>, Error> {
     Ok(sqlx::query_as!(
         Grant,
-        r#"SELECT g.id, g.client_id, g.user_id, g.session_id, g.scopes, g.auth_time, g.nonce
+        r#"SELECT g.id, g.client_id, g.user_id, g.session_id, g.scopes, g.auth_time, g.nonce,
+                  LEAST(g.expires_at, s.expires_at) AS "alive_until!"
            FROM oauth_grants g
            LEFT JOIN users u ON u.id = g.user_id
            LEFT JOIN sessions s ON s.id = g.session_id

@@ -999,6 +999,8 @@ pub struct ClientForm {
     kind: String,
     #[serde(default)]
     first_party: Option<String>,
+    #[serde(default)]
+    signing_alg: Option<String>,
 }
 
 /// `POST /admin/clients`: registers a client; its secret is shown on this answer only.
@@ -1020,6 +1022,7 @@ pub async fn create_client(
         grant_types: Vec::new(),
         first_party: f.first_party.is_some(),
         backchannel_logout_uri: None,
+        signing_alg: f.signing_alg.filter(|a| !a.is_empty()),
     };
     match crate::service::oauth::create_client(&state.pool, &state.keys, &audit, request).await {
         Ok((client, secret)) => {

@@ -164,7 +164,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_token: String,
     pub handle: actix_web::dev::ServerHandle,
-    auth_cache: (registrar::auth::cache::PrincipalCache<registrar::auth::principal::Row>, PgPool),
+    auth_cache: (registrar::auth::cache::AuthCache, PgPool),
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -562,3 +562,101 @@ async fn key_rotation_keeps_old_tokens_valid() {
     let ui = app.client.get(app.url("/oauth2/userinfo")).bearer_auth(&old).send().await.expect("ui");
     assert_eq!(ui.status(), 200, "a token signed before the rotation still works");
 }
+
+/// Userinfo and introspection answer from the auth cache. Each change their
+/// answer depends on reaches the next call at once: a group membership, a
+/// project level, a profile change, a role, the client revoking the token,
+/// the session ending and the user being disabled.
+#[tokio::test]
+async fn cached_claims_follow_every_change() {
+    let app = spawn_app().await;
+    app.create_user("cara", json!({"first_name": "Cara", "last_name": "Mol", "verified": true})).await;
+    let t = &app.admin_token;
+    app.post("/api/v1/groups", t, json!({"name": "lab"})).await.expect(201);
+    app.put("/api/v1/users/cara/groups/lab", t, json!({})).await.expect(200);
+    app.post("/api/v1/projects", t, json!({"id": "PX", "name": "Project X"})).await.expect(201);
+    app.put("/api/v1/projects/PX/members/cara", t, json!({"level": "member"})).await.expect(200);
+    let c = register(
+        &app,
+        json!({"name": "App", "redirect_uris": [REDIRECT], "first_party": true, "signing_alg": "ES256",
+               "scopes": ["openid", "profile", "email", "groups", "projects", "roles"]}),
+    )
+    .await;
+    let b = browser();
+    log_in(&app, &b, "cara", PASSWORD).await;
+    let r = b.get(app.url(&authorize_url(&c.id, &[("scope", "openid profile groups projects roles")]))).send().await;
+    let code = query_of(r.expect("authorize").headers()[LOCATION].to_str().expect("loc"))["code"].clone();
+    let (status, tokens) = exchange(&app, &c, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().expect("access").to_string();
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(access.split('.').next().expect("header")).expect("b64"))
+            .expect("json");
+    assert_eq!(header["alg"], "ES256", "the client asked for ES256 tokens");
+    let id_header = tokens["id_token"].as_str().expect("id").split('.').next().expect("h").to_string();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(id_header).expect("b64")).expect("json")["alg"],
+        "ES256"
+    );
+
+    let userinfo = || async {
+        let r = app.client.get(app.url("/oauth2/userinfo")).bearer_auth(&access).send().await.expect("userinfo");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (s, u) = userinfo().await;
+    assert_eq!(s, 200);
+    assert_eq!(u["groups"], json!(["lab", "PX_member"]));
+    assert_eq!(u["projects"], json!({"PX": "member"}));
+    let has_role = |u: &Value| u["roles"].as_array().expect("roles").iter().any(|r| r == "UserManager");
+    assert!(!has_role(&u), "{u}");
+    // Served twice (the second from the cache), then each change shows at once.
+    assert_eq!(userinfo().await.1, u);
+
+    app.delete("/api/v1/users/cara/groups/lab", t).await.expect(200);
+    assert_eq!(userinfo().await.1["groups"], json!(["PX_member"]), "a removed membership");
+    app.put("/api/v1/projects/PX/members/cara", t, json!({"level": "collaborator"})).await.expect(200);
+    assert_eq!(userinfo().await.1["projects"], json!({"PX": "collaborator"}), "a changed level");
+    app.patch("/api/v1/users/cara", t, json!({"first_name": "Carla"})).await.expect(200);
+    assert_eq!(userinfo().await.1["given_name"], "Carla", "a profile change");
+    app.put("/api/v1/users/cara/roles/UserManager", t, json!({})).await.expect(200);
+    assert!(has_role(&userinfo().await.1), "a role");
+    assert_eq!(introspect(&app, &c, &access).await["username"], "cara");
+
+    // The client revokes its refresh token: the grant, and so the access token, end.
+    let refresh = tokens["refresh_token"].as_str().expect("refresh");
+    let r = app
+        .client
+        .post(app.url("/oauth2/revoke"))
+        .basic_auth(&c.id, c.secret.as_deref())
+        .form(&[("token", refresh)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 200);
+    assert_eq!(introspect(&app, &c, &access).await["active"], false, "revoked: inactive at once");
+    assert_eq!(userinfo().await.0, 401);
+
+    // A second grant: ended by disabling the user, then (a third) by the session's end.
+    let fresh = |b: reqwest::Client| {
+        let (app, c) = (&app, &c);
+        async move {
+            let r = b.get(app.url(&authorize_url(&c.id, &[]))).send().await.expect("authorize");
+            let code = query_of(r.headers()[LOCATION].to_str().expect("loc"))["code"].clone();
+            let (status, tokens) = exchange(app, c, &code).await;
+            assert_eq!(status, 200, "{tokens}");
+            tokens["access_token"].as_str().expect("access").to_string()
+        }
+    };
+    let second = fresh(b.clone()).await;
+    assert_eq!(introspect(&app, &c, &second).await["active"], true);
+    app.patch("/api/v1/users/cara", t, json!({"enabled": false})).await.expect(200);
+    assert_eq!(introspect(&app, &c, &second).await["active"], false, "a disabled user's token");
+    app.patch("/api/v1/users/cara", t, json!({"enabled": true})).await.expect(200);
+    let b2 = browser();
+    log_in(&app, &b2, "cara", PASSWORD).await;
+    let third = fresh(b2).await;
+    assert_eq!(introspect(&app, &c, &third).await["active"], true);
+    app.delete("/api/v1/users/cara/sessions", t).await.expect(200);
+    assert_eq!(introspect(&app, &c, &third).await["active"], false, "the session ended");
+}

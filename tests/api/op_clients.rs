@@ -173,6 +173,7 @@ async fn openid_client_drives_the_provider() {
             "redirect_uris": [redirect_uri],
             "post_logout_redirect_uris": [post_logout],
             "public": true,
+            "signing_alg": "ES256",
             "scopes": scopes,
             "grant_types": ["authorization_code", "refresh_token"],
             "first_party": true,

@@ -361,9 +361,9 @@ function atHashCheck(idToken, claims, accessToken) {
   eq(claims.at_hash, b64urlSha256Half(accessToken, alg), 'at_hash');
 }
 
-async function accessTokenChecks(accessToken, jwks, { clientId, sub }) {
+async function accessTokenChecks(accessToken, jwks, { clientId, sub, alg = 'RS256' }) {
   const header = jose.decodeProtectedHeader(accessToken);
-  eq(header.alg, 'RS256', 'access token alg');
+  eq(header.alg, alg, 'access token alg');
   const { payload } = await jose.jwtVerify(accessToken, jose.createLocalJWKSet(jwks), { issuer: ISSUER, audience: clientId });
   if (sub !== undefined) eq(payload.sub, sub, 'access token sub');
   assert(typeof payload.exp === 'number', 'access token exp');
@@ -406,7 +406,7 @@ async function main() {
     has('grant_types_supported', ['authorization_code', 'refresh_token', 'client_credentials']);
     has('code_challenge_methods_supported', ['S256']);
     has('token_endpoint_auth_methods_supported', ['client_secret_basic', 'client_secret_post', 'none']);
-    has('id_token_signing_alg_values_supported', ['RS256']);
+    has('id_token_signing_alg_values_supported', ['RS256', 'ES256']);
     has('subject_types_supported', ['public']);
     has('scopes_supported', ['openid', 'profile', 'email', 'groups', 'projects', 'roles', 'offline_access']);
     assert(Array.isArray(meta.claims_supported), 'claims_supported missing');
@@ -589,7 +589,7 @@ async function main() {
 
   // --- public client: no secret, PKCE, token_endpoint_auth_method none
   const pub = await check('public client: discovery with token_endpoint_auth_method none', () =>
-    discover(PUBLIC_CLIENT_ID, { token_endpoint_auth_method: 'none' }, client.None()),
+    discover(PUBLIC_CLIENT_ID, { token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256' }, client.None()),
   );
   const pbrowser = new Browser();
   const pv = client.randomPKCECodeVerifier();
@@ -614,14 +614,15 @@ async function main() {
     return t;
   });
   const pclaims = ptokens ? ptokens.claims() : undefined;
-  await check('public client: ID token claims (aud = the public client, same sub as before)', () => {
+  await check('public client (registered with signing_alg ES256): ID token claims (aud = the public client, same sub as before), ES256', () => {
     need(pclaims, 'an ID token');
+    eq(jose.decodeProtectedHeader(ptokens.id_token).alg, 'ES256', 'ID token alg');
     idTokenChecks(ptokens.id_token, pclaims, { clientId: PUBLIC_CLIENT_ID, nonce: pn, startedAt, jwks: need(jwks, 'the JWKS') });
     profileChecks(pclaims, 'ID token');
     if (claims) eq(pclaims.sub, claims.sub, 'sub (the same user through either client)');
   });
-  await check('public client: access token aud = the public client', () =>
-    accessTokenChecks(need(ptokens, 'tokens').access_token, need(jwks, 'the JWKS'), { clientId: PUBLIC_CLIENT_ID, sub: need(pclaims, 'claims').sub }),
+  await check('public client: access token aud = the public client, ES256, verifiable from the JWKS', () =>
+    accessTokenChecks(need(ptokens, 'tokens').access_token, need(jwks, 'the JWKS'), { clientId: PUBLIC_CLIENT_ID, sub: need(pclaims, 'claims').sub, alg: 'ES256' }),
   );
   await check('public client: userinfo', async () => {
     const u = await client.fetchUserInfo(pub, need(ptokens, 'tokens').access_token, need(pclaims, 'claims').sub);
