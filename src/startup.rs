@@ -402,6 +402,7 @@ impl Application {
             limits: crate::auth::limits::RateLimits::new(&settings.rate_limits, settings.email.forgot_per_minute),
             mailer: crate::mail::Mailer::new(&settings)?,
             op_keys,
+            op_verified: Default::default(),
         });
         let listener =
             std::net::TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;

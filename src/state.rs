@@ -24,6 +24,8 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// The OpenID Provider's signing keys (`op::keys`).
     pub op_keys: crate::op::keys::ProviderKeys,
+    /// Access tokens of the provider whose signature was checked (`service::oauth`).
+    pub op_verified: crate::service::oauth::VerifiedTokens,
 }
 
 /// Requests being served. Shutdown waits for it to reach zero before the

@@ -6,9 +6,12 @@
 //!
 //! Rotation (`registrar admin rotate-keys`): new keys sign from then on; the
 //! old ones stay published in the JWKS until every token they signed has
-//! expired. Each instance re-reads the keys at most `RELOAD` after a change.
+//! expired. Each instance forgets its copy when any instance rotates
+//! (`NOTIFY registrar_op_keys`) and re-reads it in the background every
+//! `RELOAD` as well.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,16 +59,39 @@ impl Loaded {
 #[derive(Default, Clone)]
 pub struct ProviderKeys {
     loaded: Arc<RwLock<Option<Arc<Loaded>>>>,
+    /// A background re-read is under way.
+    refreshing: Arc<AtomicBool>,
+    /// Bumped by `reload`: a re-read that started before is not kept.
+    generation: Arc<AtomicU64>,
 }
 
 impl ProviderKeys {
     /// The current keys (loading, or generating on first use, as needed).
+    /// A copy older than `RELOAD` is still served while one background task
+    /// re-reads it, so no request waits on the database for the keys once
+    /// they are loaded.
     pub async fn get(&self, pool: &PgPool) -> Result<Arc<Loaded>> {
-        if let Some(l) = self.loaded.read().await.as_ref().filter(|l| l.at.elapsed() < RELOAD) {
-            return Ok(l.clone());
+        if let Some(l) = self.loaded.read().await.clone() {
+            if l.at.elapsed() >= RELOAD && !self.refreshing.swap(true, Ordering::AcqRel) {
+                let (this, pool) = (self.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let generation = this.generation.load(Ordering::Acquire);
+                    match load_or_generate(&pool).await {
+                        Ok(new) => {
+                            let mut slot = this.loaded.write().await;
+                            if this.generation.load(Ordering::Acquire) == generation {
+                                *slot = Some(Arc::new(new));
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not re-read the OpenID Provider keys"),
+                    }
+                    this.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(l);
         }
         let mut slot = self.loaded.write().await;
-        if let Some(l) = slot.as_ref().filter(|l| l.at.elapsed() < RELOAD) {
+        if let Some(l) = slot.as_ref() {
             return Ok(l.clone());
         }
         let loaded = Arc::new(load_or_generate(pool).await?);
@@ -73,9 +99,11 @@ impl ProviderKeys {
         Ok(loaded)
     }
 
-    /// Forgets the copy (after a rotation by this process).
+    /// Forgets the copy (after a rotation): the next request reads the keys.
     pub async fn reload(&self) {
-        *self.loaded.write().await = None;
+        let mut slot = self.loaded.write().await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *slot = None;
     }
 
     /// Forgets the copy whenever any instance rotates the keys

@@ -23,7 +23,7 @@ use crate::auth::tokens;
 use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::oauth::{self, Client, Grant, NewClient};
-use crate::store::{groups, projects, users};
+use crate::store::{groups, users};
 
 /// The scopes a client may be allowed.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "projects", "roles", "offline_access"];
@@ -223,13 +223,16 @@ async fn claims_of(conn: &mut sqlx::PgConnection, user: &users::User, scopes: &[
     if has("roles") {
         c.insert("roles".into(), json!(user.roles));
     }
-    if has("groups") {
-        c.insert("groups".into(), json!(groups::of_user(conn, user.id).await?));
-    }
-    if has("projects") {
-        let levels: Map<String, Value> =
-            projects::of_user(conn, user.id).await?.into_iter().map(|p| (p.id, json!(p.level))).collect();
-        c.insert("projects".into(), Value::Object(levels));
+    if has("groups") || has("projects") {
+        let memberships = groups::memberships_of(conn, user.id).await?;
+        if has("groups") {
+            c.insert("groups".into(), json!(memberships.iter().map(|m| m.group_name.as_str()).collect::<Vec<_>>()));
+        }
+        if has("projects") {
+            let levels: Map<String, Value> =
+                memberships.iter().filter_map(|m| Some((m.project_id.clone()?, json!(m.level.as_deref()?)))).collect();
+            c.insert("projects".into(), Value::Object(levels));
+        }
     }
     Ok(c)
 }
@@ -394,9 +397,54 @@ pub async fn mint(
     Ok(Tokens { access_token, token_type: "Bearer", expires_in: ttl, scope, id_token, refresh_token })
 }
 
+/// Access tokens whose signature and issuer were checked, with their
+/// claims, until they expire: a resource server calling userinfo or
+/// introspection with the same token again costs a lookup, not a signature
+/// check. Bounded; the grant behind a token is checked at every call
+/// (`grant_view`), so revocation is unaffected.
+#[derive(Default)]
+pub struct VerifiedTokens(std::sync::RwLock<std::collections::HashMap<String, Arc<AccessClaims>>>);
+
+const VERIFIED_TOKENS: usize = 5_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: i64) -> Option<Arc<AccessClaims>> {
+        let map = self.0.read().ok()?;
+        map.get(token).filter(|c| c.exp > now).cloned()
+    }
+
+    fn keep(&self, token: &str, claims: Arc<AccessClaims>, now: i64) {
+        let Ok(mut map) = self.0.write() else { return };
+        if map.len() >= VERIFIED_TOKENS {
+            map.retain(|_, c| c.exp > now);
+            if map.len() >= VERIFIED_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(token.to_string(), claims);
+    }
+}
+
 /// An access token's claims when its signature, issuer and expiry check
 /// (its grant is the caller's to check).
-pub async fn verify_access(state: &AppState, token: &str) -> Result<Option<AccessClaims>> {
+pub async fn verify_access(state: &AppState, token: &str) -> Result<Option<Arc<AccessClaims>>> {
+    let now = Utc::now().timestamp();
+    if let Some(c) = state.op_verified.get(token, now) {
+        return Ok(Some(c));
+    }
+    let claims = verify_access_signature(state, token).await?.map(Arc::new);
+    if let Some(c) = &claims {
+        // Only a token that checked is remembered (the verifier's leeway
+        // aside, `exp` is ahead).
+        state.op_verified.keep(token, c.clone(), now);
+    }
+    Ok(claims)
+}
+
+async fn verify_access_signature(state: &AppState, token: &str) -> Result<Option<AccessClaims>> {
+    if token.len() > 4096 {
+        return Ok(None);
+    }
     let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
     let keys = state.op_keys.get(&state.pool).await?;
     let Some((alg, key)) = header.kid.as_deref().and_then(|k| keys.verify.get(k)) else { return Ok(None) };

@@ -149,6 +149,28 @@ pub async fn of_user(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>,
         .await?)
 }
 
+/// One membership of a user: the group, and for a project's level group
+/// the project and the level.
+pub struct Membership {
+    pub group_name: String,
+    pub project_id: Option<String>,
+    pub level: Option<String>,
+}
+
+/// Every membership of a user, by group name (one query for the `groups`
+/// and `projects` claims).
+pub async fn memberships_of(conn: &mut PgConnection, user: Uuid) -> Result<Vec<Membership>, Error> {
+    Ok(sqlx::query_as!(
+        Membership,
+        r#"SELECT ug.group_name, ug.project_id, g.level
+           FROM user_groups ug JOIN groups g ON g.name = ug.group_name
+           WHERE ug.user_id = $1 ORDER BY lower(ug.group_name)"#,
+        user
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Adds a user to one group. For a project group this sets the user's level
 /// in that project (replacing another level).
 pub async fn add(conn: &mut PgConnection, audit: &Audit, username: &str, group: &str) -> Result<(), Error> {
