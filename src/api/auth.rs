@@ -79,19 +79,59 @@ pub async fn login(
         }
     };
     let logged_in =
-        crate::service::auth::password_login(&state, &audit, &login, body.password, user_agent(&req)).await?;
+        match crate::service::auth::password_login(&state, &audit, &login, body.password, user_agent(&req)).await? {
+            crate::service::auth::Login::Done(l) => l,
+            crate::service::auth::Login::SecondFactor(challenge) => {
+                return Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(challenge))
+            }
+        };
+    Ok(token_answer(&state, logged_in))
+}
+
+/// The answer of a completed login: tokens and the session cookie.
+fn token_answer(state: &AppState, logged_in: crate::service::auth::LoggedIn) -> HttpResponse {
     let (s, access) = (logged_in.session, logged_in.access_token);
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .cookie(session_cookie(&state, s.cookie_secret, ttl))
+        .cookie(session_cookie(state, s.cookie_secret, ttl))
         .json(TokenResponse {
             access_token: access,
             refresh_token: s.refresh_token,
             token_type: "Bearer",
             expires_in: state.keys.access_ttl_secs,
             session_id: s.id,
-        }))
+        })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaRequest {
+    /// From the login's first step.
+    pub mfa_token: String,
+    /// A 6-digit TOTP code or a recovery code.
+    #[schema(value_type = String)]
+    pub code: secrecy::SecretString,
+}
+
+/// A login's second step: the `mfa_token` of the first step and a code (a
+/// TOTP code or a recovery code). Public. A wrong code is 401
+/// `invalid_code` and counts toward the lockout; a spent or expired
+/// `mfa_token` is 401 `invalid_mfa_token`.
+#[utoipa::path(post, path = "/api/v1/auth/mfa", tag = "auth", request_body = MfaRequest, responses(
+    (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+    (status = 429, body = crate::error::ErrorBody)))]
+pub async fn mfa(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: Audit,
+    body: Json<MfaRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    let logged_in =
+        crate::service::mfa::second_step(&state, &audit, &body.mfa_token, &body.code, user_agent(&req)).await?;
+    Ok(token_answer(&state, logged_in))
 }
 
 /// Trades a refresh token for a new access token and a new refresh token.

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod groups;
 pub mod health;
 pub mod meta;
+pub mod mfa;
 pub mod oauth_clients;
 pub mod oidc;
 pub mod projects;

@@ -172,10 +172,22 @@ pub async fn callback(
         .ok_or_else(|| ApiError::bad_request("missing_code", "no authorization code"))?;
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
     let return_to = saved.return_to.clone();
-    let (user, s) = crate::service::oidc::finish_login(&state, &audit, p, code, saved, ua).await?;
+    let outcome = crate::service::oidc::finish_login(&state, &audit, p, code, saved, ua).await?;
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     let mut gone = actix_web::cookie::Cookie::build(STATE_COOKIE, "").path("/api/v1/auth/oidc").finish();
     gone.make_removal();
+    let (user, s) = match outcome {
+        crate::service::oidc::OidcLogin::Done(user, s) => (user, s),
+        // The second step: the page in a browser flow, the challenge in JSON otherwise.
+        crate::service::oidc::OidcLogin::SecondFactor(ch) => {
+            let mut res = match return_to {
+                Some(to) => crate::web::public::second_factor_page(&state, &req, ch.mfa_token, to),
+                None => HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(ch),
+            };
+            let _ = res.add_cookie(&gone);
+            return Ok(res);
+        }
+    };
     let cookie = session_cookie(&state, s.cookie_secret, ttl);
     if let Some(to) = return_to {
         return Ok(HttpResponse::Found().insert_header((header::LOCATION, to)).cookie(cookie).cookie(gone).finish());

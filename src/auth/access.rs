@@ -32,6 +32,9 @@ pub enum Rule {
     /// The user named by the `{username}` path segment (or `me`), or holders
     /// of the permission.
     SelfOr(Permission),
+    /// Only the user named by the `{username}` path segment (or `me`):
+    /// what nobody may do for someone else (enrolling a second factor).
+    SelfOnly,
     /// An owner of the project named by the `{project}` path segment, or
     /// holders of the permission.
     ProjectOwnerOr(Permission),
@@ -53,6 +56,7 @@ impl Rule {
             Rule::Authenticated => "authenticated".into(),
             Rule::Permission(p) => format!("permission:{p}"),
             Rule::SelfOr(p) => format!("self-or-permission:{p}"),
+            Rule::SelfOnly => "self".into(),
             Rule::ProjectOwnerOr(p) => format!("project-owner-or-permission:{p}"),
             Rule::ProjectReaderOr(p) => format!("project-member-or-permission:{p}"),
             Rule::ResourceOr(kind, p) => format!("resource:{kind}-or-permission:{p}"),
@@ -185,6 +189,7 @@ async fn authorize(
         Rule::Public | Rule::Authenticated => true,
         Rule::Permission(p) => principal.has(p),
         Rule::SelfOr(p) => principal.has(p) || param(req, "username").is_some_and(|u| principal.is(&u)),
+        Rule::SelfOnly => param(req, "username").is_some_and(|u| principal.is(&u)),
         Rule::ResourceOr(_, p) if principal.has(p) => true,
         Rule::ResourceOr(kind, _) => {
             let wanted = crate::store::permissions::Permission {

@@ -115,7 +115,7 @@ pub async fn token(
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required", None);
     };
     let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    match service::auth::password_login(&state, &audit, &username, password, ua).await {
+    match service::auth::password_only_login(&state, &audit, &username, password, ua).await {
         Ok(done) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({
             "access_token": done.access_token,
             "token_type": "bearer",

@@ -136,8 +136,9 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
+        "acr_values_supported": ["aal1", "aal2"],
         "prompt_values_supported": ["none", "login", "consent"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid", "amr",
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "sid", "amr", "acr",
             "preferred_username", "name", "given_name", "family_name", "email", "email_verified", "groups",
             "projects", "roles"],
         "claims_parameter_supported": false,
@@ -806,6 +807,9 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
             if let Err(e) = crate::service::auth::logout(&state, &audit, Some(sid)).await {
                 return PageError::from(e).error_response();
             }
+            // A GET that wrote: settle as writes do (`settle_writes`), so
+            // the client's next call already finds the grant gone.
+            state.auth_cache.sync(&state.pool).await;
         }
     }
     let mut gone = crate::api::auth::session_cookie(&state, String::new(), 0);

@@ -22,6 +22,24 @@ pub struct LoggedIn {
     pub access_token: String,
 }
 
+/// What a password login comes to.
+pub enum Login {
+    /// Logged in.
+    Done(LoggedIn),
+    /// The account has a second factor: the password was the first step.
+    SecondFactor(crate::service::mfa::Challenge),
+}
+
+/// The refusal of a password alone where no second step can follow (HTTP
+/// Basic, XNAT's and MLTE's password logins) for an account with a second
+/// factor: 401 `mfa_required`. API keys are the way for scripts.
+pub fn second_factor_needed() -> Error {
+    Error::Unauthenticated {
+        code: "mfa_required",
+        message: "this account has a second factor: log in interactively, or use an API key".into(),
+    }
+}
+
 /// The one password check: the rate limits (per client address and per
 /// name), then the account's lockout and the hash (`store::users::check_login`).
 /// Surrounding blanks of the login name are ignored everywhere.
@@ -74,9 +92,28 @@ pub async fn password_login(
     login: &str,
     password: SecretString,
     user_agent: Option<&str>,
+) -> Result<Login> {
+    let ok = check_password(state, audit, login, password).await?;
+    complete_or_challenge(state, audit, ok, user_agent).await
+}
+
+/// A password login for a client that cannot take a second step (XNAT's
+/// `PUT /data/services/auth`, MLTE's token endpoint): an account with a
+/// second factor is refused with `mfa_required`.
+pub async fn password_only_login(
+    state: &AppState,
+    audit: &Audit,
+    login: &str,
+    password: SecretString,
+    user_agent: Option<&str>,
 ) -> Result<LoggedIn> {
     let ok = check_password(state, audit, login, password).await?;
-    start_login_session(state, audit, ok, user_agent).await
+    if ok.mfa_enabled {
+        let mut conn = state.pool.acquire().await?;
+        crate::store::mfa::first_step_done(&mut conn, ok.user_id).await?;
+        return Err(second_factor_needed());
+    }
+    start_login_session(state, audit, ok, user_agent, &["pwd"]).await
 }
 
 /// `password_login` for the login page: a disabled account is named as
@@ -87,20 +124,38 @@ pub async fn page_login(
     login: &str,
     password: SecretString,
     user_agent: Option<&str>,
-) -> Result<LoggedIn> {
+) -> Result<Login> {
     let ok = check_password_revealing(state, audit, login, password).await?;
-    start_login_session(state, audit, ok, user_agent).await
+    complete_or_challenge(state, audit, ok, user_agent).await
 }
 
-async fn start_login_session(
+/// A password that checked: the session, or (the account has a second
+/// factor) the challenge its second step answers (`service::mfa`).
+async fn complete_or_challenge(
     state: &AppState,
     audit: &Audit,
     ok: LoginOk,
     user_agent: Option<&str>,
+) -> Result<Login> {
+    if ok.mfa_enabled {
+        return Ok(Login::SecondFactor(crate::service::mfa::challenge(state, audit, &ok, user_agent).await?));
+    }
+    Ok(Login::Done(start_login_session(state, audit, ok, user_agent, &["pwd"]).await?))
+}
+
+/// Starts the session of a login that is complete: `amr` says how it was
+/// made (`pwd`, and `otp` after a second factor, which also marks the
+/// session's second factor as used now).
+pub(crate) async fn start_login_session(
+    state: &AppState,
+    audit: &Audit,
+    ok: LoginOk,
+    user_agent: Option<&str>,
+    amr: &[&str],
 ) -> Result<LoggedIn> {
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     let ttl = state.settings.auth.session_ttl_secs;
-    let session = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent).await?;
+    let session = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent, amr).await?;
     let access_token = state.keys.issue_access(ok.user_id, session.id, chrono::Utc::now().timestamp())?;
     Ok(LoggedIn { session, access_token })
 }
@@ -109,6 +164,11 @@ async fn start_login_session(
 /// XNAT adapter starts one with `start_session`). The user's id.
 pub async fn basic_password(state: &AppState, audit: &Audit, username: &str, password: SecretString) -> Result<Uuid> {
     let ok = check_password(state, audit, username, password).await?;
+    if ok.mfa_enabled {
+        let mut conn = state.pool.acquire().await?;
+        crate::store::mfa::first_step_done(&mut conn, ok.user_id).await?;
+        return Err(second_factor_needed());
+    }
     users::record_login(&state.pool, audit, &ok).await?;
     Ok(ok.user_id)
 }

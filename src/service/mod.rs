@@ -13,6 +13,7 @@ pub mod email;
 pub mod groups;
 pub mod import;
 pub mod memberships;
+pub mod mfa;
 pub mod oauth;
 pub mod oidc;
 pub mod permissions;

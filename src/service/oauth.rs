@@ -368,7 +368,9 @@ pub async fn mint(
                 ("iat", json!(now)),
                 ("exp", json!(now + ttl)),
                 ("at_hash", json!(at_hash)),
-                ("amr", json!(["pwd"])),
+                ("amr", json!(if grant.amr.is_empty() { vec!["pwd".to_string()] } else { grant.amr.clone() })),
+                // NIST SP 800-63B assurance: a second factor makes AAL2.
+                ("acr", json!(if grant.amr.iter().any(|a| a == "otp") { "aal2" } else { "aal1" })),
             ] {
                 claims.insert(k.into(), v);
             }

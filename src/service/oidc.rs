@@ -24,7 +24,7 @@ pub async fn finish_login(
     code: &str,
     saved: identities::LoginState,
     user_agent: Option<&str>,
-) -> Result<(users::User, NewSession)> {
+) -> Result<OidcLogin> {
     let id = match state.oidc.finish(&state.settings, p, code, saved.pkce_verifier, saved.nonce).await {
         Ok(id) => id,
         Err(e) => {
@@ -48,8 +48,20 @@ pub async fn finish_login(
         }
     };
     let audit = audit.clone().as_user(user.id, &user.username);
+    // The provider was the first step; an account with a second factor
+    // takes the second as a password login does.
+    if let Some(challenge) = crate::service::mfa::challenge_after_oidc(state, &audit, user.id, user_agent).await? {
+        return Ok(OidcLogin::SecondFactor(challenge));
+    }
     let session = start_session(state, &audit, user.id, SessionKind::Oidc, user_agent).await?;
-    Ok((user, session))
+    Ok(OidcLogin::Done(Box::new(user), session))
+}
+
+/// What an OpenID Connect login comes to.
+pub enum OidcLogin {
+    Done(Box<users::User>, NewSession),
+    /// The account has a second factor (`service::mfa`).
+    SecondFactor(crate::service::mfa::Challenge),
 }
 
 /// Logs a refused or failed login on its own (the request has no other write).

@@ -10,6 +10,7 @@ pub mod db;
 pub mod email_tokens;
 pub mod groups;
 pub mod identities;
+pub mod mfa;
 pub mod oauth;
 pub mod op_keys;
 pub mod permissions;

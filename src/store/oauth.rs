@@ -189,6 +189,9 @@ pub struct Grant {
     pub nonce: Option<String>,
     /// When it ends by itself: its own expiry or its session's.
     pub alive_until: DateTime<Utc>,
+    /// How the session behind it was earned (`pwd`, `otp`, ...); empty for
+    /// a client's own grant.
+    pub amr: Vec<String>,
 }
 
 pub struct NewGrant<'a> {
@@ -231,7 +234,7 @@ pub async fn live_grant<'e, E: sqlx::PgExecutor<'e>>(exec: E, id: Uuid) -> Resul
     Ok(sqlx::query_as!(
         Grant,
         r#"SELECT g.id, g.client_id, g.user_id, g.session_id, g.scopes, g.auth_time, g.nonce,
-                  LEAST(g.expires_at, s.expires_at) AS "alive_until!"
+                  LEAST(g.expires_at, s.expires_at) AS "alive_until!", COALESCE(s.amr, '{}') AS "amr!"
            FROM oauth_grants g
            LEFT JOIN users u ON u.id = g.user_id
            LEFT JOIN sessions s ON s.id = g.session_id

@@ -150,11 +150,14 @@ pub async fn create_for_login(
     ok: &LoginOk,
     ttl_secs: u64,
     user_agent: Option<&str>,
+    amr: &[&str],
 ) -> Result<NewSession, Error> {
     let s = Fresh::new(ttl_secs, user_agent);
     let mut session_audit = audit.clone();
     session_audit.session_id = Some(s.id);
     let log = change_log::rows(&[ok.entry(audit), s.entry(&session_audit, "password")]);
+    let amr: Vec<String> = amr.iter().map(|a| a.to_string()).collect();
+    let mfa = amr.iter().any(|a| a == "otp");
     let written = sqlx::query_scalar!(
         r#"WITH login AS (
                UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
@@ -163,8 +166,8 @@ pub async fn create_for_login(
                WHERE id = $1 AND password_hash IS NOT DISTINCT FROM $3 AND tokens_not_before = $4
                RETURNING id
            ), session AS (
-               INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash)
-               SELECT $5, id, 'password', $6, $7, $8, $9 FROM login RETURNING id
+               INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash, amr, mfa_at)
+               SELECT $5, id, 'password', $6, $7, $8, $9, $12, CASE WHEN $13 THEN now() END FROM login RETURNING id
            ), refresh AS (
                INSERT INTO refresh_tokens (token_hash, session_id) SELECT $10, id FROM session
            ), log AS (
@@ -189,6 +192,8 @@ pub async fn create_for_login(
         tokens::sha256(&s.cookie),
         tokens::sha256(&s.refresh),
         log,
+        &amr,
+        mfa,
     )
     .fetch_one(pool)
     .await?;

@@ -695,6 +695,7 @@ struct LoginRow {
     enabled: bool,
     password_hash: Option<String>,
     tokens_not_before: DateTime<Utc>,
+    mfa_enabled: bool,
     /// The attempt count after reserving this attempt; `None` when locked.
     reserved: Option<i32>,
 }
@@ -711,6 +712,8 @@ pub struct LoginOk {
     /// everywhere" racing the hash wins).
     pub(crate) checked_hash: Option<String>,
     pub(crate) not_before: DateTime<Utc>,
+    /// The account has a second factor: the password alone is only a first step.
+    pub mfa_enabled: bool,
 }
 
 /// A login whose password changed (or whose sessions were all revoked)
@@ -842,6 +845,7 @@ pub async fn check_login(
             rehashed,
             checked_hash: row.password_hash,
             not_before: row.tokens_not_before,
+            mfa_enabled: row.mfa_enabled,
         });
     }
     record_failure(&state.pool, audit, &row, &limits).await?;
@@ -863,15 +867,15 @@ fn invalid_credentials() -> Error {
 }
 
 /// `auth.max_failed_logins` and `auth.lockout_secs`, and the 429 they give.
-struct LockoutLimits {
-    max: i32,
-    lockout_secs: i64,
+pub(crate) struct LockoutLimits {
+    pub(crate) max: i32,
+    pub(crate) lockout_secs: i64,
     /// `auth.login_reservation_secs`.
     reservation_secs: f64,
 }
 
 impl LockoutLimits {
-    fn of(state: &AppState) -> LockoutLimits {
+    pub(crate) fn of(state: &AppState) -> LockoutLimits {
         LockoutLimits {
             max: i32::try_from(state.settings.auth.max_failed_logins).unwrap_or(5),
             lockout_secs: i64::try_from(state.settings.auth.lockout_secs).unwrap_or(900),
@@ -879,7 +883,7 @@ impl LockoutLimits {
         }
     }
 
-    fn locked(&self, until: Option<DateTime<Utc>>) -> Error {
+    pub(crate) fn locked(&self, until: Option<DateTime<Utc>>) -> Error {
         let retry = until.map(|u| (u - Utc::now()).num_seconds()).unwrap_or(self.lockout_secs).max(1);
         Error::too_many(
             "account_locked",
@@ -905,7 +909,7 @@ async fn reserve_attempt(pool: &PgPool, login: &str, limits: &LockoutLimits) -> 
     Ok(sqlx::query_as!(
         LoginRow,
         "WITH target AS (
-             SELECT id, username, enabled, password_hash, tokens_not_before FROM users
+             SELECT id, username, enabled, password_hash, tokens_not_before, mfa_enabled FROM users
              WHERE lower(username) = $1 OR email_key = $1 LIMIT 1
          ), reserved AS (
              -- Every condition reads `u.` itself (no CTE of the row): when
@@ -932,7 +936,7 @@ async fn reserve_attempt(pool: &PgPool, login: &str, limits: &LockoutLimits) -> 
          ), no_flush AS (
              SELECT set_config('synchronous_commit', 'off', true)
          )
-         SELECT t.id, t.username, t.enabled, t.password_hash, t.tokens_not_before,
+         SELECT t.id, t.username, t.enabled, t.password_hash, t.tokens_not_before, t.mfa_enabled,
                 (SELECT logins_in_flight FROM reserved) AS reserved
          FROM target t, no_flush",
         crate::domain::login_key(login),
@@ -1059,6 +1063,14 @@ pub async fn settle_own_check(pool: &PgPool, ok: &LoginOk) -> Result<(), Error> 
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// When the account's lockout ends (`None`: not locked).
+pub async fn locked_until(conn: &mut PgConnection, user: Uuid) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(sqlx::query_scalar!("SELECT locked_until FROM users WHERE id = $1", user)
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten())
 }
 
 /// Filters of the user list.

@@ -130,11 +130,9 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, audit: Audit, f
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
     let password = SecretString::from(f.password);
     match crate::service::auth::page_login(&state, &audit, &username, password, ua).await {
-        Ok(logged_in) => {
-            let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
-            let mut res = see_other(&return_to);
-            let _ = res.add_cookie(&crate::api::auth::session_cookie(&state, logged_in.session.cookie_secret, ttl));
-            res
+        Ok(crate::service::auth::Login::Done(logged_in)) => logged_in_to(&state, logged_in, &return_to),
+        Ok(crate::service::auth::Login::SecondFactor(ch)) => {
+            mfa_page(&state, &req, StatusCode::OK, ch.mfa_token, return_to, None)
         }
         Err(e) => {
             let retry_after = match &e {
@@ -143,6 +141,91 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, audit: Audit, f
             };
             let (status, msg) = login_refusal(e);
             with_retry_after(login_page(&state, &req, status, username, return_to, Some(msg)), retry_after)
+        }
+    }
+}
+
+/// A completed login: the session cookie, and on to `return_to`.
+fn logged_in_to(state: &AppState, logged_in: crate::service::auth::LoggedIn, return_to: &str) -> HttpResponse {
+    let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
+    let mut res = see_other(return_to);
+    let _ = res.add_cookie(&crate::api::auth::session_cookie(state, logged_in.session.cookie_secret, ttl));
+    res
+}
+
+#[derive(Template)]
+#[template(path = "login_mfa.html")]
+struct MfaPage {
+    c: Chrome,
+    mfa_token: String,
+    return_to: String,
+    error: Option<String>,
+}
+
+fn mfa_page(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    mfa_token: String,
+    return_to: String,
+    error: Option<String>,
+) -> HttpResponse {
+    let (c, cookie) = Chrome::public(state, req);
+    let mut res = render(state, status, &MfaPage { c, mfa_token, return_to, error });
+    if let Some(cookie) = cookie {
+        let _ = res.add_cookie(&cookie);
+    }
+    res
+}
+
+/// The second-step page of a login whose first step happened elsewhere (an
+/// OpenID Connect callback).
+pub fn second_factor_page(state: &AppState, req: &HttpRequest, mfa_token: String, return_to: String) -> HttpResponse {
+    let return_to = safe_return_to(state, Some(&return_to));
+    mfa_page(state, req, StatusCode::OK, mfa_token, return_to, None)
+}
+
+#[derive(Deserialize)]
+pub struct MfaForm {
+    #[serde(default)]
+    mfa_token: String,
+    #[serde(default)]
+    code: String,
+    return_to: Option<String>,
+}
+
+/// `POST /login/mfa`: a login's second step (`service::mfa::second_step`).
+pub async fn login_mfa(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: Audit,
+    form: Form<MfaForm>,
+) -> HttpResponse {
+    let f = form.0;
+    let return_to = safe_return_to(&state, f.return_to.as_deref());
+    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")) {
+        let (status, msg) = login_refusal(e);
+        return login_page(&state, &req, status, String::new(), return_to, Some(msg));
+    }
+    let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
+    let code = SecretString::from(f.code);
+    match crate::service::mfa::second_step(&state, &audit, &f.mfa_token, &code, ua).await {
+        Ok(logged_in) => logged_in_to(&state, logged_in, &return_to),
+        Err(e) if e.code() == "invalid_code" => {
+            let msg = "That code is wrong or was already used. Try the next one.".to_string();
+            mfa_page(&state, &req, StatusCode::UNAUTHORIZED, f.mfa_token, return_to, Some(msg))
+        }
+        Err(e) if e.code() == "invalid_mfa_token" => {
+            let msg = "The login took too long or was already finished: log in again.".to_string();
+            login_page(&state, &req, StatusCode::UNAUTHORIZED, String::new(), return_to, Some(msg))
+        }
+        Err(e) => {
+            let retry_after = match &e {
+                Error::Locked { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            };
+            let (status, msg) = login_refusal(e);
+            with_retry_after(login_page(&state, &req, status, String::new(), return_to, Some(msg)), retry_after)
         }
     }
 }

@@ -143,7 +143,7 @@ pub async fn services_auth(
     let form = form.into_inner();
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
     let password = secrecy::SecretString::from(form.password);
-    let s = crate::service::auth::password_login(&state, &audit, &form.username, password, ua).await?.session;
+    let s = crate::service::auth::password_only_login(&state, &audit, &form.username, password, ua).await?.session;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .cookie(jsession_cookie(&state, s.cookie_secret.clone()))

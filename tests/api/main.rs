@@ -10,6 +10,7 @@ mod bad_input;
 mod foundation;
 mod fuzz;
 mod hardening;
+mod mfa;
 mod mlte_client;
 mod oidc;
 mod op;

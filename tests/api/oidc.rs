@@ -577,3 +577,37 @@ async fn a_second_instance_finishes_the_login() {
     let token = body["access_token"].as_str().expect("token");
     assert_eq!(env.app.get("/api/v1/users/me", token).await.expect(200).json()["username"], "alice");
 }
+
+/// An account with a second factor: the provider is the first step, the
+/// code the second, in JSON and in a browser flow (the second-step page);
+/// no session before the code.
+#[tokio::test]
+async fn an_oidc_login_asks_for_the_second_factor() {
+    apt_install(&[crate::mfa::OATHTOOL], &["oathtool"]).await;
+    let env = setup(|_| {}).await;
+    env.idp.account(alice()).await;
+    let first = env.login("alice-sub", "", None).await.expect(200);
+    let token = first.json()["access_token"].as_str().expect("token").to_string();
+    let e = env.app.post("/api/v1/users/me/mfa/totp", &token, json!(null)).await.expect(201).json();
+    let secret = e["secret"].as_str().expect("secret").to_string();
+    crate::mfa::away_from_step_edge().await;
+    let code = crate::mfa::code(&secret, 0);
+    env.app.post("/api/v1/users/me/mfa/totp/confirm", &token, json!({"code": code})).await.expect(200);
+
+    let sessions_before = env.app.count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL").await;
+    let r = env.login("alice-sub", "", None).await.expect(200);
+    assert!(cookie_value(&r, "registrar_session").is_none(), "no session before the second step");
+    let ch = r.json();
+    assert_eq!(ch["mfa_required"], true, "{ch}");
+    assert!(ch.get("access_token").is_none());
+    assert_eq!(env.app.count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL").await, sessions_before);
+    let body = json!({"mfa_token": ch["mfa_token"], "code": crate::mfa::code(&secret, 30)});
+    let done = env.app.post("/api/v1/auth/mfa", "", body).await.expect(200).json();
+    let me = env.app.get("/api/v1/users/me", done["access_token"].as_str().expect("t")).await.expect(200).json();
+    assert_eq!(me["username"], "alice");
+
+    // A browser flow (return_to) shows the second-step page.
+    let r = env.login("alice-sub", "?return_to=%2Fwelcome", None).await.expect(200);
+    assert!(r.text.contains("id=\"login-mfa\""), "{}", r.text);
+    assert!(cookie_value(&r, "registrar_session").is_none());
+}

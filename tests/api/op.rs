@@ -179,6 +179,7 @@ async fn the_code_flow_and_its_refusals() {
     assert_eq!(id["preferred_username"], "rita");
     assert_eq!(id["email_verified"], true);
     assert!(id["auth_time"].is_i64() && id["sid"].is_string());
+    assert_eq!((id["amr"].clone(), id["acr"].clone()), (json!(["pwd"]), json!("aal1")), "a password alone");
     let rita = app.get("/api/v1/users/rita", &app.admin_token).await.expect(200).json();
     assert_eq!(id["sub"], rita["id"], "sub is the stable user id");
     let access = t["access_token"].as_str().expect("access").to_string();

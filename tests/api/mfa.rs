@@ -1,0 +1,313 @@
+//! Second factors: TOTP with codes computed by an independent
+//! implementation (Debian's `oathtool`), recovery codes, the two-step login
+//! (API and page), replay, window edges, the lockout, the clients that
+//! cannot take a second step (HTTP Basic, XNAT's login) and an
+//! administrator's reset. The state is checked after each step.
+
+use reqwest::header::LOCATION;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+pub const OATHTOOL: &str = "/usr/bin/oathtool";
+
+/// The TOTP code of `secret` (base32) at `offset_secs` from now, by oathtool.
+pub fn code(secret: &str, offset_secs: i64) -> String {
+    let when = format!("now {offset_secs:+} seconds");
+    let out = std::process::Command::new(OATHTOOL)
+        .args(["--totp", "--base32", "--now", &when, secret])
+        .output()
+        .expect("oathtool runs");
+    assert!(out.status.success(), "oathtool: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+/// Seconds into the current 30-second TOTP step.
+fn into_step() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() % 30
+}
+
+/// Waits until at least 5 seconds remain in the current step, so that a
+/// code computed now is judged in the same step.
+pub async fn away_from_step_edge() {
+    if into_step() >= 25 {
+        tokio::time::sleep(std::time::Duration::from_secs(31 - into_step())).await;
+    }
+}
+
+/// Enrols `user` (logged in with `token`): the secret and the recovery codes.
+async fn enrol(app: &TestApp, token: &str) -> (String, Vec<String>) {
+    let e = app.post("/api/v1/users/me/mfa/totp", token, json!(null)).await.expect(201).json();
+    let secret = e["secret"].as_str().expect("secret").to_string();
+    let uri = e["otpauth_uri"].as_str().expect("uri");
+    assert!(uri.starts_with("otpauth://totp/") && uri.contains(&format!("secret={secret}")), "{uri}");
+    assert_eq!(app.get("/api/v1/users/me/mfa", token).await.expect(200).json()["totp"], "pending");
+    away_from_step_edge().await;
+    let r = app.post("/api/v1/users/me/mfa/totp/confirm", token, json!({"code": code(&secret, 0)})).await.expect(200);
+    let codes: Vec<String> = r.json()["recovery_codes"]
+        .as_array()
+        .expect("recovery codes with the first factor")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes)
+}
+
+async fn first_step(app: &TestApp, user: &str) -> Value {
+    let r = app.post("/api/v1/auth/login", "", json!({"username": user, "password": PASSWORD})).await.expect(200);
+    let b = r.json();
+    assert_eq!(b["mfa_required"], true, "{b}");
+    assert!(
+        b.get("access_token").is_none() && b.get("refresh_token").is_none(),
+        "no tokens before the second step: {b}"
+    );
+    assert!(r.headers.get("set-cookie").is_none(), "no session cookie before the second step");
+    b
+}
+
+async fn second_step(app: &TestApp, mfa_token: &str, code: &str) -> Resp {
+    app.post("/api/v1/auth/mfa", "", json!({"mfa_token": mfa_token, "code": code})).await
+}
+
+#[tokio::test]
+async fn totp_and_recovery_codes_guard_the_login() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app().await;
+    app.create_user("mia", json!({})).await;
+    let t = app.login("mia", PASSWORD).await;
+    let (secret, recovery) = enrol(&app, &t).await;
+    let status = app.get("/api/v1/users/mia/mfa", &app.admin_token).await.expect(200).json();
+    assert_eq!(status, json!({"enabled": true, "totp": "confirmed", "recovery_codes_left": 10}));
+    // A second enrolment while one is confirmed is refused and changes nothing.
+    app.post("/api/v1/users/me/mfa/totp", &t, json!(null)).await.expect(409);
+    // Nobody enrols for someone else, administrators included.
+    app.post("/api/v1/users/mia/mfa/totp", &app.admin_token, json!(null)).await.expect(403);
+
+    // The first step gives no tokens; the code the enrolment used is spent.
+    let ch = first_step(&app, "mia").await;
+    assert_eq!(ch["methods"], json!(["totp", "recovery_code"]));
+    let mfa_token = ch["mfa_token"].as_str().expect("mfa_token");
+    away_from_step_edge().await;
+    let e = second_step(&app, mfa_token, &code(&secret, 0)).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code", "a code is good once");
+    // Two steps away is outside the window.
+    let e = second_step(&app, mfa_token, &code(&secret, 65)).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code", "two steps ahead");
+    // The next step's code is inside (one step of drift either side).
+    let next = code(&secret, 30);
+    let tokens = second_step(&app, mfa_token, &next).await.expect(200).json();
+    let access = tokens["access_token"].as_str().expect("access token");
+    assert_eq!(app.get("/api/v1/users/me", access).await.expect(200).json()["username"], "mia");
+    // The mfa_token is spent, and the code too.
+    assert_eq!(second_step(&app, mfa_token, &next).await.expect(401).json()["error"]["code"], "invalid_mfa_token");
+    let again = first_step(&app, "mia").await;
+    let e = second_step(&app, again["mfa_token"].as_str().expect("t"), &next).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code", "a replayed code in its window");
+
+    // A recovery code works once, in any spelling; its use is logged.
+    let r = second_step(&app, again["mfa_token"].as_str().expect("t"), &recovery[0].to_uppercase()).await.expect(200);
+    assert!(r.json()["access_token"].is_string());
+    let third = first_step(&app, "mia").await;
+    let e = second_step(&app, third["mfa_token"].as_str().expect("t"), &recovery[0]).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code");
+    assert_eq!(app.get("/api/v1/users/me/mfa", &t).await.expect(200).json()["recovery_codes_left"], 9);
+    let mia = app.get("/api/v1/users/mia", &app.admin_token).await.expect(200).json();
+    let actions = app.log_actions(mia["id"].as_str().expect("id")).await;
+    for a in
+        ["mfa.totp_enrolled", "mfa.recovery_codes_generated", "mfa.challenged", "mfa.failed", "mfa.recovery_code_used"]
+    {
+        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    }
+    let log: String = sqlx::query_scalar("SELECT string_agg(changes::text, ' ') FROM change_log")
+        .fetch_one(&app.pool)
+        .await
+        .expect("log");
+    for secret_text in recovery.iter().map(String::as_str).chain([secret.as_str(), next.as_str()]) {
+        assert!(!log.contains(secret_text), "the change log holds a secret or code");
+    }
+    // Stored: the secret sealed, the recovery codes hashed.
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT secret_sealed FROM mfa_totp").fetch_one(&app.pool).await.expect("row");
+    assert!(!String::from_utf8_lossy(&stored).contains(&secret));
+
+    // New recovery codes: the old ones die.
+    let fresh = app.post("/api/v1/users/me/mfa/recovery-codes", &t, json!(null)).await.expect(201).json();
+    let fresh: Vec<String> =
+        fresh["recovery_codes"].as_array().expect("codes").iter().map(|c| c.as_str().expect("c").to_string()).collect();
+    let step = first_step(&app, "mia").await;
+    let e = second_step(&app, step["mfa_token"].as_str().expect("t"), &recovery[1]).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code", "an old recovery code after regeneration");
+    second_step(&app, step["mfa_token"].as_str().expect("t"), &fresh[0]).await.expect(200);
+
+    // Clients that cannot take a second step: Basic and XNAT's login refuse
+    // the password; an API key keeps working for scripts.
+    let basic =
+        app.client.get(app.url("/api/v1/users/me")).basic_auth("mia", Some(PASSWORD)).send().await.expect("basic");
+    assert_eq!(basic.status(), 401);
+    assert_eq!(basic.json::<Value>().await.expect("json")["error"]["code"], "mfa_required");
+    let xnat = app
+        .client
+        .put(app.url("/data/services/auth"))
+        .form(&[("username", "mia"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("xnat");
+    assert_eq!(xnat.status(), 401);
+    let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "script"})).await.expect(201).json();
+    let key = key["key"].as_str().expect("key");
+    app.get("/api/v1/users/me", key).await.expect(200);
+    let via_basic = app.client.get(app.url("/api/v1/users/me")).basic_auth("mia", Some(key)).send().await.expect("b");
+    assert_eq!(via_basic.status(), 200, "an API key as the Basic password");
+
+    // An administrator resets the factors: every session ends, the password alone logs in again.
+    app.delete("/api/v1/users/mia/mfa", &app.admin_token).await.expect(204);
+    app.get("/api/v1/users/me", &t).await.expect(401);
+    let b =
+        app.post("/api/v1/auth/login", "", json!({"username": "mia", "password": PASSWORD})).await.expect(200).json();
+    assert!(b["access_token"].is_string() && b.get("mfa_required").is_none(), "{b}");
+    assert_eq!(app.count("SELECT count(*) FROM mfa_recovery_codes").await, 0);
+}
+
+#[tokio::test]
+async fn wrong_codes_lock_the_account_like_wrong_passwords() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app_with(|s| s.auth.max_failed_logins = 3).await;
+    app.create_user("lou", json!({})).await;
+    let t = app.login("lou", PASSWORD).await;
+    let (secret, _) = enrol(&app, &t).await;
+    let ch = first_step(&app, "lou").await;
+    let token = ch["mfa_token"].as_str().expect("t");
+    for _ in 0..3 {
+        assert_eq!(second_step(&app, token, "000000").await.expect(401).json()["error"]["code"], "invalid_code");
+    }
+    // Locked: even the right code, and the right password, wait.
+    away_from_step_edge().await;
+    let r = second_step(&app, token, &code(&secret, 30)).await.expect(429);
+    assert_eq!(r.json()["error"]["code"], "account_locked");
+    let r = app.post("/api/v1/auth/login", "", json!({"username": "lou", "password": PASSWORD})).await.expect(429);
+    assert_eq!(r.json()["error"]["code"], "account_locked");
+    // Parallel guesses are counted before they are checked: no more than the limit get through.
+    app.post("/api/v1/users/lou/unlock", &app.admin_token, json!(null)).await.expect(200);
+    let ch = first_step(&app, "lou").await;
+    let token = ch["mfa_token"].as_str().expect("t").to_string();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (client, url, token) = (app.client.clone(), app.url("/api/v1/auth/mfa"), token.clone());
+        guesses.spawn(async move {
+            let body = json!({"mfa_token": token, "code": format!("{:06}", 100_000 + i)});
+            client.post(url).json(&body).send().await.expect("guess").status().as_u16()
+        });
+    }
+    let statuses: Vec<u16> = guesses.join_all().await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 3, "{checked} guesses were checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_login_page_asks_for_the_second_factor() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app().await;
+    app.create_user("pia", json!({})).await;
+    let t = app.login("pia", PASSWORD).await;
+    let (secret, _) = enrol(&app, &t).await;
+    let b =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("c");
+    let html = b.get(app.url("/login")).send().await.expect("GET").text().await.expect("html");
+    let at = html.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+    let csrf = html[at..at + html[at..].find('"').expect("end")].to_string();
+    let r = b
+        .post(app.url("/login"))
+        .form(&[("csrf", csrf.as_str()), ("username", "pia"), ("password", PASSWORD), ("return_to", "/account")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200, "the password is only the first step");
+    let page = r.text().await.expect("html");
+    assert!(page.contains("id=\"login-mfa\""), "{page}");
+    let at = page.find("name=\"mfa_token\" value=\"").expect("mfa_token") + 24;
+    let mfa_token = page[at..at + page[at..].find('"').expect("end")].to_string();
+    // Not logged in yet.
+    assert_eq!(b.get(app.url("/account")).send().await.expect("GET").status(), 303);
+    let wrong = b
+        .post(app.url("/login/mfa"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("mfa_token", mfa_token.as_str()),
+            ("code", "123456"),
+            ("return_to", "/account"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.expect("html").contains("wrong"));
+    away_from_step_edge().await;
+    let ok = b
+        .post(app.url("/login/mfa"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("mfa_token", mfa_token.as_str()),
+            ("code", code(&secret, 30).as_str()),
+            ("return_to", "/account"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(ok.status(), 303);
+    assert_eq!(ok.headers()[LOCATION], "/account");
+    assert_eq!(b.get(app.url("/account")).send().await.expect("GET").status(), 200, "logged in after the second step");
+
+    // The OpenID Provider reports the factors of the session: amr and acr.
+    let client = app
+        .post(
+            "/api/v1/oauth/clients",
+            &app.admin_token,
+            json!({"name": "App", "redirect_uris": ["http://127.0.0.1:9/cb"], "first_party": true}),
+        )
+        .await
+        .expect(201)
+        .json();
+    let (id, secret) = (client["client_id"].as_str().expect("id"), client["client_secret"].as_str().expect("secret"));
+    let verifier = "a-long-enough-pkce-verifier-for-the-mfa-test-0123456789";
+    use base64::Engine;
+    use sha2::Digest;
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let q = serde_urlencoded::to_string([
+        ("response_type", "code"),
+        ("client_id", id),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ("scope", "openid"),
+        ("state", "s"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ])
+    .expect("query");
+    let r = b.get(app.url(&format!("/oauth2/authorize?{q}"))).send().await.expect("authorize");
+    assert_eq!(r.status(), 303);
+    let loc = url::Url::parse(r.headers()[LOCATION].to_str().expect("loc")).expect("url");
+    let code = loc.query_pairs().find(|(k, _)| k == "code").expect("code").1.to_string();
+    let t: Value = app
+        .client
+        .post(app.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let payload = t["id_token"].as_str().expect("id_token").split('.').nth(1).expect("payload").to_string();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
+            .expect("json");
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+    assert_eq!(claims["acr"], "aal2");
+}
