@@ -34,6 +34,7 @@ pub struct Settings {
     pub directory: DirectorySettings,
     pub access_requests: AccessRequestSettings,
     pub email: EmailSettings,
+    pub mfa: MfaSettings,
     /// Addresses or networks (CIDR) of reverse proxies whose
     /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
@@ -89,6 +90,16 @@ impl OidcProvider {
         }
         std::env::var(&self.client_secret_env).ok().filter(|s| !s.is_empty())
     }
+}
+
+/// Second factors (`service::mfa`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MfaSettings {
+    /// Holders of these roles must enrol a second factor at their next login.
+    pub required_for_roles: Vec<String>,
+    /// How recent a second factor must be, in the session, for a sensitive
+    /// operation of a user who has one.
+    pub step_up_secs: u64,
 }
 
 /// Outgoing mail (password reset, email verification, welcome and
@@ -330,6 +341,9 @@ impl Settings {
         }
         if self.auth.login_reservation_secs == 0 {
             return bad("auth.login_reservation_secs", &self.auth.login_reservation_secs, "must be at least 1");
+        }
+        if self.mfa.step_up_secs < 30 {
+            return bad("mfa.step_up_secs", &self.mfa.step_up_secs, "must be at least 30");
         }
         if self.auth.reauth_secs < 30 {
             return bad("auth.reauth_secs", &self.auth.reauth_secs, "must be at least 30");

@@ -49,6 +49,7 @@ pub fn routes() -> Vec<RouteDef> {
         // authentication
         r(M::POST, "/api/v1/auth/login", Public, web::post().to(api::auth::login)),
         r(M::POST, "/api/v1/auth/mfa", Public, web::post().to(api::auth::mfa)),
+        r(M::POST, "/api/v1/auth/mfa/step-up", Authenticated, web::post().to(api::auth::step_up)),
         r(M::POST, "/api/v1/auth/refresh", Public, web::post().to(api::auth::refresh)),
         r(M::POST, "/api/v1/auth/logout", Authenticated, web::post().to(api::auth::logout)),
         r(M::GET, "/api/v1/auth/oidc/providers", Public, web::get().to(api::oidc::providers)),

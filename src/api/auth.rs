@@ -38,6 +38,10 @@ pub struct TokenResponse {
     /// Seconds until the access token expires.
     pub expires_in: i64,
     pub session_id: uuid::Uuid,
+    /// Present (true) when the account must enrol a second factor before
+    /// anything else (`mfa.required_for_roles`): the session can only do that.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_enrollment_required: bool,
 }
 
 fn user_agent(req: &HttpRequest) -> Option<&str> {
@@ -90,6 +94,7 @@ pub async fn login(
 
 /// The answer of a completed login: tokens and the session cookie.
 fn token_answer(state: &AppState, logged_in: crate::service::auth::LoggedIn) -> HttpResponse {
+    let enrol = logged_in.mfa_enrollment_required;
     let (s, access) = (logged_in.session, logged_in.access_token);
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
     HttpResponse::Ok()
@@ -101,6 +106,7 @@ fn token_answer(state: &AppState, logged_in: crate::service::auth::LoggedIn) -> 
             token_type: "Bearer",
             expires_in: state.keys.access_ttl_secs,
             session_id: s.id,
+            mfa_enrollment_required: enrol,
         })
 }
 
@@ -155,6 +161,8 @@ pub async fn refresh(state: web::Data<AppState>, audit: Audit, body: Json<Refres
                 token_type: "Bearer",
                 expires_in: state.keys.access_ttl_secs,
                 session_id,
+                // The session keeps what it may do; a refresh does not restate it.
+                mfa_enrollment_required: false,
             }))
         }
         Refreshed::Invalid => {
@@ -174,4 +182,28 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller, audit: Audit) ->
     let mut gone = session_cookie(&state, String::new(), 0);
     gone.make_removal();
     Ok(HttpResponse::NoContent().cookie(gone).finish())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpRequest {
+    /// A 6-digit TOTP code or a recovery code.
+    #[schema(value_type = String)]
+    pub code: SecretString,
+}
+
+/// A step-up: a second-factor code in the caller's session, after which
+/// sensitive operations pass for `mfa.step_up_secs`. Authenticated (a
+/// session). A wrong code is 401 `invalid_code` and counts toward the lockout.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/step-up", tag = "auth", request_body = StepUpRequest, responses(
+    (status = 204, description = "stepped up"), (status = 401, body = crate::error::ErrorBody),
+    (status = 429, body = crate::error::ErrorBody)))]
+pub async fn step_up(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    body: Json<StepUpRequest>,
+) -> ApiResult<HttpResponse> {
+    crate::service::mfa::step_up(&state, &audit, &caller.0, &body.code).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

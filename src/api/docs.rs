@@ -31,7 +31,7 @@ impl Modify for Security {
     info(title = "registrar", description = "User management: users, roles, sessions, API keys, change log."),
     paths(
         api::health::healthz, api::health::readyz, openapi_json, viewer, asset,
-        api::auth::login, api::auth::mfa, api::auth::refresh, api::auth::logout,
+        api::auth::login, api::auth::mfa, api::auth::step_up, api::auth::refresh, api::auth::logout,
         api::mfa::status, api::mfa::begin_totp, api::mfa::confirm_totp, api::mfa::remove_totp, api::mfa::regenerate_codes,
         api::mfa::reset,
         api::oidc::providers, api::oidc::login, api::oidc::callback, api::oidc::list_identities, api::oidc::unlink,

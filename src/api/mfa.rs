@@ -38,11 +38,11 @@ pub struct RecoveryCodes {
 /// Changing factors needs a recent login (`auth.reauth_secs`): a session
 /// left open must not be enough to plant or drop a factor.
 fn recent(state: &AppState, caller: &Principal) -> ApiResult<()> {
-    if crate::auth::reauth::is_recent(state, caller) {
-        Ok(())
-    } else {
-        Err(crate::auth::reauth::required().into())
+    if !crate::auth::reauth::is_recent(state, caller) {
+        return Err(crate::auth::reauth::required().into());
     }
+    // And, for a user who has a factor, that factor (a step-up).
+    Ok(crate::auth::reauth::require_factor(caller)?)
 }
 
 /// A user's second factors (never a secret). The user themself or USER_MANAGEMENT.
@@ -82,7 +82,8 @@ pub async fn confirm_totp(
     _path: web::Path<String>,
     body: Json<CodeRequest>,
 ) -> ApiResult<HttpResponse> {
-    let codes = mfa::confirm_totp(&state, &audit, caller.0.user_id, &caller.0.username, &body.code).await?;
+    let c = &caller.0;
+    let codes = mfa::confirm_totp(&state, &audit, c.user_id, &c.username, c.session_id, &body.code).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(Confirmed { enabled: true, recovery_codes: codes }))

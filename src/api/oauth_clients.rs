@@ -30,10 +30,11 @@ fn client_not_found(id: &str) -> ApiError {
     responses((status = 201, body = CreatedClient), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
-    _caller: Caller,
+    caller: Caller,
     audit: Audit,
     body: Json<ClientRequest>,
 ) -> ApiResult<HttpResponse> {
+    crate::auth::reauth::require_factor(&caller.0)?;
     let (client, client_secret) = flows::create_client(&state.pool, &state.keys, &audit, body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))

@@ -193,6 +193,7 @@ pub async fn callback(
         return Ok(HttpResponse::Found().insert_header((header::LOCATION, to)).cookie(cookie).cookie(gone).finish());
     }
     let access = state.keys.issue_access(user.id, s.id, chrono::Utc::now().timestamp())?;
+    let enrol = crate::service::mfa::must_enrol(&state, user.id, user.mfa_enabled).await?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).cookie(cookie).cookie(gone).json(
         TokenResponse {
             access_token: access,
@@ -200,6 +201,7 @@ pub async fn callback(
             token_type: "Bearer",
             expires_in: state.keys.access_ttl_secs,
             session_id: s.id,
+            mfa_enrollment_required: enrol,
         },
     ))
 }

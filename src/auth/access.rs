@@ -133,6 +133,13 @@ pub async fn enforce(
     if let Err(e) = check_csrf(&state, &req, &principal) {
         return Ok(deny(req, e));
     }
+    if principal.mfa_enrollment_only && !ENROLLMENT_ROUTES.contains(&(req.method().as_str(), rules.pattern)) {
+        let err = ApiError::forbidden(
+            "this account must enrol a second factor first: POST /api/v1/users/me/mfa/totp, then .../totp/confirm",
+        )
+        .with_code("mfa_enrollment_required");
+        return Ok(deny(req, err));
+    }
     if let Err(e) = authorize(&state, &req, rule, &principal, rules.pattern).await {
         return Ok(deny(req, e));
     }
@@ -288,6 +295,16 @@ fn writes(method: &Method) -> bool {
 /// session (not cached anywhere yet) and login bookkeeping (not announced,
 /// see migration `20261124000002`), so it has nothing to settle.
 const LOGIN_PATHS: [&str; 2] = ["/api/v1/auth/login", "/data/services/auth"];
+
+/// What a session that must enrol a second factor first may call
+/// (`mfa.required_for_roles`): the enrolment, and logging out.
+const ENROLLMENT_ROUTES: [(&str, &str); 5] = [
+    ("GET", "/api/v1/users/{username}/mfa"),
+    ("POST", "/api/v1/users/{username}/mfa/totp"),
+    ("POST", "/api/v1/users/{username}/mfa/totp/confirm"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/logout"),
+];
 
 /// The OpenID Provider's client-facing POSTs that need not settle: userinfo
 /// and introspection only read, and the token endpoint settles itself when

@@ -50,6 +50,12 @@ pub struct Principal {
     pub authenticated_at: Option<DateTime<Utc>>,
     /// When the credential presented (session or API key) expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When a second factor was last used in the session (`auth::stepup`).
+    pub mfa_at: Option<DateTime<Utc>>,
+    /// The session may only enrol a second factor (`mfa.required_for_roles`).
+    pub mfa_enrollment_only: bool,
+    /// A second factor was used in this session within `mfa.step_up_secs`.
+    pub mfa_recent: bool,
 }
 
 impl Principal {
@@ -246,6 +252,11 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         method,
         via_basic: false,
         authenticated_at: row.authenticated_at,
+        mfa_recent: row
+            .mfa_at
+            .is_some_and(|t| (now - t).num_seconds() <= i64::try_from(state.settings.mfa.step_up_secs).unwrap_or(900)),
+        mfa_at: row.mfa_at,
+        mfa_enrollment_only: row.mfa_enrollment_only,
     })
 }
 

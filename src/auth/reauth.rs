@@ -49,3 +49,23 @@ pub async fn require(
     }
     crate::service::auth::check_own_password(state, audit, &caller.username, password).await
 }
+
+/// The refusal of a sensitive operation without a recent second factor:
+/// 403 `mfa_step_up_required`.
+pub fn step_up_required() -> Error {
+    Error::forbidden("this needs your second factor: POST /api/v1/auth/mfa/step-up with a code, then try again")
+        .with_code("mfa_step_up_required")
+}
+
+/// For a caller who has a second factor, sensitive operations (granting
+/// roles, creating API keys, changing a password or a factor, registering
+/// OpenID clients) need the factor used in this session within
+/// `mfa.step_up_secs`. An API key was itself created under that rule and
+/// passes; a caller without a factor passes.
+pub fn require_factor(caller: &Principal) -> Result<(), Error> {
+    if !caller.user.mfa_enabled || caller.api_key_id.is_some() || caller.mfa_recent {
+        Ok(())
+    } else {
+        Err(step_up_required())
+    }
+}

@@ -46,6 +46,7 @@ pub async fn issue(
 ) -> Result<(ApiKeyView, String)> {
     state.limits.api_key_user.check(&caller.user_id.to_string())?;
     crate::auth::reauth::require(state, caller, audit, new.current_password).await?;
+    crate::auth::reauth::require_factor(caller)?;
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(

@@ -20,6 +20,8 @@ use crate::store::users::{self, LoginOk};
 pub struct LoggedIn {
     pub session: NewSession,
     pub access_token: String,
+    /// The session may only enrol a second factor (`mfa.required_for_roles`).
+    pub mfa_enrollment_required: bool,
 }
 
 /// What a password login comes to.
@@ -108,12 +110,24 @@ pub async fn password_only_login(
     user_agent: Option<&str>,
 ) -> Result<LoggedIn> {
     let ok = check_password(state, audit, login, password).await?;
-    if ok.mfa_enabled {
-        let mut conn = state.pool.acquire().await?;
-        crate::store::mfa::first_step_done(&mut conn, ok.user_id).await?;
-        return Err(second_factor_needed());
-    }
+    refuse_password_alone(state, &ok).await?;
     start_login_session(state, audit, ok, user_agent, &["pwd"]).await
+}
+
+/// Where a password must do alone (Basic, XNAT's and MLTE's logins): an
+/// account with a second factor, or one that must enrol one first, is
+/// refused (the password's try is given back, its failure count kept).
+async fn refuse_password_alone(state: &AppState, ok: &LoginOk) -> Result<()> {
+    let refusal = if ok.mfa_enabled {
+        second_factor_needed()
+    } else if crate::service::mfa::must_enrol(state, ok.user_id, false).await? {
+        crate::service::mfa::enrolment_needed()
+    } else {
+        return Ok(());
+    };
+    let mut conn = state.pool.acquire().await?;
+    crate::store::mfa::first_step_done(&mut conn, ok.user_id).await?;
+    Err(refusal)
 }
 
 /// `password_login` for the login page: a disabled account is named as
@@ -155,20 +169,20 @@ pub(crate) async fn start_login_session(
 ) -> Result<LoggedIn> {
     let audit = audit.clone().as_user(ok.user_id, &ok.username);
     let ttl = state.settings.auth.session_ttl_secs;
+    let enrol = crate::service::mfa::must_enrol(state, ok.user_id, ok.mfa_enabled).await?;
     let session = sessions::create_for_login(&state.pool, &audit, &ok, ttl, user_agent, amr).await?;
+    if enrol {
+        crate::service::mfa::limit_to_enrolment(state, session.id).await?;
+    }
     let access_token = state.keys.issue_access(ok.user_id, session.id, chrono::Utc::now().timestamp())?;
-    Ok(LoggedIn { session, access_token })
+    Ok(LoggedIn { session, access_token, mfa_enrollment_required: enrol })
 }
 
 /// Checks an HTTP Basic password and records the login (no session: the
 /// XNAT adapter starts one with `start_session`). The user's id.
 pub async fn basic_password(state: &AppState, audit: &Audit, username: &str, password: SecretString) -> Result<Uuid> {
     let ok = check_password(state, audit, username, password).await?;
-    if ok.mfa_enabled {
-        let mut conn = state.pool.acquire().await?;
-        crate::store::mfa::first_step_done(&mut conn, ok.user_id).await?;
-        return Err(second_factor_needed());
-    }
+    refuse_password_alone(state, &ok).await?;
     users::record_login(&state.pool, audit, &ok).await?;
     Ok(ok.user_id)
 }
@@ -213,7 +227,13 @@ pub async fn start_session(
     let mut tx = state.pool.begin().await?;
     let session = match kind {
         SessionKind::Oidc => {
-            sessions::create(&mut tx, audit, user_id, "oidc", auth.session_ttl_secs, user_agent).await?
+            let s = sessions::create(&mut tx, audit, user_id, "oidc", auth.session_ttl_secs, user_agent).await?;
+            // No second factor yet where one is required (a user with one
+            // took the second step before this): enrolment only.
+            if crate::service::mfa::must_enrol(state, user_id, false).await? {
+                crate::store::mfa::enrollment_only(&mut tx, s.id).await?;
+            }
+            s
         }
         SessionKind::Basic => {
             let s = sessions::create(&mut tx, audit, user_id, "basic", auth.basic_session_ttl_secs, user_agent).await?;

@@ -191,6 +191,7 @@ pub async fn confirm_totp(
     audit: &Audit,
     user: Uuid,
     username: &str,
+    session: Option<Uuid>,
     code: &str,
 ) -> Result<Option<Vec<String>>> {
     let mut tx = state.pool.begin().await?;
@@ -203,6 +204,10 @@ pub async fn confirm_totp(
         return Err(invalid_code());
     }
     store::confirm_totp(&mut tx, audit, user).await?;
+    if let Some(session) = session {
+        // The code just checked is this session's second factor.
+        store::enrolled_in(&mut tx, session, user).await?;
+    }
     let codes = if store::unused_recovery_codes(&mut tx, user).await? == 0 {
         let (codes, hashes) = new_recovery_codes(&state.keys);
         store::replace_recovery_codes(&mut tx, audit, user, &hashes).await?;
@@ -403,4 +408,59 @@ pub async fn second_step(
     };
     let ua = user_agent.or(c.user_agent.as_deref());
     crate::service::auth::start_login_session(state, &audit, ok, ua, &[c.first_factor.as_str(), "otp"]).await
+}
+
+/// Whether an account without a second factor must enrol one before
+/// anything else (`mfa.required_for_roles`).
+pub async fn must_enrol(state: &AppState, user: Uuid, mfa_enabled: bool) -> Result<bool> {
+    let required = &state.settings.mfa.required_for_roles;
+    if mfa_enabled || required.is_empty() {
+        return Ok(false);
+    }
+    let mut conn = state.pool.acquire().await?;
+    Ok(store::roles_of(&mut conn, user).await?.iter().any(|r| required.contains(r)))
+}
+
+/// Limits a new session to the enrolment.
+pub async fn limit_to_enrolment(state: &AppState, session: Uuid) -> Result<()> {
+    let mut conn = state.pool.acquire().await?;
+    store::enrollment_only(&mut conn, session).await
+}
+
+/// The refusal of a password alone where no enrolment can follow.
+pub fn enrolment_needed() -> Error {
+    Error::Unauthenticated {
+        code: "mfa_enrollment_required",
+        message: "this account must enrol a second factor first: log in interactively".into(),
+    }
+}
+
+/// A step-up in the caller's session: a code now makes the session's
+/// second factor recent (`mfa.step_up_secs`). Counts toward the lockout
+/// like any code.
+pub async fn step_up(
+    state: &AppState,
+    audit: &Audit,
+    caller: &crate::auth::principal::Principal,
+    code: &SecretString,
+) -> Result<()> {
+    let Some(session) = caller.session_id else {
+        return Err(Error::forbidden("a step-up belongs to a session: log in first").with_code("session_required"));
+    };
+    if code.expose_secret().len() > 64 {
+        return Err(invalid_code());
+    }
+    let mut tx = state.pool.begin().await?;
+    match check_code(state, &mut tx, audit, caller.user_id, &caller.username, code.expose_secret()).await? {
+        Ok(_) => {
+            store::factor_passed(&mut tx, caller.user_id).await?;
+            store::stepped_up(&mut tx, audit, session, caller.user_id).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(e) => {
+            tx.commit().await?;
+            Err(e)
+        }
+    }
 }

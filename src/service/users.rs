@@ -307,6 +307,7 @@ pub async fn change_password(
     username: &str,
     body: PasswordChange,
 ) -> Result<()> {
+    crate::auth::reauth::require_factor(caller)?;
     let name = resolve_me(caller, username).to_string();
     let mut conn = state.pool.acquire().await?;
     let target = users::get(&mut conn, &name, false).await?;
@@ -435,6 +436,9 @@ pub async fn apply_roles_in(
     let name = resolve_me(caller, username).to_string();
     if caller.is(&name) {
         return Err(Error::forbidden("you cannot change your own roles"));
+    }
+    if grant {
+        crate::auth::reauth::require_factor(caller)?;
     }
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may grant or remove the Administrator role"));

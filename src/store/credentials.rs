@@ -26,6 +26,10 @@ pub struct Credential {
     pub secret_hash: Option<Vec<u8>>,
     /// When the holder last proved who they are (see `auth::reauth`).
     pub authenticated_at: Option<DateTime<Utc>>,
+    /// When a second factor was last used in the session (step-up).
+    pub mfa_at: Option<DateTime<Utc>>,
+    /// The session may only enrol a second factor (`mfa.required_for_roles`).
+    pub mfa_enrollment_only: bool,
 }
 
 /// `Credential` as the statements return it (one flat row).
@@ -52,6 +56,7 @@ struct Flat {
     contact: String,
     orcid: String,
     url: String,
+    mfa_enabled: bool,
     tokens_not_before: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
@@ -59,6 +64,8 @@ struct Flat {
     ref_id: Uuid,
     secret_hash: Option<Vec<u8>>,
     authenticated_at: Option<DateTime<Utc>>,
+    mfa_at: Option<DateTime<Utc>>,
+    mfa_enrollment_only: bool,
 }
 
 impl From<Flat> for Credential {
@@ -87,6 +94,7 @@ impl From<Flat> for Credential {
                 contact: f.contact,
                 orcid: f.orcid,
                 url: f.url,
+                mfa_enabled: f.mfa_enabled,
             },
             tokens_not_before: f.tokens_not_before,
             revoked_at: f.revoked_at,
@@ -95,6 +103,8 @@ impl From<Flat> for Credential {
             ref_id: f.ref_id,
             secret_hash: f.secret_hash,
             authenticated_at: f.authenticated_at,
+            mfa_at: f.mfa_at,
+            mfa_enrollment_only: f.mfa_enrollment_only,
         }
     }
 }
@@ -105,7 +115,8 @@ pub async fn session_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Credential>
         as Flat,
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
-             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?"
+             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
+             s.mfa_at, s.mfa_enrollment_only
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"#,
         id,
     )
@@ -120,7 +131,8 @@ pub async fn session_by_cookie(pool: &PgPool, hash: &[u8]) -> Result<Option<Cred
         as Flat,
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
-             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?"
+             CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
+             s.mfa_at, s.mfa_enrollment_only
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.cookie_hash = $1"#,
         hash,
     )
@@ -134,7 +146,8 @@ pub async fn api_key(pool: &PgPool, prefix: &str) -> Result<Option<Credential>> 
     let row = select_users!(
         as Flat,
         r#", u.tokens_not_before, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
-             k.secret_hash AS "secret_hash?", NULL::timestamptz AS authenticated_at
+             k.secret_hash AS "secret_hash?", NULL::timestamptz AS authenticated_at,
+             NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!"
            FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"#,
         prefix,
     )
@@ -149,7 +162,7 @@ pub async fn user(pool: &PgPool, id: Uuid) -> Result<Option<Credential>> {
         as Flat,
         r#", u.tokens_not_before, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
              NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash,
-             now() AS authenticated_at
+             now() AS authenticated_at, NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!"
            FROM users u WHERE u.id = $1"#,
         id,
     )

@@ -318,3 +318,38 @@ pub async fn first_step_done(conn: &mut PgConnection, user: Uuid) -> Result<(), 
         .await?;
     Ok(())
 }
+
+/// Marks a new session as one that may only enrol a second factor.
+pub async fn enrollment_only(conn: &mut PgConnection, session: Uuid) -> Result<(), Error> {
+    sqlx::query!("UPDATE sessions SET mfa_enrollment_only = true WHERE id = $1", session).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// A factor was just enrolled in this session: it is a full session now,
+/// with the factor used.
+pub async fn enrolled_in(conn: &mut PgConnection, session: Uuid, user: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE sessions SET mfa_enrollment_only = false, mfa_at = now(),
+                             amr = ARRAY(SELECT DISTINCT unnest(amr || '{otp}'::text[]))
+         WHERE id = $1 AND user_id = $2",
+        session,
+        user
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The roles of a user (the enrolment policy's check).
+pub async fn roles_of(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>, Error> {
+    Ok(sqlx::query_scalar!("SELECT role FROM user_roles WHERE user_id = $1", user).fetch_all(&mut *conn).await?)
+}
+
+/// A second factor passed outside a login (a step-up): the failure count
+/// the attempt reserved is cleared.
+pub async fn factor_passed(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
+    sqlx::query!("UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL", user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

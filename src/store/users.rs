@@ -45,6 +45,8 @@ pub struct User {
     pub contact: String,
     pub orcid: String,
     pub url: String,
+    /// Has a confirmed second factor (`store::mfa`).
+    pub mfa_enabled: bool,
 }
 
 impl User {
@@ -127,7 +129,7 @@ macro_rules! select_users {
                       (u.password_hash IS NOT NULL) AS "has_password!", u.password_updated,
                       u.failed_login_attempts, u.locked_until, u.last_login_attempt, u.last_successful_login,
                       u.created_at, u.last_modified, u.xdat_user_id, u.affiliation, u.contact, u.orcid,
-                      u.url "# + $tail $(, $arg)*
+                      u.url, u.mfa_enabled "# + $tail $(, $arg)*
         )
     };
 }

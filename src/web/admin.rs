@@ -1024,7 +1024,11 @@ pub async fn create_client(
         backchannel_logout_uri: None,
         signing_alg: f.signing_alg.filter(|a| !a.is_empty()),
     };
-    match crate::service::oauth::create_client(&state.pool, &state.keys, &audit, request).await {
+    let created = match crate::auth::reauth::require_factor(&caller.0) {
+        Ok(()) => crate::service::oauth::create_client(&state.pool, &state.keys, &audit, request).await,
+        Err(e) => Err(e),
+    };
+    match created {
         Ok((client, secret)) => {
             clients_page(&state, &req, &caller, StatusCode::OK, Some((client.client_id, secret)), None).await
         }

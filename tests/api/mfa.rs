@@ -311,3 +311,69 @@ async fn the_login_page_asks_for_the_second_factor() {
     assert_eq!(claims["amr"], json!(["pwd", "otp"]));
     assert_eq!(claims["acr"], "aal2");
 }
+
+/// `mfa.required_for_roles`: a holder without a factor may only enrol at
+/// first; `mfa.step_up_secs`: sensitive operations of a user with a factor
+/// need it used recently in the session.
+#[tokio::test]
+async fn policy_forces_enrolment_and_step_up_guards_sensitive_operations() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app_with(|s| {
+        s.mfa.required_for_roles = vec!["UserManager".into()];
+        s.mfa.step_up_secs = 60;
+    })
+    .await;
+    app.create_user("ula", json!({"roles": ["UserManager"]})).await;
+    app.create_user("vic", json!({})).await;
+    let r = app.post("/api/v1/auth/login", "", json!({"username": "ula", "password": PASSWORD})).await.expect(200);
+    let b = r.json();
+    assert_eq!(b["mfa_enrollment_required"], true, "{b}");
+    let t = b["access_token"].as_str().expect("token").to_string();
+    // Only the enrolment (and logging out) is open to this session.
+    let e = app.get("/api/v1/users", &t).await.expect(403).json();
+    assert_eq!(e["error"]["code"], "mfa_enrollment_required");
+    app.get("/api/v1/users/me", &t).await.expect(403);
+    app.get("/api/v1/users/me/mfa", &t).await.expect(200);
+    // A password alone where no enrolment can follow is refused.
+    let basic = app.client.get(app.url("/api/v1/users/me")).basic_auth("ula", Some(PASSWORD)).send().await.expect("b");
+    assert_eq!(basic.status(), 401);
+    assert_eq!(basic.json::<Value>().await.expect("json")["error"]["code"], "mfa_enrollment_required");
+    let (secret, _) = enrol(&app, &t).await;
+    // Enrolled: the same session is a full one.
+    app.get("/api/v1/users", &t).await.expect(200);
+
+    // Step-up: the factor used at enrolment is recent; an hour later it is not.
+    app.put("/api/v1/users/vic/roles/UserManager", &t, json!(null)).await.expect(200);
+    sqlx::query("UPDATE sessions SET mfa_at = now() - interval '1 hour' WHERE mfa_at IS NOT NULL")
+        .execute(&app.pool)
+        .await
+        .expect("age the factor");
+    app.settle_auth_cache().await;
+    for (what, r) in [
+        ("grant a role", app.put("/api/v1/users/vic/roles/DataEditor", &t, json!(null)).await),
+        ("create an API key", app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k"})).await),
+        ("remove the factor", app.delete("/api/v1/users/me/mfa/totp", &t).await),
+        (
+            "register a client",
+            app.post("/api/v1/oauth/clients", &t, json!({"name": "x", "redirect_uris": ["https://x.example/cb"]}))
+                .await,
+        ),
+    ] {
+        let status = r.status.as_u16();
+        assert!(status == 403, "{what}: {status} {}", r.text);
+        if what != "register a client" {
+            assert_eq!(r.json()["error"]["code"], "mfa_step_up_required", "{what}");
+        }
+    }
+    let vic = app.get("/api/v1/users/vic", &app.admin_token).await.expect(200).json();
+    assert!(!vic["roles"].as_array().expect("roles").iter().any(|r| r == "DataEditor"), "nothing was granted");
+    assert_eq!(app.count("SELECT count(*) FROM api_keys").await, 0, "no key was made");
+    let e = app.post("/api/v1/auth/mfa/step-up", &t, json!({"code": "000000"})).await.expect(401).json();
+    assert_eq!(e["error"]["code"], "invalid_code");
+    away_from_step_edge().await;
+    app.post("/api/v1/auth/mfa/step-up", &t, json!({"code": code(&secret, 30)})).await.expect(204);
+    app.put("/api/v1/users/vic/roles/DataEditor", &t, json!(null)).await.expect(200);
+    app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k"})).await.expect(201);
+    // An administrator without a factor is not held by either rule.
+    app.post("/api/v1/users/admin/api-keys", &app.admin_token, json!({"name": "k2"})).await.expect(201);
+}
