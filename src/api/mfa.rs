@@ -82,6 +82,10 @@ pub async fn confirm_totp(
     _path: web::Path<String>,
     body: Json<CodeRequest>,
 ) -> ApiResult<HttpResponse> {
+    // A recent login (never an API key alone), as for starting it.
+    if !crate::auth::reauth::is_recent(&state, &caller.0) {
+        return Err(crate::auth::reauth::required().into());
+    }
     let c = &caller.0;
     let codes = mfa::confirm_totp(&state, &audit, c.user_id, &c.username, c.session_id, &body.code).await?;
     Ok(HttpResponse::Ok()

@@ -237,7 +237,9 @@ async fn browser_caller(state: &AppState, req: &HttpRequest) -> Option<Principal
     let presented = principal::credentials(req, &state.settings.auth.cookie_name());
     presented.cookie.as_ref()?;
     match principal::resolve(state, presented, None).await {
-        Ok(Some(p)) if p.method == principal::AuthMethod::Cookie => Some(p),
+        // A session earned by a login; one an API key opened (the data
+        // tracker's key login) authenticated nobody to the provider.
+        Ok(Some(p)) if p.method == principal::AuthMethod::Cookie && p.authenticated_at.is_some() => Some(p),
         _ => None,
     }
 }

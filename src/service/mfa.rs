@@ -198,11 +198,24 @@ pub async fn confirm_totp(
     let Some(pending) = store::totp(&mut tx, user).await?.filter(|t| t.confirmed_at.is_none()) else {
         return Err(Error::conflict("no_pending_totp", "start an enrolment first (POST .../mfa/totp)"));
     };
+    // Counted like any code (a pending secret must not be guessable either).
+    let limits = LockoutLimits::of(state);
+    if store::reserve_factor_attempt(&mut tx, user, limits.max).await?.is_none() {
+        let until = crate::store::users::locked_until(&mut tx, user).await?;
+        return Err(limits.locked(until));
+    }
     let t = totp(unseal(&state.keys, &pending.secret_sealed)?, &issuer(state), username)?;
-    let Some(step) = matching_step(&t, code, now_secs()) else { return Err(invalid_code()) };
-    if !store::accept_step(&mut tx, user, step).await? {
+    let accepted = match matching_step(&t, code, now_secs()) {
+        Some(step) => store::accept_step(&mut tx, user, step).await?,
+        None => false,
+    };
+    if !accepted {
+        let lockout = u64::try_from(limits.lockout_secs).unwrap_or(900);
+        store::factor_failed(&mut tx, audit, user, limits.max, lockout, "totp_confirm").await?;
+        tx.commit().await?;
         return Err(invalid_code());
     }
+    store::factor_passed(&mut tx, user).await?;
     store::confirm_totp(&mut tx, audit, user).await?;
     if let Some(session) = session {
         // The code just checked is this session's second factor.
@@ -397,6 +410,7 @@ pub async fn second_step(
         }
     }
     store::spend_challenge(&mut tx, mfa_token).await?;
+    store::factor_passed(&mut tx, c.user_id).await?;
     tx.commit().await?;
     let ok = LoginOk {
         user_id: c.user_id,

@@ -368,11 +368,15 @@ pub async fn mint(
                 ("iat", json!(now)),
                 ("exp", json!(now + ttl)),
                 ("at_hash", json!(at_hash)),
-                ("amr", json!(if grant.amr.is_empty() { vec!["pwd".to_string()] } else { grant.amr.clone() })),
                 // NIST SP 800-63B assurance: a second factor makes AAL2.
                 ("acr", json!(if grant.amr.iter().any(|a| a == "otp") { "aal2" } else { "aal1" })),
             ] {
                 claims.insert(k.into(), v);
+            }
+            // How the session was earned, where it is known (a password
+            // login, and its second factor); an upstream login says nothing.
+            if !grant.amr.is_empty() {
+                claims.insert("amr".into(), json!(grant.amr));
             }
             if let Some(t) = grant.auth_time {
                 claims.insert("auth_time".into(), json!(t.timestamp()));

@@ -232,15 +232,19 @@ pub async fn spend_challenge(conn: &mut PgConnection, token: &str) -> Result<(),
 
 /// Counts one second-factor attempt *before* the code is checked (so that
 /// parallel guesses cannot outrun the limit), refusing when the account is
-/// locked. The attempt count after this one, or `None` when locked.
+/// locked. Second-factor failures have their own counter (migration
+/// `20261201000015`): a right password never clears it. The count after
+/// this attempt, or `None` when locked.
 pub async fn reserve_factor_attempt(conn: &mut PgConnection, user: Uuid, max: i32) -> Result<Option<i32>, Error> {
     Ok(sqlx::query_scalar!(
         "UPDATE users SET
-            failed_login_attempts = CASE WHEN locked_until <= now() THEN 1 ELSE failed_login_attempts + 1 END,
+            mfa_failed_attempts = CASE WHEN locked_until <= now() THEN 1 ELSE mfa_failed_attempts + 1 END,
+            failed_login_attempts = CASE WHEN locked_until <= now() THEN 0 ELSE failed_login_attempts END,
             locked_until = CASE WHEN locked_until <= now() THEN NULL ELSE locked_until END,
             last_login_attempt = now()
-         WHERE id = $1 AND (locked_until IS NULL OR locked_until <= now()) AND failed_login_attempts < $2
-         RETURNING failed_login_attempts",
+         WHERE id = $1
+           AND (locked_until <= now() OR (locked_until IS NULL AND mfa_failed_attempts < $2))
+         RETURNING mfa_failed_attempts",
         user,
         max
     )
@@ -260,7 +264,7 @@ pub async fn factor_failed(
 ) -> Result<Option<DateTime<Utc>>, Error> {
     let locked = sqlx::query_scalar!(
         "UPDATE users SET locked_until = now() + make_interval(secs => $3)
-         WHERE id = $1 AND failed_login_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
+         WHERE id = $1 AND mfa_failed_attempts >= $2 AND locked_until IS NULL RETURNING locked_until",
         user,
         max,
         lockout_secs as f64,
@@ -345,10 +349,10 @@ pub async fn roles_of(conn: &mut PgConnection, user: Uuid) -> Result<Vec<String>
     Ok(sqlx::query_scalar!("SELECT role FROM user_roles WHERE user_id = $1", user).fetch_all(&mut *conn).await?)
 }
 
-/// A second factor passed outside a login (a step-up): the failure count
-/// the attempt reserved is cleared.
+/// A second factor passed: the second-factor failures (this attempt's
+/// reservation included) are cleared.
 pub async fn factor_passed(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
-    sqlx::query!("UPDATE users SET failed_login_attempts = 0 WHERE id = $1 AND locked_until IS NULL", user)
+    sqlx::query!("UPDATE users SET mfa_failed_attempts = 0 WHERE id = $1 AND locked_until IS NULL", user)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -676,7 +676,8 @@ pub async fn password_hash(conn: &mut PgConnection, id: Uuid) -> Result<Option<S
 pub async fn unlock(conn: &mut PgConnection, audit: &Audit, username: &str) -> Result<User, Error> {
     let user = get(conn, username, true).await?;
     sqlx::query!(
-        "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_modified = now() WHERE id = $1",
+        "UPDATE users SET failed_login_attempts = 0, mfa_failed_attempts = 0, locked_until = NULL, last_modified = now()
+         WHERE id = $1",
         user.id
     )
     .execute(&mut *conn)
@@ -919,6 +920,7 @@ async fn reserve_attempt(pool: &PgPool, login: &str, limits: &LockoutLimits) -> 
              -- them again against the row as the previous one left it.
              UPDATE users u SET
                 failed_login_attempts = CASE WHEN u.locked_until <= now() THEN 0 ELSE u.failed_login_attempts END,
+                mfa_failed_attempts = CASE WHEN u.locked_until <= now() THEN 0 ELSE u.mfa_failed_attempts END,
                 locked_until = CASE WHEN u.locked_until <= now() THEN NULL ELSE u.locked_until END,
                 logins_in_flight = CASE WHEN u.locked_until <= now()
                                           OR u.logins_in_flight_since IS NULL

@@ -377,3 +377,44 @@ async fn policy_forces_enrolment_and_step_up_guards_sensitive_operations() {
     // An administrator without a factor is not held by either rule.
     app.post("/api/v1/users/admin/api-keys", &app.admin_token, json!({"name": "k2"})).await.expect(201);
 }
+
+/// Confirming an enrolment is a code check like any other: counted toward
+/// the lockout, logged, and only with a recent login (never an API key). A
+/// right password in between (a `current_password` check) does not clear
+/// the second-factor failures.
+#[tokio::test]
+async fn confirming_is_counted_and_a_password_does_not_reset_code_failures() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app_with(|s| s.auth.max_failed_logins = 3).await;
+    app.create_user("cy", json!({})).await;
+    let t = app.login("cy", PASSWORD).await;
+    let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k"})).await.expect(201).json();
+    let key = key["key"].as_str().expect("key").to_string();
+    app.post("/api/v1/users/me/mfa/totp", &t, json!(null)).await.expect(201);
+    let e = app.post("/api/v1/users/me/mfa/totp/confirm", &key, json!({"code": "123456"})).await.expect(403).json();
+    assert_eq!(e["error"]["code"], "reauthentication_required", "an API key alone confirms nothing");
+    for _ in 0..3 {
+        app.post("/api/v1/users/me/mfa/totp/confirm", &t, json!({"code": "000000"})).await.expect(401);
+    }
+    let e = app.post("/api/v1/users/me/mfa/totp/confirm", &t, json!({"code": "000001"})).await.expect(429).json();
+    assert_eq!(e["error"]["code"], "account_locked");
+    assert_eq!(app.get("/api/v1/users/me/mfa", &t).await.expect(200).json()["totp"], "pending");
+    let cy = app.get("/api/v1/users/cy", &app.admin_token).await.expect(200).json();
+    let failed = app.log_actions(cy["id"].as_str().expect("id")).await.iter().filter(|a| *a == "mfa.failed").count();
+    assert_eq!(failed, 3, "each wrong confirmation is logged");
+
+    // Enrolled (after an unlock), then: two wrong codes, a right password, one more wrong code: locked.
+    app.post("/api/v1/users/cy/unlock", &app.admin_token, json!(null)).await.expect(200);
+    let (secret, _) = enrol(&app, &t).await;
+    let ch = first_step(&app, "cy").await;
+    let token = ch["mfa_token"].as_str().expect("t");
+    for _ in 0..2 {
+        second_step(&app, token, "000000").await.expect(401);
+    }
+    let r = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k2", "current_password": PASSWORD})).await;
+    r.expect(201);
+    second_step(&app, token, "000000").await.expect(401);
+    away_from_step_edge().await;
+    let e = second_step(&app, token, &code(&secret, 30)).await.expect(429).json();
+    assert_eq!(e["error"]["code"], "account_locked", "the third wrong code locked the account");
+}

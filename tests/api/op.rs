@@ -661,3 +661,29 @@ async fn cached_claims_follow_every_change() {
     app.delete("/api/v1/users/cara/sessions", t).await.expect(200);
     assert_eq!(introspect(&app, &c, &third).await["active"], false, "the session ended");
 }
+
+/// A session an API key opened (the data tracker's key login) is no login
+/// for the provider: the authorization asks for one.
+#[tokio::test]
+async fn an_api_key_session_is_no_login_for_the_provider() {
+    let app = spawn_app().await;
+    app.create_user("kay", json!({})).await;
+    let t = app.login("kay", PASSWORD).await;
+    let key = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "k"})).await.expect(201).json();
+    let c = confidential(&app, true).await;
+    let b = browser();
+    let r = b
+        .post(app.url("/api/v1/login/apikey"))
+        .json(&json!({"api-user": "kay", "api-key": key["key"]}))
+        .send()
+        .await
+        .expect("key login");
+    assert_eq!(r.status(), 200);
+    let r = b.get(app.url(&authorize_url(&c.id, &[]))).send().await.expect("authorize");
+    assert_eq!(r.status(), 303);
+    let loc = r.headers()[LOCATION].to_str().expect("loc");
+    assert!(loc.starts_with("/login?return_to="), "to the login page, not back with a code: {loc}");
+    let r = b.get(app.url(&authorize_url(&c.id, &[("prompt", "none")]))).send().await.expect("authorize");
+    let loc = r.headers()[LOCATION].to_str().expect("loc").to_string();
+    assert_eq!(query_of(&loc).get("error").map(String::as_str), Some("login_required"), "{loc}");
+}
