@@ -123,6 +123,25 @@ fn matching_step(t: &TOTP, code: &str, now: u64) -> Option<i64> {
     found
 }
 
+/// The whole CPU work of checking a TOTP code: open the sealed secret and
+/// compare the code with the three steps around `now`. The time step it is
+/// good for, if any (whether that step is still unused is the caller's to
+/// check). Public for `examples/totp_cost.rs`, which times it.
+pub fn totp_step(keys: &Keys, sealed: &[u8], issuer: &str, account: &str, code: &str, now: u64) -> Result<Option<i64>> {
+    let t = totp(unseal(keys, sealed)?, issuer, account)?;
+    Ok(matching_step(&t, code, now))
+}
+
+/// A sealed TOTP secret (for `examples/totp_cost.rs`).
+pub fn seal_secret(keys: &Keys, secret: &[u8]) -> Result<Vec<u8>> {
+    seal(keys, secret)
+}
+
+/// The current code of `secret` (for `examples/totp_cost.rs`).
+pub fn current_code(secret: &[u8], now: u64) -> Result<String> {
+    Ok(totp(secret.to_vec(), "registrar", "bench")?.generate(now))
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -347,13 +366,10 @@ async fn check_code(
     let digits = code.trim();
     let method = if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
         let matched = match store::totp(tx, user).await?.filter(|t| t.confirmed_at.is_some()) {
-            Some(t) => {
-                let t = totp(unseal(&state.keys, &t.secret_sealed)?, &issuer(state), username)?;
-                match matching_step(&t, digits, now_secs()) {
-                    Some(step) => store::accept_step(tx, user, step).await?,
-                    None => false,
-                }
-            }
+            Some(t) => match totp_step(&state.keys, &t.secret_sealed, &issuer(state), username, digits, now_secs())? {
+                Some(step) => store::accept_step(tx, user, step).await?,
+                None => false,
+            },
             None => false,
         };
         matched.then_some("totp")
