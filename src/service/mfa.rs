@@ -218,21 +218,17 @@ pub async fn confirm_totp(
         return Err(Error::conflict("no_pending_totp", "start an enrolment first (POST .../mfa/totp)"));
     };
     // Counted like any code (a pending secret must not be guessable either).
-    let limits = LockoutLimits::of(state);
-    if store::reserve_factor_attempt(&mut tx, user, limits.max).await?.is_none() {
-        let until = crate::store::users::locked_until(&mut tx, user).await?;
-        return Err(limits.locked(until));
+    if let Some(locked) = reserve_attempt(state, &mut tx, user).await? {
+        return Err(locked);
     }
-    let t = totp(unseal(&state.keys, &pending.secret_sealed)?, &issuer(state), username)?;
-    let accepted = match matching_step(&t, code, now_secs()) {
+    let accepted = match totp_step(&state.keys, &pending.secret_sealed, &issuer(state), username, code, now_secs())? {
         Some(step) => store::accept_step(&mut tx, user, step).await?,
         None => false,
     };
     if !accepted {
-        let lockout = u64::try_from(limits.lockout_secs).unwrap_or(900);
-        store::factor_failed(&mut tx, audit, user, limits.max, lockout, "totp_confirm").await?;
+        let refusal = wrong_code(state, &mut tx, audit, user, "totp_confirm").await?;
         tx.commit().await?;
-        return Err(invalid_code());
+        return Err(refusal);
     }
     store::factor_passed(&mut tx, user).await?;
     store::confirm_totp(&mut tx, audit, user).await?;
@@ -358,10 +354,8 @@ async fn check_code(
     username: &str,
     code: &str,
 ) -> Result<std::result::Result<&'static str, Error>> {
-    let limits = LockoutLimits::of(state);
-    if store::reserve_factor_attempt(tx, user, limits.max).await?.is_none() {
-        let until = crate::store::users::locked_until(tx, user).await?;
-        return Ok(Err(limits.locked(until)));
+    if let Some(locked) = reserve_attempt(state, tx, user).await? {
+        return Ok(Err(locked));
     }
     let digits = code.trim();
     let method = if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -383,12 +377,35 @@ async fn check_code(
     match method {
         Some(m) => Ok(Ok(m)),
         None => {
-            let lockout = u64::try_from(limits.lockout_secs).unwrap_or(900);
             let kind = if digits.len() == 6 { "totp" } else { "recovery_code" };
-            store::factor_failed(tx, audit, user, limits.max, lockout, kind).await?;
-            Ok(Err(invalid_code()))
+            Ok(Err(wrong_code(state, tx, audit, user, kind).await?))
         }
     }
+}
+
+/// Counts a code attempt before it is checked; the refusal when the
+/// account is locked.
+async fn reserve_attempt(state: &AppState, tx: &mut sqlx::PgConnection, user: Uuid) -> Result<Option<Error>> {
+    let limits = LockoutLimits::of(state);
+    if store::reserve_factor_attempt(tx, user, limits.max).await?.is_some() {
+        return Ok(None);
+    }
+    let until = crate::store::users::locked_until(tx, user).await?;
+    Ok(Some(limits.locked(until)))
+}
+
+/// A wrong code (`kind`): logged, the account locked at the limit; the refusal.
+async fn wrong_code(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    audit: &Audit,
+    user: Uuid,
+    kind: &str,
+) -> Result<Error> {
+    let limits = LockoutLimits::of(state);
+    let lockout = u64::try_from(limits.lockout_secs).unwrap_or(900);
+    store::factor_failed(tx, audit, user, limits.max, lockout, kind).await?;
+    Ok(invalid_code())
 }
 
 /// The second step of a login: `mfa_token` from the first and a code. A
