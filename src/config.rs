@@ -100,6 +100,12 @@ pub struct MfaSettings {
     /// How recent a second factor must be, in the session, for a sensitive
     /// operation of a user who has one.
     pub step_up_secs: u64,
+    /// The WebAuthn relying-party id of passkeys; empty: the host of
+    /// `public_url` (an IP address there means no passkeys).
+    pub passkey_rp_id: String,
+    /// The origins a passkey's browser may answer from; empty: the origin
+    /// of `public_url`.
+    pub passkey_origins: Vec<String>,
 }
 
 /// Outgoing mail (password reset, email verification, welcome and

@@ -116,13 +116,28 @@ pub struct MfaRequest {
     /// From the login's first step.
     pub mfa_token: String,
     /// A 6-digit TOTP code or a recovery code.
-    #[schema(value_type = String)]
-    pub code: secrecy::SecretString,
+    #[schema(value_type = Option<String>)]
+    pub code: Option<secrecy::SecretString>,
+    /// Or a passkey's answer (`PublicKeyCredential.toJSON()`) to the
+    /// options of `POST /api/v1/auth/mfa/passkey/options`.
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
+}
+
+/// Exactly one of a code and a passkey's answer.
+fn proof(code: Option<SecretString>, passkey: Option<serde_json::Value>) -> ApiResult<crate::service::mfa::Proof> {
+    use crate::service::mfa::Proof;
+    match (code, passkey) {
+        (Some(code), None) => Ok(Proof::Code(code)),
+        (None, Some(p)) => Ok(Proof::Passkey(p.to_string())),
+        _ => Err(crate::domain::Error::invalid("code_or_passkey", "send either `code` or `passkey`").into()),
+    }
 }
 
 /// A login's second step: the `mfa_token` of the first step and a code (a
-/// TOTP code or a recovery code). Public. A wrong code is 401
-/// `invalid_code` and counts toward the lockout; a spent or expired
+/// TOTP code or a recovery code) or a passkey's answer. Public. A wrong
+/// code is 401 `invalid_code`, a passkey that does not verify 401
+/// `invalid_passkey`; both count toward the lockout. A spent or expired
 /// `mfa_token` is 401 `invalid_mfa_token`.
 #[utoipa::path(post, path = "/api/v1/auth/mfa", tag = "auth", request_body = MfaRequest, responses(
     (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
@@ -135,8 +150,68 @@ pub async fn mfa(
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
-    let logged_in =
-        crate::service::mfa::second_step(&state, &audit, &body.mfa_token, &body.code, user_agent(&req)).await?;
+    let proof = proof(body.code, body.passkey)?;
+    let logged_in = crate::service::mfa::second_step(&state, &audit, &body.mfa_token, &proof, user_agent(&req)).await?;
+    Ok(token_answer(&state, logged_in))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaTokenRequest {
+    /// From the login's first step.
+    pub mfa_token: String,
+}
+
+/// The passkey options of a login's second step (for
+/// `navigator.credentials.get`), bound to its `mfa_token`. Public.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/passkey/options", tag = "auth", request_body = MfaTokenRequest,
+    responses((status = 200, body = crate::service::passkeys::Options), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn mfa_passkey_options(
+    state: web::Data<AppState>,
+    audit: Audit,
+    body: Json<MfaTokenRequest>,
+) -> ApiResult<HttpResponse> {
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    let options = crate::service::mfa::second_step_passkey_options(&state, &body.mfa_token).await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
+}
+
+/// The options of a passkey login (no username, no password: the passkey
+/// names its user). Public; rate-limited like the login.
+#[utoipa::path(post, path = "/api/v1/auth/passkey/options", tag = "auth",
+    responses((status = 200, body = crate::service::passkeys::Options), (status = 409, body = crate::error::ErrorBody),
+    (status = 429, body = crate::error::ErrorBody)))]
+pub async fn passkey_options(state: web::Data<AppState>, audit: Audit) -> ApiResult<HttpResponse> {
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    let purpose = crate::service::passkeys::Purpose::Login;
+    let options = crate::service::passkeys::assertion_options(&state, purpose, None, None).await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyLoginRequest {
+    /// The passkey's answer (`PublicKeyCredential.toJSON()`) to the options
+    /// of `POST /api/v1/auth/passkey/options`.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// A login with a passkey alone: the usual token answer. The passkey
+/// verified its user (PIN or biometric), so the session has its second
+/// factor. Public. 401 `invalid_passkey` when it does not verify.
+#[utoipa::path(post, path = "/api/v1/auth/passkey", tag = "auth", request_body = PasskeyLoginRequest, responses(
+    (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+    (status = 429, body = crate::error::ErrorBody)))]
+pub async fn passkey_login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    audit: Audit,
+    body: Json<PasskeyLoginRequest>,
+) -> ApiResult<HttpResponse> {
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    let json = body.credential.to_string();
+    let logged_in = crate::service::passkeys::login(&state, &audit, json.as_bytes(), user_agent(&req)).await?;
     Ok(token_answer(&state, logged_in))
 }
 
@@ -188,8 +263,12 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller, audit: Audit) ->
 #[serde(deny_unknown_fields)]
 pub struct StepUpRequest {
     /// A 6-digit TOTP code or a recovery code.
-    #[schema(value_type = String)]
-    pub code: SecretString,
+    #[schema(value_type = Option<String>)]
+    pub code: Option<SecretString>,
+    /// Or a passkey's answer to the options of
+    /// `POST /api/v1/auth/mfa/step-up/options`.
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<serde_json::Value>,
 }
 
 /// A step-up: a second-factor code in the caller's session, after which
@@ -204,6 +283,17 @@ pub async fn step_up(
     audit: Audit,
     body: Json<StepUpRequest>,
 ) -> ApiResult<HttpResponse> {
-    crate::service::mfa::step_up(&state, &audit, &caller.0, &body.code).await?;
+    let body = body.into_inner();
+    let proof = proof(body.code, body.passkey)?;
+    crate::service::mfa::step_up(&state, &audit, &caller.0, &proof).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The passkey options of a step-up, bound to the caller's session.
+/// Authenticated (a session).
+#[utoipa::path(post, path = "/api/v1/auth/mfa/step-up/options", tag = "auth",
+    responses((status = 200, body = crate::service::passkeys::Options), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn step_up_options(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    let options = crate::service::mfa::step_up_passkey_options(&state, &caller.0).await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
 }

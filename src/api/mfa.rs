@@ -10,6 +10,7 @@ use crate::auth::principal::{Caller, Principal};
 use crate::error::ApiResult;
 use crate::http::Json;
 use crate::service::mfa::{self, Status, TotpEnrolment};
+use crate::service::passkeys;
 use crate::state::AppState;
 use crate::store::users;
 
@@ -138,4 +139,95 @@ pub async fn reset(
     drop(conn);
     mfa::reset(&state, &audit, user.id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The creation options of a new passkey (for `navigator.credentials.create`;
+/// the user's other passkeys are excluded), bound to the caller's session.
+/// One's own only; needs a recent login (and, with a factor, a step-up).
+#[utoipa::path(post, path = "/api/v1/users/{username}/mfa/passkeys/options", tag = "mfa", params(("username" = String, Path)),
+    responses((status = 200, body = crate::service::passkeys::Options), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn passkey_options(
+    state: web::Data<AppState>,
+    caller: Caller,
+    _path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    recent(&state, &caller.0)?;
+    let c = &caller.0;
+    let options = passkeys::registration_options(&state, c.user_id, &c.username, &c.username, c.session_id).await?;
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPasskeyRequest {
+    /// A name to tell it from the user's other passkeys (1 to 64 characters).
+    pub name: String,
+    /// The authenticator's answer (`PublicKeyCredential.toJSON()`) to the options.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// Registers a passkey: the answer to the options of `.../passkeys/options`.
+/// The account's first factor also answers its recovery codes (shown once).
+/// One's own only.
+#[utoipa::path(post, path = "/api/v1/users/{username}/mfa/passkeys", tag = "mfa", params(("username" = String, Path)),
+    request_body = NewPasskeyRequest, responses((status = 201, body = passkeys::Registered),
+    (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn register_passkey(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    _path: web::Path<String>,
+    body: Json<NewPasskeyRequest>,
+) -> ApiResult<HttpResponse> {
+    recent(&state, &caller.0)?;
+    let c = &caller.0;
+    let json = body.credential.to_string();
+    let registered = passkeys::register(&state, &audit, c.user_id, c.session_id, &body.name, json.as_bytes()).await?;
+    Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(registered))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyName {
+    pub name: String,
+}
+
+/// Renames one of the user's passkeys. One's own only; needs a recent login.
+#[utoipa::path(patch, path = "/api/v1/users/{username}/mfa/passkeys/{id}", tag = "mfa",
+    params(("username" = String, Path), ("id" = uuid::Uuid, Path)), request_body = PasskeyName,
+    responses((status = 200, body = crate::store::passkeys::Passkey), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn rename_passkey(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+    body: Json<PasskeyName>,
+) -> ApiResult<HttpResponse> {
+    if !crate::auth::reauth::is_recent(&state, &caller.0) {
+        return Err(crate::auth::reauth::required().into());
+    }
+    let id = passkey_id(&path.1)?;
+    Ok(HttpResponse::Ok().json(passkeys::rename(&state, &audit, caller.0.user_id, id, &body.name).await?))
+}
+
+/// Removes one of the user's passkeys (with the last factor, the recovery
+/// codes go too). One's own only; needs a recent login and a step-up.
+#[utoipa::path(delete, path = "/api/v1/users/{username}/mfa/passkeys/{id}", tag = "mfa",
+    params(("username" = String, Path), ("id" = uuid::Uuid, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove_passkey(
+    state: web::Data<AppState>,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    recent(&state, &caller.0)?;
+    let id = passkey_id(&path.1)?;
+    passkeys::remove(&state, &audit, caller.0.user_id, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn passkey_id(raw: &str) -> ApiResult<uuid::Uuid> {
+    raw.parse().map_err(|_| crate::domain::Error::not_found("passkey_not_found", "no such passkey").into())
 }

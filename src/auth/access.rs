@@ -135,7 +135,7 @@ pub async fn enforce(
     }
     if principal.mfa_enrollment_only && !ENROLLMENT_ROUTES.contains(&(req.method().as_str(), rules.pattern)) {
         let err = ApiError::forbidden(
-            "this account must enrol a second factor first: POST /api/v1/users/me/mfa/totp, then .../totp/confirm",
+            "this account must enrol a second factor first: POST /api/v1/users/me/mfa/totp, then .../totp/confirm (or a passkey: .../mfa/passkeys)",
         )
         .with_code("mfa_enrollment_required");
         return Ok(deny(req, err));
@@ -298,10 +298,17 @@ const LOGIN_PATHS: [&str; 2] = ["/api/v1/auth/login", "/data/services/auth"];
 
 /// What a session that must enrol a second factor first may call
 /// (`mfa.required_for_roles`): the enrolment, and logging out.
-const ENROLLMENT_ROUTES: [(&str, &str); 5] = [
+const ENROLLMENT_ROUTES: [(&str, &str); 12] = [
     ("GET", "/api/v1/users/{username}/mfa"),
     ("POST", "/api/v1/users/{username}/mfa/totp"),
     ("POST", "/api/v1/users/{username}/mfa/totp/confirm"),
+    ("POST", "/api/v1/users/{username}/mfa/passkeys/options"),
+    ("POST", "/api/v1/users/{username}/mfa/passkeys"),
+    ("GET", "/account/mfa"),
+    ("POST", "/account/mfa/totp"),
+    ("POST", "/account/mfa/totp/confirm"),
+    ("POST", "/account/mfa/passkeys/options"),
+    ("POST", "/account/mfa/passkeys"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/logout"),
 ];

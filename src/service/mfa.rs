@@ -39,7 +39,7 @@ pub struct Challenge {
     pub mfa_required: bool,
     /// Single use, for `POST /api/v1/auth/mfa`; lives `expires_in` seconds.
     pub mfa_token: String,
-    /// `totp`, `recovery_code`.
+    /// The user's factors: `totp`, `passkey`, `recovery_code`.
     pub methods: Vec<&'static str>,
     pub expires_in: i64,
 }
@@ -61,6 +61,10 @@ pub struct Status {
     /// `none`, `pending` (enrolment not yet confirmed) or `confirmed`.
     pub totp: &'static str,
     pub recovery_codes_left: i64,
+    /// The user's passkeys (names and dates; never a key).
+    pub passkeys: Vec<crate::store::passkeys::Passkey>,
+    /// Whether this server can register passkeys (it needs a domain name).
+    pub passkeys_available: bool,
 }
 
 fn seal(keys: &Keys, plain: &[u8]) -> Result<Vec<u8>> {
@@ -178,12 +182,19 @@ pub async fn status(state: &AppState, user: Uuid) -> Result<Status> {
     let mut conn = state.pool.acquire().await?;
     let t = store::totp(&mut conn, user).await?;
     let left = store::unused_recovery_codes(&mut conn, user).await?;
+    let passkeys = crate::store::passkeys::list(&mut conn, user).await?;
     let totp = match &t {
         None => "none",
         Some(t) if t.confirmed_at.is_none() => "pending",
         Some(_) => "confirmed",
     };
-    Ok(Status { enabled: totp == "confirmed", totp, recovery_codes_left: left })
+    Ok(Status {
+        enabled: totp == "confirmed" || !passkeys.is_empty(),
+        totp,
+        recovery_codes_left: left,
+        passkeys,
+        passkeys_available: crate::service::passkeys::available(state),
+    })
 }
 
 /// Starts a TOTP enrolment: a new secret, pending until a first code confirms it.
@@ -236,15 +247,34 @@ pub async fn confirm_totp(
         // The code just checked is this session's second factor.
         store::enrolled_in(&mut tx, session, user).await?;
     }
-    let codes = if store::unused_recovery_codes(&mut tx, user).await? == 0 {
-        let (codes, hashes) = new_recovery_codes(&state.keys);
-        store::replace_recovery_codes(&mut tx, audit, user, &hashes).await?;
-        Some(codes)
-    } else {
-        None
-    };
+    let codes = first_recovery_codes(state, &mut tx, audit, user).await?;
     tx.commit().await?;
     Ok(codes)
+}
+
+/// The recovery codes that come with an account's first factor (none when
+/// it has unused ones already).
+pub(crate) async fn first_recovery_codes(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    audit: &Audit,
+    user: Uuid,
+) -> Result<Option<Vec<String>>> {
+    if store::unused_recovery_codes(tx, user).await? > 0 {
+        return Ok(None);
+    }
+    let (codes, hashes) = new_recovery_codes(&state.keys);
+    store::replace_recovery_codes(tx, audit, user, &hashes).await?;
+    Ok(Some(codes))
+}
+
+/// The recovery codes go with the account's last factor.
+pub(crate) async fn drop_codes_without_factor(tx: &mut sqlx::PgConnection, audit: &Audit, user: Uuid) -> Result<()> {
+    let has_factor = store::step_user(tx, user).await?.is_some_and(|u| u.mfa_enabled);
+    if !has_factor && store::unused_recovery_codes(tx, user).await? > 0 {
+        store::replace_recovery_codes(tx, audit, user, &[]).await?;
+    }
+    Ok(())
 }
 
 /// Removes the authenticator. The recovery codes go with the last factor.
@@ -253,7 +283,7 @@ pub async fn remove_totp(state: &AppState, audit: &Audit, user: Uuid) -> Result<
     if !store::remove_totp(&mut tx, audit, user).await? {
         return Err(Error::not_found("totp_not_found", "no authenticator is enrolled"));
     }
-    store::replace_recovery_codes(&mut tx, audit, user, &[]).await?;
+    drop_codes_without_factor(&mut tx, audit, user).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -261,7 +291,7 @@ pub async fn remove_totp(state: &AppState, audit: &Audit, user: Uuid) -> Result<
 /// New recovery codes (the old ones die). Only for a user with a factor.
 pub async fn regenerate_recovery_codes(state: &AppState, audit: &Audit, user: Uuid) -> Result<Vec<String>> {
     let mut tx = state.pool.begin().await?;
-    let has = store::totp(&mut tx, user).await?.is_some_and(|t| t.confirmed_at.is_some());
+    let has = store::step_user(&mut tx, user).await?.is_some_and(|u| u.mfa_enabled);
     if !has {
         return Err(Error::conflict("mfa_not_enabled", "recovery codes come with a second factor: enrol one first"));
     }
@@ -330,32 +360,65 @@ async fn issue(
 ) -> Result<Challenge> {
     let token = tokens::random_secret();
     let audit = audit.clone().as_user(new.user_id, username);
+    let user = new.user_id;
     let mut tx = state.pool.begin().await?;
     if release_try {
-        store::first_step_done(&mut tx, new.user_id).await?;
+        store::first_step_done(&mut tx, user).await?;
     }
     store::create_challenge(&mut tx, &audit, &token, new).await?;
+    let mut methods = Vec::new();
+    if store::totp(&mut tx, user).await?.is_some_and(|t| t.confirmed_at.is_some()) {
+        methods.push("totp");
+    }
+    if crate::service::passkeys::available(state) && !crate::store::passkeys::list(&mut tx, user).await?.is_empty() {
+        methods.push("passkey");
+    }
+    methods.push("recovery_code");
     tx.commit().await?;
-    Ok(Challenge {
-        mfa_required: true,
-        mfa_token: token,
-        methods: vec!["totp", "recovery_code"],
-        expires_in: CHALLENGE_TTL_SECS,
-    })
+    Ok(Challenge { mfa_required: true, mfa_token: token, methods, expires_in: CHALLENGE_TTL_SECS })
 }
 
-/// Checks `code` (a TOTP code or a recovery code) for `user`, counting the
-/// attempt first. The method that matched.
-async fn check_code(
+/// What a second step or a step-up offers.
+pub enum Proof {
+    /// A TOTP code or a recovery code.
+    Code(SecretString),
+    /// A passkey's answer (`PublicKeyCredential.toJSON()`) to the ceremony
+    /// started for this step.
+    Passkey(String),
+}
+
+/// Checks a proof for `user`, counting the attempt first. The method that
+/// matched (`otp`, `hwk` or `recovery_code`). `bound` is what the passkey
+/// ceremony must be bound to.
+async fn check_proof(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
     audit: &Audit,
     user: Uuid,
     username: &str,
-    code: &str,
+    proof: &Proof,
+    (purpose, bound): (crate::service::passkeys::Purpose, &[u8]),
 ) -> Result<std::result::Result<&'static str, Error>> {
     if let Some(locked) = reserve_attempt(state, tx, user).await? {
         return Ok(Err(locked));
+    }
+    let code = match proof {
+        Proof::Code(code) => code.expose_secret(),
+        Proof::Passkey(json) => {
+            let verified =
+                crate::service::passkeys::verify_assertion(state, tx, audit, purpose, Some(bound), json.as_bytes())
+                    .await?;
+            return Ok(match verified {
+                Ok(owner) if owner == user => Ok("hwk"),
+                Ok(_) | Err(_) => {
+                    wrong_code(state, tx, audit, user, "passkey").await?;
+                    Err(crate::service::passkeys::bad_passkey())
+                }
+            });
+        }
+    };
+    if code.len() > 64 {
+        return Ok(Err(wrong_code(state, tx, audit, user, "code").await?));
     }
     let digits = code.trim();
     let method = if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -366,7 +429,7 @@ async fn check_code(
             },
             None => false,
         };
-        matched.then_some("totp")
+        matched.then_some("otp")
     } else {
         let normal = normal_recovery(code);
         let ok = normal.len() == 10
@@ -414,11 +477,11 @@ pub async fn second_step(
     state: &AppState,
     audit: &Audit,
     mfa_token: &str,
-    code: &SecretString,
+    proof: &Proof,
     user_agent: Option<&str>,
 ) -> Result<LoggedIn> {
-    if mfa_token.len() > 128 || code.expose_secret().len() > 64 {
-        return Err(invalid_code());
+    if mfa_token.len() > 128 {
+        return Err(invalid_mfa_token());
     }
     let mut tx = state.pool.begin().await?;
     let Some(c) = store::live_challenge(&mut tx, mfa_token).await? else { return Err(invalid_mfa_token()) };
@@ -434,14 +497,16 @@ pub async fn second_step(
         return Err(invalid_mfa_token());
     }
     let audit = audit.clone().as_user(c.user_id, &user.username);
-    match check_code(state, &mut tx, &audit, c.user_id, &user.username, code.expose_secret()).await? {
-        Ok(_method) => {}
+    let bound = crate::service::passkeys::token_binding(mfa_token);
+    let purpose = crate::service::passkeys::Purpose::SecondFactor;
+    let method = match check_proof(state, &mut tx, &audit, c.user_id, &user.username, proof, (purpose, &bound)).await? {
+        Ok(method) => method,
         Err(e) => {
             // The counted attempt and its log stay.
             tx.commit().await?;
             return Err(e);
         }
-    }
+    };
     store::spend_challenge(&mut tx, mfa_token).await?;
     store::factor_passed(&mut tx, c.user_id).await?;
     tx.commit().await?;
@@ -454,7 +519,9 @@ pub async fn second_step(
         mfa_enabled: user.mfa_enabled,
     };
     let ua = user_agent.or(c.user_agent.as_deref());
-    crate::service::auth::start_login_session(state, &audit, ok, ua, &[c.first_factor.as_str(), "otp"]).await
+    // A recovery code is a one-time password too (RFC 8176 `otp`).
+    let second = if method == "hwk" { "hwk" } else { "otp" };
+    crate::service::auth::start_login_session(state, &audit, ok, ua, &[c.first_factor.as_str(), second]).await
 }
 
 /// Whether an account without a second factor must enrol one before
@@ -489,16 +556,15 @@ pub async fn step_up(
     state: &AppState,
     audit: &Audit,
     caller: &crate::auth::principal::Principal,
-    code: &SecretString,
+    proof: &Proof,
 ) -> Result<()> {
     let Some(session) = caller.session_id else {
         return Err(Error::forbidden("a step-up belongs to a session: log in first").with_code("session_required"));
     };
-    if code.expose_secret().len() > 64 {
-        return Err(invalid_code());
-    }
     let mut tx = state.pool.begin().await?;
-    match check_code(state, &mut tx, audit, caller.user_id, &caller.username, code.expose_secret()).await? {
+    let purpose = crate::service::passkeys::Purpose::StepUp;
+    let bound = session.as_bytes().to_vec();
+    match check_proof(state, &mut tx, audit, caller.user_id, &caller.username, proof, (purpose, &bound)).await? {
         Ok(_) => {
             store::factor_passed(&mut tx, caller.user_id).await?;
             store::stepped_up(&mut tx, audit, session, caller.user_id).await?;
@@ -510,4 +576,32 @@ pub async fn step_up(
             Err(e)
         }
     }
+}
+
+/// The passkey options of a login's second step, bound to its `mfa_token`.
+pub async fn second_step_passkey_options(
+    state: &AppState,
+    mfa_token: &str,
+) -> Result<crate::service::passkeys::Options> {
+    if mfa_token.len() > 128 {
+        return Err(invalid_mfa_token());
+    }
+    let mut conn = state.pool.acquire().await?;
+    let Some(c) = store::live_challenge(&mut conn, mfa_token).await? else { return Err(invalid_mfa_token()) };
+    drop(conn);
+    let bound = crate::service::passkeys::token_binding(mfa_token);
+    let purpose = crate::service::passkeys::Purpose::SecondFactor;
+    crate::service::passkeys::assertion_options(state, purpose, Some(c.user_id), Some(&bound)).await
+}
+
+/// The passkey options of a step-up, bound to the caller's session.
+pub async fn step_up_passkey_options(
+    state: &AppState,
+    caller: &crate::auth::principal::Principal,
+) -> Result<crate::service::passkeys::Options> {
+    let Some(session) = caller.session_id else {
+        return Err(Error::forbidden("a step-up belongs to a session: log in first").with_code("session_required"));
+    };
+    let purpose = crate::service::passkeys::Purpose::StepUp;
+    crate::service::passkeys::assertion_options(state, purpose, Some(caller.user_id), Some(session.as_bytes())).await
 }

@@ -16,6 +16,7 @@ pub mod memberships;
 pub mod mfa;
 pub mod oauth;
 pub mod oidc;
+pub mod passkeys;
 pub mod permissions;
 pub mod projects;
 pub mod roles;

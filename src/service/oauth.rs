@@ -369,7 +369,7 @@ pub async fn mint(
                 ("exp", json!(now + ttl)),
                 ("at_hash", json!(at_hash)),
                 // NIST SP 800-63B assurance: a second factor makes AAL2.
-                ("acr", json!(if grant.amr.iter().any(|a| a == "otp") { "aal2" } else { "aal1" })),
+                ("acr", json!(if grant.amr.iter().any(|a| a == "otp" || a == "hwk") { "aal2" } else { "aal1" })),
             ] {
                 claims.insert(k.into(), v);
             }

@@ -146,19 +146,24 @@ pub async fn reset(conn: &mut PgConnection, audit: &Audit, user: Uuid) -> Result
         .execute(&mut *conn)
         .await?
         .rows_affected() as i64;
+    let passkeys =
+        sqlx::query!("DELETE FROM mfa_passkeys WHERE user_id = $1", user).execute(&mut *conn).await?.rows_affected()
+            as i64;
     sqlx::query!("DELETE FROM mfa_challenges WHERE user_id = $1", user).execute(&mut *conn).await?;
+    sqlx::query!("DELETE FROM webauthn_ceremonies WHERE user_id = $1", user).execute(&mut *conn).await?;
     refresh_enabled(conn, user).await?;
-    let changes = Changes::new().set("totp", totp).set("recovery_codes", codes);
+    let changes = Changes::new().set("totp", totp).set("passkeys", passkeys).set("recovery_codes", codes);
     audit::record(&mut *conn, audit, "user", &user.to_string(), "mfa.reset", changes).await?;
     Ok((totp, codes))
 }
 
-/// Keeps `users.mfa_enabled` equal to "has a confirmed factor".
-async fn refresh_enabled(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
+/// Keeps `users.mfa_enabled` equal to "has a confirmed factor" (a TOTP
+/// authenticator or a passkey).
+pub(crate) async fn refresh_enabled(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE users SET mfa_enabled = EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)
-         WHERE id = $1 AND mfa_enabled IS DISTINCT FROM
-               EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+        "WITH f AS (SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)
+                        OR EXISTS (SELECT 1 FROM mfa_passkeys WHERE user_id = $1) AS has)
+         UPDATE users SET mfa_enabled = f.has FROM f WHERE id = $1 AND mfa_enabled IS DISTINCT FROM f.has",
         user
     )
     .execute(&mut *conn)

@@ -13,6 +13,7 @@ pub mod identities;
 pub mod mfa;
 pub mod oauth;
 pub mod op_keys;
+pub mod passkeys;
 pub mod permissions;
 pub mod projects;
 pub mod roles;

@@ -155,9 +155,16 @@ pub async fn create_for_login(
     let s = Fresh::new(ttl_secs, user_agent);
     let mut session_audit = audit.clone();
     session_audit.session_id = Some(s.id);
-    let log = change_log::rows(&[ok.entry(audit), s.entry(&session_audit, "password")]);
+    // How it began: the first factor of `amr`.
+    let method = match amr.first() {
+        Some(&"hwk") => "passkey",
+        Some(&"oidc") => "oidc",
+        _ => "password",
+    };
+    let log = change_log::rows(&[ok.entry(audit), s.entry(&session_audit, method)]);
     let amr: Vec<String> = amr.iter().map(|a| a.to_string()).collect();
-    let mfa = amr.iter().any(|a| a == "otp");
+    // A second factor (a one-time code or a passkey) was used just now.
+    let mfa = amr.iter().any(|a| a == "otp" || a == "hwk");
     let written = sqlx::query_scalar!(
         r#"WITH login AS (
                UPDATE users SET failed_login_attempts = 0, locked_until = NULL, last_successful_login = now(),
@@ -167,7 +174,7 @@ pub async fn create_for_login(
                RETURNING id
            ), session AS (
                INSERT INTO sessions (id, user_id, method, expires_at, client_ip, user_agent, cookie_hash, amr, mfa_at)
-               SELECT $5, id, 'password', $6, $7, $8, $9, $12, CASE WHEN $13 THEN now() END FROM login RETURNING id
+               SELECT $5, id, $14, $6, $7, $8, $9, $12, CASE WHEN $13 THEN now() END FROM login RETURNING id
            ), refresh AS (
                INSERT INTO refresh_tokens (token_hash, session_id) SELECT $10, id FROM session
            ), log AS (
@@ -194,6 +201,7 @@ pub async fn create_for_login(
         log,
         &amr,
         mfa,
+        method,
     )
     .fetch_one(pool)
     .await?;

@@ -13,6 +13,7 @@
 pub mod account;
 pub mod admin;
 pub mod assets;
+pub mod mfa;
 pub mod public;
 
 use std::future::Future;
@@ -53,6 +54,9 @@ const FLASH: &[(&str, &str)] = &[
     ("session-revoked", "The session has ended."),
     ("others-revoked", "Every other session has ended."),
     ("key-revoked", "The API key has been revoked."),
+    ("totp-removed", "The authenticator app has been removed."),
+    ("passkey-removed", "The passkey has been removed."),
+    ("stepped-up", "Confirmed: you can change your sign-in factors for the next few minutes."),
     ("unlinked", "The identity has been unlinked."),
     ("linked", "The identity has been linked."),
     ("accepted", "Invitation accepted: you are now a member of the project."),

@@ -58,6 +58,8 @@ struct LoginPage {
     return_to: String,
     error: Option<String>,
     providers: Vec<Provider>,
+    /// Passkeys can be used here (the page offers a passkey login).
+    passkeys: bool,
 }
 
 fn providers(state: &AppState, return_to: &str) -> Vec<Provider> {
@@ -94,7 +96,11 @@ fn login_page(
 ) -> HttpResponse {
     let (c, cookie) = Chrome::public(state, req);
     let providers = providers(state, &return_to);
-    let mut res = render(state, status, &LoginPage { c, username, return_to, error, providers });
+    let mut res = render(
+        state,
+        status,
+        &LoginPage { c, username, return_to, error, providers, passkeys: crate::service::passkeys::available(state) },
+    );
     if let Some(cookie) = cookie {
         let _ = res.add_cookie(&cookie);
     }
@@ -145,10 +151,36 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest, audit: Audit, f
     }
 }
 
+/// A completed login from another login form (a passkey): on to `return_to`.
+pub fn complete_login(
+    state: &AppState,
+    logged_in: crate::service::auth::LoggedIn,
+    return_to: Option<&str>,
+) -> HttpResponse {
+    logged_in_to(state, logged_in, &safe_return_to(state, return_to))
+}
+
+/// The login page again, saying why a login from another form was refused.
+pub fn refused_login(state: &AppState, req: &HttpRequest, e: Error, return_to: Option<&str>) -> HttpResponse {
+    let return_to = safe_return_to(state, return_to);
+    if e.code() == "invalid_passkey" {
+        let msg = crate::web::sentence(&e.to_string());
+        return login_page(state, req, StatusCode::UNAUTHORIZED, String::new(), return_to, Some(msg));
+    }
+    let retry_after = match &e {
+        Error::Locked { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    let (status, msg) = login_refusal(e);
+    with_retry_after(login_page(state, req, status, String::new(), return_to, Some(msg)), retry_after)
+}
+
 /// A completed login: the session cookie, and on to `return_to`.
 fn logged_in_to(state: &AppState, logged_in: crate::service::auth::LoggedIn, return_to: &str) -> HttpResponse {
     let ttl = i64::try_from(state.settings.auth.session_ttl_secs).unwrap_or(86_400);
-    let mut res = see_other(return_to);
+    // A session that may only enrol a second factor goes to the enrolment.
+    let to = if logged_in.mfa_enrollment_required { "/account/mfa" } else { return_to };
+    let mut res = see_other(to);
     let _ = res.add_cookie(&crate::api::auth::session_cookie(state, logged_in.session.cookie_secret, ttl));
     res
 }
@@ -160,6 +192,7 @@ struct MfaPage {
     mfa_token: String,
     return_to: String,
     error: Option<String>,
+    passkeys: bool,
 }
 
 fn mfa_page(
@@ -171,7 +204,11 @@ fn mfa_page(
     error: Option<String>,
 ) -> HttpResponse {
     let (c, cookie) = Chrome::public(state, req);
-    let mut res = render(state, status, &MfaPage { c, mfa_token, return_to, error });
+    let mut res = render(
+        state,
+        status,
+        &MfaPage { c, mfa_token, return_to, error, passkeys: crate::service::passkeys::available(state) },
+    );
     if let Some(cookie) = cookie {
         let _ = res.add_cookie(&cookie);
     }
@@ -191,6 +228,8 @@ pub struct MfaForm {
     mfa_token: String,
     #[serde(default)]
     code: String,
+    /// A passkey's answer, filled in by the page's script.
+    passkey: Option<String>,
     return_to: Option<String>,
 }
 
@@ -208,9 +247,16 @@ pub async fn login_mfa(
         return login_page(&state, &req, status, String::new(), return_to, Some(msg));
     }
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
-    let code = SecretString::from(f.code);
-    match crate::service::mfa::second_step(&state, &audit, &f.mfa_token, &code, ua).await {
+    let proof = match f.passkey.filter(|p| !p.is_empty()) {
+        Some(p) => crate::service::mfa::Proof::Passkey(p),
+        None => crate::service::mfa::Proof::Code(SecretString::from(f.code)),
+    };
+    match crate::service::mfa::second_step(&state, &audit, &f.mfa_token, &proof, ua).await {
         Ok(logged_in) => logged_in_to(&state, logged_in, &return_to),
+        Err(e) if e.code() == "invalid_passkey" => {
+            let msg = "The passkey did not verify. Try again, or use a code.".to_string();
+            mfa_page(&state, &req, StatusCode::UNAUTHORIZED, f.mfa_token, return_to, Some(msg))
+        }
         Err(e) if e.code() == "invalid_code" => {
             let msg = "That code is wrong or was already used. Try the next one.".to_string();
             mfa_page(&state, &req, StatusCode::UNAUTHORIZED, f.mfa_token, return_to, Some(msg))

@@ -78,7 +78,10 @@ async fn totp_and_recovery_codes_guard_the_login() {
     let t = app.login("mia", PASSWORD).await;
     let (secret, recovery) = enrol(&app, &t).await;
     let status = app.get("/api/v1/users/mia/mfa", &app.admin_token).await.expect(200).json();
-    assert_eq!(status, json!({"enabled": true, "totp": "confirmed", "recovery_codes_left": 10}));
+    assert_eq!(
+        status,
+        json!({"enabled": true, "totp": "confirmed", "recovery_codes_left": 10, "passkeys": [], "passkeys_available": false})
+    );
     // A second enrolment while one is confirmed is refused and changes nothing.
     app.post("/api/v1/users/me/mfa/totp", &t, json!(null)).await.expect(409);
     // Nobody enrols for someone else, administrators included.
@@ -417,4 +420,108 @@ async fn confirming_is_counted_and_a_password_does_not_reset_code_failures() {
     away_from_step_edge().await;
     let e = second_step(&app, token, &code(&secret, 30)).await.expect(429).json();
     assert_eq!(e["error"]["code"], "account_locked", "the third wrong code locked the account");
+}
+
+/// Passkeys without a browser: what a forged or replayed answer gets, the
+/// bindings of each ceremony, and a server with no domain name. (The real
+/// ceremonies run in Chromium: `web_console::passkeys_in_a_real_browser`.)
+#[tokio::test]
+async fn passkey_refusals_without_a_browser() {
+    use base64::Engine as _;
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+
+    // An IP address as the public URL: no relying-party id, no passkeys.
+    let plain = spawn_app().await;
+    plain.create_user("pia", json!({})).await;
+    let t = plain.login("pia", PASSWORD).await;
+    let r = plain.post("/api/v1/auth/passkey/options", "", json!(null)).await.expect(409);
+    assert_eq!(r.json()["error"]["code"], "passkeys_unavailable");
+    assert_eq!(plain.get("/api/v1/users/me/mfa", &t).await.expect(200).json()["passkeys_available"], false);
+    plain.post("/api/v1/users/me/mfa/passkeys/options", &t, json!(null)).await.expect(409);
+
+    let port = crate::web_console::free_port();
+    let origin = format!("http://localhost:{port}");
+    let public = origin.clone();
+    let app = spawn_app_with(move |s| {
+        s.bind = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.public_url = public;
+    })
+    .await;
+    let ida = app.create_user("ida", json!({})).await;
+    let ida_id: uuid::Uuid = ida["id"].as_str().expect("id").parse().expect("uuid");
+    app.create_user("otto", json!({})).await;
+    let t = app.login("ida", PASSWORD).await;
+
+    // Registration: one's own only; a garbage answer stores nothing.
+    let o = app.post("/api/v1/users/me/mfa/passkeys/options", &t, json!(null)).await.expect(200).json();
+    assert_eq!(o["publicKey"]["rp"]["id"], "localhost");
+    assert_eq!(o["publicKey"]["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(o["publicKey"]["authenticatorSelection"]["userVerification"], "required");
+    assert_eq!(o["publicKey"]["user"]["id"], b64(ida_id.as_bytes()), "the user handle is the user's id");
+    app.post("/api/v1/users/otto/mfa/passkeys/options", &t, json!(null)).await.expect(403);
+    let r = app.post("/api/v1/users/me/mfa/passkeys", &t, json!({"name": "x", "credential": {"id": "AAAA"}})).await;
+    assert_eq!(r.expect(422).json()["error"]["code"], "invalid_passkey");
+    let r = app.post("/api/v1/users/me/mfa/passkeys", &t, json!({"name": " ", "credential": {}})).await;
+    assert_eq!(r.expect(422).json()["error"]["code"], "invalid_passkey_name");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM mfa_passkeys").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(rows, 0);
+
+    // A forged login answer for a real challenge: refused, the ceremony spent.
+    let o = app.post("/api/v1/auth/passkey/options", "", json!(null)).await.expect(200).json();
+    assert_eq!(o["publicKey"]["userVerification"], "required");
+    assert_eq!(o["publicKey"]["allowCredentials"], json!([]), "username-less: no credential list");
+    let challenge = o["publicKey"]["challenge"].as_str().expect("challenge");
+    let client_data = json!({"type": "webauthn.get", "challenge": challenge, "origin": origin, "crossOrigin": false});
+    let mut auth_data = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(b"localhost").to_vec()
+    };
+    auth_data.extend([0x05, 0, 0, 0, 7]);
+    let forged = json!({"credential": {
+        "id": b64(&[7; 16]), "rawId": b64(&[7; 16]), "type": "public-key",
+        "response": {
+            "clientDataJSON": b64(client_data.to_string().as_bytes()),
+            "authenticatorData": b64(&auth_data),
+            "signature": b64(&[1; 70]),
+            "userHandle": b64(ida_id.as_bytes()),
+        },
+        "clientExtensionResults": {}, "authenticatorAttachment": "platform",
+    }});
+    let sessions_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&app.pool).await.expect("n");
+    for _ in 0..2 {
+        let r = app.post("/api/v1/auth/passkey", "", forged.clone()).await.expect(401);
+        assert_eq!(r.json()["error"]["code"], "invalid_passkey");
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webauthn_ceremonies WHERE purpose = 'login'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("n");
+    assert_eq!(left, 0, "the ceremony is used up by the first try");
+    let r = app.post("/api/v1/auth/passkey", "", json!({"credential": {"x": 1}})).await.expect(401);
+    assert_eq!(r.json()["error"]["code"], "invalid_passkey");
+    let sessions_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(sessions_before, sessions_after, "no session from a refused passkey");
+
+    // The second step: a passkey answer counts as an attempt like a code;
+    // exactly one of code and passkey.
+    enrol(&app, &t).await;
+    let first = first_step(&app, "ida").await;
+    assert_eq!(first["methods"], json!(["totp", "recovery_code"]), "no passkey method without a passkey");
+    let token = first["mfa_token"].as_str().expect("mfa_token");
+    let r = app.post("/api/v1/auth/mfa/passkey/options", "", json!({"mfa_token": "nope"})).await.expect(401);
+    assert_eq!(r.json()["error"]["code"], "invalid_mfa_token");
+    app.post("/api/v1/auth/mfa/passkey/options", "", json!({"mfa_token": token})).await.expect(200);
+    let r = app.post("/api/v1/auth/mfa", "", json!({"mfa_token": token, "code": "123456", "passkey": {}})).await;
+    assert_eq!(r.expect(422).json()["error"]["code"], "code_or_passkey");
+    let r = app.post("/api/v1/auth/mfa", "", json!({"mfa_token": token, "passkey": forged["credential"]})).await;
+    assert_eq!(r.expect(401).json()["error"]["code"], "invalid_passkey");
+    let failures: i32 = sqlx::query_scalar("SELECT mfa_failed_attempts FROM users WHERE id = $1")
+        .bind(ida_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("n");
+    assert_eq!(failures, 1, "the refused passkey counted toward the lockout");
 }

@@ -115,11 +115,11 @@ impl SmtpSink {
     }
 }
 
-/// Runs `node tests/browser/drive.mjs` with `args`, prints what it printed,
+/// Runs `node tests/browser/<script>` with `args`, prints what it printed,
 /// and checks it passed: exit 0 and a last line `N passed, 0 failed`, N > 0
 /// (as `xnat_clients::run_driver` does for the Python clients). Answers that line.
-async fn run_browser_driver(args: &[String]) -> String {
-    let script = root().join("tests").join("browser").join("drive.mjs");
+async fn run_browser_driver(script: &str, args: &[String]) -> String {
+    let script = root().join("tests").join("browser").join(script);
     let child = tokio::process::Command::new("node")
         .arg(&script)
         .args(args)
@@ -137,7 +137,7 @@ async fn run_browser_driver(args: &[String]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     if !stderr.trim().is_empty() {
-        println!("drive.mjs stderr:\n{stderr}");
+        println!("{} stderr:\n{stderr}", script.display());
     }
     let verdict = stdout.lines().last().unwrap_or_default().to_string();
     let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("not ok")).collect();
@@ -198,7 +198,7 @@ async fn web_console_in_a_real_browser() {
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])
     .collect();
-    let verdict = run_browser_driver(&args).await;
+    let verdict = run_browser_driver("drive.mjs", &args).await;
     println!("web console in Chromium: {verdict}");
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_file).expect("the driver's report"))
@@ -325,4 +325,65 @@ async fn web_console_in_a_real_browser() {
             .await
             .expect("q");
     assert_eq!(linked, 1, "the OIDC login created the account linked to the provider");
+}
+
+/// Passkeys and the second-factor pages in Chromium with virtual
+/// authenticators (`tests/browser/passkeys.mjs`): registration from the
+/// console, username-less login, a passkey as the second step, removal, a
+/// cloned credential refused, the authenticator-app enrolment with its QR
+/// code (codes by oathtool), an administrator's reset. The server is reached
+/// as `localhost`: WebAuthn needs a domain name.
+#[tokio::test]
+async fn passkeys_in_a_real_browser() {
+    ensure_chromium().await;
+    apt_install(&[crate::mfa::OATHTOOL], &["oathtool"]).await;
+    BROWSER_MODULES.get_or_init(|| npm_ci("browser")).await;
+    let shots = root().join("target").join("browser-shots-passkeys");
+    let _ = std::fs::remove_dir_all(&shots);
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let app = spawn_app_with(move |s| {
+        s.bind = format!("127.0.0.1:{port}").parse().expect("addr");
+        s.public_url = public;
+    })
+    .await;
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let args: Vec<String> = [
+        ("--url", format!("http://localhost:{port}")),
+        ("--admin", ADMIN.to_string()),
+        ("--admin-password", ADMIN_PASSWORD.to_string()),
+        ("--shots", path(&shots)),
+        ("--chromium", CHROMIUM.to_string()),
+        ("--oathtool", crate::mfa::OATHTOOL.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    let verdict = run_browser_driver("passkeys.mjs", &args).await;
+    println!("passkeys in Chromium: {verdict}");
+
+    // What the run left in the database: public keys only, the clone's
+    // refusal logged, and (after the reset) no factor at all.
+    let (passkeys, ceremonies): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM mfa_passkeys), (SELECT count(*) FROM webauthn_ceremonies WHERE expires_at > now())",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts");
+    assert_eq!(passkeys, 0, "the administrator's reset removed every passkey");
+    assert!(ceremonies <= 2, "finished ceremonies are gone (single use): {ceremonies} live");
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM change_log WHERE action LIKE 'mfa.passkey%' OR action = 'mfa.reset' ORDER BY at, id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("log");
+    for wanted in ["mfa.passkey_registered", "mfa.passkey_removed", "mfa.passkey_refused", "mfa.reset"] {
+        assert!(actions.iter().any(|a| a == wanted), "{wanted} logged: {actions:?}");
+    }
+    let methods: Vec<String> = sqlx::query_scalar("SELECT DISTINCT method FROM sessions ORDER BY method")
+        .fetch_all(&app.pool)
+        .await
+        .expect("sessions");
+    assert!(methods.iter().any(|m| m == "passkey"), "passkey logins recorded as such: {methods:?}");
 }
