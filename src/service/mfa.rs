@@ -245,7 +245,7 @@ pub async fn confirm_totp(
     store::confirm_totp(&mut tx, audit, user).await?;
     if let Some(session) = session {
         // The code just checked is this session's second factor.
-        store::enrolled_in(&mut tx, session, user).await?;
+        store::enrolled_in(&mut tx, session, user, "otp").await?;
     }
     let codes = first_recovery_codes(state, &mut tx, audit, user).await?;
     tx.commit().await?;
@@ -280,6 +280,7 @@ pub(crate) async fn drop_codes_without_factor(tx: &mut sqlx::PgConnection, audit
 /// Removes the authenticator. The recovery codes go with the last factor.
 pub async fn remove_totp(state: &AppState, audit: &Audit, user: Uuid) -> Result<()> {
     let mut tx = state.pool.begin().await?;
+    store::lock_user(&mut tx, user).await?;
     if !store::remove_totp(&mut tx, audit, user).await? {
         return Err(Error::not_found("totp_not_found", "no authenticator is enrolled"));
     }
@@ -305,6 +306,7 @@ pub async fn regenerate_recovery_codes(state: &AppState, audit: &Audit, user: Uu
 /// sessions (they log in with the password alone, and may enrol again).
 pub async fn reset(state: &AppState, audit: &Audit, user: Uuid) -> Result<()> {
     let mut tx = state.pool.begin().await?;
+    store::lock_user(&mut tx, user).await?;
     store::reset(&mut tx, audit, user).await?;
     crate::store::sessions::revoke_all(&mut tx, audit, user, "mfa reset").await?;
     tx.commit().await?;
@@ -565,9 +567,11 @@ pub async fn step_up(
     let purpose = crate::service::passkeys::Purpose::StepUp;
     let bound = session.as_bytes().to_vec();
     match check_proof(state, &mut tx, audit, caller.user_id, &caller.username, proof, (purpose, &bound)).await? {
-        Ok(_) => {
+        Ok(method) => {
             store::factor_passed(&mut tx, caller.user_id).await?;
-            store::stepped_up(&mut tx, audit, session, caller.user_id).await?;
+            // A recovery code is a one-time password too (RFC 8176 `otp`).
+            let amr = if method == "hwk" { "hwk" } else { "otp" };
+            store::stepped_up(&mut tx, audit, session, caller.user_id, amr).await?;
             tx.commit().await?;
             Ok(())
         }
@@ -588,7 +592,11 @@ pub async fn second_step_passkey_options(
     }
     let mut conn = state.pool.acquire().await?;
     let Some(c) = store::live_challenge(&mut conn, mfa_token).await? else { return Err(invalid_mfa_token()) };
+    let has = !crate::store::passkeys::list(&mut conn, c.user_id).await?.is_empty();
     drop(conn);
+    if !has {
+        return Err(no_passkey());
+    }
     let bound = crate::service::passkeys::token_binding(mfa_token);
     let purpose = crate::service::passkeys::Purpose::SecondFactor;
     crate::service::passkeys::assertion_options(state, purpose, Some(c.user_id), Some(&bound)).await
@@ -602,6 +610,15 @@ pub async fn step_up_passkey_options(
     let Some(session) = caller.session_id else {
         return Err(Error::forbidden("a step-up belongs to a session: log in first").with_code("session_required"));
     };
+    let mut conn = state.pool.acquire().await?;
+    if crate::store::passkeys::list(&mut conn, caller.user_id).await?.is_empty() {
+        return Err(no_passkey());
+    }
+    drop(conn);
     let purpose = crate::service::passkeys::Purpose::StepUp;
     crate::service::passkeys::assertion_options(state, purpose, Some(caller.user_id), Some(session.as_bytes())).await
+}
+
+fn no_passkey() -> Error {
+    Error::conflict("no_passkey", "this account has no passkey: use a code")
 }

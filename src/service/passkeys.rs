@@ -110,6 +110,16 @@ fn expiry(t: std::time::SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(t)
 }
 
+/// A refusal's reason as logged: the library's words may quote the
+/// caller's input, so they are cut short.
+fn short(reason: &str) -> String {
+    let mut s: String = reason.chars().take(160).collect();
+    if s.len() < reason.len() {
+        s.push('…');
+    }
+    s
+}
+
 pub(crate) fn bad_passkey() -> Error {
     Error::unauthorized("the passkey's answer does not verify, or its ceremony is unknown, used or expired")
         .with_code("invalid_passkey")
@@ -190,7 +200,7 @@ pub struct Registered {
 
 fn check_name(name: &str) -> Result<&str> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME || !name.chars().all(crate::domain::visible) {
         return Err(Error::invalid(
             "invalid_passkey_name",
             format!("give the passkey a name of 1 to {MAX_NAME} characters"),
@@ -216,7 +226,7 @@ pub async fn register(
         return Err(Error::invalid("invalid_passkey", "the credential is too large").on_field("credential"));
     }
     let refused = |why: String| {
-        tracing::info!(reason = %why, "passkey registration refused");
+        tracing::info!(reason = %short(&why), "passkey registration refused");
         Error::invalid("invalid_passkey", "the authenticator's answer does not verify: try again")
             .on_field("credential")
     };
@@ -264,12 +274,14 @@ pub async fn register(
         dynamic_state: &dynamic_bytes,
     };
     let Some(passkey) = store::insert(&mut tx, audit, new).await? else {
+        // The ceremony is spent all the same.
+        tx.commit().await?;
         return Err(Error::conflict("passkey_exists", "this passkey is already registered"));
     };
     let recovery_codes = crate::service::mfa::first_recovery_codes(state, &mut tx, audit, user).await?;
     if let Some(session) = session {
         // The authenticator just verified the user: the session's second factor.
-        crate::store::mfa::enrolled_in(&mut tx, session, user).await?;
+        crate::store::mfa::enrolled_in(&mut tx, session, user, "hwk").await?;
     }
     tx.commit().await?;
     Ok(Registered { passkey, recovery_codes })
@@ -295,6 +307,7 @@ pub async fn rename(state: &AppState, audit: &Audit, user: Uuid, id: Uuid, name:
 /// Removes a passkey. The recovery codes go with the last factor.
 pub async fn remove(state: &AppState, audit: &Audit, user: Uuid, id: Uuid) -> Result<()> {
     let mut tx = state.pool.begin().await?;
+    crate::store::mfa::lock_user(&mut tx, user).await?;
     if !store::remove(&mut tx, audit, user, id).await? {
         return Err(not_found());
     }
@@ -381,7 +394,7 @@ pub async fn verify_assertion(
     let auth = match serde_json::from_slice::<DiscoverableAuthenticationRelaxed16>(credential) {
         Ok(a) => a.0,
         Err(e) => {
-            tracing::info!(reason = %e, "passkey assertion unreadable");
+            tracing::info!(reason = %short(&e.to_string()), "passkey assertion unreadable");
             return Ok(Err(bad_passkey()));
         }
     };

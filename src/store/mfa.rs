@@ -287,12 +287,19 @@ pub async fn factor_failed(
 }
 
 /// When a session last used a second factor is now (a step-up).
-pub async fn stepped_up(conn: &mut PgConnection, audit: &Audit, session: Uuid, user: Uuid) -> Result<(), Error> {
+pub async fn stepped_up(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    session: Uuid,
+    user: Uuid,
+    method: &str,
+) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE sessions SET mfa_at = now(), amr = ARRAY(SELECT DISTINCT unnest(amr || '{otp}'::text[]))
+        "UPDATE sessions SET mfa_at = now(), amr = CASE WHEN $3 = ANY (amr) THEN amr ELSE amr || $3 END
          WHERE id = $1 AND user_id = $2",
         session,
-        user
+        user,
+        method
     )
     .execute(&mut *conn)
     .await?;
@@ -336,13 +343,14 @@ pub async fn enrollment_only(conn: &mut PgConnection, session: Uuid) -> Result<(
 
 /// A factor was just enrolled in this session: it is a full session now,
 /// with the factor used.
-pub async fn enrolled_in(conn: &mut PgConnection, session: Uuid, user: Uuid) -> Result<(), Error> {
+pub async fn enrolled_in(conn: &mut PgConnection, session: Uuid, user: Uuid, method: &str) -> Result<(), Error> {
     sqlx::query!(
         "UPDATE sessions SET mfa_enrollment_only = false, mfa_at = now(),
-                             amr = ARRAY(SELECT DISTINCT unnest(amr || '{otp}'::text[]))
+                             amr = CASE WHEN $3 = ANY (amr) THEN amr ELSE amr || $3 END
          WHERE id = $1 AND user_id = $2",
         session,
-        user
+        user,
+        method
     )
     .execute(&mut *conn)
     .await?;
@@ -360,5 +368,13 @@ pub async fn factor_passed(conn: &mut PgConnection, user: Uuid) -> Result<(), Er
     sqlx::query!("UPDATE users SET mfa_failed_attempts = 0 WHERE id = $1 AND locked_until IS NULL", user)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Locks the user's row first, so that removing a factor and checking one
+/// (which counts the attempt on the user's row, then reads the factor)
+/// take their locks in the same order.
+pub async fn lock_user(conn: &mut PgConnection, user: Uuid) -> Result<(), Error> {
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE", user).fetch_optional(&mut *conn).await?;
     Ok(())
 }

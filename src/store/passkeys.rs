@@ -182,6 +182,19 @@ pub async fn start_ceremony(conn: &mut PgConnection, c: NewCeremony<'_>) -> Resu
     )
     .execute(&mut *conn)
     .await?;
+    if let Some(user) = c.user_id {
+        // A user's ceremonies of one purpose: the newest few only (a
+        // session asking for options in a loop makes no more rows).
+        sqlx::query!(
+            "DELETE FROM webauthn_ceremonies WHERE user_id = $1 AND purpose = $2 AND challenge NOT IN
+               (SELECT challenge FROM webauthn_ceremonies WHERE user_id = $1 AND purpose = $2
+                ORDER BY expires_at DESC LIMIT 5)",
+            user,
+            c.purpose
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -513,7 +513,8 @@ async fn passkey_refusals_without_a_browser() {
     let token = first["mfa_token"].as_str().expect("mfa_token");
     let r = app.post("/api/v1/auth/mfa/passkey/options", "", json!({"mfa_token": "nope"})).await.expect(401);
     assert_eq!(r.json()["error"]["code"], "invalid_mfa_token");
-    app.post("/api/v1/auth/mfa/passkey/options", "", json!({"mfa_token": token})).await.expect(200);
+    let r = app.post("/api/v1/auth/mfa/passkey/options", "", json!({"mfa_token": token})).await.expect(409);
+    assert_eq!(r.json()["error"]["code"], "no_passkey", "no ceremony for a user without a passkey");
     let r = app.post("/api/v1/auth/mfa", "", json!({"mfa_token": token, "code": "123456", "passkey": {}})).await;
     assert_eq!(r.expect(422).json()["error"]["code"], "code_or_passkey");
     let r = app.post("/api/v1/auth/mfa", "", json!({"mfa_token": token, "passkey": forged["credential"]})).await;

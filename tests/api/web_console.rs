@@ -345,6 +345,7 @@ async fn passkeys_in_a_real_browser() {
     let app = spawn_app_with(move |s| {
         s.bind = format!("127.0.0.1:{port}").parse().expect("addr");
         s.public_url = public;
+        s.mfa.step_up_secs = 30;
     })
     .await;
     let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
@@ -355,6 +356,7 @@ async fn passkeys_in_a_real_browser() {
         ("--shots", path(&shots)),
         ("--chromium", CHROMIUM.to_string()),
         ("--oathtool", crate::mfa::OATHTOOL.to_string()),
+        ("--step-up-secs", "30".to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])

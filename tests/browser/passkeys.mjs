@@ -5,6 +5,8 @@
 //
 //   node passkeys.mjs --url http://localhost:PORT --admin admin --admin-password PW
 //                     --shots DIR [--chromium /usr/bin/chromium] [--oathtool PATH]
+//                     [--step-up-secs N]   (the server's mfa.step_up_secs: the run
+//                                           waits it out once, for the step-up)
 //
 // The URL must use a domain name (`localhost`): WebAuthn has no relying-party
 // id for an IP address. Prints `ok N - ...` / `not ok N - ... -- detail`,
@@ -39,6 +41,7 @@ const { values: args } = parseArgs({
     chromium: { type: 'string', default: '/usr/bin/chromium' },
     oathtool: { type: 'string', default: '/usr/bin/oathtool' },
     timeout: { type: 'string', default: '300' },
+    'step-up-secs': { type: 'string' },
   },
   strict: true,
 });
@@ -192,6 +195,67 @@ async function registerPasskey(tab, name) {
   return tab.submit('form#new-passkey');
 }
 
+/** The tab's authenticator answers `options` (the server's JSON) as the browser would. */
+async function assertion(tab, options) {
+  return tab.page.evaluate(async (o) => {
+    const c = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(o.publicKey) });
+    return c.toJSON();
+  }, options);
+}
+
+function claimsOf(jwt) {
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
+}
+
+/** The OpenID Provider's ID token for the tab's session (a first-party client, PKCE). */
+async function providerIdToken(tab, client) {
+  const verifier = crypto.randomBytes(32).toString('base64url');
+  const challenge = crypto.createHash('sha256').update(verifier).digest('base64url');
+  const redirect = 'http://localhost:9/cb';
+  const q = new URLSearchParams({
+    response_type: 'code', client_id: client.client_id, redirect_uri: redirect, scope: 'openid',
+    state: 's', code_challenge: challenge, code_challenge_method: 'S256',
+  });
+  let landed = null;
+  await tab.page.setRequestInterception(true);
+  const handler = (req) => {
+    if (req.url().startsWith(redirect)) {
+      landed = req.url();
+      req.respond({ status: 200, contentType: 'text/plain', body: 'ok' });
+    } else {
+      req.continue();
+    }
+  };
+  tab.page.on('request', handler);
+  try {
+    await tab.page.goto(`${APP}/oauth2/authorize?${q}`, { waitUntil: 'load' });
+  } finally {
+    tab.page.off('request', handler);
+    await tab.page.setRequestInterception(false);
+  }
+  const code = landed && new URL(landed).searchParams.get('code');
+  if (!code) throw new Error(`no code from the provider (ended on ${tab.page.url()})`);
+  const res = await fetch(`${APP}/oauth2/token`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`,
+    },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirect, code_verifier: verifier }),
+  });
+  const t = await res.json();
+  return claimsOf(t.id_token);
+}
+
+async function basic(urlPath, user, pw, method = 'GET') {
+  const res = await fetch(APP + urlPath, {
+    method,
+    headers: { authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`, accept: 'application/json' },
+  });
+  const text = await res.text();
+  return { status: res.status, text };
+}
+
 // ---------------------------------------------------------------------------
 
 async function main() {
@@ -256,6 +320,47 @@ async function main() {
     const newest = (sessions.json?.items ?? sessions.json ?? []).slice().sort((a, b) => (a.created_at < b.created_at ? 1 : -1))[0];
     checkEq('the session is recorded as a passkey login', newest?.method, 'passkey');
 
+    // 3b. The same through the JSON API: options, the authenticator's answer, tokens.
+    let opts = await api('POST', '/api/v1/auth/passkey/options', { token: null });
+    let answer = await assertion(tab, opts.json);
+    let r = await api('POST', '/api/v1/auth/passkey', { token: null, body: { credential: answer } });
+    checkEq('API: a passkey alone gives tokens', r.status, 200);
+    const me = await api('GET', '/api/v1/users/me', { token: r.json?.access_token });
+    checkEq('API: the token is the passkey owner\'s', me.json?.username, username);
+    r = await api('POST', '/api/v1/auth/passkey', { token: null, body: { credential: answer } });
+    checkEq('API: the same answer again is refused (single-use challenge)', r.json?.error?.code, 'invalid_passkey');
+
+    // 3c. The OpenID Provider reports a passkey login as two factors.
+    const client = await api('POST', '/api/v1/oauth/clients', {
+      body: { name: `${RUN} app`, redirect_uris: ['http://localhost:9/cb'], first_party: true },
+    });
+    if (check('a first-party OpenID client', client.status === 201, client.text)) {
+      const claims = await providerIdToken(tab, client.json);
+      checkEq('OP: amr of a passkey login', JSON.stringify(claims.amr), JSON.stringify(['hwk', 'user']));
+      checkEq('OP: acr of a passkey login', claims.acr, 'aal2');
+    }
+    await tab.goto('/account');
+
+    // 3d. Clients that cannot take a second step refuse the password alone.
+    r = await basic('/api/v1/users/me', username, password);
+    check('Basic with the password is refused for a passkey user', r.status === 401 && r.text.includes('mfa_required'), r.text);
+    const xnat = await fetch(`${APP}/data/services/auth`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ username, password }),
+    });
+    check('XNAT\'s login with the password is refused too', xnat.status === 401, `${xnat.status} ${await xnat.text()}`);
+
+    // 3e. The API's two-step login, with the passkey as the second step.
+    r = await api('POST', '/api/v1/auth/login', { token: null, body: { username, password } });
+    check('API: the password step asks for a factor, passkey among the methods',
+      r.json?.mfa_required === true && (r.json?.methods ?? []).includes('passkey'), r.text);
+    const mfaToken = r.json?.mfa_token;
+    opts = await api('POST', '/api/v1/auth/mfa/passkey/options', { token: null, body: { mfa_token: mfaToken } });
+    answer = await assertion(tab, opts.json);
+    r = await api('POST', '/api/v1/auth/mfa', { token: null, body: { mfa_token: mfaToken, passkey: answer } });
+    check('API: the passkey completes the two-step login', r.status === 200 && !!r.json?.access_token, r.text);
+
     // 4. A password login whose second step is the passkey.
     await logout(tab);
     await passwordLogin(tab, username, password);
@@ -314,6 +419,19 @@ async function main() {
     st = await status(username);
     checkEq('the API says totp confirmed', st.totp, 'confirmed');
     await tab.audit('account-mfa-both');
+
+    // 7b. The step-up: once the session's factor is older than
+    // mfa.step_up_secs, changing factors first asks for one (here the passkey).
+    if (args['step-up-secs']) {
+      await new Promise((done) => setTimeout(done, (Number(args['step-up-secs']) + 2) * 1000));
+      await tab.goto('/account/mfa');
+      check('after mfa.step_up_secs the page asks to confirm first', (await tab.page.$('#step-up')) !== null);
+      check('and offers no change until then', (await tab.page.$('form#new-passkey')) === null);
+      await tab.audit('account-mfa-step-up');
+      await tab.submit('form#step-up-passkey');
+      checkEq('the passkey step-up is accepted', await tab.text('p.flash'), 'Confirmed: you can change your sign-in factors for the next few minutes.');
+      check('the changes are offered again', (await tab.page.$('form#new-passkey')) !== null);
+    }
 
     // 8. An administrator's reset removes every factor and ends the sessions.
     const reset = await api('DELETE', `/api/v1/users/${username}/mfa`);
