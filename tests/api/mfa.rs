@@ -526,3 +526,56 @@ async fn passkey_refusals_without_a_browser() {
         .expect("n");
     assert_eq!(failures, 1, "the refused passkey counted toward the lockout");
 }
+
+/// `mfa.required_for_roles` in a browser: the login page sends a holder
+/// without a factor to the enrolment page, and nothing else opens until a
+/// factor is confirmed there (the page's own form, a code from oathtool).
+#[tokio::test]
+async fn the_pages_force_enrolment_where_the_policy_requires_it() {
+    apt_install(&[OATHTOOL], &["oathtool"]).await;
+    let app = spawn_app_with(|s| s.mfa.required_for_roles = vec!["UserManager".into()]).await;
+    app.create_user("uma", json!({"roles": ["UserManager"]})).await;
+    let b =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().expect("c");
+    let csrf_of = |html: &str| {
+        let at = html.find("name=\"csrf\" value=\"").expect("csrf") + 19;
+        html[at..at + html[at..].find('"').expect("end")].to_string()
+    };
+    let html = b.get(app.url("/login")).send().await.expect("GET").text().await.expect("html");
+    let csrf = csrf_of(&html);
+    let r = b
+        .post(app.url("/login"))
+        .form(&[("csrf", csrf.as_str()), ("username", "uma"), ("password", PASSWORD), ("return_to", "/admin/users")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[LOCATION], "/account/mfa", "the login goes to the enrolment, not to return_to");
+    for page in ["/account", "/admin/users", "/account/api-keys"] {
+        assert_eq!(b.get(app.url(page)).send().await.expect("GET").status(), 403, "{page} before enrolling");
+    }
+    let page = b.get(app.url("/account/mfa")).send().await.expect("GET");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    let csrf = csrf_of(&html);
+    assert!(html.contains("id=\"totp-begin\""), "the enrolment is offered");
+    let started = b.post(app.url("/account/mfa/totp")).form(&[("csrf", csrf.as_str())]).send().await.expect("POST");
+    assert_eq!(started.status(), 200);
+    let html = started.text().await.expect("html");
+    assert!(html.contains("<svg") && html.contains("id=\"totp-qr\""), "the QR code is on the page");
+    let at = html.find("id=\"totp-secret\">").expect("secret") + 17;
+    let secret = html[at..at + html[at..].find('<').expect("end")].to_string();
+    away_from_step_edge().await;
+    let confirmed = b
+        .post(app.url("/account/mfa/totp/confirm"))
+        .form(&[("csrf", csrf.as_str()), ("code", code(&secret, 0).as_str())])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(confirmed.status(), 200);
+    let html = confirmed.text().await.expect("html");
+    assert_eq!(html.matches("<li><code>").count(), 10, "ten recovery codes shown once");
+    assert_eq!(b.get(app.url("/admin/users")).send().await.expect("GET").status(), 200, "a full session now");
+    let status = app.get("/api/v1/users/uma/mfa", &app.admin_token).await.expect(200).json();
+    assert_eq!((status["enabled"].clone(), status["totp"].clone()), (json!(true), json!("confirmed")));
+}
