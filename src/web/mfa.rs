@@ -107,10 +107,11 @@ pub async fn begin_totp(
     _f: Form<Button>,
 ) -> PageResult {
     let c = &caller.0;
-    let started = match may_change(&state, c) {
-        Ok(()) => mfa::begin_totp(&state, &audit, c.user_id, &c.username).await,
-        Err(e) => Err(e),
-    };
+    let started = async {
+        may_change(&state, c)?;
+        mfa::begin_totp(&state, &audit, c.user_id, &c.username).await
+    }
+    .await;
     match started {
         Ok(e) => {
             let enrolment = Enrolment { qr_svg: qr_svg(&e.otpauth_uri)?, secret: e.secret, uri: e.otpauth_uri };
@@ -162,10 +163,11 @@ pub async fn remove_totp(
     _f: Form<Button>,
 ) -> PageResult {
     let c = &caller.0;
-    let done = match may_change(&state, c) {
-        Ok(()) => mfa::remove_totp(&state, &audit, c.user_id).await,
-        Err(e) => Err(e),
-    };
+    let done = async {
+        may_change(&state, c)?;
+        mfa::remove_totp(&state, &audit, c.user_id).await
+    }
+    .await;
     match done {
         Ok(()) => Ok(back_to("/account/mfa", "totp-removed")),
         Err(e) => refused(&state, &req, c, e).await,
@@ -181,10 +183,11 @@ pub async fn regenerate_codes(
     _f: Form<Button>,
 ) -> PageResult {
     let c = &caller.0;
-    let made = match may_change(&state, c) {
-        Ok(()) => mfa::regenerate_recovery_codes(&state, &audit, c.user_id).await,
-        Err(e) => Err(e),
-    };
+    let made = async {
+        may_change(&state, c)?;
+        mfa::regenerate_recovery_codes(&state, &audit, c.user_id).await
+    }
+    .await;
     match made {
         Ok(codes) => {
             page(&state, &req, c, StatusCode::OK, Extra { recovery_codes: Some(codes), ..Extra::default() }).await
@@ -204,10 +207,11 @@ fn options_answer(r: Result<passkeys::Options, crate::domain::Error>) -> HttpRes
 /// `POST /account/mfa/passkeys/options` (JSON, for the script).
 pub async fn passkey_options(state: web::Data<AppState>, caller: Caller, _f: Form<Button>) -> HttpResponse {
     let c = &caller.0;
-    let r = match may_change(&state, c) {
-        Ok(()) => passkeys::registration_options(&state, c.user_id, &c.username, &c.username, c.session_id).await,
-        Err(e) => Err(e),
-    };
+    let r = async {
+        may_change(&state, c)?;
+        passkeys::registration_options(&state, c.user_id, &c.username, &c.username, c.session_id).await
+    }
+    .await;
     options_answer(r)
 }
 
@@ -229,10 +233,11 @@ pub async fn register_passkey(
 ) -> PageResult {
     let c = &caller.0;
     let f = form.0;
-    let done = match may_change(&state, c) {
-        Ok(()) => passkeys::register(&state, &audit, c.user_id, c.session_id, &f.name, f.credential.as_bytes()).await,
-        Err(e) => Err(e),
-    };
+    let done = async {
+        may_change(&state, c)?;
+        passkeys::register(&state, &audit, c.user_id, c.session_id, &f.name, f.credential.as_bytes()).await
+    }
+    .await;
     match done {
         Ok(r) => {
             let extra = Extra {
