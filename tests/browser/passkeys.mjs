@@ -369,6 +369,12 @@ async function main() {
     await tab.audit('login-second-step');
     await tab.submit('form#login-mfa-passkey');
     checkEq('the passkey completes the login', await tab.who(), username);
+    if (client.status === 201) {
+      const claims = await providerIdToken(tab, client.json);
+      checkEq('OP: amr of password + passkey', JSON.stringify(claims.amr), JSON.stringify(['pwd', 'hwk']));
+      checkEq('OP: acr of password + passkey', claims.acr, 'aal2');
+      await tab.goto('/account');
+    }
 
     // 5. Remove the security key's passkey: it no longer logs in.
     await tab.goto('/account/mfa');
