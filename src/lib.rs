@@ -13,6 +13,7 @@ pub mod localdb;
 pub mod mail;
 pub mod mlte;
 pub mod op;
+pub mod scim;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -95,6 +95,14 @@ enum AdminCommand {
     /// Rotate the OpenID Provider's signing keys: new keys sign from now on,
     /// the old ones stay published until the tokens they signed expire.
     RotateKeys,
+    /// Make a SCIM provisioning credential (for /scim/v2 only) and print its
+    /// token once on stdout. Owned by --owner, else the oldest administrator.
+    ScimToken {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 fn main() {
@@ -206,9 +214,25 @@ async fn client(command: ClientCommand, settings: &Settings, pool: &sqlx::PgPool
 
 async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) -> Result<()> {
     registrar::db::migrate(pool).await?;
-    registrar::bootstrap::bootstrap(settings, pool).await?;
+    let keys = registrar::bootstrap::bootstrap(settings, pool).await?;
     let hasher = registrar::auth::password::Hasher::new(&settings.password, 1)?;
     match command {
+        AdminCommand::ScimToken { name, owner } => {
+            let owner = match owner {
+                Some(o) => {
+                    let mut conn = pool.acquire().await?;
+                    let user = registrar::store::users::get(&mut conn, &o, false).await?;
+                    if !user.admin() {
+                        anyhow::bail!("the owner of a provisioning credential must be an administrator");
+                    }
+                    user.id
+                }
+                None => registrar::service::scim::default_owner(pool).await?,
+            };
+            let audit = registrar::audit::Audit { actor_username: Some("cli".into()), ..Default::default() };
+            let (_, token) = registrar::service::scim::create_credential(pool, &keys, &audit, owner, &name).await?;
+            println!("{token}");
+        }
         AdminCommand::Create { username, email, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             let shown = generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());

@@ -17,10 +17,11 @@ use crate::auth::password::Hasher;
 use crate::auth::tokens::Keys;
 use crate::bootstrap::bootstrap;
 use crate::config::Settings;
-use crate::domain::Permission::{Admin, UserAdd, UserManagement, UserSearch};
+use crate::domain::Permission::{Admin, ScimProvisioning, UserAdd, UserManagement, UserSearch};
 use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
 use crate::mlte;
 use crate::op;
+use crate::scim;
 use crate::state::{AppState, InFlight};
 use crate::tracker;
 use crate::web as page;
@@ -156,6 +157,20 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/reset-password", Public, web::post().to(page::public::reset)),
         r(M::GET, "/verify-email", Public, web::get().to(page::public::verify_form)),
         r(M::POST, "/verify-email", Public, web::post().to(page::public::verify)),
+        // SCIM 2.0 (RFC 7644): provisioning credentials only.
+        r(M::GET, "/scim/v2/ServiceProviderConfig", Permission(ScimProvisioning), web::get().to(scim::service_provider_config)),
+        r(M::GET, "/scim/v2/ResourceTypes", Permission(ScimProvisioning), web::get().to(scim::resource_types)),
+        r(M::GET, "/scim/v2/ResourceTypes/{name}", Permission(ScimProvisioning), web::get().to(scim::resource_type)),
+        r(M::GET, "/scim/v2/Schemas", Permission(ScimProvisioning), web::get().to(scim::schemas)),
+        r(M::GET, "/scim/v2/Schemas/{name}", Permission(ScimProvisioning), web::get().to(scim::schema_by_id)),
+        r(M::GET, "/scim/v2/Users", Permission(ScimProvisioning), web::get().to(scim::list_users)),
+        r(M::POST, "/scim/v2/Users", Permission(ScimProvisioning), web::post().to(scim::create_user)),
+        r(M::POST, "/scim/v2/Users/.search", Permission(ScimProvisioning), web::post().to(scim::search_users)),
+        r(M::GET, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::get().to(scim::get_user)),
+        r(M::PUT, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::put().to(scim::replace_user)),
+        r(M::PATCH, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::patch().to(scim::patch_user)),
+        r(M::DELETE, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::delete().to(scim::delete_user)),
+        r(M::POST, "/api/v1/scim/credentials", Permission(Admin), web::post().to(api::scim_credentials::create)),
         r(M::GET, "/account", Authenticated, web::get().to(page::account::profile)),
         r(M::POST, "/account/profile", Authenticated, web::post().to(page::account::save_profile)),
         r(M::POST, "/account/verify-email", Authenticated, web::post().to(page::account::resend_verification)),

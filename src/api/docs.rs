@@ -35,7 +35,7 @@ impl Modify for Security {
         api::mfa::status, api::mfa::begin_totp, api::mfa::confirm_totp, api::mfa::remove_totp, api::mfa::regenerate_codes,
         api::mfa::reset, api::mfa::passkey_options, api::mfa::register_passkey, api::mfa::rename_passkey,
         api::mfa::remove_passkey, api::auth::mfa_passkey_options, api::auth::passkey_options, api::auth::passkey_login,
-        api::auth::step_up_options,
+        api::auth::step_up_options, api::scim_credentials::create,
         api::oidc::providers, api::oidc::login, api::oidc::callback, api::oidc::list_identities, api::oidc::unlink,
         api::users::list, api::users::create, api::users::usernames, api::users::import, api::users::read, api::users::update,
         api::users::delete, api::users::set_password, api::users::unlock, api::users::roles,

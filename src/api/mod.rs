@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod oauth_clients;
 pub mod oidc;
 pub mod projects;
+pub mod scim_credentials;
 pub mod sessions;
 pub mod users;
 

@@ -126,7 +126,8 @@ pub async fn enforce(
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let principal = match authenticate(&state, &req).await {
+    let provisioning = rule == Rule::Permission(crate::domain::Permission::ScimProvisioning);
+    let principal = match authenticate(&state, &req, provisioning).await {
         Ok(p) => p,
         Err(e) => return Ok(deny(req, e)),
     };
@@ -157,13 +158,18 @@ pub async fn enforce(
 }
 
 /// Who is calling: 401 when nobody, or when what was presented is invalid.
-async fn authenticate(state: &AppState, req: &ServiceRequest) -> Result<Principal, ApiError> {
+async fn authenticate(state: &AppState, req: &ServiceRequest, provisioning: bool) -> Result<Principal, ApiError> {
     let creds = principal::credentials(req.request(), &state.settings.auth.cookie_name());
     // The client's address matters only to a password check (rate limits, log).
     let ip = matches!(creds.header, principal::Credentials::Basic { .. })
         .then(|| crate::audit::client_ip(req.request()))
         .flatten();
-    principal::resolve(state, creds, ip).await?.ok_or_else(|| ApiError::unauthorized("authentication required"))
+    let found = if provisioning {
+        principal::resolve_provisioning(state, creds, ip).await?
+    } else {
+        principal::resolve(state, creds, ip).await?
+    };
+    found.ok_or_else(|| ApiError::unauthorized("authentication required"))
 }
 
 /// A write that rides on an ambient credential (a session cookie, or Basic
@@ -348,6 +354,10 @@ fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
     if req.match_pattern().is_some_and(|p| crate::web::is_page(&p)) {
         let page = crate::web::denied(req.request(), err);
         return req.into_response(page);
+    }
+    if req.match_pattern().is_some_and(|p| crate::scim::is_scim(&p)) || req.path().starts_with("/scim/") {
+        let resp = crate::scim::denied(&err);
+        return req.into_response(resp);
     }
     if err.status == actix_web::http::StatusCode::UNAUTHORIZED && req.path().starts_with("/data") {
         // XNAT's own words: pyxnat recognises exactly this body as "authentication failed".

@@ -56,6 +56,9 @@ pub struct Principal {
     pub mfa_enrollment_only: bool,
     /// A second factor was used in this session within `mfa.step_up_secs`.
     pub mfa_recent: bool,
+    /// A provisioning credential: it holds SCIM_PROVISIONING only, and only
+    /// `resolve_provisioning` (the SCIM routes) accepts it.
+    pub scim: bool,
 }
 
 impl Principal {
@@ -239,8 +242,10 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         AuthMethod::Basic => (None, None),
         _ => (Some(row.ref_id), None),
     };
-    let permissions = state.role_permissions.of(&row.user.roles);
+    let permissions =
+        if row.scim { vec![Permission::ScimProvisioning] } else { state.role_permissions.of(&row.user.roles) };
     Ok(Principal {
+        scim: row.scim,
         expires_at: row.expires_at,
         user_id: row.user.id,
         username: row.user.username.clone(),
@@ -268,6 +273,19 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
 /// by Basic is used as it is, so the password is not re-hashed each time; a
 /// dead one falls back to the Basic credentials.
 pub async fn resolve(
+    state: &AppState,
+    presented: Presented,
+    client_ip: Option<String>,
+) -> Result<Option<Principal>, Error> {
+    match resolve_provisioning(state, presented, client_ip).await? {
+        // A provisioning credential is good at /scim/v2 only.
+        Some(p) if p.scim => Err(Error::unauthorized("invalid or expired credentials")),
+        other => Ok(other),
+    }
+}
+
+/// `resolve`, also accepting a provisioning credential (the SCIM routes).
+pub async fn resolve_provisioning(
     state: &AppState,
     presented: Presented,
     client_ip: Option<String>,

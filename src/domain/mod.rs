@@ -320,6 +320,10 @@ pub enum Permission {
     DataEdit,
     DataManagement,
     OwnersRead,
+    /// SCIM provisioning (`/scim/v2`): held only by a provisioning
+    /// credential (an API key of scope `scim`), never by a role, and
+    /// implied by nothing (an administrator's session is no directory).
+    ScimProvisioning,
 }
 
 impl Permission {
@@ -342,6 +346,7 @@ impl Permission {
             Permission::DataEdit => "DATA_EDIT",
             Permission::DataManagement => "DATA_MANAGEMENT",
             Permission::OwnersRead => "OWNERS_READ",
+            Permission::ScimProvisioning => "SCIM_PROVISIONING",
         }
     }
 
@@ -358,6 +363,7 @@ impl Permission {
             }
             Permission::DataManagement => "Data tracker: modify any order, dataset or project",
             Permission::OwnersRead => "Data tracker: read the owner information of every entity",
+            Permission::ScimProvisioning => "SCIM provisioning at /scim/v2 (provisioning credentials only)",
         }
     }
 
@@ -366,10 +372,10 @@ impl Permission {
         use Permission::*;
         self == wanted
             || match self {
-                Admin => true,
+                Admin => wanted != ScimProvisioning,
                 UserManagement | DataEdit => matches!(wanted, UserAdd | UserSearch),
                 DataManagement => matches!(wanted, DataEdit | OwnersRead),
-                UserAdd | UserSearch | OwnersRead => false,
+                UserAdd | UserSearch | OwnersRead | ScimProvisioning => false,
             }
     }
 

@@ -20,6 +20,8 @@ pub mod passkeys;
 pub mod permissions;
 pub mod projects;
 pub mod roles;
+pub mod scim;
+pub mod scim_patch;
 pub mod sessions;
 pub mod users;
 

@@ -30,12 +30,26 @@ pub async fn create(
     name: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(ApiKeyView, String), Error> {
+    create_scoped(conn, audit, keys, user_id, name, expires_at, "user").await
+}
+
+/// `create` with a scope: `user` (the owner's access) or `scim` (a
+/// provisioning credential: SCIM_PROVISIONING at /scim/v2 only).
+pub async fn create_scoped(
+    conn: &mut PgConnection,
+    audit: &Audit,
+    keys: &Keys,
+    user_id: Uuid,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+    scope: &str,
+) -> Result<(ApiKeyView, String), Error> {
     let (prefix, secret, full) = tokens::new_api_key();
     let id = Uuid::now_v7();
     let view = sqlx::query_as!(
         ApiKeyView,
-        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at, scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at",
         id,
         user_id,
@@ -43,6 +57,7 @@ pub async fn create(
         prefix,
         keys.api_key_hash(&secret),
         expires_at,
+        scope,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -50,6 +65,7 @@ pub async fn create(
         .set("user_id", user_id.to_string())
         .set("name", name)
         .set("prefix", prefix)
+        .set("scope", scope)
         .set("expires_at", expires_at.map(|e| e.to_rfc3339()));
     audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.created", changes).await?;
     Ok((view, full))
@@ -116,4 +132,9 @@ async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: 
     let changes = Changes::new().set("user_id", user_id.to_string());
     audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;
     Ok(())
+}
+
+/// The name of key `id` (a provisioning client's name).
+pub async fn name_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!("SELECT name FROM api_keys WHERE id = $1", id).fetch_optional(&mut *conn).await?)
 }

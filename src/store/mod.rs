@@ -17,5 +17,6 @@ pub mod passkeys;
 pub mod permissions;
 pub mod projects;
 pub mod roles;
+pub mod scim;
 pub mod sessions;
 pub mod users;

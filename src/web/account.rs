@@ -27,7 +27,8 @@ pub fn when_opt(t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
 /// The message and status of a refused write, for the form that made it.
 pub fn refusal(e: crate::domain::Error) -> (StatusCode, String) {
     if e.code() == "mfa_step_up_required" {
-        let msg = "This needs your second factor: confirm it on the Sign-in factors page (/account/mfa), then try again.";
+        let msg =
+            "This needs your second factor: confirm it on the Sign-in factors page (/account/mfa), then try again.";
         return (StatusCode::FORBIDDEN, msg.into());
     }
     let api = crate::error::ApiError::from(e);

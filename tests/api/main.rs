@@ -19,6 +19,7 @@ mod pages;
 mod permissions;
 mod projects;
 mod scaleout;
+mod scim;
 mod security;
 mod tracker;
 mod web_console;

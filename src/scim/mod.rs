@@ -1,0 +1,432 @@
+//! SCIM 2.0 at `/scim/v2` (RFC 7643/7644): discovery and Users. Thin
+//! handlers over `service::scim`; every failure is a SCIM error body
+//! (`urn:ietf:params:scim:api:messages:2.0:Error` with `scimType`), and
+//! every answer is `application/scim+json`. The routes take a provisioning
+//! credential only (`Rule::Permission(SCIM_PROVISIONING)`).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::principal::Caller;
+use crate::domain::Error;
+use crate::service::scim::{self as service, Client, ListQuery, MAX_RESULTS};
+use crate::state::AppState;
+
+pub mod schema;
+
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const CONTENT_TYPE: &str = "application/scim+json";
+/// The deepest filter accepted (`scim_v2` refuses deeper ones too).
+pub const MAX_FILTER_LEN: usize = 4096;
+
+/// Whether a route pattern is SCIM's.
+pub fn is_scim(pattern: &str) -> bool {
+    pattern == "/scim/v2" || pattern.starts_with("/scim/v2/")
+}
+
+const SCIM_TYPES: [&str; 10] = [
+    "invalidFilter",
+    "tooMany",
+    "uniqueness",
+    "mutability",
+    "invalidSyntax",
+    "invalidPath",
+    "noTarget",
+    "invalidValue",
+    "invalidVers",
+    "sensitive",
+];
+
+/// A SCIM error answer.
+pub fn error_response(status: StatusCode, scim_type: Option<&str>, detail: &str) -> HttpResponse {
+    let mut body = json!({"schemas": [ERROR_SCHEMA], "status": status.as_u16().to_string(), "detail": detail});
+    if let Some(t) = scim_type {
+        body["scimType"] = json!(t);
+    }
+    HttpResponse::build(status).content_type(CONTENT_TYPE).body(body.to_string())
+}
+
+/// A refusal of the access guard on a SCIM path, in SCIM's shape.
+pub fn denied(err: &crate::error::ApiError) -> HttpResponse {
+    error_response(err.status, None, &err.message)
+}
+
+/// The SCIM answer of a domain error: its status, `scimType` where SCIM
+/// names one, the message (never an internal detail).
+fn failure(e: Error) -> HttpResponse {
+    let code = e.code();
+    if code == "precondition_failed" {
+        return error_response(StatusCode::PRECONDITION_FAILED, None, &e.to_string());
+    }
+    let api = crate::error::ApiError::from(e);
+    let scim_type = SCIM_TYPES.iter().find(|t| **t == code).copied().or(match api.status {
+        StatusCode::CONFLICT => Some("uniqueness"),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Some("invalidValue"),
+        _ => None,
+    });
+    // SCIM reports every bad request as 400.
+    let status = if api.status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { api.status };
+    error_response(status, scim_type, &api.message)
+}
+
+fn answer(status: StatusCode, body: &Value) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    res.content_type(CONTENT_TYPE);
+    if let Some(v) = body["meta"]["version"].as_str() {
+        res.insert_header(("ETag", v.to_string()));
+    }
+    if status == StatusCode::CREATED {
+        if let Some(l) = body["meta"]["location"].as_str() {
+            res.insert_header(("Location", l.to_string()));
+        }
+    }
+    res.body(body.to_string())
+}
+
+type Scim = Result<HttpResponse, actix_web::Error>;
+
+fn respond(r: Result<(StatusCode, Value), Error>) -> Scim {
+    Ok(match r {
+        Ok((status, body)) => answer(status, &body),
+        Err(e) => failure(e),
+    })
+}
+
+async fn client(state: &AppState, caller: &Caller) -> Result<Client, Error> {
+    let key = caller.0.api_key_id.ok_or_else(|| Error::forbidden("SCIM takes a provisioning credential"))?;
+    let mut conn = state.pool.acquire().await?;
+    let name = crate::store::api_keys::name_of(&mut conn, key).await?.unwrap_or_else(|| key.to_string());
+    Ok(Client::new(state, &caller.0, name))
+}
+
+/// A JSON body (`application/scim+json` or `application/json`).
+fn body_of(bytes: &web::Bytes) -> Result<Value, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::invalid("invalidSyntax", format!("the body is not JSON: {e}")))
+}
+
+fn id_of(raw: &str) -> Result<Uuid, Error> {
+    raw.parse().map_err(|_| Error::not_found("scim_not_found", "no such resource"))
+}
+
+fn if_match(req: &HttpRequest) -> Option<String> {
+    req.headers().get("if-match").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `attributes` / `excludedAttributes` of a request.
+struct Projection {
+    attributes: Vec<String>,
+    excluded: Vec<String>,
+}
+
+impl Projection {
+    fn from_lists(attributes: Option<&str>, excluded: Option<&str>) -> Projection {
+        let split = |s: Option<&str>| -> Vec<String> {
+            s.map(|s| s.split(',').map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        Projection { attributes: split(attributes), excluded: split(excluded) }
+    }
+
+    /// Applies the projection to one resource (`id`, `schemas` and `meta`
+    /// always stay, as RFC 7643's `returned: always` says).
+    fn apply(&self, mut v: Value) -> Value {
+        let Some(o) = v.as_object_mut() else { return v };
+        let always = ["id", "schemas", "meta"];
+        let short = |a: &str| -> String {
+            let a = a.strip_prefix(&format!("{}:", crate::store::scim::USER_SCHEMA).to_ascii_lowercase()).unwrap_or(a);
+            a.to_string()
+        };
+        if !self.attributes.is_empty() {
+            let wanted: Vec<String> = self.attributes.iter().map(|a| short(a)).collect();
+            let keys: Vec<String> = o.keys().cloned().collect();
+            for k in keys {
+                let lk = k.to_ascii_lowercase();
+                if always.contains(&lk.as_str()) {
+                    continue;
+                }
+                let whole = wanted.iter().any(|w| *w == lk || w.starts_with(&format!("{lk}:")));
+                let subs: Vec<&str> = wanted.iter().filter_map(|w| w.strip_prefix(&format!("{lk}."))).collect();
+                if whole {
+                    continue;
+                }
+                if subs.is_empty() {
+                    o.remove(&k);
+                } else if let Some(Value::Object(inner)) = o.get_mut(&k) {
+                    inner.retain(|ik, _| subs.contains(&ik.to_ascii_lowercase().as_str()));
+                } else if let Some(Value::Array(items)) = o.get_mut(&k) {
+                    for item in items.iter_mut() {
+                        if let Value::Object(inner) = item {
+                            inner.retain(|ik, _| subs.contains(&ik.to_ascii_lowercase().as_str()));
+                        }
+                    }
+                }
+            }
+        }
+        for x in &self.excluded {
+            let x = short(x);
+            if always.contains(&x.as_str()) {
+                continue;
+            }
+            match x.split_once('.') {
+                None => {
+                    if let Some(k) = o.keys().find(|k| k.eq_ignore_ascii_case(&x)).cloned() {
+                        o.remove(&k);
+                    }
+                }
+                Some((a, sub)) => {
+                    if let Some(k) = o.keys().find(|k| k.eq_ignore_ascii_case(a)).cloned() {
+                        match o.get_mut(&k) {
+                            Some(Value::Object(inner)) => inner.retain(|ik, _| !ik.eq_ignore_ascii_case(sub)),
+                            Some(Value::Array(items)) => {
+                                for item in items.iter_mut() {
+                                    if let Value::Object(inner) = item {
+                                        inner.retain(|ik, _| !ik.eq_ignore_ascii_case(sub));
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    filter: Option<String>,
+    #[serde(rename = "startIndex")]
+    start_index: Option<String>,
+    count: Option<String>,
+    attributes: Option<String>,
+    #[serde(rename = "excludedAttributes")]
+    excluded_attributes: Option<String>,
+    #[serde(rename = "sortBy")]
+    sort_by: Option<String>,
+    #[serde(rename = "sortOrder")]
+    sort_order: Option<String>,
+}
+
+fn list_query(filter: Option<&str>, start: Option<i64>, count: Option<i64>) -> Result<ListQuery, Error> {
+    let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => None,
+        Some(f) if f.len() > MAX_FILTER_LEN => {
+            return Err(Error::invalid("invalidFilter", format!("a filter is at most {MAX_FILTER_LEN} bytes")))
+        }
+        Some(f) => {
+            let parsed: scim_v2::filter::Filter =
+                f.parse().map_err(|e| Error::invalid("invalidFilter", format!("the filter does not parse: {e}")))?;
+            crate::store::scim::check_user_filter(&parsed)?;
+            Some(parsed)
+        }
+    };
+    // RFC 7644 section 3.4.2.4: below 1 means 1; a negative count means 0.
+    let start_index = start.unwrap_or(1).max(1);
+    let count = count.unwrap_or(MAX_RESULTS).clamp(0, MAX_RESULTS);
+    Ok(ListQuery { filter, start_index, count })
+}
+
+fn number(raw: Option<&str>, what: &str) -> Result<Option<i64>, Error> {
+    raw.map(|s| {
+        s.trim().parse::<i64>().map_err(|_| Error::invalid("invalidValue", format!("{what} must be an integer")))
+    })
+    .transpose()
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    q: ListQuery,
+    projection: &Projection,
+) -> Result<(StatusCode, Value), Error> {
+    let c = client(state, caller).await?;
+    let mut page = service::list_users(state, &c, &q).await?;
+    if let Some(items) = page["Resources"].as_array_mut() {
+        for item in items.iter_mut() {
+            *item = projection.apply(item.take());
+        }
+    }
+    Ok((StatusCode::OK, page))
+}
+
+/// `GET /scim/v2/Users`.
+pub async fn list_users(state: web::Data<AppState>, caller: Caller, q: web::Query<ListParams>) -> Scim {
+    let p = q.into_inner();
+    let r = async {
+        if p.sort_by.is_some() || p.sort_order.is_some() {
+            // ServiceProviderConfig says sort is not supported; the order is the creation order.
+        }
+        let q = list_query(
+            p.filter.as_deref(),
+            number(p.start_index.as_deref(), "startIndex")?,
+            number(p.count.as_deref(), "count")?,
+        )?;
+        let projection = Projection::from_lists(p.attributes.as_deref(), p.excluded_attributes.as_deref());
+        list(&state, &caller, q, &projection).await
+    }
+    .await;
+    respond(r)
+}
+
+/// `POST /scim/v2/Users/.search`.
+pub async fn search_users(state: web::Data<AppState>, caller: Caller, body: web::Bytes) -> Scim {
+    let r = async {
+        let b = body_of(&body)?;
+        let text = |k: &str| -> Result<Option<String>, Error> {
+            match b.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Array(a)) => Ok(Some(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))),
+                Some(_) => Err(Error::invalid("invalidValue", format!("{k} must be a string"))),
+            }
+        };
+        let int = |k: &str| -> Result<Option<i64>, Error> {
+            match b.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| Error::invalid("invalidValue", format!("{k} must be an integer"))),
+            }
+        };
+        let q = list_query(text("filter")?.as_deref(), int("startIndex")?, int("count")?)?;
+        let projection = Projection::from_lists(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref());
+        list(&state, &caller, q, &projection).await
+    }
+    .await;
+    respond(r)
+}
+
+#[derive(Deserialize)]
+pub struct OneParams {
+    attributes: Option<String>,
+    #[serde(rename = "excludedAttributes")]
+    excluded_attributes: Option<String>,
+}
+
+/// `GET /scim/v2/Users/{id}`.
+pub async fn get_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: web::Query<OneParams>,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let user = service::get_user(&state, &c, id_of(&path)?).await?;
+        let projection = Projection::from_lists(q.attributes.as_deref(), q.excluded_attributes.as_deref());
+        Ok((StatusCode::OK, projection.apply(user)))
+    }
+    .await;
+    respond(r)
+}
+
+/// `POST /scim/v2/Users`.
+pub async fn create_user(state: web::Data<AppState>, caller: Caller, audit: Audit, body: web::Bytes) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        Ok((StatusCode::CREATED, service::create_user(&state, &c, &audit, &body_of(&body)?).await?))
+    }
+    .await;
+    respond(r)
+}
+
+/// `PUT /scim/v2/Users/{id}`.
+pub async fn replace_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let id = id_of(&path)?;
+        let v = service::replace_user(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
+        Ok((StatusCode::OK, v))
+    }
+    .await;
+    respond(r)
+}
+
+/// `PATCH /scim/v2/Users/{id}`.
+pub async fn patch_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let id = id_of(&path)?;
+        let v = service::patch_user(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
+        Ok((StatusCode::OK, v))
+    }
+    .await;
+    respond(r)
+}
+
+/// `DELETE /scim/v2/Users/{id}`.
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        service::delete_user(&state, &c, &audit, id_of(&path)?, if_match(&req).as_deref()).await
+    }
+    .await;
+    Ok(match r {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => failure(e),
+    })
+}
+
+/// `GET /scim/v2/ServiceProviderConfig`.
+pub async fn service_provider_config(state: web::Data<AppState>, _caller: Caller) -> Scim {
+    Ok(answer(StatusCode::OK, &schema::service_provider_config(&base(&state))))
+}
+
+/// `GET /scim/v2/ResourceTypes`.
+pub async fn resource_types(state: web::Data<AppState>, _caller: Caller) -> Scim {
+    Ok(answer(StatusCode::OK, &schema::list(schema::resource_types(&base(&state)))))
+}
+
+/// `GET /scim/v2/ResourceTypes/{name}`.
+pub async fn resource_type(state: web::Data<AppState>, _caller: Caller, path: web::Path<String>) -> Scim {
+    let found = schema::resource_types(&base(&state)).into_iter().find(|r| r["id"] == path.as_str());
+    Ok(match found {
+        Some(r) => answer(StatusCode::OK, &r),
+        None => failure(Error::not_found("scim_not_found", "no such resource type")),
+    })
+}
+
+/// `GET /scim/v2/Schemas`.
+pub async fn schemas(state: web::Data<AppState>, _caller: Caller) -> Scim {
+    Ok(answer(StatusCode::OK, &schema::list(schema::schemas(&base(&state)))))
+}
+
+/// `GET /scim/v2/Schemas/{id}`.
+pub async fn schema_by_id(state: web::Data<AppState>, _caller: Caller, path: web::Path<String>) -> Scim {
+    let found = schema::schemas(&base(&state)).into_iter().find(|s| s["id"] == path.as_str());
+    Ok(match found {
+        Some(s) => answer(StatusCode::OK, &s),
+        None => failure(Error::not_found("scim_not_found", "no such schema")),
+    })
+}
+
+fn base(state: &AppState) -> String {
+    format!("{}/scim/v2", state.settings.public_url.trim_end_matches('/'))
+}

@@ -1,0 +1,467 @@
+//! SCIM 2.0 Users (RFC 7643/7644) over registrar's users: the mapping both
+//! ways, and the flows (create, replace, patch, delete, read, list), each
+//! one transaction through the same service functions as the native API, so
+//! the same rules hold: a provisioning client acts as a user manager (it
+//! may not touch an administrator's account, nor grant roles), disabling
+//! ends the user's sessions at once, deleting ends their sessions and keys.
+//!
+//! What registrar has no column for (nickName, title, phoneNumbers, the
+//! enterprise extension, ...) is kept as sent in `users.scim_extra` and
+//! shown back. `meta.version` is a hash of the representation, so any
+//! change of what SCIM shows changes it.
+
+use secrecy::SecretString;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::principal::Principal;
+use crate::domain::{Email, Error, Permission, Result};
+use crate::state::AppState;
+use crate::store::scim::{self as store, ScimUser, USER_SCHEMA};
+
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// The most resources one list answer holds.
+pub const MAX_RESULTS: i64 = 200;
+
+/// Who provisions: the credential's owner acting as a user manager, and
+/// the client name its external ids are kept under.
+pub struct Client {
+    pub acting: Principal,
+    pub name: String,
+    pub base: String,
+}
+
+impl Client {
+    /// The client of a provisioning credential (`caller` holds
+    /// SCIM_PROVISIONING only); `name` is the credential's name.
+    pub fn new(state: &AppState, caller: &Principal, name: String) -> Client {
+        let mut acting = caller.clone();
+        acting.permissions = vec![Permission::UserManagement];
+        let base = format!("{}/scim/v2", state.settings.public_url.trim_end_matches('/'));
+        Client { acting, name, base }
+    }
+}
+
+fn invalid_value(detail: impl Into<String>) -> Error {
+    Error::invalid("invalidValue", detail)
+}
+
+fn not_found() -> Error {
+    Error::not_found("scim_not_found", "no such resource")
+}
+
+/// `W/"<hash>"` of a representation without its `meta`.
+pub fn version_of(repr: &Value) -> String {
+    let mut v = repr.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("meta");
+    }
+    let digest = Sha256::digest(serde_json::to_vec(&v).unwrap_or_default());
+    format!("W/\"{}\"", &hex::encode(digest)[..20])
+}
+
+/// Attributes with a column of their own (or none kept): not copied into
+/// `scim_extra`.
+const CORE_KEYS: [&str; 8] = ["schemas", "id", "meta", "userName", "active", "externalId", "password", "groups"];
+
+/// The domain of the address a user provisioned without a usable email gets
+/// (RFC 2606: never delivered); SCIM never shows it.
+const PLACEHOLDER_DOMAIN: &str = "provisioned.invalid";
+
+fn placeholder_email(id: Uuid) -> String {
+    format!("scim-{}@{PLACEHOLDER_DOMAIN}", id.simple())
+}
+
+/// The SCIM representation of a user: what the client sent, kept as sent
+/// (`scim_extra`: name, emails, the enterprise extension, ...), over
+/// registrar's own columns for users that were not provisioned.
+pub fn user_json(u: &ScimUser, base: &str) -> Value {
+    let extra = u.scim_extra.as_object().cloned().unwrap_or_default();
+    let mut o = Map::new();
+    let mut schemas = vec![json!(USER_SCHEMA)];
+    if extra.contains_key(ENTERPRISE_SCHEMA) {
+        schemas.push(json!(ENTERPRISE_SCHEMA));
+    }
+    o.insert("schemas".into(), Value::Array(schemas));
+    o.insert("id".into(), json!(u.id.to_string()));
+    if let Some(x) = &u.external_id {
+        o.insert("externalId".into(), json!(x));
+    }
+    o.insert("userName".into(), json!(u.scim_user_name.as_deref().unwrap_or(&u.username)));
+    if !extra.contains_key("name") {
+        let mut name = Map::new();
+        if !u.first_name.is_empty() {
+            name.insert("givenName".into(), json!(u.first_name));
+        }
+        if !u.last_name.is_empty() {
+            name.insert("familyName".into(), json!(u.last_name));
+        }
+        if !name.is_empty() {
+            o.insert("name".into(), Value::Object(name));
+        }
+    }
+    if !extra.contains_key("emails") && !u.email.ends_with(PLACEHOLDER_DOMAIN) {
+        o.insert("emails".into(), json!([{"value": u.email, "type": "work", "primary": true}]));
+    }
+    o.insert("active".into(), json!(u.enabled));
+    for (k, v) in extra {
+        o.insert(k, v);
+    }
+    let mut repr = Value::Object(o);
+    let version = version_of(&repr);
+    repr["meta"] = json!({
+        "resourceType": "User",
+        "created": u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "lastModified": u.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "location": format!("{base}/Users/{}", u.id),
+        "version": version,
+    });
+    repr
+}
+
+/// A user as a client sent it (POST, PUT, or the result of a PATCH).
+struct Incoming {
+    user_name: String,
+    given_name: String,
+    family_name: String,
+    email: Option<String>,
+    active: bool,
+    external_id: Option<String>,
+    password: Option<SecretString>,
+    extra: Map<String, Value>,
+}
+
+/// The value of attribute `name` of `o`, whatever its case (attribute
+/// names are case-insensitive).
+fn get_ci<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        // Entra sends "True" and "False".
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn text_of(v: Option<&Value>, what: &str) -> Result<Option<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid_value(format!("{what} must be a string"))),
+    }
+}
+
+fn parse_user(body: &Value) -> Result<Incoming> {
+    let o = body.as_object().ok_or_else(|| invalid_value("the body must be a User object"))?;
+    let user_name = text_of(get_ci(o, "userName"), "userName")?
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid_value("userName is required"))?;
+    if user_name.chars().count() > 256 || !user_name.chars().all(crate::domain::visible) {
+        return Err(invalid_value("userName must be 1 to 256 visible characters"));
+    }
+    let name = get_ci(o, "name").and_then(Value::as_object).cloned().unwrap_or_default();
+    let given_name = text_of(get_ci(&name, "givenName"), "name.givenName")?.unwrap_or_default();
+    let family_name = text_of(get_ci(&name, "familyName"), "name.familyName")?.unwrap_or_default();
+    let email = match get_ci(o, "emails") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => {
+            // The primary address first; the first that is an address at all.
+            let mut ordered: Vec<&Value> =
+                list.iter().filter(|e| e.get("primary").and_then(as_bool) == Some(true)).collect();
+            ordered.extend(list.iter());
+            ordered
+                .into_iter()
+                .filter_map(|e| e.get("value").and_then(Value::as_str))
+                .find(|v| Email::parse(v).is_ok())
+                .map(str::to_string)
+        }
+        Some(_) => return Err(invalid_value("emails must be a list")),
+    };
+    let active = match get_ci(o, "active") {
+        None | Some(Value::Null) => true,
+        Some(v) => as_bool(v).ok_or_else(|| invalid_value("active must be true or false"))?,
+    };
+    let external_id = text_of(get_ci(o, "externalId"), "externalId")?;
+    if external_id.as_ref().is_some_and(|x| x.is_empty() || x.chars().count() > 256) {
+        return Err(invalid_value("externalId must be 1 to 256 characters"));
+    }
+    let password = text_of(get_ci(o, "password"), "password")?.map(SecretString::from);
+    let mut extra = Map::new();
+    for (k, v) in o {
+        if CORE_KEYS.iter().any(|c| c.eq_ignore_ascii_case(k)) || v.is_null() {
+            continue;
+        }
+        extra.insert(k.clone(), v.clone());
+    }
+    if serde_json::to_vec(&extra).map(|v| v.len()).unwrap_or(0) > 16 * 1024 {
+        return Err(invalid_value("the attributes registrar keeps as sent are limited to 16 KiB"));
+    }
+    Ok(Incoming { user_name, given_name, family_name, email, active, external_id, password, extra })
+}
+
+/// The registrar username of a new SCIM user: the userName when it is a
+/// valid username, else one made from it.
+async fn username_for(conn: &mut sqlx::PgConnection, user_name: &str, email: &Email) -> Result<String> {
+    if crate::domain::Username::parse(user_name).is_ok() && !crate::store::users::name_taken(conn, user_name).await? {
+        return Ok(user_name.to_string());
+    }
+    let local = user_name.split('@').next().unwrap_or(user_name);
+    Ok(crate::service::users::unique_username(conn, Some(local), email).await?.as_str().to_string())
+}
+
+fn uniqueness(what: &str) -> Error {
+    Error::conflict("uniqueness", format!("{what} is already taken"))
+}
+
+async fn write_scim_fields(
+    tx: &mut sqlx::PgConnection,
+    client: &Client,
+    id: Uuid,
+    username: &str,
+    inc: &Incoming,
+) -> Result<()> {
+    let scim_name = (inc.user_name != username).then_some(inc.user_name.as_str());
+    if !store::set_user_scim(tx, id, scim_name, &Value::Object(inc.extra.clone())).await? {
+        return Err(uniqueness("userName"));
+    }
+    if !store::set_external_id(tx, &client.name, "User", id, inc.external_id.as_deref()).await? {
+        return Err(uniqueness("externalId"));
+    }
+    Ok(())
+}
+
+async fn read(tx: &mut sqlx::PgConnection, client: &Client, id: Uuid) -> Result<Value> {
+    let u = store::user(tx, &client.name, id).await?.ok_or_else(not_found)?;
+    Ok(user_json(&u, &client.base))
+}
+
+/// `POST /Users`.
+pub async fn create_user(state: &AppState, client: &Client, audit: &Audit, body: &Value) -> Result<Value> {
+    let inc = parse_user(body)?;
+    let email = inc.email.clone().unwrap_or_else(|| placeholder_email(Uuid::new_v4()));
+    let parsed_email = Email::parse(&email).map_err(|e| invalid_value(e.to_string()))?;
+    let mut tx = state.pool.begin().await?;
+    if !store::user_name_free(&mut tx, &inc.user_name, None).await? {
+        return Err(uniqueness("userName"));
+    }
+    let username = username_for(&mut tx, &inc.user_name, &parsed_email).await?;
+    let create = crate::service::users::CreateUser {
+        username: username.clone(),
+        email,
+        first_name: inc.given_name.clone(),
+        last_name: inc.family_name.clone(),
+        password: inc.password.clone(),
+        enabled: inc.active,
+        ..Default::default()
+    };
+    let user = crate::service::users::create_user_in(&mut tx, &state.hasher, &client.acting, audit, create)
+        .await
+        .map_err(conflict_is_uniqueness)?;
+    write_scim_fields(&mut tx, client, user.id, &username, &inc).await?;
+    let repr = read(&mut tx, client, user.id).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+fn conflict_is_uniqueness(e: Error) -> Error {
+    match e {
+        Error::Conflict { message, .. } => Error::conflict("uniqueness", message),
+        other => other,
+    }
+}
+
+/// Refuses a write whose `If-Match` names another version (412).
+fn check_version(current: &Value, if_match: Option<&str>) -> Result<()> {
+    let Some(wanted) = if_match else { return Ok(()) };
+    let have = current["meta"]["version"].as_str().unwrap_or_default();
+    let matches = wanted
+        .split(',')
+        .map(str::trim)
+        .any(|w| w == "*" || w.trim_start_matches("W/") == have.trim_start_matches("W/"));
+    if matches {
+        Ok(())
+    } else {
+        Err(Error::conflict("precondition_failed", "the resource changed since that version (If-Match)"))
+    }
+}
+
+/// Writes `inc` over user `id` (PUT, and a PATCH's result).
+async fn replace_in(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    inc: Incoming,
+) -> Result<Value> {
+    let current = store::user(tx, &client.name, id).await?.ok_or_else(not_found)?;
+    if inc.user_name != current.scim_user_name.as_deref().unwrap_or(&current.username)
+        && !store::user_name_free(tx, &inc.user_name, Some(id)).await?
+    {
+        return Err(uniqueness("userName"));
+    }
+    // The directory is the source of truth: no usable address, the placeholder.
+    let email = match &inc.email {
+        Some(e) => Some(e.clone()),
+        None if current.email.ends_with(PLACEHOLDER_DOMAIN) => None,
+        None => Some(placeholder_email(id)),
+    };
+    let update = crate::service::users::UpdateUser {
+        email,
+        first_name: Some(inc.given_name.clone()),
+        last_name: Some(inc.family_name.clone()),
+        enabled: Some(inc.active),
+        ..Default::default()
+    };
+    let reset = match &inc.password {
+        Some(p) => {
+            let target = crate::store::users::get(tx, &id.to_string(), false).await?;
+            Some(crate::service::users::reset_hash(&state.hasher, &client.acting, &target, p.clone()).await?)
+        }
+        None => None,
+    };
+    crate::service::users::update_user_in(tx, &client.acting, audit, &id.to_string(), update, reset)
+        .await
+        .map_err(conflict_is_uniqueness)?;
+    write_scim_fields(tx, client, id, &current.username, &inc).await?;
+    read(tx, client, id).await
+}
+
+/// `PUT /Users/{id}`.
+pub async fn replace_user(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Value> {
+    let inc = parse_user(body)?;
+    let mut tx = state.pool.begin().await?;
+    if !store::lock_user(&mut tx, id).await? {
+        return Err(not_found());
+    }
+    check_version(&read(&mut tx, client, id).await?, if_match)?;
+    let repr = replace_in(state, &mut tx, client, audit, id, inc).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+/// `PATCH /Users/{id}`: the operations applied to the current
+/// representation, then written as a PUT would (one transaction, the row
+/// locked, so concurrent patches do not lose each other's changes).
+pub async fn patch_user(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Value> {
+    let ops = crate::service::scim_patch::operations(body)?;
+    let mut tx = state.pool.begin().await?;
+    if !store::lock_user(&mut tx, id).await? {
+        return Err(not_found());
+    }
+    let mut current = read(&mut tx, client, id).await?;
+    check_version(&current, if_match)?;
+    let before = current.clone();
+    for op in &ops {
+        crate::service::scim_patch::apply(&mut current, op)?;
+    }
+    if current == before {
+        tx.commit().await?;
+        return Ok(before);
+    }
+    let inc = parse_user(&current)?;
+    let repr = replace_in(state, &mut tx, client, audit, id, inc).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+/// `DELETE /Users/{id}`: the account, its sessions and keys.
+pub async fn delete_user(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    if_match: Option<&str>,
+) -> Result<()> {
+    let mut tx = state.pool.begin().await?;
+    if !store::lock_user(&mut tx, id).await? {
+        return Err(not_found());
+    }
+    check_version(&read(&mut tx, client, id).await?, if_match)?;
+    crate::service::users::delete_user_in(&mut tx, &state.role_permissions, &client.acting, audit, &id.to_string())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `GET /Users/{id}`.
+pub async fn get_user(state: &AppState, client: &Client, id: Uuid) -> Result<Value> {
+    let mut conn = state.pool.acquire().await?;
+    read(&mut conn, client, id).await
+}
+
+/// What a list asks for (query string or `/.search` body).
+pub struct ListQuery {
+    pub filter: Option<scim_v2::filter::Filter>,
+    pub start_index: i64,
+    pub count: i64,
+}
+
+/// `GET /Users` and `POST /Users/.search`: a ListResponse.
+pub async fn list_users(state: &AppState, client: &Client, q: &ListQuery) -> Result<Value> {
+    let mut conn = state.pool.acquire().await?;
+    let (rows, total) = store::list_users(&mut conn, &client.name, q.filter.as_ref(), q.start_index, q.count).await?;
+    let resources: Vec<Value> = rows.iter().map(|u| user_json(u, &client.base)).collect();
+    Ok(json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": q.start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    }))
+}
+
+/// A new provisioning credential named `name` (the client's name, under
+/// which its external ids are kept), owned by `owner` (an administrator);
+/// the key is shown once.
+pub async fn create_credential(
+    pool: &sqlx::PgPool,
+    keys: &crate::auth::tokens::Keys,
+    audit: &Audit,
+    owner: Uuid,
+    name: &str,
+) -> Result<(crate::store::api_keys::ApiKeyView, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || !name.chars().all(crate::domain::visible) {
+        return Err(Error::invalid("invalid_name", "a provisioning client's name is 1 to 100 visible characters")
+            .on_field("name"));
+    }
+    let mut tx = pool.begin().await?;
+    if store::credential_name_taken(&mut tx, name).await? {
+        return Err(Error::conflict("credential_exists", "a live provisioning credential has this name"));
+    }
+    let made = crate::store::api_keys::create_scoped(&mut tx, audit, keys, owner, name, None, "scim").await?;
+    tx.commit().await?;
+    Ok(made)
+}
+
+/// The owner of a provisioning credential made from the command line.
+pub async fn default_owner(pool: &sqlx::PgPool) -> Result<Uuid> {
+    let mut conn = pool.acquire().await?;
+    store::oldest_admin(&mut conn)
+        .await?
+        .ok_or_else(|| Error::conflict("no_administrator", "there is no enabled administrator to own the credential"))
+}

@@ -1,0 +1,349 @@
+//! SCIM 2.0 at /scim/v2 (RFC 7643/7644) with a provisioning credential:
+//! who may call it, discovery, Users CRUD, filters compiled to SQL, paging,
+//! PATCH idioms of Entra and Okta, ETags, and the state after each write.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+async fn credential(app: &TestApp, name: &str) -> (String, String) {
+    let r = app.post("/api/v1/scim/credentials", &app.admin_token, json!({"name": name})).await.expect(201).json();
+    (r["key"].as_str().expect("key").to_string(), r["id"].as_str().expect("id").to_string())
+}
+
+fn scim_error(r: &Resp, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text);
+    assert!(r.headers["content-type"].to_str().expect("ct").starts_with("application/scim+json"));
+    let b = r.json();
+    assert_eq!(b["schemas"], json!([ERROR]), "{b}");
+    assert_eq!(b["status"], status.to_string());
+    assert_eq!(b.get("scimType").and_then(Value::as_str), scim_type, "{b}");
+    let keys: Vec<&String> = b.as_object().expect("object").keys().collect();
+    assert!(keys.iter().all(|k| ["schemas", "status", "scimType", "detail"].contains(&k.as_str())), "{keys:?}");
+}
+
+async fn user_count(app: &TestApp, like: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users WHERE username LIKE $1 OR scim_user_name LIKE $1")
+        .bind(like)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn only_a_provisioning_credential_reaches_scim_and_it_reaches_nothing_else() {
+    let app = spawn_app().await;
+    let (key, key_id) = credential(&app, "entra").await;
+    let ordinary = app.user("ordinary").await;
+    // The credential works at /scim/v2 ...
+    app.get("/scim/v2/Users", &key).await.expect(200);
+    // ... and nowhere else: the native API, XNAT's, Basic with it as password.
+    app.get("/api/v1/users/me", &key).await.expect(401);
+    app.get("/data/projects", &key).await.expect(401);
+    let basic = app.send(Method::GET, "/api/v1/users/me", &Auth::Basic(ADMIN.into(), key.clone()), None).await;
+    assert_eq!(basic.status, 401);
+    // Sessions and ordinary keys, the administrator's included, are refused at /scim/v2 (SCIM's error shape).
+    scim_error(&app.get("/scim/v2/Users", &app.admin_token).await, 403, None);
+    scim_error(&app.get("/scim/v2/Users", &ordinary).await, 403, None);
+    scim_error(&app.send(Method::GET, "/scim/v2/Users", &Auth::None, None).await, 401, None);
+    let admin_key = app.post("/api/v1/users/me/api-keys", &app.admin_token, json!({"name": "k"})).await.expect(201);
+    scim_error(&app.get("/scim/v2/Users", admin_key.json()["key"].as_str().expect("key")).await, 403, None);
+    // Non-canonical paths are no way around it.
+    for path in ["/scim/v2//Users", "/scim/v2/Users/", "/scim/v2/%55sers", "/scim//v2/Users"] {
+        let r = app.get(path, &app.admin_token).await;
+        assert!(matches!(r.status.as_u16(), 403 | 404 | 401), "{path}: {}", r.status);
+    }
+    // Only an administrator makes credentials; a name is unique among live ones.
+    app.post("/api/v1/scim/credentials", &ordinary, json!({"name": "x"})).await.expect(403);
+    app.post("/api/v1/scim/credentials", &app.admin_token, json!({"name": "entra"})).await.expect(409);
+    // Revoked as the owner's key: refused at once.
+    app.delete(&format!("/api/v1/users/me/api-keys/{key_id}"), &app.admin_token).await.expect(204);
+    scim_error(&app.get("/scim/v2/Users", &key).await, 401, None);
+}
+
+#[tokio::test]
+async fn discovery_documents() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "okta").await;
+    let spc = app.get("/scim/v2/ServiceProviderConfig", &key).await.expect(200).json();
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["etag"]["supported"], true);
+    assert_eq!(spc["filter"]["supported"], true);
+    let types = app.get("/scim/v2/ResourceTypes", &key).await.expect(200).json();
+    assert_eq!(types["Resources"][0]["endpoint"], "/Users");
+    app.get("/scim/v2/ResourceTypes/User", &key).await.expect(200);
+    scim_error(&app.get("/scim/v2/ResourceTypes/Nope", &key).await, 404, None);
+    let schemas = app.get("/scim/v2/Schemas", &key).await.expect(200).json();
+    let ids: Vec<&str> =
+        schemas["Resources"].as_array().expect("list").iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids, [USER, ENTERPRISE]);
+    app.get(&format!("/scim/v2/Schemas/{USER}"), &key).await.expect(200);
+    for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let r = app.send(m, "/scim/v2/ServiceProviderConfig", &Auth::Bearer(key.clone()), None).await;
+        scim_error(&r, 405, None);
+    }
+}
+
+#[tokio::test]
+async fn users_are_created_read_replaced_patched_and_deleted() {
+    let app = spawn_app().await;
+    let (key, key_id) = credential(&app, "entra").await;
+    let body = json!({
+        "schemas": [USER, ENTERPRISE],
+        "userName": "Bjensen@Example.com",
+        "externalId": "00u1",
+        "name": {"givenName": "Barbara", "familyName": "Jensen", "formatted": "Ms. Barbara J Jensen III"},
+        "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}],
+        "title": "Tour Guide",
+        "password": "a long enough passphrase for scim 42",
+        ENTERPRISE: {"employeeNumber": "701984", "department": "Imaging"},
+    });
+    let created = app.post("/scim/v2/Users", &key, body.clone()).await.expect(201);
+    let u = created.json();
+    let id = u["id"].as_str().expect("id").to_string();
+    assert_eq!(created.headers["location"].to_str().expect("loc"), u["meta"]["location"].as_str().expect("location"));
+    assert_eq!(created.headers["etag"].to_str().expect("etag"), u["meta"]["version"].as_str().expect("version"));
+    assert_eq!(u["userName"], "Bjensen@Example.com");
+    assert_eq!(u["name"]["formatted"], "Ms. Barbara J Jensen III");
+    assert_eq!(u[ENTERPRISE]["department"], "Imaging");
+    assert_eq!(u["schemas"], json!([USER, ENTERPRISE]));
+    assert!(u.get("password").is_none(), "a password is never returned: {u}");
+    // In registrar: a valid username made from the userName, the email, the names, the password.
+    let row: (String, String, String, bool) =
+        sqlx::query_as("SELECT username, email, first_name, password_hash IS NOT NULL FROM users WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+    assert_eq!(row, ("Bjensen".into(), "bjensen@example.com".into(), "Barbara".into(), true));
+    app.login("Bjensen", "a long enough passphrase for scim 42").await;
+    // userName is unique without regard to case; so is externalId per client.
+    let mut dup = body.clone();
+    dup["userName"] = json!("BJENSEN@example.com");
+    dup["emails"] = json!([{"value": "other@example.com"}]);
+    scim_error(&app.post("/scim/v2/Users", &key, dup).await, 409, Some("uniqueness"));
+    // A bad body changes nothing.
+    scim_error(&app.post("/scim/v2/Users", &key, json!({"schemas": [USER]})).await, 400, Some("invalidValue"));
+    assert_eq!(user_count(&app, "%jensen%").await, 1);
+
+    // PUT with a stale If-Match is 412 and changes nothing; with the current one it replaces.
+    let mut put = u.clone();
+    put["name"]["givenName"] = json!("Babs");
+    let stale = app
+        .exchange(
+            "PUT user",
+            app.client
+                .put(app.url(&format!("/scim/v2/Users/{id}")))
+                .bearer_auth(&key)
+                .header("If-Match", "W/\"nope\"")
+                .json(&put),
+        )
+        .await;
+    scim_error(&stale, 412, None);
+    let version = u["meta"]["version"].as_str().expect("v").to_string();
+    let replaced = app
+        .exchange(
+            "PUT user",
+            app.client
+                .put(app.url(&format!("/scim/v2/Users/{id}")))
+                .bearer_auth(&key)
+                .header("If-Match", &version)
+                .json(&put),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(replaced["name"]["givenName"], "Babs");
+    assert_ne!(replaced["meta"]["version"], u["meta"]["version"]);
+
+    // PATCH: Entra's idioms (capitalised op, "False"), a filtered path, the extension by URN path.
+    let session_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE user_id = $1::uuid AND revoked_at IS NULL")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("n");
+    assert_eq!(session_before, 1, "the login above");
+    let patched = app
+        .patch(
+            &format!("/scim/v2/Users/{id}"),
+            &key,
+            json!({"schemas": [PATCH], "Operations": [
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "barbara@example.com"},
+                {"op": "add", "path": format!("{ENTERPRISE}:costCenter"), "value": "4130"},
+                {"op": "remove", "path": "title"}
+            ]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(patched["active"], false);
+    assert_eq!(patched[ENTERPRISE]["costCenter"], "4130");
+    assert!(patched.get("title").is_none());
+    let (enabled, email, live): (bool, String, i64) = sqlx::query_as(
+        "SELECT enabled, email, (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL)
+         FROM users u WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("row");
+    assert_eq!((enabled, email.as_str(), live), (false, "barbara@example.com", 0), "disabled, sessions ended at once");
+    // Okta: a path-less replace.
+    let r = app
+        .patch(
+            &format!("/scim/v2/Users/{id}"),
+            &key,
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": true}}]}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["active"], true);
+    scim_error(
+        &app.patch(&format!("/scim/v2/Users/{id}"), &key, json!({"schemas": [PATCH], "Operations": [{"op": "jump"}]}))
+            .await,
+        400,
+        Some("invalidSyntax"),
+    );
+    scim_error(
+        &app.patch(
+            &format!("/scim/v2/Users/{id}"),
+            &key,
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "x"}]}),
+        )
+        .await,
+        400,
+        Some("noTarget"),
+    );
+
+    // attributes / excludedAttributes.
+    let some =
+        app.get(&format!("/scim/v2/Users/{id}?attributes=userName,name.familyName"), &key).await.expect(200).json();
+    assert_eq!(some["name"], json!({"familyName": "Jensen"}));
+    assert!(some.get("emails").is_none() && some.get("id").is_some() && some.get("meta").is_some(), "{some}");
+    let without = app.get(&format!("/scim/v2/Users/{id}?excludedAttributes=emails"), &key).await.expect(200).json();
+    assert!(without.get("emails").is_none() && without.get("userName").is_some());
+
+    // Every SCIM write is logged with the credential as the acting key.
+    let by_key: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM change_log WHERE actor_api_key_id = $1::uuid AND subject_id = $2")
+            .bind(&key_id)
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("n");
+    assert!(by_key >= 4, "create, put, patches: {by_key}");
+
+    // Another client sees no externalId of this one's.
+    let (other, _) = credential(&app, "okta").await;
+    let seen = app.get(&format!("/scim/v2/Users/{id}"), &other).await.expect(200).json();
+    assert!(seen.get("externalId").is_none(), "{seen}");
+
+    // DELETE: gone, with its sessions and keys; then 404.
+    let r = app.delete(&format!("/scim/v2/Users/{id}"), &key).await;
+    assert_eq!(r.status, 204);
+    assert!(r.text.is_empty());
+    scim_error(&app.get(&format!("/scim/v2/Users/{id}"), &key).await, 404, None);
+    assert_eq!(user_count(&app, "%jensen%").await, 0);
+    // An administrator's account is not the directory's to change.
+    let admin_id = app.get("/api/v1/users/me", &app.admin_token).await.json()["id"].as_str().expect("id").to_string();
+    scim_error(&app.delete(&format!("/scim/v2/Users/{admin_id}"), &key).await, 403, None);
+}
+
+#[tokio::test]
+async fn filters_and_paging() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "idm").await;
+    for i in 0..25 {
+        let dept = if i % 2 == 0 { "even" } else { "odd" };
+        app.post(
+            "/scim/v2/Users",
+            &key,
+            json!({"schemas": [USER], "userName": format!("p{i:02}@uni.example"), "externalId": format!("x{i}"),
+                   "name": {"givenName": format!("Given{i}"), "familyName": dept},
+                   "emails": [{"value": format!("p{i:02}@uni.example"), "type": "work"}], "active": i % 5 != 0}),
+        )
+        .await
+        .expect(201);
+    }
+    let q = |f: &str| {
+        format!(
+            "/scim/v2/Users?filter={}&count=200",
+            percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["Resources"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|u| u["userName"].as_str().expect("n").to_string())
+            .collect()
+    };
+    let cases: [(&str, usize); 12] = [
+        (r#"userName eq "P03@UNI.example""#, 1),
+        (r#"userName sw "p1""#, 10),
+        (r#"userName ew "4@uni.example""#, 3),
+        (r#"name.familyName eq "odd" and active eq true"#, 10),
+        (r#"name.familyName eq "odd" or userName eq "p00@uni.example""#, 13),
+        (r#"not (active eq true)"#, 5),
+        (r#"(userName co "p2") and not (name.familyName eq "even")"#, 2),
+        (r#"emails[type eq "work" and value co "p01"]"#, 1),
+        (r#"externalId eq "x7""#, 1),
+        (r#"externalId eq "X7""#, 0),
+        (r#"name.givenName pr"#, 25),
+        (r#"meta.created gt "2000-01-01T00:00:00Z""#, 26),
+    ];
+    for (f, n) in cases {
+        let r = app.get(&q(f), &key).await.expect(200).json();
+        assert_eq!(r["totalResults"], n, "{f}: {r}");
+        assert_eq!(names(&r).len(), n, "{f}");
+    }
+    for bad in [r#"userName eq"#, r#"nope eq "x""#, r#"active gt true"#, r#"meta.created eq "yesterday""#, "((((("] {
+        scim_error(&app.get(&q(bad), &key).await, 400, Some("invalidFilter"));
+    }
+    // Paging: a stable order, every user once; count=0 counts only.
+    let mut seen = Vec::new();
+    let mut start = 1;
+    loop {
+        let page = app.get(&format!("/scim/v2/Users?startIndex={start}&count=7"), &key).await.expect(200).json();
+        assert_eq!(page["startIndex"], start);
+        let got = names(&page);
+        if got.is_empty() {
+            break;
+        }
+        assert_eq!(page["itemsPerPage"], got.len());
+        seen.extend(got);
+        start += 7;
+    }
+    let total = app.get("/scim/v2/Users?count=0", &key).await.expect(200).json();
+    assert_eq!(total["Resources"], json!([]));
+    assert_eq!(total["totalResults"], seen.len());
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no user twice across pages");
+    assert_eq!(seen.len(), 26, "25 and the administrator");
+    // /.search takes the same in a body.
+    let r = app
+        .post(
+            "/scim/v2/Users/.search",
+            &key,
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+              "filter": "userName sw \"p2\"", "attributes": ["userName"], "count": 3}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(r["totalResults"], 5);
+    assert_eq!(names(&r).len(), 3);
+    assert!(r["Resources"][0].get("emails").is_none());
+}
