@@ -39,3 +39,14 @@ CREATE TRIGGER user_groups_touch_group AFTER INSERT OR DELETE ON user_groups
 -- unique against every other user's userName and username, case aside.
 ALTER TABLE users ADD COLUMN scim_user_name text CHECK (char_length(scim_user_name) BETWEEN 1 AND 256);
 CREATE UNIQUE INDEX users_scim_user_name_key ON users (lower(coalesce(scim_user_name, username)));
+
+-- External ids go with their user or group, however it is deleted.
+CREATE FUNCTION registrar_scim_forget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM scim_external_ids WHERE resource_type = TG_ARGV[0] AND resource_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER users_scim_forget AFTER DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION registrar_scim_forget('User');
+CREATE TRIGGER groups_scim_forget AFTER DELETE ON groups
+    FOR EACH ROW EXECUTE FUNCTION registrar_scim_forget('Group');

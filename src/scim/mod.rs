@@ -15,6 +15,7 @@ use crate::auth::principal::Caller;
 use crate::domain::Error;
 use crate::service::scim::{self as service, Client, ListQuery, MAX_RESULTS};
 use crate::state::AppState;
+use crate::store::scim::Resource;
 
 pub mod schema;
 
@@ -64,7 +65,7 @@ fn failure(e: Error) -> HttpResponse {
     }
     let api = crate::error::ApiError::from(e);
     let scim_type = SCIM_TYPES.iter().find(|t| **t == code).copied().or(match api.status {
-        StatusCode::CONFLICT => Some("uniqueness"),
+        StatusCode::CONFLICT if code.ends_with("_exists") || code.ends_with("_taken") => Some("uniqueness"),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Some("invalidValue"),
         _ => None,
     });
@@ -213,7 +214,12 @@ pub struct ListParams {
     sort_order: Option<String>,
 }
 
-fn list_query(filter: Option<&str>, start: Option<i64>, count: Option<i64>) -> Result<ListQuery, Error> {
+fn list_query(
+    resource: crate::store::scim::Resource,
+    filter: Option<&str>,
+    start: Option<i64>,
+    count: Option<i64>,
+) -> Result<ListQuery, Error> {
     let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
         None => None,
         Some(f) if f.len() > MAX_FILTER_LEN => {
@@ -222,7 +228,7 @@ fn list_query(filter: Option<&str>, start: Option<i64>, count: Option<i64>) -> R
         Some(f) => {
             let parsed: scim_v2::filter::Filter =
                 f.parse().map_err(|e| Error::invalid("invalidFilter", format!("the filter does not parse: {e}")))?;
-            crate::store::scim::check_user_filter(&parsed)?;
+            crate::store::scim::check_filter(resource, &parsed)?;
             Some(parsed)
         }
     };
@@ -242,11 +248,15 @@ fn number(raw: Option<&str>, what: &str) -> Result<Option<i64>, Error> {
 async fn list(
     state: &AppState,
     caller: &Caller,
+    resource: Resource,
     q: ListQuery,
     projection: &Projection,
 ) -> Result<(StatusCode, Value), Error> {
     let c = client(state, caller).await?;
-    let mut page = service::list_users(state, &c, &q).await?;
+    let mut page = match resource {
+        Resource::User => service::list_users(state, &c, &q).await?,
+        Resource::Group => service::list_groups(state, &c, &q).await?,
+    };
     if let Some(items) = page["Resources"].as_array_mut() {
         for item in items.iter_mut() {
             *item = projection.apply(item.take());
@@ -255,20 +265,47 @@ async fn list(
     Ok((StatusCode::OK, page))
 }
 
+fn list_from_params(resource: Resource, p: &ListParams) -> Result<(ListQuery, Projection), Error> {
+    // sortBy/sortOrder: ServiceProviderConfig says sort is not supported;
+    // the order is the creation order.
+    let _ = (&p.sort_by, &p.sort_order);
+    let q = list_query(
+        resource,
+        p.filter.as_deref(),
+        number(p.start_index.as_deref(), "startIndex")?,
+        number(p.count.as_deref(), "count")?,
+    )?;
+    Ok((q, Projection::from_lists(p.attributes.as_deref(), p.excluded_attributes.as_deref())))
+}
+
+/// A `/.search` body: the query and the projection.
+fn search_from_body(resource: Resource, body: &web::Bytes) -> Result<(ListQuery, Projection), Error> {
+    let b = body_of(body)?;
+    let text = |k: &str| -> Result<Option<String>, Error> {
+        match b.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Array(a)) => Ok(Some(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))),
+            Some(_) => Err(Error::invalid("invalidValue", format!("{k} must be a string"))),
+        }
+    };
+    let int = |k: &str| -> Result<Option<i64>, Error> {
+        match b.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                v.as_i64().map(Some).ok_or_else(|| Error::invalid("invalidValue", format!("{k} must be an integer")))
+            }
+        }
+    };
+    let q = list_query(resource, text("filter")?.as_deref(), int("startIndex")?, int("count")?)?;
+    Ok((q, Projection::from_lists(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref())))
+}
+
 /// `GET /scim/v2/Users`.
 pub async fn list_users(state: web::Data<AppState>, caller: Caller, q: web::Query<ListParams>) -> Scim {
-    let p = q.into_inner();
     let r = async {
-        if p.sort_by.is_some() || p.sort_order.is_some() {
-            // ServiceProviderConfig says sort is not supported; the order is the creation order.
-        }
-        let q = list_query(
-            p.filter.as_deref(),
-            number(p.start_index.as_deref(), "startIndex")?,
-            number(p.count.as_deref(), "count")?,
-        )?;
-        let projection = Projection::from_lists(p.attributes.as_deref(), p.excluded_attributes.as_deref());
-        list(&state, &caller, q, &projection).await
+        let (q, projection) = list_from_params(Resource::User, &q)?;
+        list(&state, &caller, Resource::User, q, &projection).await
     }
     .await;
     respond(r)
@@ -277,27 +314,28 @@ pub async fn list_users(state: web::Data<AppState>, caller: Caller, q: web::Quer
 /// `POST /scim/v2/Users/.search`.
 pub async fn search_users(state: web::Data<AppState>, caller: Caller, body: web::Bytes) -> Scim {
     let r = async {
-        let b = body_of(&body)?;
-        let text = |k: &str| -> Result<Option<String>, Error> {
-            match b.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Array(a)) => Ok(Some(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))),
-                Some(_) => Err(Error::invalid("invalidValue", format!("{k} must be a string"))),
-            }
-        };
-        let int = |k: &str| -> Result<Option<i64>, Error> {
-            match b.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| Error::invalid("invalidValue", format!("{k} must be an integer"))),
-            }
-        };
-        let q = list_query(text("filter")?.as_deref(), int("startIndex")?, int("count")?)?;
-        let projection = Projection::from_lists(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref());
-        list(&state, &caller, q, &projection).await
+        let (q, projection) = search_from_body(Resource::User, &body)?;
+        list(&state, &caller, Resource::User, q, &projection).await
+    }
+    .await;
+    respond(r)
+}
+
+/// `GET /scim/v2/Groups`.
+pub async fn list_groups(state: web::Data<AppState>, caller: Caller, q: web::Query<ListParams>) -> Scim {
+    let r = async {
+        let (q, projection) = list_from_params(Resource::Group, &q)?;
+        list(&state, &caller, Resource::Group, q, &projection).await
+    }
+    .await;
+    respond(r)
+}
+
+/// `POST /scim/v2/Groups/.search`.
+pub async fn search_groups(state: web::Data<AppState>, caller: Caller, body: web::Bytes) -> Scim {
+    let r = async {
+        let (q, projection) = search_from_body(Resource::Group, &body)?;
+        list(&state, &caller, Resource::Group, q, &projection).await
     }
     .await;
     respond(r)
@@ -386,6 +424,90 @@ pub async fn delete_user(
     let r = async {
         let c = client(&state, &caller).await?;
         service::delete_user(&state, &c, &audit, id_of(&path)?, if_match(&req).as_deref()).await
+    }
+    .await;
+    Ok(match r {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => failure(e),
+    })
+}
+
+/// `GET /scim/v2/Groups/{id}`.
+pub async fn get_group(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: web::Query<OneParams>,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let g = service::get_group(&state, &c, id_of(&path)?).await?;
+        let projection = Projection::from_lists(q.attributes.as_deref(), q.excluded_attributes.as_deref());
+        Ok((StatusCode::OK, projection.apply(g)))
+    }
+    .await;
+    respond(r)
+}
+
+/// `POST /scim/v2/Groups`.
+pub async fn create_group(state: web::Data<AppState>, caller: Caller, audit: Audit, body: web::Bytes) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        Ok((StatusCode::CREATED, service::create_group(&state, &c, &audit, &body_of(&body)?).await?))
+    }
+    .await;
+    respond(r)
+}
+
+/// `PUT /scim/v2/Groups/{id}`.
+pub async fn replace_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let id = id_of(&path)?;
+        let v = service::replace_group(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
+        Ok((StatusCode::OK, v))
+    }
+    .await;
+    respond(r)
+}
+
+/// `PATCH /scim/v2/Groups/{id}`.
+pub async fn patch_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        let id = id_of(&path)?;
+        let v = service::patch_group(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
+        Ok((StatusCode::OK, v))
+    }
+    .await;
+    respond(r)
+}
+
+/// `DELETE /scim/v2/Groups/{id}`.
+pub async fn delete_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> Scim {
+    let r = async {
+        let c = client(&state, &caller).await?;
+        service::delete_group(&state, &c, &audit, id_of(&path)?, if_match(&req).as_deref()).await
     }
     .await;
     Ok(match r {

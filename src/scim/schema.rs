@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::service::scim::{ENTERPRISE_SCHEMA, LIST_SCHEMA, MAX_RESULTS};
-use crate::store::scim::USER_SCHEMA;
+use crate::store::scim::{GROUP_SCHEMA, USER_SCHEMA};
 
 const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
@@ -36,7 +36,8 @@ pub fn service_provider_config(base: &str) -> Value {
 }
 
 pub fn resource_types(base: &str) -> Vec<Value> {
-    vec![json!({
+    vec![
+        json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
         "id": "User",
         "name": "User",
@@ -45,7 +46,17 @@ pub fn resource_types(base: &str) -> Vec<Value> {
         "schema": USER_SCHEMA,
         "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA, "required": false}],
         "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")}
-    })]
+        }),
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "Group",
+            "name": "Group",
+            "endpoint": "/Groups",
+            "description": "A registrar group (a project's level groups included)",
+            "schema": GROUP_SCHEMA,
+            "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")}
+        }),
+    ]
 }
 
 fn attr(name: &str, kind: &str, description: &str) -> Value {
@@ -145,6 +156,32 @@ fn enterprise_schema(base: &str) -> Value {
     })
 }
 
+fn group_schema(base: &str) -> Value {
+    let mut display = attr("displayName", "string", "The group's name");
+    display["required"] = json!(true);
+    let mut kind = attr("type", "string", "The kind of member");
+    kind["canonicalValues"] = json!(["User"]);
+    kind["mutability"] = json!("immutable");
+    let mut reference = attr("$ref", "reference", "The member's URI");
+    reference["referenceTypes"] = json!(["User"]);
+    reference["mutability"] = json!("immutable");
+    let mut value = attr("value", "string", "The member's id");
+    value["mutability"] = json!("immutable");
+    let mut member_display = attr("display", "string", "The member's username");
+    member_display["mutability"] = json!("readOnly");
+    json!({
+        "schemas": [SCHEMA_SCHEMA],
+        "id": GROUP_SCHEMA,
+        "name": "Group",
+        "description": "Group",
+        "attributes": [
+            display,
+            complex("members", "The group's users", true, vec![value, reference, member_display, kind]),
+        ],
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{GROUP_SCHEMA}")}
+    })
+}
+
 pub fn schemas(base: &str) -> Vec<Value> {
-    vec![user_schema(base), enterprise_schema(base)]
+    vec![user_schema(base), enterprise_schema(base), group_schema(base)]
 }

@@ -465,3 +465,245 @@ pub async fn default_owner(pool: &sqlx::PgPool) -> Result<Uuid> {
         .await?
         .ok_or_else(|| Error::conflict("no_administrator", "there is no enabled administrator to own the credential"))
 }
+
+// ---------------------------------------------------------------------------
+// Groups: registrar's groups, a project's level groups included (a member
+// of `PROJ_member` is a member of project PROJ).
+
+fn group_json(g: &store::ScimGroup, members: &[(Uuid, String)], base: &str) -> Value {
+    let mut o = Map::new();
+    o.insert("schemas".into(), json!([store::GROUP_SCHEMA]));
+    o.insert("id".into(), json!(g.id.to_string()));
+    if let Some(x) = &g.external_id {
+        o.insert("externalId".into(), json!(x));
+    }
+    let display = if g.display_name.is_empty() { &g.name } else { &g.display_name };
+    o.insert("displayName".into(), json!(display));
+    if !members.is_empty() {
+        let list: Vec<Value> = members
+            .iter()
+            .map(|(id, username)| {
+                json!({"value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "display": username, "type": "User"})
+            })
+            .collect();
+        o.insert("members".into(), Value::Array(list));
+    }
+    let mut repr = Value::Object(o);
+    let version = version_of(&repr);
+    repr["meta"] = json!({
+        "resourceType": "Group",
+        "created": g.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "lastModified": g.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "location": format!("{base}/Groups/{}", g.id),
+        "version": version,
+    });
+    repr
+}
+
+async fn read_group(tx: &mut sqlx::PgConnection, client: &Client, id: Uuid) -> Result<Value> {
+    let g = store::group(tx, &client.name, id).await?.ok_or_else(not_found)?;
+    let members = store::members_of(tx, &g.name).await?;
+    Ok(group_json(&g, &members, &client.base))
+}
+
+struct IncomingGroup {
+    display_name: String,
+    external_id: Option<String>,
+    /// User ids; values that are no user's are left out.
+    members: Vec<Uuid>,
+}
+
+fn parse_group(body: &Value) -> Result<IncomingGroup> {
+    let o = body.as_object().ok_or_else(|| invalid_value("the body must be a Group object"))?;
+    let display_name = text_of(get_ci(o, "displayName"), "displayName")?
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid_value("displayName is required"))?;
+    if display_name.chars().count() > 200 || !display_name.chars().all(crate::domain::visible) {
+        return Err(invalid_value("displayName must be 1 to 200 visible characters"));
+    }
+    let external_id = text_of(get_ci(o, "externalId"), "externalId")?;
+    let members = match get_ci(o, "members") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => {
+            if list.len() > 10_000 {
+                return Err(Error::invalid("tooMany", "at most 10,000 members at once"));
+            }
+            // Values that are no user's id are left out (a directory may
+            // name members registrar does not have).
+            list.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).filter_map(|v| v.parse().ok()).collect()
+        }
+        Some(_) => return Err(invalid_value("members must be a list")),
+    };
+    Ok(IncomingGroup { display_name, external_id, members })
+}
+
+/// A group name made from a display name: valid and unused.
+async fn group_name_for(tx: &mut sqlx::PgConnection, display: &str) -> Result<String> {
+    let base: String = display
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(56)
+        .collect();
+    let base = if crate::domain::parse_group_name(&base).is_ok() { base } else { "scim-group".to_string() };
+    for n in 0..1000u32 {
+        let candidate = if n == 0 { base.clone() } else { format!("{base}-{}", n + 1) };
+        if crate::domain::parse_group_name(&candidate).is_ok() && !store::group_name_taken(tx, &candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Ok(format!("scim-{}", Uuid::new_v4().simple()))
+}
+
+/// Makes the group's members exactly `wanted` (under the group's lock):
+/// the same rules as the native API (no administrator's account).
+async fn set_members(
+    tx: &mut sqlx::PgConnection,
+    client: &Client,
+    audit: &Audit,
+    group: &str,
+    wanted: &[Uuid],
+) -> Result<()> {
+    let current = store::members_of(tx, group).await?;
+    let wanted = store::usernames_of(tx, wanted).await?;
+    for (id, username) in &wanted {
+        if !current.iter().any(|(c, _)| c == id) {
+            let user = crate::store::users::get(tx, &id.to_string(), false).await?;
+            crate::service::users::require_admin_for(&client.acting, &user)?;
+            crate::store::groups::add(tx, audit, username, group).await?;
+        }
+    }
+    for (id, username) in &current {
+        if !wanted.iter().any(|(w, _)| w == id) {
+            let user = crate::store::users::get(tx, &id.to_string(), false).await?;
+            crate::service::users::require_admin_for(&client.acting, &user)?;
+            crate::store::groups::remove(tx, audit, username, group).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST /Groups`.
+pub async fn create_group(state: &AppState, client: &Client, audit: &Audit, body: &Value) -> Result<Value> {
+    let inc = parse_group(body)?;
+    let mut tx = state.pool.begin().await?;
+    let name = group_name_for(&mut tx, &inc.display_name).await?;
+    crate::store::groups::create(&mut tx, audit, &name, &inc.display_name).await.map_err(conflict_is_uniqueness)?;
+    let id = store::group_id(&mut tx, &name).await?;
+    if !store::set_external_id(&mut tx, &client.name, "Group", id, inc.external_id.as_deref()).await? {
+        return Err(uniqueness("externalId"));
+    }
+    set_members(&mut tx, client, audit, &name, &inc.members).await?;
+    let repr = read_group(&mut tx, client, id).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+async fn replace_group_in(
+    tx: &mut sqlx::PgConnection,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    name: &str,
+    inc: IncomingGroup,
+) -> Result<Value> {
+    let g = store::group(tx, &client.name, id).await?.ok_or_else(not_found)?;
+    let shown = if g.display_name.is_empty() { &g.name } else { &g.display_name };
+    if *shown != inc.display_name {
+        crate::store::groups::update(tx, audit, name, None, Some(&inc.display_name)).await?;
+    }
+    if !store::set_external_id(tx, &client.name, "Group", id, inc.external_id.as_deref()).await? {
+        return Err(uniqueness("externalId"));
+    }
+    set_members(tx, client, audit, name, &inc.members).await?;
+    read_group(tx, client, id).await
+}
+
+/// `PUT /Groups/{id}`.
+pub async fn replace_group(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Value> {
+    let inc = parse_group(body)?;
+    let mut tx = state.pool.begin().await?;
+    let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
+    check_version(&read_group(&mut tx, client, id).await?, if_match)?;
+    let repr = replace_group_in(&mut tx, client, audit, id, &name, inc).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+/// `PATCH /Groups/{id}` (Entra's and Okta's member adds and removes): the
+/// group locked, its members read, changed and written in one transaction.
+pub async fn patch_group(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Value> {
+    let ops = crate::service::scim_patch::operations(body)?;
+    let mut tx = state.pool.begin().await?;
+    let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
+    let mut current = read_group(&mut tx, client, id).await?;
+    check_version(&current, if_match)?;
+    let before = current.clone();
+    for op in &ops {
+        crate::service::scim_patch::apply(&mut current, op)?;
+    }
+    if current == before {
+        tx.commit().await?;
+        return Ok(before);
+    }
+    let inc = parse_group(&current)?;
+    let repr = replace_group_in(&mut tx, client, audit, id, &name, inc).await?;
+    tx.commit().await?;
+    Ok(repr)
+}
+
+/// `DELETE /Groups/{id}` (a project's groups go with their project: 409).
+pub async fn delete_group(
+    state: &AppState,
+    client: &Client,
+    audit: &Audit,
+    id: Uuid,
+    if_match: Option<&str>,
+) -> Result<()> {
+    let mut tx = state.pool.begin().await?;
+    let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
+    check_version(&read_group(&mut tx, client, id).await?, if_match)?;
+    crate::store::groups::delete(&mut tx, audit, &name).await?;
+    store::set_external_id(&mut tx, &client.name, "Group", id, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `GET /Groups/{id}`.
+pub async fn get_group(state: &AppState, client: &Client, id: Uuid) -> Result<Value> {
+    let mut conn = state.pool.acquire().await?;
+    read_group(&mut conn, client, id).await
+}
+
+/// `GET /Groups` and `POST /Groups/.search`.
+pub async fn list_groups(state: &AppState, client: &Client, q: &ListQuery) -> Result<Value> {
+    let mut conn = state.pool.acquire().await?;
+    let (rows, total) = store::list_groups(&mut conn, &client.name, q.filter.as_ref(), q.start_index, q.count).await?;
+    let mut resources = Vec::with_capacity(rows.len());
+    for g in &rows {
+        let members = store::members_of(&mut conn, &g.name).await?;
+        resources.push(group_json(g, &members, &client.base));
+    }
+    Ok(json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": q.start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    }))
+}

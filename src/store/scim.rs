@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::Error;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 /// A user as SCIM shows it.
 #[derive(Debug, sqlx::FromRow)]
@@ -38,6 +39,15 @@ enum Column {
     Exact(&'static str),
     Bool(&'static str),
     Time(&'static str),
+    /// A group's members by user id (`members`, `members.value`).
+    Members,
+}
+
+/// The resource a filter is over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    User,
+    Group,
 }
 
 fn invalid_filter(detail: impl Into<String>) -> Error {
@@ -46,6 +56,39 @@ fn invalid_filter(detail: impl Into<String>) -> Error {
 
 /// The column of a User attribute path (`prefix` is the multi-valued
 /// attribute of an enclosing `emails[...]`).
+fn column(resource: Resource, path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
+    match resource {
+        Resource::User => user_column(path, prefix),
+        Resource::Group => group_column(path, prefix),
+    }
+}
+
+fn group_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
+    if let Some(uri) = &path.uri {
+        if !uri.eq_ignore_ascii_case(GROUP_SCHEMA) {
+            return Err(invalid_filter(format!("attribute {path} is not filterable here")));
+        }
+    }
+    let name = path.name.to_ascii_lowercase();
+    let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
+    let full = match (prefix, sub) {
+        (Some(p), None) => format!("{p}.{name}"),
+        (Some(_), Some(_)) => return Err(invalid_filter(format!("attribute {path} is not filterable here"))),
+        (None, Some(s)) => format!("{name}.{s}"),
+        (None, None) => name,
+    };
+    Ok(match full.as_str() {
+        "id" => Column::Exact("g.id::text"),
+        "displayname" => Column::Text("coalesce(nullif(g.display_name, ''), g.name)"),
+        "externalid" => Column::Exact("x.external_id"),
+        "members" | "members.value" => Column::Members,
+        "meta.created" => Column::Time("g.created_at"),
+        "meta.lastmodified" => Column::Time("g.last_modified"),
+        "meta.resourcetype" => Column::Exact("'Group'::text"),
+        _ => return Err(invalid_filter(format!("attribute {path} is not filterable here"))),
+    })
+}
+
 fn user_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
     if let Some(uri) = &path.uri {
         if !uri.eq_ignore_ascii_case(USER_SCHEMA) {
@@ -79,69 +122,83 @@ fn user_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
 }
 
 /// Appends the SQL condition of `filter` to `q`.
-fn push_filter(q: &mut QueryBuilder<'_, Postgres>, filter: &Filter) -> Result<(), Error> {
+fn push_filter(q: &mut QueryBuilder<'_, Postgres>, r: Resource, filter: &Filter) -> Result<(), Error> {
     match filter {
-        Filter::Attr(e) => push_attr(q, e, None),
+        Filter::Attr(e) => push_attr(q, r, e, None),
         Filter::ValuePath(vp) => {
             let name = vp.attr.name.to_ascii_lowercase();
-            if name != "emails" || vp.attr.sub_attr.is_some() {
+            let multi = match r {
+                Resource::User => "emails",
+                Resource::Group => "members",
+            };
+            if name != multi || vp.attr.sub_attr.is_some() {
                 return Err(invalid_filter(format!("{} has no value filter here", vp.attr)));
             }
-            push_val(q, &vp.filter, "emails")
+            push_val(q, r, &vp.filter, multi)
         }
         Filter::Not(inner) => {
             q.push("NOT coalesce((");
-            push_filter(q, inner)?;
+            push_filter(q, r, inner)?;
             q.push("), false)");
             Ok(())
         }
-        Filter::And(a, b) => push_pair(q, a, " AND ", b),
-        Filter::Or(a, b) => push_pair(q, a, " OR ", b),
+        Filter::And(a, b) => push_pair(q, r, a, " AND ", b),
+        Filter::Or(a, b) => push_pair(q, r, a, " OR ", b),
     }
 }
 
-fn push_pair(q: &mut QueryBuilder<'_, Postgres>, a: &Filter, op: &str, b: &Filter) -> Result<(), Error> {
+fn push_pair(q: &mut QueryBuilder<'_, Postgres>, r: Resource, a: &Filter, op: &str, b: &Filter) -> Result<(), Error> {
     q.push("(");
-    push_filter(q, a)?;
+    push_filter(q, r, a)?;
     q.push(op);
-    push_filter(q, b)?;
+    push_filter(q, r, b)?;
     q.push(")");
     Ok(())
 }
 
-fn push_val(q: &mut QueryBuilder<'_, Postgres>, f: &ValFilter, prefix: &str) -> Result<(), Error> {
+fn push_val(q: &mut QueryBuilder<'_, Postgres>, r: Resource, f: &ValFilter, prefix: &str) -> Result<(), Error> {
     match f {
-        ValFilter::Attr(e) => push_attr(q, e, Some(prefix)),
+        ValFilter::Attr(e) => push_attr(q, r, e, Some(prefix)),
         ValFilter::Not(inner) => {
             q.push("NOT coalesce((");
-            push_val(q, inner, prefix)?;
+            push_val(q, r, inner, prefix)?;
             q.push("), false)");
             Ok(())
         }
         ValFilter::And(a, b) | ValFilter::Or(a, b) => {
             let op = if matches!(f, ValFilter::And(..)) { " AND " } else { " OR " };
             q.push("(");
-            push_val(q, a, prefix)?;
+            push_val(q, r, a, prefix)?;
             q.push(op);
-            push_val(q, b, prefix)?;
+            push_val(q, r, b, prefix)?;
             q.push(")");
             Ok(())
         }
     }
 }
 
-fn push_attr(q: &mut QueryBuilder<'_, Postgres>, e: &AttrExp, prefix: Option<&str>) -> Result<(), Error> {
+fn push_attr(q: &mut QueryBuilder<'_, Postgres>, r: Resource, e: &AttrExp, prefix: Option<&str>) -> Result<(), Error> {
     let (path, op, value) = match e {
         AttrExp::Present(path) => {
-            match user_column(path, prefix)? {
+            match column(r, path, prefix)? {
                 Column::Text(c) | Column::Exact(c) => q.push(format!("(nullif({c}, '') IS NOT NULL)")),
                 Column::Bool(c) | Column::Time(c) => q.push(format!("({c} IS NOT NULL)")),
+                Column::Members => q.push("EXISTS (SELECT 1 FROM user_groups ug WHERE ug.group_name = g.name)"),
             };
             return Ok(());
         }
         AttrExp::Comparison(path, op, value) => (path, op, value),
     };
-    let column = user_column(path, prefix)?;
+    let column = column(r, path, prefix)?;
+    if let Column::Members = column {
+        let (CompareOp::Eq, CompValue::Str(s)) = (op, value) else {
+            return Err(invalid_filter(format!("{path} takes eq with a user id, or pr")));
+        };
+        q.push("EXISTS (SELECT 1 FROM user_groups ug WHERE ug.group_name = g.name AND ug.user_id::text = ");
+        q.push_bind(s.clone());
+        q.push(")");
+        return Ok(());
+    }
     if matches!(value, CompValue::Null) {
         let test = match (op, column) {
             (CompareOp::Eq, Column::Text(c) | Column::Exact(c)) => format!("(nullif({c}, '') IS NULL)"),
@@ -212,6 +269,7 @@ fn push_attr(q: &mut QueryBuilder<'_, Postgres>, e: &AttrExp, prefix: Option<&st
             q.push_bind(b);
             q.push(")");
         }
+        Column::Members => unreachable!("handled above"),
         Column::Time(c) => {
             let CompValue::Str(s) = value else {
                 return Err(invalid_filter(format!("{path} is compared with a date-time string")));
@@ -237,9 +295,9 @@ fn push_attr(q: &mut QueryBuilder<'_, Postgres>, e: &AttrExp, prefix: Option<&st
 }
 
 /// Checks that a filter compiles (for a 400 before any query runs).
-pub fn check_user_filter(filter: &Filter) -> Result<(), Error> {
+pub fn check_filter(r: Resource, filter: &Filter) -> Result<(), Error> {
     let mut q = QueryBuilder::<Postgres>::new("");
-    push_filter(&mut q, filter)
+    push_filter(&mut q, r, filter)
 }
 
 fn user_query<'a>(select: &str, client: &'a str, filter: Option<&Filter>) -> Result<QueryBuilder<'a, Postgres>, Error> {
@@ -248,7 +306,7 @@ fn user_query<'a>(select: &str, client: &'a str, filter: Option<&Filter>) -> Res
     q.push_bind(client);
     if let Some(f) = filter {
         q.push(" WHERE coalesce((");
-        push_filter(&mut q, f)?;
+        push_filter(&mut q, Resource::User, f)?;
         q.push("), false)");
     }
     Ok(q)
@@ -378,4 +436,105 @@ pub async fn credential_name_taken(conn: &mut PgConnection, name: &str) -> Resul
     )
     .fetch_one(&mut *conn)
     .await?)
+}
+
+/// A group as SCIM shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ScimGroup {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub project_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+    pub external_id: Option<String>,
+}
+
+const GROUP_COLUMNS: &str =
+    "SELECT g.id, g.name, g.display_name, g.project_id, g.created_at, g.last_modified, x.external_id";
+
+fn group_query<'a>(
+    select: &str,
+    client: &'a str,
+    filter: Option<&Filter>,
+) -> Result<QueryBuilder<'a, Postgres>, Error> {
+    let mut q = QueryBuilder::<Postgres>::new(select);
+    q.push(" FROM groups g LEFT JOIN scim_external_ids x ON x.resource_type = 'Group' AND x.resource_id = g.id AND x.client = ");
+    q.push_bind(client);
+    if let Some(f) = filter {
+        q.push(" WHERE coalesce((");
+        push_filter(&mut q, Resource::Group, f)?;
+        q.push("), false)");
+    }
+    Ok(q)
+}
+
+/// One page of groups matching `filter`, in creation order, and the total.
+pub async fn list_groups(
+    conn: &mut PgConnection,
+    client: &str,
+    filter: Option<&Filter>,
+    start: i64,
+    count: i64,
+) -> Result<(Vec<ScimGroup>, i64), Error> {
+    let mut total = group_query("SELECT count(*)", client, filter)?;
+    let total: i64 = total.build_query_scalar().fetch_one(&mut *conn).await?;
+    if count == 0 {
+        return Ok((Vec::new(), total));
+    }
+    let mut q = group_query(GROUP_COLUMNS, client, filter)?;
+    q.push(" ORDER BY g.created_at, g.id LIMIT ");
+    q.push_bind(count);
+    q.push(" OFFSET ");
+    q.push_bind(start - 1);
+    Ok((q.build_query_as::<ScimGroup>().fetch_all(&mut *conn).await?, total))
+}
+
+pub async fn group(conn: &mut PgConnection, client: &str, id: Uuid) -> Result<Option<ScimGroup>, Error> {
+    let mut q = group_query(GROUP_COLUMNS, client, None)?;
+    q.push(" WHERE g.id = ");
+    q.push_bind(id);
+    Ok(q.build_query_as::<ScimGroup>().fetch_optional(&mut *conn).await?)
+}
+
+/// Locks a group's row (its membership is read, changed and written in
+/// one transaction, so concurrent PATCHes lose nothing). Its name.
+pub async fn lock_group(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!("SELECT name FROM groups WHERE id = $1 FOR UPDATE", id).fetch_optional(&mut *conn).await?)
+}
+
+/// The members of a group: user id and username, in a stable order.
+pub async fn members_of(conn: &mut PgConnection, group: &str) -> Result<Vec<(Uuid, String)>, Error> {
+    Ok(sqlx::query!(
+        "SELECT u.id, u.username FROM user_groups ug JOIN users u ON u.id = ug.user_id
+         WHERE ug.group_name = $1 ORDER BY ug.added_at, u.id",
+        group
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.username))
+    .collect())
+}
+
+/// The usernames of those of `ids` that are users.
+pub async fn usernames_of(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, Error> {
+    Ok(sqlx::query!("SELECT id, username FROM users WHERE id = ANY($1)", ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.username))
+        .collect())
+}
+
+/// Whether a group name is taken (any case).
+pub async fn group_name_taken(conn: &mut PgConnection, name: &str) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM groups WHERE lower(name) = lower($1)) AS "t!""#, name)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// The id of group `name`.
+pub async fn group_id(conn: &mut PgConnection, name: &str) -> Result<Uuid, Error> {
+    Ok(sqlx::query_scalar!("SELECT id FROM groups WHERE name = $1", name).fetch_one(&mut *conn).await?)
 }

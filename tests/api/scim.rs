@@ -82,7 +82,7 @@ async fn discovery_documents() {
     let schemas = app.get("/scim/v2/Schemas", &key).await.expect(200).json();
     let ids: Vec<&str> =
         schemas["Resources"].as_array().expect("list").iter().filter_map(|s| s["id"].as_str()).collect();
-    assert_eq!(ids, [USER, ENTERPRISE]);
+    assert_eq!(ids, [USER, ENTERPRISE, "urn:ietf:params:scim:schemas:core:2.0:Group"]);
     app.get(&format!("/scim/v2/Schemas/{USER}"), &key).await.expect(200);
     for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
         let r = app.send(m, "/scim/v2/ServiceProviderConfig", &Auth::Bearer(key.clone()), None).await;
@@ -346,4 +346,128 @@ async fn filters_and_paging() {
     assert_eq!(r["totalResults"], 5);
     assert_eq!(names(&r).len(), 3);
     assert!(r["Resources"][0].get("emails").is_none());
+}
+
+async fn scim_user(app: &TestApp, key: &str, name: &str) -> String {
+    let u = app
+        .post(
+            "/scim/v2/Users",
+            key,
+            json!({"schemas": [USER], "userName": name, "emails": [{"value": format!("{name}@uni.example")}]}),
+        )
+        .await
+        .expect(201)
+        .json();
+    u["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn groups_and_their_members_including_a_projects_level_group() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "entra").await;
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..6 {
+        ids.push(scim_user(&app, &key, &format!("m{i}")).await);
+    }
+    let g = app
+        .post("/scim/v2/Groups", &key, json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+              "displayName": "Imaging Team", "externalId": "g-1", "members": [{"value": ids[0]}, {"value": ids[1]}, {"value": "not-a-user"}]}))
+        .await
+        .expect(201)
+        .json();
+    let gid = g["id"].as_str().expect("id").to_string();
+    assert_eq!(g["displayName"], "Imaging Team");
+    assert_eq!(g["members"].as_array().expect("members").len(), 2, "an unknown member is left out: {g}");
+    // In registrar: a plain group with those two users.
+    let name: String = sqlx::query_scalar("SELECT name FROM groups WHERE id = $1::uuid")
+        .bind(&gid)
+        .fetch_one(&app.pool)
+        .await
+        .expect("name");
+    let members = app.get(&format!("/api/v1/groups/{name}/members"), &app.admin_token).await.expect(200).json();
+    assert_eq!(members["items"].as_array().map(Vec::len), Some(2), "{members}");
+
+    // Entra's member PATCHes: add by list, remove by filtered path; Okta's replace-all.
+    let patch = |ops: Value| json!({"schemas": [PATCH], "Operations": ops});
+    app.patch(
+        &format!("/scim/v2/Groups/{gid}"),
+        &key,
+        patch(json!([{"op": "Add", "path": "members", "value": [{"value": ids[2]}]}])),
+    )
+    .await
+    .expect(200);
+    let r = app
+        .patch(
+            &format!("/scim/v2/Groups/{gid}"),
+            &key,
+            patch(json!([{"op": "Remove", "path": format!("members[value eq \"{}\"]", ids[0])}])),
+        )
+        .await
+        .expect(200)
+        .json();
+    let now: Vec<&str> = r["members"].as_array().expect("m").iter().filter_map(|m| m["value"].as_str()).collect();
+    assert_eq!(now, [ids[1].as_str(), ids[2].as_str()]);
+    // Concurrent PATCHes of one group's members lose nothing.
+    let path = format!("/scim/v2/Groups/{gid}");
+    let bodies: Vec<Value> =
+        (3..6).map(|i| patch(json!([{"op": "add", "path": "members", "value": [{"value": ids[i]}]}]))).collect();
+    let adds = bodies.into_iter().map(|b| app.patch(&path, &key, b));
+    for r in futures_util::future::join_all(adds).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let after = app.get(&format!("/scim/v2/Groups/{gid}"), &key).await.expect(200).json();
+    assert_eq!(after["members"].as_array().expect("m").len(), 5, "{after}");
+    // Filters over groups.
+    let q = |f: &str| {
+        format!(
+            "/scim/v2/Groups?filter={}",
+            percent_encoding::utf8_percent_encode(f, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let by_member = app.get(&q(&format!("members[value eq \"{}\"]", ids[4])), &key).await.expect(200).json();
+    assert_eq!(by_member["totalResults"], 1);
+    assert_eq!(app.get(&q("displayName eq \"imaging team\""), &key).await.expect(200).json()["totalResults"], 1);
+    assert_eq!(app.get(&q(&format!("members eq \"{}\"", ids[0])), &key).await.expect(200).json()["totalResults"], 0);
+    scim_error(&app.get(&q("members gt \"x\""), &key).await, 400, Some("invalidFilter"));
+    let slim = app.get(&format!("/scim/v2/Groups/{gid}?excludedAttributes=members"), &key).await.expect(200).json();
+    assert!(slim.get("members").is_none());
+
+    // A project's level group: a directory group grants project access.
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "BRAIN", "name": "Brain"})).await.expect(201);
+    let member_group: String = sqlx::query_scalar("SELECT id::text FROM groups WHERE name = 'BRAIN_member'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("project group");
+    app.patch(
+        &format!("/scim/v2/Groups/{member_group}"),
+        &key,
+        patch(json!([{"op": "add", "path": "members", "value": [{"value": ids[5]}]}])),
+    )
+    .await
+    .expect(200);
+    let m5 = app.get(&format!("/api/v1/users/{}", ids[5]), &app.admin_token).await.json()["username"]
+        .as_str()
+        .expect("u")
+        .to_string();
+    let t = {
+        sqlx::query("UPDATE users SET password_hash = (SELECT password_hash FROM users WHERE username = 'admin') WHERE username = $1")
+            .bind(&m5)
+            .execute(&app.pool)
+            .await
+            .expect("password");
+        app.login(&m5, ADMIN_PASSWORD).await
+    };
+    app.get("/api/v1/projects/BRAIN", &t).await.expect(200);
+    // A project's group is not the directory's to delete.
+    scim_error(&app.delete(&format!("/scim/v2/Groups/{member_group}"), &key).await, 409, None);
+
+    // DELETE: gone; members stay users.
+    let r = app.delete(&format!("/scim/v2/Groups/{gid}"), &key).await;
+    assert_eq!(r.status, 204);
+    scim_error(&app.get(&format!("/scim/v2/Groups/{gid}"), &key).await, 404, None);
+    app.get(&format!("/scim/v2/Users/{}", ids[1]), &key).await.expect(200);
+    // Its externalId is free again.
+    app.post("/scim/v2/Groups", &key, json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Again", "externalId": "g-1"}))
+        .await
+        .expect(201);
 }
