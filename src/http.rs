@@ -197,8 +197,14 @@ pub async fn header_limit(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", "no such route"))
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let err = ApiError::not_found("not_found", "no such route");
+    if req.path().starts_with("/scim/") {
+        // SCIM clients expect SCIM's error body everywhere under /scim.
+        return crate::scim::denied(&err);
+    }
+    err.error_response()
 }
 
 pub async fn method_not_allowed() -> HttpResponse {

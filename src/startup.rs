@@ -170,6 +170,7 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::PUT, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::put().to(scim::replace_user)),
         r(M::PATCH, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::patch().to(scim::patch_user)),
         r(M::DELETE, "/scim/v2/Users/{id}", Permission(ScimProvisioning), web::delete().to(scim::delete_user)),
+        r(M::POST, "/scim/v2/.search", Permission(ScimProvisioning), web::post().to(scim::search_all)),
         r(M::GET, "/scim/v2/Groups", Permission(ScimProvisioning), web::get().to(scim::list_groups)),
         r(M::POST, "/scim/v2/Groups", Permission(ScimProvisioning), web::post().to(scim::create_group)),
         r(M::POST, "/scim/v2/Groups/.search", Permission(ScimProvisioning), web::post().to(scim::search_groups)),

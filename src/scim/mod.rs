@@ -278,8 +278,15 @@ fn list_from_params(resource: Resource, p: &ListParams) -> Result<(ListQuery, Pr
     Ok((q, Projection::from_lists(p.attributes.as_deref(), p.excluded_attributes.as_deref())))
 }
 
-/// A `/.search` body: the query and the projection.
-fn search_from_body(resource: Resource, body: &web::Bytes) -> Result<(ListQuery, Projection), Error> {
+/// What a `/.search` body asks for.
+struct SearchRequest {
+    filter: Option<String>,
+    start: Option<i64>,
+    count: Option<i64>,
+    projection: Projection,
+}
+
+fn search_request(body: &web::Bytes) -> Result<SearchRequest, Error> {
     let b = body_of(body)?;
     let text = |k: &str| -> Result<Option<String>, Error> {
         match b.get(k) {
@@ -297,8 +304,17 @@ fn search_from_body(resource: Resource, body: &web::Bytes) -> Result<(ListQuery,
             }
         }
     };
-    let q = list_query(resource, text("filter")?.as_deref(), int("startIndex")?, int("count")?)?;
-    Ok((q, Projection::from_lists(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref())))
+    Ok(SearchRequest {
+        filter: text("filter")?,
+        start: int("startIndex")?,
+        count: int("count")?,
+        projection: Projection::from_lists(text("attributes")?.as_deref(), text("excludedAttributes")?.as_deref()),
+    })
+}
+
+fn search_from_body(resource: Resource, body: &web::Bytes) -> Result<(ListQuery, Projection), Error> {
+    let r = search_request(body)?;
+    Ok((list_query(resource, r.filter.as_deref(), r.start, r.count)?, r.projection))
 }
 
 /// `GET /scim/v2/Users`.
@@ -430,6 +446,60 @@ pub async fn delete_user(
         Ok(()) => HttpResponse::NoContent().finish(),
         Err(e) => failure(e),
     })
+}
+
+/// `POST /scim/v2/.search`: Users, then Groups, as one list. A filter
+/// that names attributes one type does not have matches none of that type.
+pub async fn search_all(state: web::Data<AppState>, caller: Caller, body: web::Bytes) -> Scim {
+    let r = async {
+        let req = search_request(&body)?;
+        let users = list_query(Resource::User, req.filter.as_deref(), req.start, req.count);
+        let groups = list_query(Resource::Group, req.filter.as_deref(), req.start, req.count);
+        let (start, count) = match (&users, &groups) {
+            (Ok(q), _) | (_, Ok(q)) => (q.start_index, q.count),
+            (Err(e), Err(_)) => return Err(Error::invalid("invalidFilter", e.to_string())),
+        };
+        let c = client(&state, &caller).await?;
+        let mut resources = Vec::new();
+        let mut total = 0i64;
+        // Each type's part of the window [start, start + count).
+        let (mut skip, mut left) = (start - 1, count);
+        for (resource, parsed) in [(Resource::User, users), (Resource::Group, groups)] {
+            let Ok(mut q) = parsed else { continue };
+            let run = |q: ListQuery| {
+                let (state, c) = (&state, &c);
+                async move {
+                    match resource {
+                        Resource::User => service::list_users(state, c, &q).await,
+                        Resource::Group => service::list_groups(state, c, &q).await,
+                    }
+                }
+            };
+            let n = run(ListQuery { filter: q.filter.clone(), start_index: 1, count: 0 }).await?["totalResults"]
+                .as_i64()
+                .unwrap_or(0);
+            total += n;
+            if left > 0 && skip < n {
+                q.start_index = skip + 1;
+                q.count = left.min(n - skip);
+                left -= q.count;
+                skip = 0;
+                let page = run(q).await?;
+                for item in page["Resources"].as_array().cloned().unwrap_or_default() {
+                    resources.push(req.projection.apply(item));
+                }
+            } else {
+                skip -= skip.min(n);
+            }
+        }
+        Ok((
+            StatusCode::OK,
+            json!({"schemas": [service::LIST_SCHEMA], "totalResults": total, "startIndex": start,
+                   "itemsPerPage": resources.len(), "Resources": resources}),
+        ))
+    }
+    .await;
+    respond(r)
 }
 
 /// `GET /scim/v2/Groups/{id}`.

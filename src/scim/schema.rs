@@ -135,6 +135,12 @@ fn user_schema(base: &str) -> Value {
     })
 }
 
+fn manager_ref() -> Value {
+    let mut r = attr("$ref", "reference", "The manager's URI");
+    r["referenceTypes"] = json!(["User"]);
+    r
+}
+
 fn enterprise_schema(base: &str) -> Value {
     json!({
         "schemas": [SCHEMA_SCHEMA],
@@ -149,6 +155,7 @@ fn enterprise_schema(base: &str) -> Value {
             attr("department", "string", "Department"),
             complex("manager", "The user's manager", false, vec![
                 attr("value", "string", "The manager's id"),
+                manager_ref(),
                 attr("displayName", "string", "The manager's name"),
             ]),
         ],

@@ -68,6 +68,10 @@ pub fn version_of(repr: &Value) -> String {
 /// `scim_extra`.
 const CORE_KEYS: [&str; 8] = ["schemas", "id", "meta", "userName", "active", "externalId", "password", "groups"];
 
+/// Kept in `scim_extra` when a client left `active` out (a PATCH removed
+/// it): the account keeps its state, and SCIM shows no `active`.
+const ACTIVE_UNSET: &str = "__registrar_active_unset";
+
 /// The domain of the address a user provisioned without a usable email gets
 /// (RFC 2606: never delivered); SCIM never shows it.
 const PLACEHOLDER_DOMAIN: &str = "provisioned.invalid";
@@ -107,9 +111,20 @@ pub fn user_json(u: &ScimUser, base: &str) -> Value {
     if !extra.contains_key("emails") && !u.email.ends_with(PLACEHOLDER_DOMAIN) {
         o.insert("emails".into(), json!([{"value": u.email, "type": "work", "primary": true}]));
     }
-    o.insert("active".into(), json!(u.enabled));
+    if !extra.contains_key(ACTIVE_UNSET) {
+        o.insert("active".into(), json!(u.enabled));
+    }
     for (k, v) in extra {
+        // Registrar's own markers, and extension objects left empty, are not shown.
+        if k.starts_with("__registrar") || v.as_object().is_some_and(Map::is_empty) {
+            continue;
+        }
         o.insert(k, v);
+    }
+    if !o.get(ENTERPRISE_SCHEMA).is_some_and(Value::is_object) {
+        if let Some(Value::Array(schemas)) = o.get_mut("schemas") {
+            schemas.retain(|s| s != ENTERPRISE_SCHEMA);
+        }
     }
     let mut repr = Value::Object(o);
     let version = version_of(&repr);
@@ -129,7 +144,8 @@ struct Incoming {
     given_name: String,
     family_name: String,
     email: Option<String>,
-    active: bool,
+    /// `None`: left out (a new account is enabled; an existing one keeps its state).
+    active: Option<bool>,
     external_id: Option<String>,
     password: Option<SecretString>,
     extra: Map<String, Value>,
@@ -187,8 +203,8 @@ fn parse_user(body: &Value) -> Result<Incoming> {
         Some(_) => return Err(invalid_value("emails must be a list")),
     };
     let active = match get_ci(o, "active") {
-        None | Some(Value::Null) => true,
-        Some(v) => as_bool(v).ok_or_else(|| invalid_value("active must be true or false"))?,
+        None | Some(Value::Null) => None,
+        Some(v) => Some(as_bool(v).ok_or_else(|| invalid_value("active must be true or false"))?),
     };
     let external_id = text_of(get_ci(o, "externalId"), "externalId")?;
     if external_id.as_ref().is_some_and(|x| x.is_empty() || x.chars().count() > 256) {
@@ -201,6 +217,9 @@ fn parse_user(body: &Value) -> Result<Incoming> {
             continue;
         }
         extra.insert(k.clone(), v.clone());
+    }
+    if active.is_none() {
+        extra.insert(ACTIVE_UNSET.into(), Value::Bool(true));
     }
     if serde_json::to_vec(&extra).map(|v| v.len()).unwrap_or(0) > 16 * 1024 {
         return Err(invalid_value("the attributes registrar keeps as sent are limited to 16 KiB"));
@@ -260,7 +279,7 @@ pub async fn create_user(state: &AppState, client: &Client, audit: &Audit, body:
         first_name: inc.given_name.clone(),
         last_name: inc.family_name.clone(),
         password: inc.password.clone(),
-        enabled: inc.active,
+        enabled: inc.active.unwrap_or(true),
         ..Default::default()
     };
     let user = crate::service::users::create_user_in(&mut tx, &state.hasher, &client.acting, audit, create)
@@ -319,7 +338,7 @@ async fn replace_in(
         email,
         first_name: Some(inc.given_name.clone()),
         last_name: Some(inc.family_name.clone()),
-        enabled: Some(inc.active),
+        enabled: inc.active,
         ..Default::default()
     };
     let reset = match &inc.password {
@@ -483,7 +502,8 @@ fn group_json(g: &store::ScimGroup, members: &[(Uuid, String)], base: &str) -> V
         let list: Vec<Value> = members
             .iter()
             .map(|(id, username)| {
-                json!({"value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "display": username, "type": "User"})
+                let _ = username;
+                json!({"value": id.to_string(), "$ref": format!("{base}/Users/{id}"), "type": "User"})
             })
             .collect();
         o.insert("members".into(), Value::Array(list));

@@ -22,7 +22,31 @@ pub enum Kind {
 pub struct Op {
     pub kind: Kind,
     pub path: Option<PatchPath>,
+    /// The path is a whole extension object (its schema URN).
+    pub extension: Option<String>,
     pub value: Option<Value>,
+}
+
+/// Whether `s` names a whole schema extension (`urn:...:extension:...`),
+/// which the filter grammar would read as an attribute `User` of a URN.
+fn extension_urn(s: &str) -> Option<String> {
+    let s = s.trim();
+    s.eq_ignore_ascii_case(crate::service::scim::ENTERPRISE_SCHEMA)
+        .then(|| crate::service::scim::ENTERPRISE_SCHEMA.to_string())
+}
+
+/// An extension object as a client sent it, without the `schemas` key some
+/// clients put in it.
+fn extension_value(v: Value) -> Value {
+    match v {
+        Value::Object(mut o) => {
+            if let Some(k) = key_ci(&o, "schemas") {
+                o.remove(&k);
+            }
+            Value::Object(o)
+        }
+        other => other,
+    }
 }
 
 /// The most operations one PATCH may carry.
@@ -65,22 +89,26 @@ pub fn operations(body: &Value) -> Result<Vec<Op>> {
                 Some("remove") => Kind::Remove,
                 _ => return Err(invalid_syntax("op must be add, replace or remove")),
             };
-            let path = match field("path") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(p)) if p.trim().is_empty() => None,
-                Some(Value::String(p)) => {
-                    Some(p.trim().parse::<PatchPath>().map_err(|e| invalid_path(format!("path {p:?}: {e}")))?)
-                }
+            let (path, extension) = match field("path") {
+                None | Some(Value::Null) => (None, None),
+                Some(Value::String(p)) if p.trim().is_empty() => (None, None),
+                Some(Value::String(p)) => match extension_urn(p) {
+                    Some(urn) => (None, Some(urn)),
+                    None => (
+                        Some(p.trim().parse::<PatchPath>().map_err(|e| invalid_path(format!("path {p:?}: {e}")))?),
+                        None,
+                    ),
+                },
                 Some(_) => return Err(invalid_path("path must be a string")),
             };
             let value = field("value").cloned();
             if kind != Kind::Remove && value.is_none() {
                 return Err(invalid_syntax("add and replace need a value"));
             }
-            if kind == Kind::Remove && path.is_none() {
+            if kind == Kind::Remove && path.is_none() && extension.is_none() {
                 return Err(no_target("remove needs a path"));
             }
-            Ok(Op { kind, path, value })
+            Ok(Op { kind, path, extension, value })
         })
         .collect()
 }
@@ -173,27 +201,44 @@ fn set(o: &mut Map<String, Value>, path: &AttrPath, kind: Kind, value: Value) {
 /// Applies one operation to `repr`.
 pub fn apply(repr: &mut Value, op: &Op) -> Result<()> {
     let value = op.value.clone().unwrap_or(Value::Null);
+    if let Some(urn) = &op.extension {
+        let root = repr.as_object_mut().ok_or_else(|| invalid_path("the resource is not an object"))?;
+        let key = key_ci(root, urn).unwrap_or_else(|| urn.clone());
+        match op.kind {
+            Kind::Remove => {
+                root.remove(&key);
+            }
+            Kind::Replace => {
+                root.insert(key, extension_value(value));
+            }
+            Kind::Add => add_at(root, &key, extension_value(value)),
+        }
+        return Ok(());
+    }
     match &op.path {
         None => {
             let Value::Object(fields) = value else {
                 return Err(invalid_syntax("an operation without a path needs an object value"));
             };
             for (k, v) in fields {
-                // Entra's `{"name.givenName": "..."}` and URN-prefixed keys.
-                let path = k.parse::<PatchPath>().map_err(|e| invalid_path(format!("{k:?}: {e}")))?;
-                let PatchPath::Attr(attr) = path else {
-                    return Err(invalid_path(format!("{k:?} is not an attribute")));
-                };
-                if attr.sub_attr.is_none() && attr.uri.as_deref().is_some_and(|u| k.eq_ignore_ascii_case(u)) {
-                    // The whole extension object.
-                    let target = container(repr, attr.uri.as_deref())?;
-                    if let Value::Object(ext) = v {
+                if k.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
+                if let Some(urn) = extension_urn(&k) {
+                    // The whole extension object, merged.
+                    let target = container(repr, Some(&urn))?;
+                    if let Value::Object(ext) = extension_value(v) {
                         for (ek, ev) in ext {
                             set(target, &AttrPath::with_name(ek), op.kind, ev);
                         }
                     }
                     continue;
                 }
+                // Entra's `{"name.givenName": "..."}` and URN-prefixed keys.
+                let path = k.parse::<PatchPath>().map_err(|e| invalid_path(format!("{k:?}: {e}")))?;
+                let PatchPath::Attr(attr) = path else {
+                    return Err(invalid_path(format!("{k:?} is not an attribute")));
+                };
                 let target = container(repr, attr.uri.as_deref())?;
                 set(target, &attr, op.kind, v);
             }
@@ -375,10 +420,15 @@ mod tests {
         assert_eq!(u["emails"].as_array().unwrap().len(), 1);
         let e = patch(&mut u, json!([{"op": "replace", "path": "emails[type eq \"other\"].value", "value": "z"}]));
         assert_eq!(e.unwrap_err().code(), "noTarget");
-        // The enterprise extension by URN path.
+        // The enterprise extension by URN path, and whole (a `schemas` key in the value is dropped).
         let urn = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
         patch(&mut u, json!([{"op": "add", "path": format!("{urn}:department"), "value": "Imaging"}])).unwrap();
         assert_eq!(u[urn]["department"], "Imaging");
+        patch(&mut u, json!([{"op": "replace", "path": urn, "value": {"schemas": [urn], "division": "D"}}])).unwrap();
+        assert_eq!(u[urn], json!({"division": "D"}));
+        patch(&mut u, json!([{"op": "remove", "path": urn}])).unwrap();
+        assert!(u.get(urn).is_none());
+        patch(&mut u, json!([{"op": "remove", "path": format!("{urn}:division")}])).unwrap();
         // Members: add two, remove one by a filtered path (Entra), then Okta's replace-all.
         let mut g = json!({"displayName": "g", "members": []});
         patch(&mut g, json!([{"op": "add", "path": "members", "value": [{"value": "1"}, {"value": "2"}]}])).unwrap();

@@ -471,3 +471,59 @@ async fn groups_and_their_members_including_a_projects_level_group() {
         .await
         .expect(201);
 }
+
+/// Runs a checker's command from the venv; (exit code, stdout).
+async fn checker(venv_python: &std::path::Path, program: &str, args: &[&str]) -> (i32, String) {
+    let bin = venv_python.parent().expect("venv bin").join(program);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(600),
+        tokio::process::Command::new(&bin).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("the checker timed out")
+    .expect("run the checker");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        println!("{program} stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+/// The real third-party checkers from PyPI against a running registrar:
+/// `scim2-tester` (through `scim2-cli`: discovery, CRUD of both resource
+/// types, attributes, PATCH add/replace/remove of every declared attribute)
+/// and `scim-sanity` (lifecycles, filters, paging, errors, `active=false`,
+/// group membership). Both must report no failure.
+#[tokio::test]
+async fn third_party_scim_checkers_find_nothing_wrong() {
+    let py = crate::xnat_clients::venv("REGISTRAR_SCIM_PYTHON", "scim-venv", "scim_checkers").await;
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "checkers").await;
+    let base = format!("{}/scim/v2", app.address);
+    let auth = format!("Authorization: Bearer {key}");
+
+    let (code, out) = checker(&py, "scim2", &["--url", &base, "--header", &auth, "test"]).await;
+    let ok = out.lines().filter(|l| l.starts_with("SUCCESS")).count();
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR") || l.starts_with("SKIPPED")).collect();
+    println!("scim2-tester: {ok} SUCCESS, {} not (exit {code})", failed.len());
+    assert!(code == 0 && failed.is_empty() && ok > 50, "scim2-tester failed:\n{out}");
+
+    let (code, out) =
+        checker(&py, "scim-sanity", &["probe", &base, "--token", &key, "--i-accept-side-effects", "--json-output"])
+            .await;
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("scim-sanity output: {out}"));
+    let s = &report["summary"];
+    println!("scim-sanity: {s}");
+    let bad: Vec<&Value> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| !matches!(r["status"].as_str(), Some("pass" | "skip")))
+        .collect();
+    assert!(code == 0 && s["failed"] == 0 && s["errors"] == 0 && bad.is_empty(), "scim-sanity: {bad:?}\n{out}");
+    assert!(s["passed"].as_u64().unwrap_or(0) >= 25, "{s}");
+    // What it skipped is what registrar does not offer (Agent resources).
+    for r in report["results"].as_array().expect("results").iter().filter(|r| r["status"] == "skip") {
+        assert!(r["name"].as_str().unwrap_or("").contains("Agent"), "skipped: {r}");
+    }
+}
