@@ -242,8 +242,14 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         AuthMethod::Basic => (None, None),
         _ => (Some(row.ref_id), None),
     };
-    let permissions =
-        if row.scim { vec![Permission::ScimProvisioning] } else { state.role_permissions.of(&row.user.roles) };
+    let held = state.role_permissions.of(&row.user.roles);
+    // A provisioning credential provisions while its owner is an
+    // administrator, and does nothing else.
+    let permissions = match row.scim {
+        true if held.contains(&Permission::Admin) => vec![Permission::ScimProvisioning],
+        true => Vec::new(),
+        false => held,
+    };
     Ok(Principal {
         scim: row.scim,
         expires_at: row.expires_at,

@@ -59,6 +59,9 @@ pub fn denied(err: &crate::error::ApiError) -> HttpResponse {
 /// The SCIM answer of a domain error: its status, `scimType` where SCIM
 /// names one, the message (never an internal detail).
 fn failure(e: Error) -> HttpResponse {
+    if let Error::Internal(cause) = &e {
+        tracing::error!(error = %format!("{cause:#}"), "SCIM request failed");
+    }
     let code = e.code();
     if code == "precondition_failed" {
         return error_response(StatusCode::PRECONDITION_FAILED, None, &e.to_string());

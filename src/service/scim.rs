@@ -39,8 +39,14 @@ impl Client {
     /// The client of a provisioning credential (`caller` holds
     /// SCIM_PROVISIONING only); `name` is the credential's name.
     pub fn new(state: &AppState, caller: &Principal, name: String) -> Client {
+        // A user manager that is nobody: no "one's own account" exemption
+        // applies (not even to the credential's owner), and no
+        // administrator's account is its to change.
         let mut acting = caller.clone();
         acting.permissions = vec![Permission::UserManagement];
+        acting.user_id = Uuid::nil();
+        acting.roles = Vec::new();
+        acting.user.roles = Vec::new();
         let base = format!("{}/scim/v2", state.settings.public_url.trim_end_matches('/'));
         Client { acting, name, base }
     }
@@ -67,6 +73,21 @@ pub fn version_of(repr: &Value) -> String {
 /// Attributes with a column of their own (or none kept): not copied into
 /// `scim_extra`.
 const CORE_KEYS: [&str; 8] = ["schemas", "id", "meta", "userName", "active", "externalId", "password", "groups"];
+
+/// The attributes of the schemas kept as sent in `scim_extra`.
+const KEPT: [&str; 11] = [
+    "name",
+    "displayName",
+    "nickName",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "emails",
+    "phoneNumbers",
+    ENTERPRISE_SCHEMA,
+];
 
 /// Kept in `scim_extra` when a client left `active` out (a PATCH removed
 /// it): the account keeps its state, and SCIM shows no `active`.
@@ -177,14 +198,19 @@ fn text_of(v: Option<&Value>, what: &str) -> Result<Option<String>> {
 
 fn parse_user(body: &Value) -> Result<Incoming> {
     let o = body.as_object().ok_or_else(|| invalid_value("the body must be a User object"))?;
+    // NFKC: `ＡＤＭＩＮ` is `ADMIN`, and so collides with `admin`.
     let user_name = text_of(get_ci(o, "userName"), "userName")?
-        .map(|s| s.trim().to_string())
+        .map(|s| unicode_normalization::UnicodeNormalization::nfkc(s.trim()).collect::<String>())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid_value("userName is required"))?;
     if user_name.chars().count() > 256 || !user_name.chars().all(crate::domain::visible) {
         return Err(invalid_value("userName must be 1 to 256 visible characters"));
     }
-    let name = get_ci(o, "name").and_then(Value::as_object).cloned().unwrap_or_default();
+    let name = match get_ci(o, "name") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(n)) => n.clone(),
+        Some(_) => return Err(invalid_value("name must be an object")),
+    };
     let given_name = text_of(get_ci(&name, "givenName"), "name.givenName")?.unwrap_or_default();
     let family_name = text_of(get_ci(&name, "familyName"), "name.familyName")?.unwrap_or_default();
     let email = match get_ci(o, "emails") {
@@ -197,7 +223,7 @@ fn parse_user(body: &Value) -> Result<Incoming> {
             ordered
                 .into_iter()
                 .filter_map(|e| e.get("value").and_then(Value::as_str))
-                .find(|v| Email::parse(v).is_ok())
+                .find(|v| Email::parse(v).is_ok() && !v.to_ascii_lowercase().ends_with(PLACEHOLDER_DOMAIN))
                 .map(str::to_string)
         }
         Some(_) => return Err(invalid_value("emails must be a list")),
@@ -216,7 +242,9 @@ fn parse_user(body: &Value) -> Result<Incoming> {
         if CORE_KEYS.iter().any(|c| c.eq_ignore_ascii_case(k)) || v.is_null() {
             continue;
         }
-        extra.insert(k.clone(), v.clone());
+        // Only what the schemas declare is kept (anything else is ignored).
+        let Some(declared) = KEPT.iter().find(|d| d.eq_ignore_ascii_case(k)) else { continue };
+        extra.insert((*declared).to_string(), v.clone());
     }
     if active.is_none() {
         extra.insert(ACTIVE_UNSET.into(), Value::Bool(true));
@@ -244,15 +272,16 @@ fn uniqueness(what: &str) -> Error {
 async fn write_scim_fields(
     tx: &mut sqlx::PgConnection,
     client: &Client,
+    audit: &Audit,
     id: Uuid,
     username: &str,
     inc: &Incoming,
 ) -> Result<()> {
     let scim_name = (inc.user_name != username).then_some(inc.user_name.as_str());
-    if !store::set_user_scim(tx, id, scim_name, &Value::Object(inc.extra.clone())).await? {
+    if !store::set_user_scim(tx, audit, id, scim_name, &Value::Object(inc.extra.clone())).await? {
         return Err(uniqueness("userName"));
     }
-    if !store::set_external_id(tx, &client.name, "User", id, inc.external_id.as_deref()).await? {
+    if !store::set_external_id(tx, audit, &client.name, "User", id, inc.external_id.as_deref()).await? {
         return Err(uniqueness("externalId"));
     }
     Ok(())
@@ -285,7 +314,7 @@ pub async fn create_user(state: &AppState, client: &Client, audit: &Audit, body:
     let user = crate::service::users::create_user_in(&mut tx, &state.hasher, &client.acting, audit, create)
         .await
         .map_err(conflict_is_uniqueness)?;
-    write_scim_fields(&mut tx, client, user.id, &username, &inc).await?;
+    write_scim_fields(&mut tx, client, audit, user.id, &username, &inc).await?;
     let repr = read(&mut tx, client, user.id).await?;
     tx.commit().await?;
     Ok(repr)
@@ -351,7 +380,7 @@ async fn replace_in(
     crate::service::users::update_user_in(tx, &client.acting, audit, &id.to_string(), update, reset)
         .await
         .map_err(conflict_is_uniqueness)?;
-    write_scim_fields(tx, client, id, &current.username, &inc).await?;
+    write_scim_fields(tx, client, audit, id, &current.username, &inc).await?;
     read(tx, client, id).await
 }
 
@@ -543,6 +572,9 @@ fn parse_group(body: &Value) -> Result<IncomingGroup> {
         return Err(invalid_value("displayName must be 1 to 200 visible characters"));
     }
     let external_id = text_of(get_ci(o, "externalId"), "externalId")?;
+    if external_id.as_ref().is_some_and(|x| x.is_empty() || x.chars().count() > 256) {
+        return Err(invalid_value("externalId must be 1 to 256 characters"));
+    }
     let members = match get_ci(o, "members") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => {
@@ -611,7 +643,7 @@ pub async fn create_group(state: &AppState, client: &Client, audit: &Audit, body
     let name = group_name_for(&mut tx, &inc.display_name).await?;
     crate::store::groups::create(&mut tx, audit, &name, &inc.display_name).await.map_err(conflict_is_uniqueness)?;
     let id = store::group_id(&mut tx, &name).await?;
-    if !store::set_external_id(&mut tx, &client.name, "Group", id, inc.external_id.as_deref()).await? {
+    if !store::set_external_id(&mut tx, audit, &client.name, "Group", id, inc.external_id.as_deref()).await? {
         return Err(uniqueness("externalId"));
     }
     set_members(&mut tx, client, audit, &name, &inc.members).await?;
@@ -633,7 +665,7 @@ async fn replace_group_in(
     if *shown != inc.display_name {
         crate::store::groups::update(tx, audit, name, None, Some(&inc.display_name)).await?;
     }
-    if !store::set_external_id(tx, &client.name, "Group", id, inc.external_id.as_deref()).await? {
+    if !store::set_external_id(tx, audit, &client.name, "Group", id, inc.external_id.as_deref()).await? {
         return Err(uniqueness("externalId"));
     }
     set_members(tx, client, audit, name, &inc.members).await?;
@@ -699,7 +731,7 @@ pub async fn delete_group(
     let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
     check_version(&read_group(&mut tx, client, id).await?, if_match)?;
     crate::store::groups::delete(&mut tx, audit, &name).await?;
-    store::set_external_id(&mut tx, &client.name, "Group", id, None).await?;
+    store::set_external_id(&mut tx, audit, &client.name, "Group", id, None).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -14,6 +14,14 @@ use crate::domain::Error;
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
+/// A row and the total of its query (`count(*) OVER ()`).
+#[derive(sqlx::FromRow)]
+struct Counted<T> {
+    #[sqlx(flatten)]
+    row: T,
+    total: i64,
+}
+
 /// A user as SCIM shows it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct ScimUser {
@@ -109,7 +117,10 @@ fn user_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
         "name.givenname" => Column::Text("u.first_name"),
         "name.familyname" => Column::Text("u.last_name"),
         "name.formatted" | "displayname" => Column::Text("btrim(u.first_name || ' ' || u.last_name)"),
-        "emails" | "emails.value" => Column::Text("u.email"),
+        // The placeholder address of a user without one is no address.
+        "emails" | "emails.value" => {
+            Column::Text("(CASE WHEN u.email LIKE '%@provisioned.invalid' THEN NULL ELSE u.email END)")
+        }
         "emails.type" => Column::Text("'work'::text"),
         "emails.primary" => Column::Bool("true"),
         "active" => Column::Bool("u.enabled"),
@@ -305,9 +316,11 @@ fn user_query<'a>(select: &str, client: &'a str, filter: Option<&Filter>) -> Res
     q.push(" FROM users u LEFT JOIN scim_external_ids x ON x.resource_type = 'User' AND x.resource_id = u.id AND x.client = ");
     q.push_bind(client);
     if let Some(f) = filter {
-        q.push(" WHERE coalesce((");
+        // Not wrapped: a WHERE takes NULL as false, and the bare condition
+        // lets PostgreSQL use the userName index.
+        q.push(" WHERE (");
         push_filter(&mut q, Resource::User, f)?;
-        q.push("), false)");
+        q.push(")");
     }
     Ok(q)
 }
@@ -325,18 +338,22 @@ pub async fn list_users(
     start: i64,
     count: i64,
 ) -> Result<(Vec<ScimUser>, i64), Error> {
+    if count > 0 {
+        // One query: the page, each row carrying the total.
+        let mut q = user_query(&format!("{USER_COLUMNS}, count(*) OVER () AS total"), client, filter)?;
+        q.push(" ORDER BY u.created_at, u.id LIMIT ");
+        q.push_bind(count);
+        q.push(" OFFSET ");
+        q.push_bind(start - 1);
+        let rows = q.build_query_as::<Counted<ScimUser>>().fetch_all(&mut *conn).await?;
+        if let Some(first) = rows.first() {
+            let total = first.total;
+            return Ok((rows.into_iter().map(|r| r.row).collect(), total));
+        }
+    }
     let mut total = user_query("SELECT count(*)", client, filter)?;
     let total: i64 = total.build_query_scalar().fetch_one(&mut *conn).await?;
-    if count == 0 {
-        return Ok((Vec::new(), total));
-    }
-    let mut q = user_query(USER_COLUMNS, client, filter)?;
-    q.push(" ORDER BY u.created_at, u.id LIMIT ");
-    q.push_bind(count);
-    q.push(" OFFSET ");
-    q.push_bind(start - 1);
-    let rows = q.build_query_as::<ScimUser>().fetch_all(&mut *conn).await?;
-    Ok((rows, total))
+    Ok((Vec::new(), total))
 }
 
 pub async fn user(conn: &mut PgConnection, client: &str, id: Uuid) -> Result<Option<ScimUser>, Error> {
@@ -350,11 +367,30 @@ pub async fn user(conn: &mut PgConnection, client: &str, id: Uuid) -> Result<Opt
 /// another resource of the client already has that external id.
 pub async fn set_external_id(
     conn: &mut PgConnection,
+    audit: &crate::audit::Audit,
     client: &str,
     resource_type: &str,
     id: Uuid,
     external_id: Option<&str>,
 ) -> Result<bool, Error> {
+    let before = sqlx::query_scalar!(
+        "SELECT external_id FROM scim_external_ids WHERE client = $1 AND resource_type = $2 AND resource_id = $3",
+        client,
+        resource_type,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if before.as_deref() == external_id {
+        return Ok(true);
+    }
+    let subject = if resource_type == "User" { "user" } else { "group" };
+    let changes = crate::audit::Changes::new().set("client", client).field(
+        "external_id",
+        before.clone(),
+        external_id.map(str::to_string),
+    );
+    crate::audit::record(&mut *conn, audit, subject, &id.to_string(), "scim.external_id_changed", changes).await?;
     sqlx::query!(
         "DELETE FROM scim_external_ids WHERE client = $1 AND resource_type = $2 AND resource_id = $3",
         client,
@@ -383,25 +419,39 @@ pub async fn set_external_id(
 /// another user's.
 pub async fn set_user_scim(
     conn: &mut PgConnection,
+    audit: &crate::audit::Audit,
     id: Uuid,
     user_name: Option<&str>,
     extra: &serde_json::Value,
 ) -> Result<bool, Error> {
+    let before = sqlx::query!("SELECT scim_user_name, scim_extra FROM users WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(before) = before else { return Ok(true) };
+    if before.scim_user_name.as_deref() == user_name && &before.scim_extra == extra {
+        return Ok(true);
+    }
     let r = sqlx::query!("UPDATE users SET scim_user_name = $2, scim_extra = $3 WHERE id = $1", id, user_name, extra)
         .execute(&mut *conn)
         .await;
     match r {
-        Ok(_) => Ok(true),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("users_scim_user_name_key") => Ok(false),
-        Err(e) => Err(e.into()),
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("users_scim_user_name_key") => return Ok(false),
+        Err(e) => return Err(e.into()),
     }
+    let changes = crate::audit::Changes::new()
+        .field("scim_user_name", before.scim_user_name, user_name.map(str::to_string))
+        .field("scim_attributes", before.scim_extra, extra.clone());
+    crate::audit::record(&mut *conn, audit, "user", &id.to_string(), "user.scim_updated", changes).await?;
+    Ok(true)
 }
 
 /// Whether a userName is free (no user has it as userName or username).
 pub async fn user_name_free(conn: &mut PgConnection, user_name: &str, except: Option<Uuid>) -> Result<bool, Error> {
     Ok(!sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(coalesce(scim_user_name, username)) = lower($1)
-                          AND id IS DISTINCT FROM $2) AS "taken!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM users
+                          WHERE (lower(coalesce(scim_user_name, username)) = lower($1) OR lower(username) = lower($1))
+                            AND id IS DISTINCT FROM $2) AS "taken!""#,
         user_name,
         except
     )
@@ -462,9 +512,9 @@ fn group_query<'a>(
     q.push(" FROM groups g LEFT JOIN scim_external_ids x ON x.resource_type = 'Group' AND x.resource_id = g.id AND x.client = ");
     q.push_bind(client);
     if let Some(f) = filter {
-        q.push(" WHERE coalesce((");
+        q.push(" WHERE (");
         push_filter(&mut q, Resource::Group, f)?;
-        q.push("), false)");
+        q.push(")");
     }
     Ok(q)
 }
@@ -537,4 +587,41 @@ pub async fn group_name_taken(conn: &mut PgConnection, name: &str) -> Result<boo
 /// The id of group `name`.
 pub async fn group_id(conn: &mut PgConnection, name: &str) -> Result<Uuid, Error> {
     Ok(sqlx::query_scalar!("SELECT id FROM groups WHERE name = $1", name).fetch_one(&mut *conn).await?)
+}
+
+/// A provisioning credential as the admin console lists it (never its secret).
+#[derive(Debug, sqlx::FromRow)]
+pub struct CredentialView {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub owner: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn credentials(conn: &mut PgConnection) -> Result<Vec<CredentialView>, Error> {
+    Ok(sqlx::query_as!(
+        CredentialView,
+        "SELECT k.id, k.name, k.prefix, u.username AS owner, k.created_at, k.last_used_at, k.revoked_at
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.scope = 'scim'
+         ORDER BY k.revoked_at IS NOT NULL, k.created_at DESC"
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Revokes a provisioning credential (whoever owns it). Whether it was live.
+pub async fn revoke_credential(conn: &mut PgConnection, audit: &crate::audit::Audit, id: Uuid) -> Result<bool, Error> {
+    let done = sqlx::query_scalar!(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND scope = 'scim' AND revoked_at IS NULL RETURNING name",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(name) = done else { return Ok(false) };
+    let changes = crate::audit::Changes::new().set("name", name).set("scope", "scim");
+    crate::audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;
+    Ok(true)
 }

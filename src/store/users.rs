@@ -142,7 +142,9 @@ fn not_found(name: &str) -> Error {
 /// Maps the unique indexes on users to 409s.
 pub fn unique_violation(err: sqlx::Error) -> Error {
     Error::on_constraint(err, |c| match c {
-        "users_username_key" => Some(Error::conflict("username_taken", "a user with this username already exists")),
+        "users_username_key" | "users_scim_user_name_key" => {
+            Some(Error::conflict("username_taken", "a user with this username already exists"))
+        }
         "users_email_key" => Some(Error::conflict("email_taken", "a user with this email already exists")),
         "users_pkey" => Some(Error::conflict("user_exists", "user already exists")),
         _ => None,
@@ -223,7 +225,7 @@ async fn gone_or_renamed(conn: &mut PgConnection, username: &str, key: &str) -> 
 pub async fn name_taken(conn: &mut PgConnection, username: &str) -> Result<bool, Error> {
     let Some(key) = name_key(username) else { return Ok(false) };
     Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = $1)
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(username) = $1 OR lower(scim_user_name) = $1)
                OR EXISTS (SELECT 1 FROM username_history WHERE name_key = $1) AS "taken!""#,
         key
     )

@@ -1050,3 +1050,87 @@ pub async fn delete_client(
     crate::service::oauth::delete_client(&state.pool, &audit, &path).await?;
     Ok(see_other("/admin/clients?m=client-deleted"))
 }
+
+#[derive(Template)]
+#[template(path = "admin/scim.html")]
+struct ScimPage {
+    c: Chrome,
+    base: String,
+    credentials: Vec<crate::store::scim::CredentialView>,
+    /// The credential just made (name, token): shown on this answer only.
+    created: Option<(String, String)>,
+    error: Option<String>,
+}
+
+async fn scim_page(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    status: StatusCode,
+    created: Option<(String, String)>,
+    error: Option<String>,
+) -> PageResult {
+    let mut conn = state.pool.acquire().await?;
+    let credentials = crate::store::scim::credentials(&mut conn).await?;
+    let base = format!("{}/scim/v2", state.settings.public_url.trim_end_matches('/'));
+    let page = ScimPage { c: Chrome::of(state, req, &caller.0), base, credentials, created, error };
+    let mut res = render(state, status, &page);
+    res.headers_mut()
+        .insert(actix_web::http::header::CACHE_CONTROL, actix_web::http::header::HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `GET /admin/scim`: the SCIM provisioning credentials (ADMIN).
+pub async fn scim(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> PageResult {
+    scim_page(&state, &req, &caller, StatusCode::OK, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct ScimForm {
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /admin/scim`: a new provisioning credential, its token shown on
+/// this answer only (the same rules as `POST /api/v1/scim/credentials`).
+pub async fn create_scim(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    form: Form<ScimForm>,
+) -> PageResult {
+    let made = async {
+        if !crate::auth::reauth::is_recent(&state, &caller.0) {
+            return Err(crate::auth::reauth::required());
+        }
+        crate::auth::reauth::require_factor(&caller.0)?;
+        crate::service::scim::create_credential(&state.pool, &state.keys, &audit, caller.0.user_id, &form.0.name).await
+    }
+    .await;
+    match made {
+        Ok((view, key)) => scim_page(&state, &req, &caller, StatusCode::OK, Some((view.name, key)), None).await,
+        Err(e) => {
+            let (status, msg) = refusal(e);
+            scim_page(&state, &req, &caller, status, None, Some(msg)).await
+        }
+    }
+}
+
+/// `POST /admin/scim/{id}/revoke`.
+pub async fn revoke_scim(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    _f: Form<Button>,
+) -> PageResult {
+    let id: uuid::Uuid =
+        path.parse().map_err(|_| crate::domain::Error::not_found("credential_not_found", "no such credential"))?;
+    let mut tx = state.pool.begin().await?;
+    if !crate::store::scim::revoke_credential(&mut tx, &audit, id).await? {
+        return Err(crate::domain::Error::not_found("credential_not_found", "no live credential of that id").into());
+    }
+    tx.commit().await?;
+    Ok(see_other("/admin/scim?m=credential-revoked"))
+}

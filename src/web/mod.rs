@@ -54,6 +54,7 @@ const FLASH: &[(&str, &str)] = &[
     ("session-revoked", "The session has ended."),
     ("others-revoked", "Every other session has ended."),
     ("key-revoked", "The API key has been revoked."),
+    ("credential-revoked", "The provisioning credential has been revoked."),
     ("totp-removed", "The authenticator app has been removed."),
     ("passkey-removed", "The passkey has been removed."),
     ("stepped-up", "Confirmed: you can change your sign-in factors for the next few minutes."),

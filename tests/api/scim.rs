@@ -527,3 +527,136 @@ async fn third_party_scim_checkers_find_nothing_wrong() {
         assert!(r["name"].as_str().unwrap_or("").contains("Agent"), "skipped: {r}");
     }
 }
+
+/// 10,000 users paged through 200 at a time: every one exactly once, in a
+/// stable order, and the same order twice.
+#[tokio::test]
+async fn ten_thousand_users_page_in_a_stable_order() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "bulk").await;
+    // Seeded in SQL (the paging is what is under test, not 10,000 POSTs).
+    sqlx::query(
+        "INSERT INTO users (id, username, email, email_key, created_at)
+         SELECT gen_random_uuid(), 'bulk' || n, 'bulk' || n || '@uni.example', 'bulk' || n || '@uni.example',
+                now() - make_interval(secs => n % 7)
+         FROM generate_series(1, 10000) AS n",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("seed");
+    let walk = || async {
+        let mut seen = Vec::with_capacity(10_001);
+        let mut start = 1;
+        loop {
+            let page = app
+                .get(&format!("/scim/v2/Users?startIndex={start}&count=200&attributes=id"), &key)
+                .await
+                .expect(200)
+                .json();
+            assert_eq!(page["totalResults"], 10_001);
+            let items = page["Resources"].as_array().expect("list");
+            if items.is_empty() {
+                break;
+            }
+            assert!(items.len() <= 200);
+            seen.extend(items.iter().map(|u| u["id"].as_str().expect("id").to_string()));
+            start += 200;
+        }
+        seen
+    };
+    let first = walk().await;
+    let second = walk().await;
+    assert_eq!(first.len(), 10_001, "everyone once (and the administrator)");
+    let mut unique = first.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), first.len(), "no one twice");
+    assert_eq!(first, second, "the same order both times");
+    // count above maxResults is cut to it.
+    let page = app.get("/scim/v2/Users?count=100000", &key).await.expect(200).json();
+    assert_eq!(page["itemsPerPage"], 200);
+}
+
+/// Regressions of the attack run: the credential's owner is no exception
+/// to "no administrator's account", a demoted owner's credential stops, a
+/// SCIM userName never makes a native name 500, bad group input is a 400.
+#[tokio::test]
+async fn administrators_are_out_of_reach_and_names_do_not_collide() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "entra").await;
+    let me = app.get("/api/v1/users/me", &app.admin_token).await.json();
+    let admin_id = me["id"].as_str().expect("id").to_string();
+    let email_before = me["email"].clone();
+    // The owner's own account: no email change, no PUT, no membership removal.
+    let take = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "emails", "value": [{"value": "attacker@evil.test", "primary": true}]}]});
+    scim_error(&app.patch(&format!("/scim/v2/Users/{admin_id}"), &key, take).await, 403, None);
+    scim_error(
+        &app.put(&format!("/scim/v2/Users/{admin_id}"), &key, json!({"schemas": [USER], "userName": "admin"})).await,
+        403,
+        None,
+    );
+    assert_eq!(app.get("/api/v1/users/me", &app.admin_token).await.json()["email"], email_before);
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "OWNED", "name": "Owned"})).await.expect(201);
+    let owners: String = sqlx::query_scalar("SELECT id::text FROM groups WHERE name = 'OWNED_owner'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("g");
+    let strip = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "members", "value": []}]});
+    scim_error(&app.patch(&format!("/scim/v2/Groups/{owners}"), &key, strip).await, 403, None);
+    let still: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_groups WHERE group_name = 'OWNED_owner' AND user_id = $1::uuid")
+            .bind(&admin_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("n");
+    assert_eq!(still, 1, "the administrator still owns the project");
+
+    // A credential of an owner who is no longer an administrator does nothing.
+    app.create_user("adm2", json!({"roles": ["Administrator"]})).await;
+    let t2 = app.login("adm2", PASSWORD).await;
+    let k2 = app.post("/api/v1/scim/credentials", &t2, json!({"name": "adm2s"})).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    app.get("/scim/v2/Users", &k2).await.expect(200);
+    app.delete("/api/v1/users/adm2/roles/Administrator", &app.admin_token).await.expect(200);
+    app.settle_auth_cache().await;
+    scim_error(&app.get("/scim/v2/Users", &k2).await, 403, None);
+
+    // A SCIM userName and a native username never collide into a 500.
+    let id = scim_user(&app, &key, "carol@uni.example").await;
+    let rename =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": "freshname"}]});
+    app.patch(&format!("/scim/v2/Users/{id}"), &key, rename).await.expect(200);
+    let r =
+        app.post("/api/v1/users", &app.admin_token, json!({"username": "FreshName", "email": "f@uni.example"})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let other = scim_user(&app, &key, "freshname@other.example").await;
+    let row: String = sqlx::query_scalar("SELECT username FROM users WHERE id = $1::uuid")
+        .bind(&other)
+        .fetch_one(&app.pool)
+        .await
+        .expect("u");
+    assert_ne!(row.to_lowercase(), "freshname");
+    // The userName of one is never the username of another, case aside, NFKC too.
+    scim_error(
+        &app.post("/scim/v2/Users", &key, json!({"schemas": [USER], "userName": "ＡＤＭＩＮ"})).await,
+        409,
+        Some("uniqueness"),
+    );
+    // Group input is checked.
+    let g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "x", "externalId": ""});
+    scim_error(&app.post("/scim/v2/Groups", &key, g).await, 400, Some("invalidValue"));
+    // Undeclared attributes are not kept; a placeholder is no address to take.
+    let u = app
+        .post(
+            "/scim/v2/Users",
+            &key,
+            json!({"schemas": [USER], "userName": "dora", "roles": [{"value": "Administrator"}], "admin": true}),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert!(u.get("roles").is_none() && u.get("admin").is_none(), "{u}");
+    assert_eq!(app.get("/api/v1/users/dora", &app.admin_token).await.json()["admin"], false);
+}

@@ -1088,6 +1088,7 @@ async function everyPage() {
       ['admin-projects', '/admin/projects', []],
       ['admin-project-detail', `/admin/projects/${project}`, []],
       ['admin-change-log', '/admin/change-log', ['form#log-filter', '#change-log', '#change-log details']],
+      ['admin-scim', '/admin/scim', ['form#new-scim [name=name]', '#scim-credentials']],
       ['admin-account-sessions', '/account/sessions', ['#sessions tr[data-session-id]']],
     ];
     for (const [name, url, selectors] of adminPages) {
