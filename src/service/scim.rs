@@ -52,6 +52,19 @@ impl Client {
     }
 }
 
+/// Accounts no provisioning client touches: any whose roles manage others
+/// (an administrator, a user manager, a data manager, or a custom role
+/// with those permissions). They are managed in registrar itself.
+fn protected(state: &AppState, user: &crate::store::users::User) -> Result<()> {
+    let held = state.role_permissions.of(&user.roles);
+    if held.iter().any(|p| matches!(p, Permission::Admin | Permission::UserManagement | Permission::DataManagement)) {
+        return Err(Error::forbidden(
+            "a provisioning client does not manage accounts that manage others: change them in registrar",
+        ));
+    }
+    Ok(())
+}
+
 fn invalid_value(detail: impl Into<String>) -> Error {
     Error::invalid("invalidValue", detail)
 }
@@ -88,6 +101,36 @@ const KEPT: [&str; 11] = [
     "phoneNumbers",
     ENTERPRISE_SCHEMA,
 ];
+
+/// `v` with only the sub-attributes the schema declares for `attribute`.
+fn declared_only(attribute: &str, v: Value) -> Value {
+    const NAME: &[&str] = &["formatted", "familyName", "givenName", "middleName", "honorificPrefix", "honorificSuffix"];
+    const MULTI: &[&str] = &["value", "display", "type", "primary"];
+    const ENTERPRISE: &[&str] = &["employeeNumber", "costCenter", "organization", "division", "department", "manager"];
+    const MANAGER: &[&str] = &["value", "$ref", "displayName"];
+    let keep = |o: Map<String, Value>, allowed: &[&str]| -> Map<String, Value> {
+        o.into_iter().filter(|(k, _)| allowed.iter().any(|a| a.eq_ignore_ascii_case(k))).collect()
+    };
+    match (attribute, v) {
+        ("name", Value::Object(o)) => Value::Object(keep(o, NAME)),
+        ("emails" | "phoneNumbers", Value::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| if let Value::Object(o) = i { Value::Object(keep(o, MULTI)) } else { i })
+                .collect(),
+        ),
+        (ENTERPRISE_SCHEMA, Value::Object(o)) => {
+            let mut o = keep(o, ENTERPRISE);
+            if let Some(k) = o.keys().find(|k| k.eq_ignore_ascii_case("manager")).cloned() {
+                if let Some(Value::Object(m)) = o.remove(&k) {
+                    o.insert(k, Value::Object(keep(m, MANAGER)));
+                }
+            }
+            Value::Object(o)
+        }
+        (_, v) => v,
+    }
+}
 
 /// Kept in `scim_extra` when a client left `active` out (a PATCH removed
 /// it): the account keeps its state, and SCIM shows no `active`.
@@ -129,7 +172,7 @@ pub fn user_json(u: &ScimUser, base: &str) -> Value {
             o.insert("name".into(), Value::Object(name));
         }
     }
-    if !extra.contains_key("emails") && !u.email.ends_with(PLACEHOLDER_DOMAIN) {
+    if !extra.contains_key("emails") && !u.email.to_ascii_lowercase().ends_with(PLACEHOLDER_DOMAIN) {
         o.insert("emails".into(), json!([{"value": u.email, "type": "work", "primary": true}]));
     }
     if !extra.contains_key(ACTIVE_UNSET) {
@@ -223,7 +266,7 @@ fn parse_user(body: &Value) -> Result<Incoming> {
             ordered
                 .into_iter()
                 .filter_map(|e| e.get("value").and_then(Value::as_str))
-                .find(|v| Email::parse(v).is_ok() && !v.to_ascii_lowercase().ends_with(PLACEHOLDER_DOMAIN))
+                .find(|v| Email::parse(v).is_ok() && !v.trim().to_ascii_lowercase().ends_with(PLACEHOLDER_DOMAIN))
                 .map(str::to_string)
         }
         Some(_) => return Err(invalid_value("emails must be a list")),
@@ -244,7 +287,7 @@ fn parse_user(body: &Value) -> Result<Incoming> {
         }
         // Only what the schemas declare is kept (anything else is ignored).
         let Some(declared) = KEPT.iter().find(|d| d.eq_ignore_ascii_case(k)) else { continue };
-        extra.insert((*declared).to_string(), v.clone());
+        extra.insert((*declared).to_string(), declared_only(declared, v.clone()));
     }
     if active.is_none() {
         extra.insert(ACTIVE_UNSET.into(), Value::Bool(true));
@@ -292,8 +335,19 @@ async fn read(tx: &mut sqlx::PgConnection, client: &Client, id: Uuid) -> Result<
     Ok(user_json(&u, &client.base))
 }
 
-/// `POST /Users`.
+/// `POST /Users`. Two creates racing for one derived username: the loser
+/// tries again with the next free one (a taken userName stays a 409).
 pub async fn create_user(state: &AppState, client: &Client, audit: &Audit, body: &Value) -> Result<Value> {
+    let mut attempt = 0;
+    loop {
+        match create_user_once(state, client, audit, body).await {
+            Err(e) if e.code() == "uniqueness" && attempt < 3 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn create_user_once(state: &AppState, client: &Client, audit: &Audit, body: &Value) -> Result<Value> {
     let inc = parse_user(body)?;
     let email = inc.email.clone().unwrap_or_else(|| placeholder_email(Uuid::new_v4()));
     let parsed_email = Email::parse(&email).map_err(|e| invalid_value(e.to_string()))?;
@@ -352,6 +406,7 @@ async fn replace_in(
     inc: Incoming,
 ) -> Result<Value> {
     let current = store::user(tx, &client.name, id).await?.ok_or_else(not_found)?;
+    protected(state, &crate::store::users::get(tx, &id.to_string(), false).await?)?;
     if inc.user_name != current.scim_user_name.as_deref().unwrap_or(&current.username)
         && !store::user_name_free(tx, &inc.user_name, Some(id)).await?
     {
@@ -360,7 +415,7 @@ async fn replace_in(
     // The directory is the source of truth: no usable address, the placeholder.
     let email = match &inc.email {
         Some(e) => Some(e.clone()),
-        None if current.email.ends_with(PLACEHOLDER_DOMAIN) => None,
+        None if current.email.to_ascii_lowercase().ends_with(PLACEHOLDER_DOMAIN) => None,
         None => Some(placeholder_email(id)),
     };
     let update = crate::service::users::UpdateUser {
@@ -449,6 +504,7 @@ pub async fn delete_user(
         return Err(not_found());
     }
     check_version(&read(&mut tx, client, id).await?, if_match)?;
+    protected(state, &crate::store::users::get(&mut tx, &id.to_string(), false).await?)?;
     crate::service::users::delete_user_in(&mut tx, &state.role_permissions, &client.acting, audit, &id.to_string())
         .await?;
     tx.commit().await?;
@@ -611,6 +667,7 @@ async fn group_name_for(tx: &mut sqlx::PgConnection, display: &str) -> Result<St
 /// Makes the group's members exactly `wanted` (under the group's lock):
 /// the same rules as the native API (no administrator's account).
 async fn set_members(
+    state: &AppState,
     tx: &mut sqlx::PgConnection,
     client: &Client,
     audit: &Audit,
@@ -623,6 +680,7 @@ async fn set_members(
         if !current.iter().any(|(c, _)| c == id) {
             let user = crate::store::users::get(tx, &id.to_string(), false).await?;
             crate::service::users::require_admin_for(&client.acting, &user)?;
+            protected(state, &user)?;
             crate::store::groups::add(tx, audit, username, group).await?;
         }
     }
@@ -630,6 +688,7 @@ async fn set_members(
         if !wanted.iter().any(|(w, _)| w == id) {
             let user = crate::store::users::get(tx, &id.to_string(), false).await?;
             crate::service::users::require_admin_for(&client.acting, &user)?;
+            protected(state, &user)?;
             crate::store::groups::remove(tx, audit, username, group).await?;
         }
     }
@@ -646,13 +705,14 @@ pub async fn create_group(state: &AppState, client: &Client, audit: &Audit, body
     if !store::set_external_id(&mut tx, audit, &client.name, "Group", id, inc.external_id.as_deref()).await? {
         return Err(uniqueness("externalId"));
     }
-    set_members(&mut tx, client, audit, &name, &inc.members).await?;
+    set_members(state, &mut tx, client, audit, &name, &inc.members).await?;
     let repr = read_group(&mut tx, client, id).await?;
     tx.commit().await?;
     Ok(repr)
 }
 
 async fn replace_group_in(
+    state: &AppState,
     tx: &mut sqlx::PgConnection,
     client: &Client,
     audit: &Audit,
@@ -668,7 +728,7 @@ async fn replace_group_in(
     if !store::set_external_id(tx, audit, &client.name, "Group", id, inc.external_id.as_deref()).await? {
         return Err(uniqueness("externalId"));
     }
-    set_members(tx, client, audit, name, &inc.members).await?;
+    set_members(state, tx, client, audit, name, &inc.members).await?;
     read_group(tx, client, id).await
 }
 
@@ -685,7 +745,7 @@ pub async fn replace_group(
     let mut tx = state.pool.begin().await?;
     let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
     check_version(&read_group(&mut tx, client, id).await?, if_match)?;
-    let repr = replace_group_in(&mut tx, client, audit, id, &name, inc).await?;
+    let repr = replace_group_in(state, &mut tx, client, audit, id, &name, inc).await?;
     tx.commit().await?;
     Ok(repr)
 }
@@ -714,7 +774,7 @@ pub async fn patch_group(
         return Ok(before);
     }
     let inc = parse_group(&current)?;
-    let repr = replace_group_in(&mut tx, client, audit, id, &name, inc).await?;
+    let repr = replace_group_in(state, &mut tx, client, audit, id, &name, inc).await?;
     tx.commit().await?;
     Ok(repr)
 }
@@ -730,6 +790,10 @@ pub async fn delete_group(
     let mut tx = state.pool.begin().await?;
     let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
     check_version(&read_group(&mut tx, client, id).await?, if_match)?;
+    // Deleting a group ends its memberships: the same rule as removing them.
+    for (member, _) in store::members_of(&mut tx, &name).await? {
+        protected(state, &crate::store::users::get(&mut tx, &member.to_string(), false).await?)?;
+    }
     crate::store::groups::delete(&mut tx, audit, &name).await?;
     store::set_external_id(&mut tx, audit, &client.name, "Group", id, None).await?;
     tx.commit().await?;

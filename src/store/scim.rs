@@ -119,7 +119,7 @@ fn user_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
         "name.formatted" | "displayname" => Column::Text("btrim(u.first_name || ' ' || u.last_name)"),
         // The placeholder address of a user without one is no address.
         "emails" | "emails.value" => {
-            Column::Text("(CASE WHEN u.email LIKE '%@provisioned.invalid' THEN NULL ELSE u.email END)")
+            Column::Text("(CASE WHEN lower(u.email) LIKE '%@provisioned.invalid' THEN NULL ELSE u.email END)")
         }
         "emails.type" => Column::Text("'work'::text"),
         "emails.primary" => Column::Bool("true"),
@@ -451,7 +451,9 @@ pub async fn user_name_free(conn: &mut PgConnection, user_name: &str, except: Op
     Ok(!sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM users
                           WHERE (lower(coalesce(scim_user_name, username)) = lower($1) OR lower(username) = lower($1))
-                            AND id IS DISTINCT FROM $2) AS "taken!""#,
+                            AND id IS DISTINCT FROM $2)
+               OR EXISTS (SELECT 1 FROM username_history WHERE name_key = lower($1) AND user_id IS DISTINCT FROM $2)
+               AS "taken!""#,
         user_name,
         except
     )

@@ -247,6 +247,17 @@ pub async fn rename(conn: &mut PgConnection, audit: &Audit, user: &User, new: &U
     if holder.is_some_and(|h| h != user.id) {
         return Err(Error::conflict("username_taken", "this username belonged to another account and stays theirs"));
     }
+    // Nor is it another account's SCIM userName.
+    let scim_holder = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(scim_user_name) = $1 AND id <> $2) AS "taken!""#,
+        new_key,
+        user.id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if scim_holder {
+        return Err(Error::conflict("username_taken", "a user with this username already exists"));
+    }
     sqlx::query!("DELETE FROM username_history WHERE name_key = $1", new_key).execute(&mut *conn).await?;
     sqlx::query!("UPDATE users SET username = $2, last_modified = now() WHERE id = $1", user.id, new.as_str())
         .execute(&mut *conn)

@@ -644,6 +644,66 @@ async fn administrators_are_out_of_reach_and_names_do_not_collide() {
         409,
         Some("uniqueness"),
     );
+    // Nor is any account that manages others (a user manager here), nor a
+    // group of such an account's that is deleted whole.
+    let mgr = app.create_user("mgr", json!({"roles": ["UserManager"]})).await["id"].as_str().expect("id").to_string();
+    let pw = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "password", "value": "Scim-Owned-Pass-2026-Qx"}]});
+    scim_error(&app.patch(&format!("/scim/v2/Users/{mgr}"), &key, pw).await, 403, None);
+    app.login("mgr", PASSWORD).await;
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "admteam", "display_name": "Admin team"}))
+        .await
+        .expect(201);
+    app.put("/api/v1/users/mgr/groups/admteam", &app.admin_token, json!(null)).await.expect(200);
+    let team: String =
+        sqlx::query_scalar("SELECT id::text FROM groups WHERE name = 'admteam'").fetch_one(&app.pool).await.expect("g");
+    scim_error(&app.delete(&format!("/scim/v2/Groups/{team}"), &key).await, 403, None);
+    let kept = app.get("/api/v1/users/mgr/groups", &app.admin_token).await.json();
+    assert_eq!(kept["total"], 1, "{kept}");
+    // A native rename never takes another user's SCIM userName, nor a SCIM
+    // userName an old username.
+    let a = scim_user(&app, &key, "renamed.one@uni.example").await;
+    let _ = a;
+    let r = app.patch("/api/v1/users/mgr", &app.admin_token, json!({"username": "freshname"})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    app.create_user("olive", json!({})).await;
+    app.patch("/api/v1/users/olive", &app.admin_token, json!({"username": "olive2"})).await.expect(200);
+    let c = scim_user(&app, &key, "claire@uni.example").await;
+    scim_error(
+        &app.patch(
+            &format!("/scim/v2/Users/{c}"),
+            &key,
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": "OLIVE"}]}),
+        )
+        .await,
+        409,
+        Some("uniqueness"),
+    );
+    // Placeholders cannot be sent, whatever the case or blanks.
+    let u = app
+        .post(
+            "/scim/v2/Users",
+            &key,
+            json!({"schemas": [USER], "userName": "pex", "emails": [{"value": "a3@PROVISIONED.invalid "}]}),
+        )
+        .await
+        .expect(201)
+        .json();
+    let stored: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1::uuid")
+        .bind(u["id"].as_str().expect("id"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("e");
+    assert!(stored.starts_with("scim-"), "a placeholder of registrar's own, not the sent one: {stored}");
+    // Undeclared sub-attributes are not kept either.
+    let u = app
+        .post("/scim/v2/Users", &key, json!({"schemas": [USER, ENTERPRISE], "userName": "sub", "name": {"givenName": "S", "isAdmin": true},
+               "emails": [{"value": "sub@uni.example", "x-evil": 1}], ENTERPRISE: {"department": "D", "x-evil": {"n": 1}}}))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(u["name"], json!({"givenName": "S"}));
+    assert_eq!(u["emails"], json!([{"value": "sub@uni.example"}]));
+    assert_eq!(u[ENTERPRISE], json!({"department": "D"}));
     // Group input is checked.
     let g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "x", "externalId": ""});
     scim_error(&app.post("/scim/v2/Groups", &key, g).await, 400, Some("invalidValue"));
