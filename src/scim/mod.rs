@@ -367,6 +367,90 @@ pub struct OneParams {
     excluded_attributes: Option<String>,
 }
 
+/// One resource's answer with the request's projection.
+async fn get_one(state: &AppState, caller: &Caller, r: Resource, raw_id: &str, q: &OneParams) -> Scim {
+    let got = async {
+        let c = client(state, caller).await?;
+        let id = id_of(raw_id)?;
+        let v = match r {
+            Resource::User => service::get_user(state, &c, id).await?,
+            Resource::Group => service::get_group(state, &c, id).await?,
+        };
+        let projection = Projection::from_lists(q.attributes.as_deref(), q.excluded_attributes.as_deref());
+        Ok((StatusCode::OK, projection.apply(v)))
+    }
+    .await;
+    respond(got)
+}
+
+/// What a write does.
+#[derive(Clone, Copy)]
+enum Write {
+    Create,
+    Replace,
+    Patch,
+}
+
+/// `POST`, `PUT` or `PATCH` of one resource type.
+async fn write(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    audit: &Audit,
+    (r, w): (Resource, Write),
+    raw_id: Option<&str>,
+    body: &web::Bytes,
+) -> Scim {
+    let done = async {
+        let c = client(state, caller).await?;
+        let b = body_of(body)?;
+        let m = if_match(req);
+        let m = m.as_deref();
+        let id = raw_id.map(id_of).transpose()?;
+        let v = match (r, w, id) {
+            (Resource::User, Write::Create, _) => {
+                return Ok((StatusCode::CREATED, service::create_user(state, &c, audit, &b).await?))
+            }
+            (Resource::Group, Write::Create, _) => {
+                return Ok((StatusCode::CREATED, service::create_group(state, &c, audit, &b).await?))
+            }
+            (Resource::User, Write::Replace, Some(id)) => service::replace_user(state, &c, audit, id, &b, m).await?,
+            (Resource::User, Write::Patch, Some(id)) => service::patch_user(state, &c, audit, id, &b, m).await?,
+            (Resource::Group, Write::Replace, Some(id)) => service::replace_group(state, &c, audit, id, &b, m).await?,
+            (Resource::Group, Write::Patch, Some(id)) => service::patch_group(state, &c, audit, id, &b, m).await?,
+            (_, _, None) => return Err(Error::not_found("scim_not_found", "no such resource")),
+        };
+        Ok((StatusCode::OK, v))
+    }
+    .await;
+    respond(done)
+}
+
+/// `DELETE` of one resource: 204 and no body.
+async fn remove(
+    state: &AppState,
+    req: &HttpRequest,
+    caller: &Caller,
+    audit: &Audit,
+    r: Resource,
+    raw_id: &str,
+) -> Scim {
+    let done = async {
+        let c = client(state, caller).await?;
+        let id = id_of(raw_id)?;
+        let m = if_match(req);
+        match r {
+            Resource::User => service::delete_user(state, &c, audit, id, m.as_deref()).await,
+            Resource::Group => service::delete_group(state, &c, audit, id, m.as_deref()).await,
+        }
+    }
+    .await;
+    Ok(match done {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => failure(e),
+    })
+}
+
 /// `GET /scim/v2/Users/{id}`.
 pub async fn get_user(
     state: web::Data<AppState>,
@@ -374,24 +458,18 @@ pub async fn get_user(
     path: web::Path<String>,
     q: web::Query<OneParams>,
 ) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let user = service::get_user(&state, &c, id_of(&path)?).await?;
-        let projection = Projection::from_lists(q.attributes.as_deref(), q.excluded_attributes.as_deref());
-        Ok((StatusCode::OK, projection.apply(user)))
-    }
-    .await;
-    respond(r)
+    get_one(&state, &caller, Resource::User, &path, &q).await
 }
 
 /// `POST /scim/v2/Users`.
-pub async fn create_user(state: web::Data<AppState>, caller: Caller, audit: Audit, body: web::Bytes) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        Ok((StatusCode::CREATED, service::create_user(&state, &c, &audit, &body_of(&body)?).await?))
-    }
-    .await;
-    respond(r)
+pub async fn create_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    body: web::Bytes,
+) -> Scim {
+    write(&state, &req, &caller, &audit, (Resource::User, Write::Create), None, &body).await
 }
 
 /// `PUT /scim/v2/Users/{id}`.
@@ -403,14 +481,7 @@ pub async fn replace_user(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let id = id_of(&path)?;
-        let v = service::replace_user(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
-        Ok((StatusCode::OK, v))
-    }
-    .await;
-    respond(r)
+    write(&state, &req, &caller, &audit, (Resource::User, Write::Replace), Some(&path), &body).await
 }
 
 /// `PATCH /scim/v2/Users/{id}`.
@@ -422,14 +493,7 @@ pub async fn patch_user(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let id = id_of(&path)?;
-        let v = service::patch_user(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
-        Ok((StatusCode::OK, v))
-    }
-    .await;
-    respond(r)
+    write(&state, &req, &caller, &audit, (Resource::User, Write::Patch), Some(&path), &body).await
 }
 
 /// `DELETE /scim/v2/Users/{id}`.
@@ -440,15 +504,63 @@ pub async fn delete_user(
     audit: Audit,
     path: web::Path<String>,
 ) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        service::delete_user(&state, &c, &audit, id_of(&path)?, if_match(&req).as_deref()).await
-    }
-    .await;
-    Ok(match r {
-        Ok(()) => HttpResponse::NoContent().finish(),
-        Err(e) => failure(e),
-    })
+    remove(&state, &req, &caller, &audit, Resource::User, &path).await
+}
+
+/// `GET /scim/v2/Groups/{id}`.
+pub async fn get_group(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: web::Query<OneParams>,
+) -> Scim {
+    get_one(&state, &caller, Resource::Group, &path, &q).await
+}
+
+/// `POST /scim/v2/Groups`.
+pub async fn create_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    body: web::Bytes,
+) -> Scim {
+    write(&state, &req, &caller, &audit, (Resource::Group, Write::Create), None, &body).await
+}
+
+/// `PUT /scim/v2/Groups/{id}`.
+pub async fn replace_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    write(&state, &req, &caller, &audit, (Resource::Group, Write::Replace), Some(&path), &body).await
+}
+
+/// `PATCH /scim/v2/Groups/{id}`.
+pub async fn patch_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Scim {
+    write(&state, &req, &caller, &audit, (Resource::Group, Write::Patch), Some(&path), &body).await
+}
+
+/// `DELETE /scim/v2/Groups/{id}`.
+pub async fn delete_group(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    audit: Audit,
+    path: web::Path<String>,
+) -> Scim {
+    remove(&state, &req, &caller, &audit, Resource::Group, &path).await
 }
 
 /// `POST /scim/v2/.search`: Users, then Groups, as one list. A filter
@@ -503,90 +615,6 @@ pub async fn search_all(state: web::Data<AppState>, caller: Caller, body: web::B
     }
     .await;
     respond(r)
-}
-
-/// `GET /scim/v2/Groups/{id}`.
-pub async fn get_group(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    q: web::Query<OneParams>,
-) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let g = service::get_group(&state, &c, id_of(&path)?).await?;
-        let projection = Projection::from_lists(q.attributes.as_deref(), q.excluded_attributes.as_deref());
-        Ok((StatusCode::OK, projection.apply(g)))
-    }
-    .await;
-    respond(r)
-}
-
-/// `POST /scim/v2/Groups`.
-pub async fn create_group(state: web::Data<AppState>, caller: Caller, audit: Audit, body: web::Bytes) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        Ok((StatusCode::CREATED, service::create_group(&state, &c, &audit, &body_of(&body)?).await?))
-    }
-    .await;
-    respond(r)
-}
-
-/// `PUT /scim/v2/Groups/{id}`.
-pub async fn replace_group(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    caller: Caller,
-    audit: Audit,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let id = id_of(&path)?;
-        let v = service::replace_group(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
-        Ok((StatusCode::OK, v))
-    }
-    .await;
-    respond(r)
-}
-
-/// `PATCH /scim/v2/Groups/{id}`.
-pub async fn patch_group(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    caller: Caller,
-    audit: Audit,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        let id = id_of(&path)?;
-        let v = service::patch_group(&state, &c, &audit, id, &body_of(&body)?, if_match(&req).as_deref()).await?;
-        Ok((StatusCode::OK, v))
-    }
-    .await;
-    respond(r)
-}
-
-/// `DELETE /scim/v2/Groups/{id}`.
-pub async fn delete_group(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    caller: Caller,
-    audit: Audit,
-    path: web::Path<String>,
-) -> Scim {
-    let r = async {
-        let c = client(&state, &caller).await?;
-        service::delete_group(&state, &c, &audit, id_of(&path)?, if_match(&req).as_deref()).await
-    }
-    .await;
-    Ok(match r {
-        Ok(()) => HttpResponse::NoContent().finish(),
-        Err(e) => failure(e),
-    })
 }
 
 /// `GET /scim/v2/ServiceProviderConfig`.
