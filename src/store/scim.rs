@@ -71,21 +71,25 @@ fn column(resource: Resource, path: &AttrPath, prefix: Option<&str>) -> Result<C
     }
 }
 
-fn group_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
-    if let Some(uri) = &path.uri {
-        if !uri.eq_ignore_ascii_case(GROUP_SCHEMA) {
-            return Err(invalid_filter(format!("attribute {path} is not filterable here")));
-        }
+/// The lower-case dotted name of an attribute path of `schema`
+/// (`name.givenname`, `emails.value` inside `emails[...]`).
+fn full_name(path: &AttrPath, prefix: Option<&str>, schema: &str) -> Result<String, Error> {
+    let not_here = || invalid_filter(format!("attribute {path} is not filterable here"));
+    if path.uri.as_deref().is_some_and(|uri| !uri.eq_ignore_ascii_case(schema)) {
+        return Err(not_here());
     }
     let name = path.name.to_ascii_lowercase();
     let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
-    let full = match (prefix, sub) {
+    Ok(match (prefix, sub) {
         (Some(p), None) => format!("{p}.{name}"),
-        (Some(_), Some(_)) => return Err(invalid_filter(format!("attribute {path} is not filterable here"))),
+        (Some(_), Some(_)) => return Err(not_here()),
         (None, Some(s)) => format!("{name}.{s}"),
         (None, None) => name,
-    };
-    Ok(match full.as_str() {
+    })
+}
+
+fn group_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
+    Ok(match full_name(path, prefix, GROUP_SCHEMA)?.as_str() {
         "id" => Column::Exact("g.id::text"),
         "displayname" => Column::Text("coalesce(nullif(g.display_name, ''), g.name)"),
         "externalid" => Column::Exact("x.external_id"),
@@ -98,20 +102,7 @@ fn group_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> 
 }
 
 fn user_column(path: &AttrPath, prefix: Option<&str>) -> Result<Column, Error> {
-    if let Some(uri) = &path.uri {
-        if !uri.eq_ignore_ascii_case(USER_SCHEMA) {
-            return Err(invalid_filter(format!("attribute {path} is not filterable here")));
-        }
-    }
-    let name = path.name.to_ascii_lowercase();
-    let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
-    let full = match (prefix, sub) {
-        (Some(p), None) => format!("{p}.{name}"),
-        (Some(_), Some(_)) => return Err(invalid_filter(format!("attribute {path} is not filterable here"))),
-        (None, Some(s)) => format!("{name}.{s}"),
-        (None, None) => name,
-    };
-    Ok(match full.as_str() {
+    Ok(match full_name(path, prefix, USER_SCHEMA)?.as_str() {
         "id" => Column::Exact("u.id::text"),
         "username" => Column::Text("coalesce(u.scim_user_name, u.username)"),
         "name.givenname" => Column::Text("u.first_name"),
