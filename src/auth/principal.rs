@@ -57,8 +57,9 @@ pub struct Principal {
     /// A second factor was used in this session within `mfa.step_up_secs`.
     pub mfa_recent: bool,
     /// A provisioning credential: it holds SCIM_PROVISIONING only, and only
-    /// `resolve_provisioning` (the SCIM routes) accepts it.
-    pub scim: bool,
+    /// `resolve_provisioning` (the SCIM routes) accepts it. Its name is the
+    /// provisioning client's name.
+    pub scim_client: Option<String>,
 }
 
 impl Principal {
@@ -245,13 +246,13 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
     let held = state.role_permissions.of(&row.user.roles);
     // A provisioning credential provisions while its owner is an
     // administrator, and does nothing else.
-    let permissions = match row.scim {
+    let permissions = match row.scim_client.is_some() {
         true if held.contains(&Permission::Admin) => vec![Permission::ScimProvisioning],
         true => Vec::new(),
         false => held,
     };
     Ok(Principal {
-        scim: row.scim,
+        scim_client: row.scim_client,
         expires_at: row.expires_at,
         user_id: row.user.id,
         username: row.user.username.clone(),
@@ -285,7 +286,7 @@ pub async fn resolve(
 ) -> Result<Option<Principal>, Error> {
     match resolve_provisioning(state, presented, client_ip).await? {
         // A provisioning credential is good at /scim/v2 only.
-        Some(p) if p.scim => Err(Error::unauthorized("invalid or expired credentials")),
+        Some(p) if p.scim_client.is_some() => Err(Error::unauthorized("invalid or expired credentials")),
         other => Ok(other),
     }
 }

@@ -100,10 +100,8 @@ fn respond(r: Result<(StatusCode, Value), Error>) -> Scim {
     })
 }
 
-async fn client(state: &AppState, caller: &Caller) -> Result<Client, Error> {
-    let key = caller.0.api_key_id.ok_or_else(|| Error::forbidden("SCIM takes a provisioning credential"))?;
-    let mut conn = state.pool.acquire().await?;
-    let name = crate::store::api_keys::name_of(&mut conn, key).await?.unwrap_or_else(|| key.to_string());
+fn client(state: &AppState, caller: &Caller) -> Result<Client, Error> {
+    let name = caller.0.scim_client.clone().ok_or_else(|| Error::forbidden("SCIM takes a provisioning credential"))?;
     Ok(Client::new(state, &caller.0, name))
 }
 
@@ -255,7 +253,7 @@ async fn list(
     q: ListQuery,
     projection: &Projection,
 ) -> Result<(StatusCode, Value), Error> {
-    let c = client(state, caller).await?;
+    let c = client(state, caller)?;
     let mut page = match resource {
         Resource::User => service::list_users(state, &c, &q).await?,
         Resource::Group => service::list_groups(state, &c, &q).await?,
@@ -370,7 +368,7 @@ pub struct OneParams {
 /// One resource's answer with the request's projection.
 async fn get_one(state: &AppState, caller: &Caller, r: Resource, raw_id: &str, q: &OneParams) -> Scim {
     let got = async {
-        let c = client(state, caller).await?;
+        let c = client(state, caller)?;
         let id = id_of(raw_id)?;
         let v = match r {
             Resource::User => service::get_user(state, &c, id).await?,
@@ -402,7 +400,7 @@ async fn write(
     body: &web::Bytes,
 ) -> Scim {
     let done = async {
-        let c = client(state, caller).await?;
+        let c = client(state, caller)?;
         let b = body_of(body)?;
         let m = if_match(req);
         let m = m.as_deref();
@@ -436,7 +434,7 @@ async fn remove(
     raw_id: &str,
 ) -> Scim {
     let done = async {
-        let c = client(state, caller).await?;
+        let c = client(state, caller)?;
         let id = id_of(raw_id)?;
         let m = if_match(req);
         match r {
@@ -574,7 +572,7 @@ pub async fn search_all(state: web::Data<AppState>, caller: Caller, body: web::B
             (Ok(q), _) | (_, Ok(q)) => (q.start_index, q.count),
             (Err(e), Err(_)) => return Err(Error::invalid("invalidFilter", e.to_string())),
         };
-        let c = client(&state, &caller).await?;
+        let c = client(&state, &caller)?;
         let mut resources = Vec::new();
         let mut total = 0i64;
         // Each type's part of the window [start, start + count).

@@ -327,8 +327,8 @@ fn matches(element: &Value, f: &ValFilter) -> bool {
     match f {
         ValFilter::Attr(e) => attr_matches(element, e),
         ValFilter::Not(inner) => !matches(element, inner),
-        ValFilter::And(a, b) => matches(element, a) && matches(element, b),
-        ValFilter::Or(a, b) => matches(element, a) || matches(element, b),
+        ValFilter::And(all) => all.iter().all(|f| matches(element, f)),
+        ValFilter::Or(any) => any.iter().any(|f| matches(element, f)),
     }
 }
 

@@ -133,8 +133,3 @@ async fn log_revoked(conn: &mut PgConnection, audit: &Audit, id: Uuid, user_id: 
     audit::record(&mut *conn, audit, "api_key", &id.to_string(), "api_key.revoked", changes).await?;
     Ok(())
 }
-
-/// The name of key `id` (a provisioning client's name).
-pub async fn name_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar!("SELECT name FROM api_keys WHERE id = $1", id).fetch_optional(&mut *conn).await?)
-}

@@ -30,8 +30,9 @@ pub struct Credential {
     pub mfa_at: Option<DateTime<Utc>>,
     /// The session may only enrol a second factor (`mfa.required_for_roles`).
     pub mfa_enrollment_only: bool,
-    /// A provisioning credential (an API key of scope `scim`).
-    pub scim: bool,
+    /// A provisioning credential (an API key of scope `scim`): its name,
+    /// the client's name under which its external ids are kept.
+    pub scim_client: Option<String>,
 }
 
 /// `Credential` as the statements return it (one flat row).
@@ -68,7 +69,7 @@ struct Flat {
     authenticated_at: Option<DateTime<Utc>>,
     mfa_at: Option<DateTime<Utc>>,
     mfa_enrollment_only: bool,
-    scim: bool,
+    scim_client: Option<String>,
 }
 
 impl From<Flat> for Credential {
@@ -108,7 +109,7 @@ impl From<Flat> for Credential {
             authenticated_at: f.authenticated_at,
             mfa_at: f.mfa_at,
             mfa_enrollment_only: f.mfa_enrollment_only,
-            scim: f.scim,
+            scim_client: f.scim_client,
         }
     }
 }
@@ -120,7 +121,7 @@ pub async fn session_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Credential>
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
              CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
-             s.mfa_at, s.mfa_enrollment_only, false AS "scim!"
+             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"#,
         id,
     )
@@ -136,7 +137,7 @@ pub async fn session_by_cookie(pool: &PgPool, hash: &[u8]) -> Result<Option<Cred
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
              CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
-             s.mfa_at, s.mfa_enrollment_only, false AS "scim!"
+             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.cookie_hash = $1"#,
         hash,
     )
@@ -151,7 +152,7 @@ pub async fn api_key(pool: &PgPool, prefix: &str) -> Result<Option<Credential>> 
         as Flat,
         r#", u.tokens_not_before, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
              k.secret_hash AS "secret_hash?", NULL::timestamptz AS authenticated_at,
-             NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!", k.scope = 'scim' AS "scim!"
+             NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!", CASE WHEN k.scope = 'scim' THEN k.name END AS "scim_client?"
            FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"#,
         prefix,
     )
@@ -167,7 +168,7 @@ pub async fn user(pool: &PgPool, id: Uuid) -> Result<Option<Credential>> {
         r#", u.tokens_not_before, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
              NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash,
              now() AS authenticated_at, NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!",
-             false AS "scim!"
+             NULL::text AS "scim_client?"
            FROM users u WHERE u.id = $1"#,
         id,
     )

@@ -144,16 +144,25 @@ fn push_filter(q: &mut QueryBuilder<'_, Postgres>, r: Resource, filter: &Filter)
             q.push("), false)");
             Ok(())
         }
-        Filter::And(a, b) => push_pair(q, r, a, " AND ", b),
-        Filter::Or(a, b) => push_pair(q, r, a, " OR ", b),
+        Filter::And(all) => push_joined(q, all, " AND ", |q, f| push_filter(q, r, f)),
+        Filter::Or(any) => push_joined(q, any, " OR ", |q, f| push_filter(q, r, f)),
     }
 }
 
-fn push_pair(q: &mut QueryBuilder<'_, Postgres>, r: Resource, a: &Filter, op: &str, b: &Filter) -> Result<(), Error> {
+/// `(a OP b OP ...)`.
+fn push_joined<'a, T>(
+    q: &mut QueryBuilder<'a, Postgres>,
+    operands: &[T],
+    op: &str,
+    mut push: impl FnMut(&mut QueryBuilder<'a, Postgres>, &T) -> Result<(), Error>,
+) -> Result<(), Error> {
     q.push("(");
-    push_filter(q, r, a)?;
-    q.push(op);
-    push_filter(q, r, b)?;
+    for (i, f) in operands.iter().enumerate() {
+        if i > 0 {
+            q.push(op);
+        }
+        push(q, f)?;
+    }
     q.push(")");
     Ok(())
 }
@@ -167,15 +176,8 @@ fn push_val(q: &mut QueryBuilder<'_, Postgres>, r: Resource, f: &ValFilter, pref
             q.push("), false)");
             Ok(())
         }
-        ValFilter::And(a, b) | ValFilter::Or(a, b) => {
-            let op = if matches!(f, ValFilter::And(..)) { " AND " } else { " OR " };
-            q.push("(");
-            push_val(q, r, a, prefix)?;
-            q.push(op);
-            push_val(q, r, b, prefix)?;
-            q.push(")");
-            Ok(())
-        }
+        ValFilter::And(all) => push_joined(q, all, " AND ", |q, f| push_val(q, r, f, prefix)),
+        ValFilter::Or(any) => push_joined(q, any, " OR ", |q, f| push_val(q, r, f, prefix)),
     }
 }
 
