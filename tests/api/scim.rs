@@ -307,8 +307,17 @@ async fn filters_and_paging() {
         assert_eq!(r["totalResults"], n, "{f}: {r}");
         assert_eq!(names(&r).len(), n, "{f}");
     }
+    // A batch lookup: one `or` chain of 100 userNames, 25 of which exist.
+    let batch: Vec<String> = (0..100).map(|i| format!(r#"userName eq "p{i:02}@uni.example""#)).collect();
+    let r = app.get(&q(&batch.join(" or ")), &key).await.expect(200).json();
+    assert_eq!(r["totalResults"], 25, "{r}");
+    let too_deep = format!("{}userName pr{}", "(".repeat(65), ")".repeat(65));
+    let too_long = batch.iter().cycle().take(200).cloned().collect::<Vec<_>>().join(" or ");
     for bad in [r#"userName eq"#, r#"nope eq "x""#, r#"active gt true"#, r#"meta.created eq "yesterday""#, "((((("] {
         scim_error(&app.get(&q(bad), &key).await, 400, Some("invalidFilter"));
+    }
+    for bad in [too_deep, too_long] {
+        scim_error(&app.get(&q(&bad), &key).await, 400, Some("invalidFilter"));
     }
     // Paging: a stable order, every user once; count=0 counts only.
     let mut seen = Vec::new();
