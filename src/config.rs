@@ -35,6 +35,7 @@ pub struct Settings {
     pub access_requests: AccessRequestSettings,
     pub email: EmailSettings,
     pub mfa: MfaSettings,
+    pub metrics: MetricsSettings,
     /// Addresses or networks (CIDR) of reverse proxies whose
     /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
@@ -244,6 +245,12 @@ pub struct RateLimitSettings {
     pub token_per_ip: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// The bearer token of `GET /metrics`; empty turns the endpoint off.
+    pub token: SecretString,
+}
+
 /// A configuration problem, always naming the offending key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -359,6 +366,10 @@ impl Settings {
         }
         if self.auth.max_failed_logins == 0 {
             return bad("auth.max_failed_logins", &0, "must be at least 1");
+        }
+        let token = self.metrics.token.expose_secret();
+        if !token.is_empty() && token.len() < 32 {
+            return bad("metrics.token", &"<redacted>", "must be at least 32 characters (or empty: no /metrics)");
         }
         let secret = self.auth.jwt_secret.expose_secret();
         if !secret.is_empty() && secret.len() < 32 {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod localdb;
 pub mod mail;
+pub mod metrics;
 pub mod mlte;
 pub mod op;
 pub mod scim;

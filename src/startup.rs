@@ -44,6 +44,7 @@ pub fn routes() -> Vec<RouteDef> {
         // operations
         r(M::GET, "/healthz", Public, web::get().to(api::health::healthz)),
         r(M::GET, "/readyz", Public, web::get().to(api::health::readyz)),
+        r(M::GET, "/metrics", MetricsToken, web::get().to(api::health::metrics)),
         r(M::GET, "/api/v1/openapi.json", Public, web::get().to(api::docs::openapi_json)),
         r(M::GET, "/api/v1/docs", Public, web::get().to(api::docs::viewer)),
         r(M::GET, "/api/v1/docs/{asset}", Public, web::get().to(api::docs::asset)),
@@ -410,11 +411,12 @@ fn extractor_limits(cfg: &mut web::ServiceConfig, body_limit: usize) {
 }
 
 /// The auth cache `auth.cache*` asks for (or one that keeps nothing).
-fn auth_cache_for(settings: &Settings) -> crate::auth::cache::AuthCache {
+fn auth_cache_for(settings: &Settings, metrics: &Arc<crate::metrics::Metrics>) -> crate::auth::cache::AuthCache {
     if settings.auth.cache {
         crate::auth::cache::PrincipalCache::new(
             settings.auth.cache_entries,
             std::time::Duration::from_secs(settings.auth.cache_max_age_secs),
+            metrics.clone(),
         )
     } else {
         crate::auth::cache::PrincipalCache::disabled()
@@ -441,12 +443,21 @@ impl Application {
     ) -> Result<Application> {
         let in_flight = InFlight::default();
         let in_flight_data = web::Data::new(in_flight.clone());
-        let auth_cache = auth_cache_for(&settings);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        hasher.report_to(&metrics);
+        let auth_cache = auth_cache_for(&settings, &metrics);
         let mut background = auth_cache.start(pool.clone());
+        background.push(crate::auth::limits::RateLimits::purge_every_minute(pool.clone()));
         background.push(role_permissions.follow(&pool));
         let op_keys = crate::op::keys::ProviderKeys::default();
         background.push(op_keys.follow(&pool));
         let app_pool = pool.clone();
+        let limits = crate::auth::limits::RateLimits::new(
+            &pool,
+            &metrics,
+            &settings.rate_limits,
+            settings.email.forgot_per_minute,
+        );
         let state = web::Data::new(AppState {
             auth_cache: auth_cache.clone(),
             pool,
@@ -455,7 +466,8 @@ impl Application {
             keys,
             oidc: crate::auth::oidc::Oidc::new()?,
             role_permissions,
-            limits: crate::auth::limits::RateLimits::new(&settings.rate_limits, settings.email.forgot_per_minute),
+            limits,
+            metrics,
             mailer: crate::mail::Mailer::new(&settings)?,
             op_keys,
             op_verified: Default::default(),

@@ -20,6 +20,8 @@ pub struct AppState {
     pub oidc: crate::auth::oidc::Oidc,
     pub role_permissions: crate::auth::principal::RolePermissions,
     pub limits: crate::auth::limits::RateLimits,
+    /// What `GET /metrics` shows (`metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub auth_cache: crate::auth::cache::AuthCache,
     pub mailer: crate::mail::Mailer,
     /// The OpenID Provider's signing keys (`op::keys`).

@@ -55,12 +55,20 @@ pub async fn request_id_middleware(
     let span = tracing::info_span!("request", request_id = %id, client_request_id = client_id.as_deref().unwrap_or(""),
         method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
+    let metrics = req.app_data::<actix_web::web::Data<crate::state::AppState>>().map(|s| s.metrics.clone());
+    let method = req.method().clone();
     let result = REQUEST_ID.scope(id.clone(), next.call(req)).instrument(span.clone()).await;
     let _enter = span.enter();
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
-            tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+            let elapsed = started.elapsed();
+            if let Some(m) = metrics {
+                // The route template, never the raw path (ids would become series).
+                let route = res.request().match_pattern();
+                m.request(route.as_deref().unwrap_or("unmatched"), method.as_str(), status, elapsed);
+            }
+            tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "served");
             if let Ok(v) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
             }

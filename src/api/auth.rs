@@ -149,7 +149,7 @@ pub async fn mfa(
     body: Json<MfaRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let proof = proof(body.code, body.passkey)?;
     let logged_in = crate::service::mfa::second_step(&state, &audit, &body.mfa_token, &proof, user_agent(&req)).await?;
     Ok(token_answer(&state, logged_in))
@@ -171,7 +171,7 @@ pub async fn mfa_passkey_options(
     audit: Audit,
     body: Json<MfaTokenRequest>,
 ) -> ApiResult<HttpResponse> {
-    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let options = crate::service::mfa::second_step_passkey_options(&state, &body.mfa_token).await?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
 }
@@ -182,7 +182,7 @@ pub async fn mfa_passkey_options(
     responses((status = 200, body = crate::service::passkeys::Options), (status = 409, body = crate::error::ErrorBody),
     (status = 429, body = crate::error::ErrorBody)))]
 pub async fn passkey_options(state: web::Data<AppState>, audit: Audit) -> ApiResult<HttpResponse> {
-    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let purpose = crate::service::passkeys::Purpose::Login;
     let options = crate::service::passkeys::assertion_options(&state, purpose, None, None).await?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(options))
@@ -209,7 +209,7 @@ pub async fn passkey_login(
     audit: Audit,
     body: Json<PasskeyLoginRequest>,
 ) -> ApiResult<HttpResponse> {
-    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let json = body.credential.to_string();
     let logged_in = crate::service::passkeys::login(&state, &audit, json.as_bytes(), user_agent(&req)).await?;
     Ok(token_answer(&state, logged_in))
@@ -221,7 +221,7 @@ pub async fn passkey_login(
     (status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn refresh(state: web::Data<AppState>, audit: Audit, body: Json<RefreshRequest>) -> ApiResult<HttpResponse> {
     use secrecy::ExposeSecret;
-    state.limits.refresh_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.refresh_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let mut tx = state.pool.begin().await?;
     let outcome =
         sessions::refresh(&mut tx, &audit, body.refresh_token.expose_secret(), state.settings.auth.session_idle_secs)

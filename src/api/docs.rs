@@ -30,7 +30,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "registrar", description = "User management: users, roles, sessions, API keys, change log."),
     paths(
-        api::health::healthz, api::health::readyz, openapi_json, viewer, asset,
+        api::health::healthz, api::health::readyz, api::health::metrics, openapi_json, viewer, asset,
         api::auth::login, api::auth::mfa, api::auth::step_up, api::auth::refresh, api::auth::logout,
         api::mfa::status, api::mfa::begin_totp, api::mfa::confirm_totp, api::mfa::remove_totp, api::mfa::regenerate_codes,
         api::mfa::reset, api::mfa::passkey_options, api::mfa::register_passkey, api::mfa::rename_passkey,

@@ -27,3 +27,25 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .json(json!({"status": "not_ready", "database": "unreachable"})),
     }
 }
+
+/// Prometheus metrics (text exposition format). Only with
+/// `Authorization: Bearer <metrics.token>`; 404 while no token is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "the metrics, in the Prometheus/OpenMetrics text format", body = String),
+    (status = 401, description = "the metrics token was not presented"),
+    (status = 404, description = "metrics are off (no `metrics.token`)")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (hash_waiting, hash_running) = state.hasher.queue();
+    let snapshot = crate::metrics::Snapshot {
+        pool_size: state.pool.size(),
+        pool_idle: state.pool.num_idle(),
+        pool_max: state.pool.options().get_max_connections(),
+        hash_waiting,
+        hash_running,
+        cache_entries: state.auth_cache.len(),
+    };
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(state.metrics.render(snapshot))
+}

@@ -83,7 +83,7 @@ pub async fn login(
     q: Query<LoginQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
-    state.limits.oidc_start_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-"))?;
+    state.limits.oidc_start_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-")).await?;
     let return_to = q.return_to.as_deref().map(|r| check_return_to(&state.settings, r)).transpose()?;
     let link_user = if q.link.unwrap_or(false) {
         let presented = principal::credentials(&req, &state.settings.auth.cookie_name());
@@ -140,7 +140,7 @@ pub async fn callback(
     q: Query<CallbackQuery>,
 ) -> ApiResult<HttpResponse> {
     let p = provider(&state, &path)?;
-    state.limits.oidc_callback_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.oidc_callback_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let invalid_state =
         || ApiError::bad_request("invalid_state", "this login is unknown, expired or already used; start again");
     let st = q.state.as_deref().filter(|s| !s.is_empty() && s.len() <= 256).ok_or_else(invalid_state)?;

@@ -12,6 +12,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::audit::{self, Audit, Changes};
 use crate::auth::principal::{self, Principal};
@@ -47,6 +49,9 @@ pub enum Rule {
     /// there is none); the user themself for reading a user; or holders of
     /// the permission.
     ResourceOr(&'static str, Permission),
+    /// A caller presenting `metrics.token` as a bearer token, and nobody
+    /// else (no session, key or role reaches it); 404 while it is unset.
+    MetricsToken,
 }
 
 impl Rule {
@@ -60,6 +65,7 @@ impl Rule {
             Rule::ProjectOwnerOr(p) => format!("project-owner-or-permission:{p}"),
             Rule::ProjectReaderOr(p) => format!("project-member-or-permission:{p}"),
             Rule::ResourceOr(kind, p) => format!("resource:{kind}-or-permission:{p}"),
+            Rule::MetricsToken => "metrics-token".into(),
         }
     }
 }
@@ -126,6 +132,12 @@ pub async fn enforce(
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
+    if rule == Rule::MetricsToken {
+        return match metrics_token(&state, &req) {
+            Ok(()) => Ok(next.call(req).await?.map_into_boxed_body()),
+            Err(e) => Ok(deny(req, e)),
+        };
+    }
     let provisioning = rule == Rule::Permission(crate::domain::Permission::ScimProvisioning);
     let principal = match authenticate(&state, &req, provisioning).await {
         Ok(p) => p,
@@ -155,6 +167,28 @@ pub async fn enforce(
         );
     }
     Ok(res)
+}
+
+/// `Authorization: Bearer <metrics.token>`, compared in constant time; the
+/// endpoint does not exist while no token is configured.
+fn metrics_token(state: &AppState, req: &ServiceRequest) -> Result<(), ApiError> {
+    use secrecy::ExposeSecret;
+    let expected = state.settings.metrics.token.expose_secret();
+    if expected.is_empty() {
+        return Err(ApiError::not_found("not_found", "no such route"));
+    }
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+    if bool::from(a.ct_eq(&b)) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the metrics token is required"))
+    }
 }
 
 /// Who is calling: 401 when nobody, or when what was presented is invalid.
@@ -200,6 +234,8 @@ async fn authorize(
 ) -> Result<(), ApiError> {
     let allowed = match rule {
         Rule::Public | Rule::Authenticated => true,
+        // Never a principal's: the token is checked before authentication.
+        Rule::MetricsToken => false,
         Rule::Permission(p) => principal.has(p),
         Rule::SelfOr(p) => principal.has(p) || param(req, "username").is_some_and(|u| principal.is(&u)),
         Rule::SelfOnly => param(req, "username").is_some_and(|u| principal.is(&u)),

@@ -81,6 +81,7 @@ struct Inner<V> {
     waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     capacity: usize,
     max_age: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Shared by the workers of one instance. A disabled cache stores nothing.
@@ -99,7 +100,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
         PrincipalCache { inner: None }
     }
 
-    pub fn new(capacity: usize, max_age: Duration) -> Self {
+    pub fn new(capacity: usize, max_age: Duration, metrics: Arc<crate::metrics::Metrics>) -> Self {
         PrincipalCache {
             inner: Some(Arc::new(Inner {
                 entries: RwLock::new(HashMap::new()),
@@ -109,6 +110,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
                 waiters: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
                 max_age,
+                metrics,
             })),
         }
     }
@@ -124,8 +126,18 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             return None;
         }
         let entries = inner.entries.read().ok()?;
-        let e = entries.get(key)?;
-        (e.stored.elapsed() < inner.max_age).then(|| e.value.clone())
+        let found = entries.get(key).filter(|e| e.stored.elapsed() < inner.max_age).map(|e| e.value.clone());
+        inner.metrics.cache_hit(found.is_some());
+        found
+    }
+
+    /// How many entries the cache holds.
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().and_then(|i| i.entries.read().ok().map(|e| e.len())).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn ticket(&self) -> Ticket {
@@ -166,6 +178,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             if let Ok(mut entries) = inner.entries.write() {
                 inner.epoch.fetch_add(1, Ordering::AcqRel);
                 entries.retain(|_, e| e.user_id != user_id);
+                inner.metrics.cache_invalidated("user");
             }
         }
     }
@@ -176,6 +189,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             let mut entries = inner.entries.write().unwrap_or_else(|p| p.into_inner());
             inner.epoch.fetch_add(1, Ordering::AcqRel);
             entries.clear();
+            inner.metrics.cache_invalidated("reset");
         }
     }
 
@@ -187,6 +201,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             return;
         }
         let token: u64 = rand::random();
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = inner.waiters.lock() {
             w.insert(token, tx);
@@ -197,6 +212,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
             w.remove(&token);
         }
         if arrived {
+            inner.metrics.notification_lag(started.elapsed());
             inner.healthy.store(true, Ordering::Release);
         } else {
             tracing::warn!("auth cache: could not confirm invalidations are current; emptied it");
@@ -287,7 +303,7 @@ mod tests {
     use super::*;
 
     fn live() -> PrincipalCache<u32> {
-        let c = PrincipalCache::new(3, Duration::from_secs(60));
+        let c = PrincipalCache::new(3, Duration::from_secs(60), Default::default());
         if let Some(i) = &c.inner {
             i.listening.store(true, Ordering::Release);
         }

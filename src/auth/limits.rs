@@ -1,40 +1,55 @@
-//! Abuse limits: per client IP and per account rate limits (GCRA, `governor`)
-//! for logins, token refreshes, API key creation and OIDC callbacks, answered
-//! with 429 and Retry-After. Limits are per instance (in memory).
+//! Abuse limits: per client IP and per account rate limits (GCRA) for
+//! logins, token refreshes, API key creation, OIDC callbacks, password-reset
+//! mails and the OpenID Provider's token endpoint, answered with 429 and
+//! Retry-After. The state is in PostgreSQL (`store::rate_limits`), so a
+//! limit holds across every instance: a client spreading its logins over
+//! three instances gets one budget, not three.
 
-use std::num::NonZeroU32;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sqlx::PgPool;
 
 use crate::config::RateLimitSettings;
 use crate::domain::{Error, Result};
 
 pub struct Limiter {
-    inner: Option<DefaultKeyedRateLimiter<String>>,
+    /// Seconds between requests at the sustained rate, and how far ahead
+    /// of now a key may run (the burst); `None` disables.
+    gcra: Option<(f64, f64)>,
+    /// The bucket's name (`rate_limits.bucket`, and the metrics label).
+    bucket: &'static str,
     what: &'static str,
+    pool: PgPool,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Limiter {
     /// `per_minute` requests a minute per key, with that many in a burst; 0 disables.
-    pub fn new(per_minute: u32, what: &'static str) -> Limiter {
-        Limiter { inner: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))), what }
+    pub fn new(
+        pool: &PgPool,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+        per_minute: u32,
+        bucket: &'static str,
+        what: &'static str,
+    ) -> Limiter {
+        let gcra = (per_minute > 0).then(|| {
+            let interval = 60.0 / f64::from(per_minute);
+            (interval, interval * f64::from(per_minute - 1))
+        });
+        Limiter { gcra, bucket, what, pool: pool.clone(), metrics: metrics.clone() }
     }
 
     /// Counts one request for `key`; 429 with Retry-After when over the limit.
-    pub fn check(&self, key: &str) -> Result<(), Error> {
-        let Some(l) = &self.inner else { return Ok(()) };
-        if l.len() > 100_000 {
-            l.retain_recent();
-        }
-        match l.check_key(&key.to_lowercase()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+    pub async fn check(&self, key: &str) -> Result<(), Error> {
+        let Some((interval, tolerance)) = self.gcra else { return Ok(()) };
+        match crate::store::rate_limits::take(&self.pool, self.bucket, &key.to_lowercase(), interval, tolerance).await?
+        {
+            None => Ok(()),
+            Some(wait) => {
+                self.metrics.rate_limited(self.bucket);
                 Err(Error::too_many(
                     "rate_limited",
                     format!("too many {} requests; slow down", self.what),
-                    wait.as_secs() + 1,
+                    // Whole seconds, rounded up.
+                    wait.max(0.0).ceil() as u64 + 1,
                 ))
             }
         }
@@ -57,42 +72,43 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(s: &RateLimitSettings, forgot_per_minute: u32) -> RateLimits {
+    pub fn new(
+        pool: &PgPool,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+        s: &RateLimitSettings,
+        forgot_per_minute: u32,
+    ) -> RateLimits {
+        let l = |n, bucket, what| Limiter::new(pool, metrics, n, bucket, what);
         RateLimits {
-            login_ip: Limiter::new(s.login_per_ip, "login"),
-            login_account: Limiter::new(s.login_per_account, "login"),
-            refresh_ip: Limiter::new(s.refresh_per_ip, "token refresh"),
-            api_key_user: Limiter::new(s.api_key_create_per_user, "API key creation"),
-            oidc_callback_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
-            oidc_start_ip: Limiter::new(s.oidc_callback_per_ip, "sign-in"),
-            forgot_ip: Limiter::new(forgot_per_minute, "password reset"),
-            forgot_address: Limiter::new(forgot_per_minute, "password reset"),
-            token_ip: Limiter::new(s.token_per_ip, "token"),
+            login_ip: l(s.login_per_ip, "login_ip", "login"),
+            login_account: l(s.login_per_account, "login_account", "login"),
+            refresh_ip: l(s.refresh_per_ip, "refresh_ip", "token refresh"),
+            api_key_user: l(s.api_key_create_per_user, "api_key_user", "API key creation"),
+            oidc_callback_ip: l(s.oidc_callback_per_ip, "oidc_callback_ip", "sign-in"),
+            oidc_start_ip: l(s.oidc_callback_per_ip, "oidc_start_ip", "sign-in"),
+            forgot_ip: l(forgot_per_minute, "forgot_ip", "password reset"),
+            forgot_address: l(forgot_per_minute, "forgot_address", "password reset"),
+            token_ip: l(s.token_per_ip, "token_ip", "token"),
         }
     }
 
     /// A login attempt: by client IP, then by account name (folded as
     /// logins are, so `ALICE` and `alice` share one budget).
-    pub fn login(&self, ip: Option<&str>, login: &str) -> Result<(), Error> {
-        self.login_ip.check(ip.unwrap_or("-"))?;
-        self.login_account.check(&crate::domain::login_key(login.trim()))
+    pub async fn login(&self, ip: Option<&str>, login: &str) -> Result<(), Error> {
+        self.login_ip.check(ip.unwrap_or("-")).await?;
+        self.login_account.check(&crate::domain::login_key(login.trim())).await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_and_says_when_to_retry() {
-        let l = Limiter::new(3, "login");
-        for _ in 0..3 {
-            assert!(l.check("1.2.3.4").is_ok());
-        }
-        let e = l.check("1.2.3.4").unwrap_err();
-        assert!(matches!(e, Error::Locked { retry_after, .. } if (1..=61).contains(&retry_after)));
-        assert!(l.check("5.6.7.8").is_ok(), "keys are independent");
-        assert!(l.check("ALICE").is_ok() && l.check("alice").is_ok());
-        assert!(Limiter::new(0, "x").check("k").is_ok(), "0 disables");
+    /// Forgets, every minute, the keys whose whole budget is back.
+    pub fn purge_every_minute(pool: PgPool) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::store::rate_limits::purge(&pool).await {
+                    tracing::debug!(error = %e, "could not purge the rate limits");
+                }
+            }
+        })
     }
 }

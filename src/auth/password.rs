@@ -60,6 +60,9 @@ pub struct Hasher {
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    concurrency: usize,
+    /// Where the wait for a slot is reported (`report_to`).
+    metrics: Arc<OnceLock<Arc<crate::metrics::Metrics>>>,
     dummy_hash: Arc<String>,
     pub min_length: usize,
     pub max_length: usize,
@@ -106,10 +109,22 @@ impl Hasher {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: settings.max_queued_hashes,
+            concurrency: concurrency.max(1),
+            metrics: Arc::default(),
             dummy_hash: Arc::new(dummy),
             min_length: settings.min_length,
             max_length: settings.max_length,
         })
+    }
+
+    /// Reports each hash's wait for a slot to `metrics`.
+    pub fn report_to(&self, metrics: &Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics.clone());
+    }
+
+    /// Hashes waiting for a slot, and hashes running.
+    pub fn queue(&self) -> (usize, usize) {
+        (self.waiting.load(Ordering::Relaxed), self.concurrency.saturating_sub(self.slots.available_permits()))
     }
 
     fn argon(&self) -> Argon2<'static> {
@@ -121,6 +136,7 @@ impl Hasher {
     /// pile up memory or latency).
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(Argon2<'static>) -> T + Send + 'static) -> Result<T, Error> {
         let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let permit = if queued >= self.max_waiting + self.slots.available_permits() {
             None
         } else {
@@ -130,6 +146,9 @@ impl Hasher {
         let Some(permit) = permit else {
             return Err(Error::unavailable("busy", "too many logins in progress, try again shortly", 1));
         };
+        if let Some(m) = self.metrics.get() {
+            m.hash_waited(started.elapsed());
+        }
         let argon = self.argon();
         let span = tracing::Span::current();
         let (done, result) = tokio::sync::oneshot::channel();

@@ -164,6 +164,7 @@ impl From<sqlx::Error> for Error {
         match &err {
             sqlx::Error::PoolTimedOut => {
                 tracing::warn!("database pool exhausted");
+                crate::metrics::pool_timed_out();
                 Error::unavailable("database_busy", "the server is busy, try again shortly", 1)
             }
             sqlx::Error::Io(_)

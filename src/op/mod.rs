@@ -537,7 +537,7 @@ fn client_audit(req: &HttpRequest, client: &Client) -> Audit {
 
 /// `POST /oauth2/token`.
 pub async fn token(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> OAuthResult {
-    state.limits.token_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-"))?;
+    state.limits.token_ip.check(crate::audit::client_ip(&req).as_deref().unwrap_or("-")).await?;
     let p = form_params(&req, &body)?;
     let client = client_of(&state, &req, &p).await?;
     let audit = client_audit(&req, &client);

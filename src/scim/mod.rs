@@ -289,6 +289,9 @@ struct SearchRequest {
 
 fn search_request(body: &web::Bytes) -> Result<SearchRequest, Error> {
     let b = body_of(body)?;
+    if !b.is_object() {
+        return Err(Error::invalid("invalidSyntax", "a search request is a JSON object (a SearchRequest)"));
+    }
     let text = |k: &str| -> Result<Option<String>, Error> {
         match b.get(k) {
             None | Some(Value::Null) => Ok(None),

@@ -44,7 +44,7 @@ pub async fn issue(
     target: &str,
     new: NewKey,
 ) -> Result<(ApiKeyView, String)> {
-    state.limits.api_key_user.check(&caller.user_id.to_string())?;
+    state.limits.api_key_user.check(&caller.user_id.to_string()).await?;
     crate::auth::reauth::require(state, caller, audit, new.current_password).await?;
     crate::auth::reauth::require_factor(caller)?;
     let name = new.name.trim();

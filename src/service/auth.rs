@@ -66,8 +66,20 @@ pub async fn check_password_revealing(
 ) -> Result<LoginOk> {
     // ASCII blanks only: other input names nobody (`domain::login_key`).
     let login = login.trim_matches(|c: char| c.is_ascii_whitespace());
-    state.limits.login(audit.client_ip.as_deref(), login)?;
-    users::check_login(state, audit, login, password).await
+    let checked = match state.limits.login(audit.client_ip.as_deref(), login).await {
+        Ok(()) => users::check_login(state, audit, login, password).await,
+        Err(e) => Err(e),
+    };
+    state.metrics.login(match &checked {
+        Ok(ok) if ok.mfa_enabled => "mfa_required",
+        Ok(_) => "success",
+        Err(e) if e.code() == users::ACCOUNT_DISABLED => "disabled",
+        Err(e) if e.code() == "invalid_credentials" => "invalid",
+        Err(e) if e.code() == "rate_limited" => "rate_limited",
+        Err(e) if e.code() == "account_locked" => "locked",
+        Err(_) => "refused",
+    });
+    checked
 }
 
 /// Checks an authenticated caller's own password (`current_password`) the

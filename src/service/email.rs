@@ -29,11 +29,11 @@ pub async fn forgot_password(state: &AppState, audit: &Audit, raw_email: &str) -
     if !state.mailer.enabled() {
         return Err(mail_off());
     }
-    state.limits.forgot_ip.check(audit.client_ip.as_deref().unwrap_or("-"))?;
+    state.limits.forgot_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await?;
     let Ok(email) = Email::parse(raw_email.trim()) else {
         return Ok(());
     };
-    state.limits.forgot_address.check(email.key())?;
+    state.limits.forgot_address.check(email.key()).await?;
     let mut conn = state.pool.acquire().await?;
     let user = users::by_email(&mut conn, &email).await?.filter(|u| u.enabled);
     drop(conn);

@@ -60,7 +60,13 @@ pub async fn create_scoped(
         scope,
     )
     .fetch_one(&mut *conn)
-    .await?;
+    .await
+    .map_err(|e| {
+        Error::on_constraint(e, |c| {
+            (c == "api_keys_live_scim_name")
+                .then(|| Error::conflict("credential_exists", "a live provisioning credential has this name"))
+        })
+    })?;
     let changes = Changes::new()
         .set("user_id", user_id.to_string())
         .set("name", name)

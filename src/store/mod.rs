@@ -16,6 +16,7 @@ pub mod op_keys;
 pub mod passkeys;
 pub mod permissions;
 pub mod projects;
+pub mod rate_limits;
 pub mod roles;
 pub mod scim;
 pub mod sessions;

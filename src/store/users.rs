@@ -864,7 +864,9 @@ pub async fn check_login(
             mfa_enabled: row.mfa_enabled,
         });
     }
-    record_failure(&state.pool, audit, &row, &limits).await?;
+    if record_failure(&state.pool, audit, &row, &limits).await? {
+        state.metrics.lockout();
+    }
     if !row.enabled && !matches!(verdict, Verified::No) {
         // The right password of a disabled account: the caller may be told
         // (`service::auth` says so only to the login page); the API answers
@@ -980,8 +982,8 @@ pub(crate) async fn release_attempt(pool: &PgPool, audit: &Audit, user_id: Uuid,
 
 /// A failed check of a known account: the failure counted (its try given
 /// back), the lock when the limit is reached, and the log entries, in one
-/// transaction.
-async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<(), Error> {
+/// transaction. `true` when this failure locked the account.
+async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &LockoutLimits) -> Result<bool, Error> {
     let audit = audit.clone().as_user(row.id, &row.username);
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -1016,8 +1018,9 @@ async fn record_failure(pool: &PgPool, audit: &Audit, row: &LoginRow, limits: &L
         )
         .await?;
     }
+    let locked_now = locked.is_some();
     tx.commit().await?;
-    Ok(())
+    Ok(locked_now)
 }
 
 /// Reserves an attempt for a name that matches no account (as the account

@@ -313,7 +313,7 @@ pub async fn step_up_options(state: web::Data<AppState>, caller: Caller, _f: For
 
 /// `POST /login/passkey/options` (JSON, for the script): a username-less login.
 pub async fn login_options(state: web::Data<AppState>, audit: Audit, _f: Form<Button>) -> HttpResponse {
-    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")) {
+    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await {
         return options_answer(Err(e));
     }
     options_answer(passkeys::assertion_options(&state, passkeys::Purpose::Login, None, None).await)
@@ -334,7 +334,7 @@ pub async fn login(
     form: Form<PasskeyLoginForm>,
 ) -> HttpResponse {
     let f = form.0;
-    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")) {
+    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await {
         return crate::web::public::refused_login(&state, &req, e, f.return_to.as_deref());
     }
     let ua = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
@@ -358,7 +358,7 @@ pub struct MfaTokenForm {
 /// `POST /login/mfa/passkey-options` (JSON, for the script): a passkey as
 /// the second step of the login `mfa_token` began.
 pub async fn second_step_options(state: web::Data<AppState>, audit: Audit, form: Form<MfaTokenForm>) -> HttpResponse {
-    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")) {
+    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await {
         return options_answer(Err(e));
     }
     options_answer(mfa::second_step_passkey_options(&state, &form.0.mfa_token).await)

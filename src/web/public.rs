@@ -242,7 +242,7 @@ pub async fn login_mfa(
 ) -> HttpResponse {
     let f = form.0;
     let return_to = safe_return_to(&state, f.return_to.as_deref());
-    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")) {
+    if let Err(e) = state.limits.login_ip.check(audit.client_ip.as_deref().unwrap_or("-")).await {
         let (status, msg) = login_refusal(e);
         return login_page(&state, &req, status, String::new(), return_to, Some(msg));
     }

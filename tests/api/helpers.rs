@@ -154,8 +154,13 @@ pub fn test_settings() -> Settings {
     s.rate_limits.refresh_per_ip = 0;
     s.rate_limits.api_key_create_per_user = 0;
     s.rate_limits.oidc_callback_per_ip = 0;
+    // On, so that the route sweeps meet `/metrics` as production does.
+    s.metrics.token = METRICS_TOKEN.to_string().into();
     s
 }
+
+/// `metrics.token` of the test apps.
+pub const METRICS_TOKEN: &str = "a-metrics-token-of-at-least-32-characters";
 
 pub struct TestApp {
     pub address: String,

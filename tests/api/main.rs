@@ -15,6 +15,7 @@ mod mlte_client;
 mod oidc;
 mod op;
 mod op_clients;
+mod operations;
 mod pages;
 mod permissions;
 mod projects;

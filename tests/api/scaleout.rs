@@ -1,6 +1,6 @@
 //! Several registrar processes against one database: start-ups migrate once,
 //! a session revoked through one instance is refused by the others at once,
-//! and lockout counts are shared.
+//! and lockout counts and rate limits are shared.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,6 +16,10 @@ struct Instance {
 }
 
 async fn start(db_url: &str) -> Instance {
+    start_with(db_url, &[]).await
+}
+
+async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"));
     for (k, _) in std::env::vars() {
@@ -32,6 +36,7 @@ async fn start(db_url: &str) -> Instance {
         .env("REGISTRAR_WORKERS", "1")
         .env("REGISTRAR_DATABASE__MAX_CONNECTIONS", "5")
         .env("RUST_LOG", "info,registrar=debug")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(crate::capture::child_log(&format!("scaleout-{port}")))
         .stderr(crate::capture::child_log(&format!("scaleout-{port}")))
@@ -216,5 +221,49 @@ where
             return status;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A client spreading its logins over three instances gets one budget, not
+/// three: 9 logins a minute per address, 5 tries on each instance, so 9 are
+/// answered (401: the names are unknown) and 6 refused (429), however the
+/// tries are spread.
+#[tokio::test]
+async fn rate_limits_hold_across_three_instances() {
+    let db = empty_database().await;
+    let url = database_url(db.get_database().expect("db name")).await;
+    let env = [("REGISTRAR_RATE_LIMITS__LOGIN_PER_IP", "9"), ("REGISTRAR_RATE_LIMITS__LOGIN_PER_ACCOUNT", "0")];
+    let a = start_with(&url, &env).await;
+    let client = reqwest::Client::new();
+    wait_ready(&client, &a.url).await;
+    // Started after A migrated, so they do not race for the migrations.
+    let (b, c) = tokio::join!(start_with(&url, &env), start_with(&url, &env));
+    wait_ready(&client, &b.url).await;
+    wait_ready(&client, &c.url).await;
+    let mut answered = std::collections::BTreeMap::<u16, usize>::new();
+    let mut per_instance = Vec::new();
+    for round in 0..5 {
+        for (i, base) in [&a.url, &b.url, &c.url].into_iter().enumerate() {
+            let r = client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&json!({"username": format!("nobody-{round}-{i}"), "password": "a wrong but long passphrase"}))
+                .send()
+                .await
+                .expect("login");
+            let status = r.status().as_u16();
+            if status == 429 {
+                let retry: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+                assert!((1..=61).contains(&retry), "{retry}");
+            }
+            *answered.entry(status).or_default() += 1;
+            per_instance.push((i, status));
+        }
+    }
+    eprintln!("15 logins over 3 instances at 9/min per address: {answered:?}");
+    assert_eq!(answered.get(&401), Some(&9), "{per_instance:?}");
+    assert_eq!(answered.get(&429), Some(&6), "{per_instance:?}");
+    // Every instance refuses once the shared budget is spent.
+    for (i, _) in [&a.url, &b.url, &c.url].into_iter().enumerate() {
+        assert!(per_instance.iter().rev().take(3).any(|&(j, s)| j == i && s == 429), "{per_instance:?}");
     }
 }

@@ -62,6 +62,13 @@ async fn only_a_provisioning_credential_reaches_scim_and_it_reaches_nothing_else
     // Only an administrator makes credentials; a name is unique among live ones.
     app.post("/api/v1/scim/credentials", &ordinary, json!({"name": "x"})).await.expect(403);
     app.post("/api/v1/scim/credentials", &app.admin_token, json!({"name": "entra"})).await.expect(409);
+    // Also when the creates race: one wins, the rest are 409, one live key.
+    let racing = (0..12).map(|_| app.post("/api/v1/scim/credentials", &app.admin_token, json!({"name": "okta"})));
+    let statuses: Vec<u16> = futures_util::future::join_all(racing).await.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 201 | 409)), "{statuses:?}");
+    let live = "SELECT count(*) FROM api_keys WHERE scope = 'scim' AND name = 'okta' AND revoked_at IS NULL";
+    assert_eq!(app.count(live).await, 1);
     // Revoked as the owner's key: refused at once.
     app.delete(&format!("/api/v1/users/me/api-keys/{key_id}"), &app.admin_token).await.expect(204);
     scim_error(&app.get("/scim/v2/Users", &key).await, 401, None);
@@ -355,6 +362,9 @@ async fn filters_and_paging() {
     assert_eq!(r["totalResults"], 5);
     assert_eq!(names(&r).len(), 3);
     assert!(r["Resources"][0].get("emails").is_none());
+    for body in [json!([]), json!(null), json!("userName pr")] {
+        scim_error(&app.post("/scim/v2/Users/.search", &key, body).await, 400, Some("invalidSyntax"));
+    }
 }
 
 async fn scim_user(app: &TestApp, key: &str, name: &str) -> String {
