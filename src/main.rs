@@ -22,7 +22,12 @@ enum Command {
     /// Run the HTTP server (the default).
     Serve,
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        /// Print what would be applied (and any migration this build does
+        /// not know, or whose text changed), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage administrator accounts and the OpenID Provider's keys.
     Admin {
         #[command(subcommand)]
@@ -143,7 +148,10 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
     let (pool, local) = registrar::open_database(&settings).await?;
     let outcome = match command {
         Command::Serve => serve(settings, pool.clone()).await,
-        Command::Migrate => registrar::db::migrate(&pool).await.map(|_| println!("migrations applied")),
+        Command::Migrate { dry_run: false } => {
+            registrar::db::migrate(&pool).await.map(|_| println!("migrations applied"))
+        }
+        Command::Migrate { dry_run: true } => dry_run(&pool).await,
         Command::Admin { command } => admin(command, &settings, &pool).await,
         Command::Client { command } => client(command, &settings, &pool).await,
     };
@@ -261,6 +269,25 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
                 println!("password: {pw}\n(shown only now)");
             }
         }
+    }
+    Ok(())
+}
+
+/// `registrar migrate --dry-run`: what `migrate` would do, on stdout.
+async fn dry_run(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let plan = registrar::db::migration_plan(pool).await?;
+    println!("{} migrations applied; {} to apply", plan.applied, plan.pending.len());
+    for m in &plan.pending {
+        println!("\n-- would apply {} {}\n{}", m.version, m.description, m.sql.trim_end());
+    }
+    for (version, description) in &plan.unknown {
+        println!("\n-- applied by a newer release, unknown to this build (tolerated): {version} {description}");
+    }
+    for version in &plan.changed {
+        println!("\n-- CHANGED since it was applied (migrate would stop): {version}");
+    }
+    if !plan.changed.is_empty() {
+        anyhow::bail!("{} applied migrations differ from this build's", plan.changed.len());
     }
     Ok(())
 }

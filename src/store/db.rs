@@ -36,9 +36,56 @@ pub fn pool(options: PgConnectOptions, settings: &DatabaseSettings) -> PgPool {
 
 /// Applies pending migrations. Safe when several instances start at once:
 /// the migrator holds a Postgres advisory lock while it works.
+///
+/// Migrations newer than this build (applied by a newer release during a
+/// rolling upgrade) are tolerated, so an older instance can still start on
+/// an expanded schema (see README, "Upgrades"); a changed migration is not.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")?;
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await.context("applying database migrations")?;
     Ok(())
+}
+
+/// What `migrate` would do: the migrations it would apply (in order), the
+/// applied ones this build does not know (a newer release's), and the
+/// applied ones whose text differs from this build's (which stop it).
+#[derive(Debug, Default)]
+pub struct MigrationPlan {
+    pub applied: usize,
+    pub pending: Vec<&'static sqlx::migrate::Migration>,
+    pub unknown: Vec<(i64, String)>,
+    pub changed: Vec<i64>,
+}
+
+/// The plan of `migrate`, read without changing anything.
+pub async fn migration_plan(pool: &PgPool) -> Result<MigrationPlan> {
+    let exists: Option<String> = sqlx::query_scalar!("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await
+        .context("connecting to the database")?;
+    let applied: Vec<(i64, String, Vec<u8>)> = match exists {
+        None => Vec::new(),
+        Some(_) => {
+            sqlx::query_as("SELECT version, description, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    let mut plan = MigrationPlan { applied: applied.len(), ..Default::default() };
+    for m in MIGRATOR.iter() {
+        match applied.iter().find(|(v, _, _)| *v == m.version) {
+            None => plan.pending.push(m),
+            Some((_, _, checksum)) if checksum.as_slice() != &*m.checksum => plan.changed.push(m.version),
+            Some(_) => {}
+        }
+    }
+    for (version, description, _) in &applied {
+        if !MIGRATOR.iter().any(|m| m.version == *version) {
+            plan.unknown.push((*version, description.clone()));
+        }
+    }
+    Ok(plan)
 }
 
 /// True when every migration this binary knows is applied.

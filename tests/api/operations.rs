@@ -88,3 +88,36 @@ async fn metrics_are_off_without_a_token_and_then_need_it() {
     // No secret in the scrape.
     assert!(!after.contains(METRICS_TOKEN) && !after.contains(&t) && !after.contains(PASSWORD));
 }
+
+/// `registrar migrate --dry-run` prints every migration it would apply, with
+/// its SQL, and changes nothing; after `migrate` it has nothing to apply.
+#[tokio::test]
+async fn migrate_dry_run_prints_and_changes_nothing() {
+    let db = empty_database().await;
+    let url = database_url(db.get_database().expect("db name")).await;
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_registrar"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRAR_")) {
+            cmd.env_remove(k);
+        }
+        let out = cmd.args(args).env("REGISTRAR_DATABASE_URL", &url).output().expect("run registrar");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let all = registrar::db::MIGRATOR.iter().count();
+    let plan = run(&["migrate", "--dry-run"]);
+    assert!(plan.starts_with(&format!("0 migrations applied; {all} to apply")), "{plan}");
+    for m in registrar::db::MIGRATOR.iter() {
+        assert!(plan.contains(&format!("-- would apply {} {}", m.version, m.description)), "{plan}");
+    }
+    assert!(plan.contains("CREATE UNLOGGED TABLE rate_limits"), "the SQL is printed");
+    let pool = sqlx::PgPool::connect_with(db).await.expect("pool");
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(tables, 0, "a dry run creates nothing");
+    run(&["migrate"]);
+    let plan = run(&["migrate", "--dry-run"]);
+    assert_eq!(plan.trim(), format!("{all} migrations applied; 0 to apply"));
+}
