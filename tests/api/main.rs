@@ -1,6 +1,7 @@
 //! One test binary: the modules below, sharing `helpers`.
 
 mod capture;
+mod crash;
 mod helpers;
 
 mod access;

@@ -121,3 +121,143 @@ async fn migrate_dry_run_prints_and_changes_nothing() {
     let plan = run(&["migrate", "--dry-run"]);
     assert_eq!(plan.trim(), format!("{all} migrations applied; 0 to apply"));
 }
+
+/// The newest PostgreSQL client program `name` (`pg_dump`, `pg_restore`):
+/// Debian keeps them under /usr/lib/postgresql/N/bin.
+fn pg_program(name: &str) -> std::path::PathBuf {
+    let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let p = e.path().join("bin").join(name);
+            p.is_file().then_some((v, p))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).unwrap_or_else(|| name.into())
+}
+
+/// The backup procedure of the README (`pg_dump -Fc` while the server
+/// writes, `pg_restore` into a new database, registrar started on it):
+/// everything acknowledged before the dump began is there, nothing is half
+/// there, and the credentials issued before it (a session's access token,
+/// an API key, a password) still work, since the server secrets are rows of
+/// the same database.
+#[tokio::test]
+async fn a_backup_taken_during_writes_restores_everything_up_to_it() {
+    let app = spawn_app().await;
+    app.create_user("bea", json!({})).await;
+    let bea = app.login("bea", PASSWORD).await;
+    let key = app.post("/api/v1/users/me/api-keys", &bea, json!({"name": "backup"})).await.expect(201).json()["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    app.post("/api/v1/groups", &app.admin_token, json!({"name": "imaging"})).await.expect(201);
+    app.send(reqwest::Method::PUT, "/api/v1/users/bea/groups/imaging", &Auth::Bearer(app.admin_token.clone()), None)
+        .await
+        .expect(200);
+    app.post("/api/v1/projects", &app.admin_token, json!({"id": "BRAIN", "name": "Brain"})).await.expect(201);
+    let par = app.post("/api/v1/projects/BRAIN/access-requests", &bea, json!({"level": "member"})).await.expect(201);
+    let par_id = par.json()["par_id"].as_i64().expect("par id");
+
+    // A writer keeps creating users while the dump runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let (client, base, token) = (app.client.clone(), app.address.clone(), app.admin_token.clone());
+        let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("w{i:04}");
+                let r = client
+                    .post(format!("{base}/api/v1/users"))
+                    .bearer_auth(&token)
+                    .json(&json!({"username": name, "email": format!("{name}@example.org")}))
+                    .send()
+                    .await
+                    .expect("create");
+                assert_eq!(r.status(), 201);
+                acknowledged.lock().expect("lock").push(name);
+                i += 1;
+            }
+        })
+    };
+    while acknowledged.lock().expect("lock").len() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let before_dump = acknowledged.lock().expect("lock").clone();
+    let dump = std::env::temp_dir().join(format!("registrar-backup-{}.dump", uuid::Uuid::new_v4().simple()));
+    let source_url = database_url(app.db.get_database().expect("db")).await;
+    let out = tokio::process::Command::new(pg_program("pg_dump"))
+        .args(["--format=custom", "--no-owner", "--file"])
+        .arg(&dump)
+        .arg(&source_url)
+        .output()
+        .await
+        .expect("pg_dump");
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let all_written = acknowledged.lock().expect("lock").clone();
+    assert!(all_written.len() > before_dump.len(), "writes went on during the dump");
+
+    let restored = empty_database().await;
+    let restored_url = database_url(restored.get_database().expect("db")).await;
+    let out = tokio::process::Command::new(pg_program("pg_restore"))
+        .args(["--no-owner", "--exit-on-error", "--dbname"])
+        .arg(&restored_url)
+        .arg(&dump)
+        .output()
+        .await
+        .expect("pg_restore");
+    let _ = std::fs::remove_file(&dump);
+    assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+    // Every restored change-log entry is the original's, unchanged (read
+    // before the restored server writes entries of its own).
+    let log = "SELECT id, action, subject_id, changes::text FROM change_log ORDER BY id";
+    let restored_pool = sqlx::PgPool::connect_with(restored.clone()).await.expect("pool");
+    let restored_log: Vec<(i64, String, String, String)> =
+        sqlx::query_as(log).fetch_all(&restored_pool).await.expect("log");
+    let original_log: Vec<(i64, String, String, String)> = sqlx::query_as(log).fetch_all(&app.pool).await.expect("log");
+    assert!(restored_log.iter().all(|e| original_log.contains(e)), "a restored entry differs from the original");
+    let created_entries = restored_log.iter().filter(|e| e.1 == "user.created").count();
+    assert!(created_entries >= before_dump.len() + 2, "creation entries of bea, the admin and the writes");
+    let back = spawn_on(restored.clone(), restored, test_settings()).await;
+
+    // Everything acknowledged before the dump began; a consistent prefix of the rest.
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT username FROM users WHERE username LIKE 'w%' ORDER BY username")
+            .fetch_all(&back.pool)
+            .await
+            .expect("names");
+    assert!(names.len() >= before_dump.len(), "{} restored, {} acknowledged before", names.len(), before_dump.len());
+    assert_eq!(names[..], all_written[..names.len()], "the restored writes are a prefix of the acknowledged ones");
+    // Each restored user has its creation entry, and each creation entry its user.
+    let orphans = back
+        .count(
+            "SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM change_log c
+               WHERE c.action = 'user.created' AND c.subject_id = u.id::text)",
+        )
+        .await;
+    assert_eq!(orphans, 0, "a user without its change-log entry");
+    let dangling = back
+        .count(
+            "SELECT count(*) FROM change_log c WHERE c.action = 'user.created'
+               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id::text = c.subject_id)",
+        )
+        .await;
+    assert_eq!(dangling, 0, "a change-log entry without its user");
+    // Credentials issued before the backup work on the restored server.
+    let me = back.get("/api/v1/users/me", &bea).await.expect(200).json();
+    assert_eq!(me["username"], "bea", "a session's access token");
+    assert_eq!(back.get("/api/v1/users/me", &key).await.expect(200).json()["username"], "bea", "an API key");
+    back.login("bea", PASSWORD).await;
+    let groups = back.get("/api/v1/users/bea/groups", &back.admin_token).await.expect(200).text;
+    assert!(groups.contains("imaging"), "{groups}");
+    let pars = back.get("/api/v1/projects/BRAIN/access-requests", &back.admin_token).await.expect(200).text;
+    assert!(pars.contains(&format!("\"par_id\":{par_id}")), "{pars}");
+}

@@ -10,16 +10,16 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-struct Instance {
-    url: String,
-    _child: tokio::process::Child,
+pub(crate) struct Instance {
+    pub(crate) url: String,
+    pub(crate) child: tokio::process::Child,
 }
 
 async fn start(db_url: &str) -> Instance {
     start_with(db_url, &[]).await
 }
 
-async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Instance {
+pub(crate) async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"));
     for (k, _) in std::env::vars() {
@@ -43,10 +43,10 @@ async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Instance {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn registrar");
-    Instance { url: format!("http://127.0.0.1:{port}"), _child: child }
+    Instance { url: format!("http://127.0.0.1:{port}"), child }
 }
 
-async fn wait_ready(client: &reqwest::Client, url: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, url: &str) {
     for _ in 0..300 {
         if client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
             return;
