@@ -7,9 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
 use crate::auth::password::Hasher;
-use crate::auth::tokens::Keys;
+use crate::auth::tokens::{self, Keys};
 use crate::config::Settings;
 use crate::domain::Error;
+use crate::store::secrets;
 
 /// Start-up work that must happen once, whichever instance gets there first:
 /// server secrets and the bootstrap administrator.
@@ -24,12 +25,79 @@ pub async fn bootstrap(settings: &Settings, pool: &PgPool) -> Result<Keys> {
                 configured
             };
             let pepper = crate::db::server_secret(conn, "api_key_pepper").await?;
+            // The first version of each rotating secret is the original.
+            let stored_jwt = crate::db::server_secret(conn, "jwt_signing_key").await?;
+            let first = |e: Error| anyhow::anyhow!("{e}");
+            secrets::ensure_first(conn, tokens::JWT_SECRET, &stored_jwt).await.map_err(first)?;
+            secrets::ensure_first(conn, tokens::PEPPER_SECRET, &pepper).await.map_err(first)?;
             ensure_admin(conn, &settings2).await?;
             Ok((jwt, pepper))
         })
     })
     .await?;
-    Ok(Keys::new(&jwt, pepper, settings.auth.access_token_ttl_secs))
+    let mut keys = Keys::new(&jwt, pepper, settings.auth.access_token_ttl_secs);
+    if !settings.auth.jwt_secret.expose_secret().is_empty() {
+        keys = keys.with_configured_jwt();
+    }
+    keys.set_versions(&secrets::all(pool).await.map_err(|e| anyhow::anyhow!("{e}"))?);
+    Ok(keys)
+}
+
+/// Reloads the versions of the rotating secrets whenever they change
+/// (`registrar_secrets`), on every instance.
+pub fn follow_secrets(keys: Keys, pool: &PgPool) -> tokio::task::JoinHandle<()> {
+    let own = pool.clone();
+    crate::db::follow(pool, "registrar_secrets", move || {
+        let (keys, pool) = (keys.clone(), own.clone());
+        async move { reload_secrets(&keys, &pool).await }
+    })
+}
+
+/// Reads the versions of the rotating secrets again.
+pub async fn reload_secrets(keys: &Keys, pool: &PgPool) {
+    match secrets::all(pool).await {
+        Ok(rows) => keys.set_versions(&rows),
+        Err(e) => tracing::warn!(error = %e, "could not reload the secret versions"),
+    }
+}
+
+/// What `registrar admin rotate-secrets` did.
+pub struct Rotation {
+    pub jwt_version: Option<i32>,
+    pub pepper_version: Option<i32>,
+    pub jwt_pruned: Vec<i32>,
+    pub peppers_pruned: Vec<i32>,
+    pub keys_on_older_peppers: i64,
+}
+
+/// New versions of the JWT signing key and/or the API-key pepper (32
+/// random bytes each), and the old versions nothing needs any more
+/// dropped. Instances pick the new versions up at once (NOTIFY).
+pub async fn rotate_secrets(settings: &Settings, pool: &PgPool, jwt: bool, pepper: bool) -> Result<Rotation> {
+    use rand::RngCore;
+    if jwt && !settings.auth.jwt_secret.expose_secret().is_empty() {
+        anyhow::bail!("auth.jwt_secret is set in the configuration: rotate it there (or unset it to use stored keys)");
+    }
+    let e = |e: Error| anyhow::anyhow!("{e}");
+    let mut tx = pool.begin().await?;
+    let fresh = || {
+        let mut b = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        b
+    };
+    let jwt_version =
+        if jwt { Some(secrets::add_version(&mut tx, tokens::JWT_SECRET, &fresh()).await.map_err(e)?) } else { None };
+    let pepper_version = if pepper {
+        Some(secrets::add_version(&mut tx, tokens::PEPPER_SECRET, &fresh()).await.map_err(e)?)
+    } else {
+        None
+    };
+    let ttl = settings.auth.access_token_ttl_secs as f64;
+    let jwt_pruned = secrets::prune_jwt_keys(&mut tx, ttl).await.map_err(e)?;
+    let peppers_pruned = secrets::prune_peppers(&mut tx).await.map_err(e)?;
+    let keys_on_older_peppers = secrets::keys_on_older_peppers(&mut tx).await.map_err(e)?;
+    tx.commit().await?;
+    Ok(Rotation { jwt_version, pepper_version, jwt_pruned, peppers_pruned, keys_on_older_peppers })
 }
 
 /// Creates the administrator when the database has no user at all. The

@@ -100,6 +100,18 @@ enum AdminCommand {
     /// Rotate the OpenID Provider's signing keys: new keys sign from now on,
     /// the old ones stay published until the tokens they signed expire.
     RotateKeys,
+    /// Rotate the JWT signing key and the API-key pepper (both, unless one
+    /// is named): new versions sign and hash from now on, on every
+    /// instance at once; tokens signed before verify until they expire, and
+    /// API keys keep working (each is re-hashed at its next use).
+    RotateSecrets {
+        /// Only the JWT signing key.
+        #[arg(long, conflicts_with = "pepper_only")]
+        jwt_only: bool,
+        /// Only the API-key pepper.
+        #[arg(long)]
+        pepper_only: bool,
+    },
     /// Make a SCIM provisioning credential (for /scim/v2 only) and print its
     /// token once on stdout. Owned by --owner, else the oldest administrator.
     ScimToken {
@@ -251,6 +263,25 @@ async fn admin(command: AdminCommand, settings: &Settings, pool: &sqlx::PgPool) 
             if let Some(pw) = shown {
                 println!("password: {pw}\n(shown only now)");
             }
+        }
+        AdminCommand::RotateSecrets { jwt_only, pepper_only } => {
+            let r = registrar::bootstrap::rotate_secrets(settings, pool, !pepper_only, !jwt_only).await?;
+            if let Some(v) = r.jwt_version {
+                println!(
+                    "JWT signing key: version {v} signs from now on; earlier versions verify the tokens they signed until those expire ({} s)",
+                    settings.auth.access_token_ttl_secs
+                );
+            }
+            if let Some(v) = r.pepper_version {
+                println!("API-key pepper: version {v} hashes new keys; existing keys are re-hashed at their next use");
+            }
+            if !r.jwt_pruned.is_empty() {
+                println!("dropped JWT signing key versions no token needs any more: {:?}", r.jwt_pruned);
+            }
+            if !r.peppers_pruned.is_empty() {
+                println!("dropped pepper versions no live key uses any more: {:?}", r.peppers_pruned);
+            }
+            println!("live API keys still under an older pepper: {}", r.keys_on_older_peppers);
         }
         AdminCommand::RotateKeys => {
             // The old keys stay published while a token they signed may live.

@@ -449,6 +449,7 @@ impl Application {
         let mut background = auth_cache.start(pool.clone());
         background.push(crate::auth::limits::RateLimits::purge_every_minute(pool.clone()));
         background.push(role_permissions.follow(&pool));
+        background.push(crate::bootstrap::follow_secrets(keys.clone(), &pool));
         let op_keys = crate::op::keys::ProviderKeys::default();
         background.push(op_keys.follow(&pool));
         let app_pool = pool.clone();

@@ -326,10 +326,13 @@ pub async fn resolve_provisioning(
             if let Some((prefix, secret)) = tokens::parse_api_key(&token) {
                 return api_key_principal(state, prefix, secret, None, now).await.map(Some);
             }
-            let claims = state
-                .keys
-                .verify_access(&token)
-                .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
+            let mut claims = state.keys.verify_access(&token);
+            if claims.is_none() && state.keys.names_unknown_key(&token) && state.keys.may_reload() {
+                // Signed by a key another instance has just rotated in.
+                crate::bootstrap::reload_secrets(&state.keys, &state.pool).await;
+                claims = state.keys.verify_access(&token);
+            }
+            let claims = claims.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
             let key = CacheKey::Session(claims.sid);
             let row = cached(state, &key, crate::store::credentials::session_by_id(&state.pool, claims.sid)).await?;
             let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
@@ -424,11 +427,27 @@ async fn api_key_principal(
     let key = CacheKey::ApiKey(prefix.to_string());
     let row = cached(state, &key, crate::store::credentials::api_key(&state.pool, prefix)).await?;
     // Hash even when the prefix is unknown: the timing is the same either way.
-    let presented = state.keys.api_key_hash(secret);
+    let (current, _) = state.keys.current_versions();
+    let version = row.as_ref().map_or(current, |r| r.pepper_version);
+    let mut presented = state.keys.api_key_hash_with(version, secret);
+    if presented.is_none() && state.keys.may_reload() {
+        // A key made under a pepper another instance has just rotated in.
+        crate::bootstrap::reload_secrets(&state.keys, &state.pool).await;
+        presented = state.keys.api_key_hash_with(version, secret);
+    }
     let row = row.ok_or_else(invalid)?;
     let stored = row.secret_hash.clone().unwrap_or_default();
-    if !tokens::constant_time_eq(&presented, &stored) {
+    if !tokens::constant_time_eq(&presented.unwrap_or_default(), &stored) {
         return Err(invalid());
+    }
+    // After a rotation, a key is re-hashed under the newest pepper at its first use.
+    let (newest, rehashed) = state.keys.api_key_hash(secret);
+    if newest > row.pepper_version {
+        if let Err(e) =
+            crate::store::secrets::rekey_api_key(&state.pool, row.ref_id, row.pepper_version, newest, &rehashed).await
+        {
+            tracing::warn!(error = %e, "could not re-hash an API key under the newest pepper");
+        }
     }
     if let Some(user) = basic_user {
         if !names(user, &row.user) {

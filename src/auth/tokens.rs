@@ -11,7 +11,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
+
 use uuid::Uuid;
 
 pub const ISSUER: &str = "registrar";
@@ -27,28 +29,110 @@ pub struct Claims {
     pub jti: Uuid,
 }
 
-#[derive(Clone)]
-pub struct Keys {
+/// One version of the JWT signing key.
+struct JwtKey {
+    version: i32,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Tokens it signed are accepted until then (its successor's creation
+    /// plus the access-token lifetime); `None` for the current key.
+    verifies_until: Option<i64>,
+}
+
+/// The versions of the rotating secrets (`secret_versions`), newest first.
+#[derive(Default)]
+struct Versions {
+    jwt: Vec<JwtKey>,
+    peppers: Vec<(i32, Vec<u8>)>,
+}
+
+/// A stored version of a rotating secret, as `store::db` reads it.
+pub struct SecretVersion {
+    pub name: String,
+    pub version: i32,
+    pub value: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// The server's keys. The JWT signing key and the API-key pepper rotate
+/// (`registrar admin rotate-secrets`): every version is kept in the
+/// database, the newest signs and hashes, older ones verify (JWTs until
+/// the tokens they signed have expired; peppers while keys use them).
+/// `base_pepper` (the first pepper) keys what does not rotate: the web
+/// forms' CSRF tokens, the sealing key of second-factor secrets, recovery
+/// codes and OpenID clients' secrets.
+#[derive(Clone)]
+pub struct Keys {
+    versions: Arc<RwLock<Versions>>,
+    base_pepper: Vec<u8>,
     validation: Validation,
-    pepper: Vec<u8>,
+    /// A JWT secret from the configuration: it does not rotate.
+    configured_jwt: bool,
+    /// When a request last made this instance reload the versions (unix ms).
+    last_reload: Arc<std::sync::atomic::AtomicI64>,
     pub access_ttl_secs: i64,
 }
 
 impl Keys {
+    /// Keys of one version each (the JWT secret, the pepper).
     pub fn new(jwt_secret: &[u8], pepper: Vec<u8>, access_ttl_secs: u64) -> Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
         validation.leeway = 5;
+        let versions = Versions { jwt: vec![jwt_key(1, jwt_secret, None)], peppers: vec![(1, pepper.clone())] };
         Keys {
-            encoding: EncodingKey::from_secret(jwt_secret),
-            decoding: DecodingKey::from_secret(jwt_secret),
+            versions: Arc::new(RwLock::new(versions)),
+            base_pepper: pepper,
             validation,
-            pepper,
+            configured_jwt: false,
+            last_reload: Arc::default(),
             access_ttl_secs: i64::try_from(access_ttl_secs).unwrap_or(900),
         }
+    }
+
+    /// Keys whose JWT secret comes from the configuration (never rotated).
+    pub fn with_configured_jwt(mut self) -> Keys {
+        self.configured_jwt = true;
+        self
+    }
+
+    pub fn jwt_configured(&self) -> bool {
+        self.configured_jwt
+    }
+
+    /// Takes the stored versions (`store::db::secret_versions`).
+    pub fn set_versions(&self, rows: &[SecretVersion]) {
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(5);
+        let mut jwt_rows: Vec<&SecretVersion> = rows.iter().filter(|r| r.name == JWT_SECRET).collect();
+        jwt_rows.sort_by_key(|r| std::cmp::Reverse(r.version));
+        let mut peppers: Vec<(i32, Vec<u8>)> =
+            rows.iter().filter(|r| r.name == PEPPER_SECRET).map(|r| (r.version, r.value.clone())).collect();
+        peppers.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+        let Ok(mut v) = self.versions.write() else { return };
+        if !self.configured_jwt && !jwt_rows.is_empty() {
+            v.jwt = jwt_rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    // A key verifies until its successor has been signing
+                    // for longer than a token lives.
+                    let until = (i > 0).then(|| jwt_rows[i - 1].created_at + self.access_ttl_secs + leeway);
+                    jwt_key(r.version, &r.value, until)
+                })
+                .collect();
+        }
+        if !peppers.is_empty() {
+            v.peppers = peppers;
+        }
+    }
+
+    /// The version of the JWT key that signs now, and of the pepper that hashes new keys.
+    pub fn current_versions(&self) -> (i32, i32) {
+        self.versions
+            .read()
+            .map(|v| (v.jwt.first().map_or(1, |k| k.version), v.peppers.first().map_or(1, |p| p.0)))
+            .unwrap_or((1, 1))
     }
 
     pub fn issue_access(&self, user: Uuid, session: Uuid, now: i64) -> anyhow::Result<String> {
@@ -60,18 +144,55 @@ impl Keys {
             iss: ISSUER.into(),
             jti: Uuid::new_v4(),
         };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        let v = self.versions.read().map_err(|_| anyhow::anyhow!("the key store is poisoned"))?;
+        let key = v.jwt.first().ok_or_else(|| anyhow::anyhow!("no JWT signing key"))?;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.version.to_string());
+        Ok(jsonwebtoken::encode(&header, &claims, &key.encoding)?)
     }
 
+    /// The claims of a valid access token. A token names its key's version
+    /// (`kid`); one without (issued before keys had versions) is checked
+    /// with the oldest key kept.
     pub fn verify_access(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid;
+        let v = self.versions.read().ok()?;
+        let key = match kid {
+            Some(kid) => {
+                let version: i32 = kid.parse().ok()?;
+                v.jwt.iter().find(|k| k.version == version)?
+            }
+            None => v.jwt.last()?,
+        };
+        if key.verifies_until.is_some_and(|until| chrono::Utc::now().timestamp() > until) {
+            return None;
+        }
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).ok().map(|d| d.claims)
+    }
+
+    /// Whether a request may make this instance reload the versions now:
+    /// once a second at most, so that made-up key versions cannot turn
+    /// every request into a database read.
+    pub fn may_reload(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_reload.load(Ordering::Relaxed);
+        now - last >= 1000 && self.last_reload.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// Whether the token names a key version this instance does not have
+    /// yet (another instance rotated a moment ago: reload and retry).
+    pub fn names_unknown_key(&self, token: &str) -> bool {
+        let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else { return false };
+        let Ok(version) = kid.parse::<i32>() else { return false };
+        self.versions.read().is_ok_and(|v| !v.jwt.iter().any(|k| k.version == version))
     }
 
     /// The web console's CSRF token for `binding` (a session, or a
     /// browser's form cookie before login): a MAC under the server pepper,
     /// so it needs no storage and cannot be made for another binding.
     pub fn csrf_token(&self, binding: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.base_pepper).expect("HMAC takes any key length");
         mac.update(b"registrar csrf\0");
         mac.update(binding.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -79,17 +200,52 @@ impl Keys {
 
     /// A 256-bit key for `purpose`, derived from the server pepper (HMAC).
     pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.base_pepper).expect("HMAC takes any key length");
         mac.update(b"registrar key\0");
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
-    pub fn api_key_hash(&self, secret: &str) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).expect("HMAC takes any key length");
-        mac.update(secret.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+    /// HMAC of a secret under the first pepper (recovery codes, OpenID
+    /// clients' secrets: they do not rotate).
+    pub fn secret_hash(&self, secret: &str) -> Vec<u8> {
+        hmac(&self.base_pepper, secret)
     }
+
+    /// A new API key's hash, under the current pepper, with its version.
+    pub fn api_key_hash(&self, secret: &str) -> (i32, Vec<u8>) {
+        let v = self.versions.read().ok();
+        match v.as_ref().and_then(|v| v.peppers.first()) {
+            Some((version, pepper)) => (*version, hmac(pepper, secret)),
+            None => (1, hmac(&self.base_pepper, secret)),
+        }
+    }
+
+    /// An API key's hash under pepper `version`; `None` when this instance
+    /// does not have that version (yet).
+    pub fn api_key_hash_with(&self, version: i32, secret: &str) -> Option<Vec<u8>> {
+        let v = self.versions.read().ok()?;
+        v.peppers.iter().find(|(n, _)| *n == version).map(|(_, pepper)| hmac(pepper, secret))
+    }
+}
+
+/// The names of the rotating secrets in `secret_versions`.
+pub const JWT_SECRET: &str = "jwt_signing_key";
+pub const PEPPER_SECRET: &str = "api_key_pepper";
+
+fn jwt_key(version: i32, secret: &[u8], verifies_until: Option<i64>) -> JwtKey {
+    JwtKey {
+        version,
+        encoding: EncodingKey::from_secret(secret),
+        decoding: DecodingKey::from_secret(secret),
+        verifies_until,
+    }
+}
+
+fn hmac(key: &[u8], value: &str) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// 32 random bytes, base64url.

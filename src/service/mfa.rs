@@ -163,7 +163,7 @@ fn new_recovery_codes(keys: &Keys) -> (Vec<String>, Vec<Vec<u8>>) {
         let mut bytes = [0u8; 10];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let raw: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
-        hashes.push(keys.api_key_hash(&format!("recovery:{raw}")));
+        hashes.push(keys.secret_hash(&format!("recovery:{raw}")));
         codes.push(format!("{}-{}", &raw[..5], &raw[5..]));
     }
     (codes, hashes)
@@ -435,7 +435,7 @@ async fn check_proof(
     } else {
         let normal = normal_recovery(code);
         let ok = normal.len() == 10
-            && store::use_recovery_code(tx, audit, user, &state.keys.api_key_hash(&format!("recovery:{normal}")))
+            && store::use_recovery_code(tx, audit, user, &state.keys.secret_hash(&format!("recovery:{normal}")))
                 .await?;
         ok.then_some("recovery_code")
     };

@@ -134,7 +134,7 @@ pub async fn create_client(
     let new = NewClient {
         client_id,
         name: name.to_string(),
-        secret_hash: secret.as_deref().map(|s| keys.api_key_hash(s)),
+        secret_hash: secret.as_deref().map(|s| keys.secret_hash(s)),
         first_party: req.first_party,
         redirect_uris,
         post_logout_redirect_uris: post_logout,
@@ -179,7 +179,7 @@ pub async fn revoke_for_client(pool: &sqlx::PgPool, audit: &Audit, client: &Clie
 /// Whether `secret` is the client's (constant time).
 pub fn secret_matches(state: &AppState, client: &Client, secret: &str) -> bool {
     match &client.secret_hash {
-        Some(hash) => tokens::constant_time_eq(hash, &state.keys.api_key_hash(secret)),
+        Some(hash) => tokens::constant_time_eq(hash, &state.keys.secret_hash(secret)),
         None => false,
     }
 }

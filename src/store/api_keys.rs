@@ -45,19 +45,21 @@ pub async fn create_scoped(
     scope: &str,
 ) -> Result<(ApiKeyView, String), Error> {
     let (prefix, secret, full) = tokens::new_api_key();
+    let (pepper_version, secret_hash) = keys.api_key_hash(&secret);
     let id = Uuid::now_v7();
     let view = sqlx::query_as!(
         ApiKeyView,
-        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at, scope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO api_keys (id, user_id, name, prefix, secret_hash, expires_at, scope, pepper_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING id, name, prefix, created_at, expires_at, last_used_at, revoked_at",
         id,
         user_id,
         name,
         prefix,
-        keys.api_key_hash(&secret),
+        secret_hash,
         expires_at,
         scope,
+        pepper_version,
     )
     .fetch_one(&mut *conn)
     .await

@@ -33,6 +33,8 @@ pub struct Credential {
     /// A provisioning credential (an API key of scope `scim`): its name,
     /// the client's name under which its external ids are kept.
     pub scim_client: Option<String>,
+    /// The pepper version an API key's hash is under (1 for the rest).
+    pub pepper_version: i32,
 }
 
 /// `Credential` as the statements return it (one flat row).
@@ -70,6 +72,7 @@ struct Flat {
     mfa_at: Option<DateTime<Utc>>,
     mfa_enrollment_only: bool,
     scim_client: Option<String>,
+    pepper_version: i32,
 }
 
 impl From<Flat> for Credential {
@@ -110,6 +113,7 @@ impl From<Flat> for Credential {
             mfa_at: f.mfa_at,
             mfa_enrollment_only: f.mfa_enrollment_only,
             scim_client: f.scim_client,
+            pepper_version: f.pepper_version,
         }
     }
 }
@@ -121,7 +125,7 @@ pub async fn session_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Credential>
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
              CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
-             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?"
+             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?", 1 AS "pepper_version!"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"#,
         id,
     )
@@ -137,7 +141,7 @@ pub async fn session_by_cookie(pool: &PgPool, hash: &[u8]) -> Result<Option<Cred
         r#", u.tokens_not_before, s.revoked_at, s.expires_at AS "expires_at?", s.last_seen_at AS "touched_at?",
              s.id AS ref_id, NULL::bytea AS secret_hash,
              CASE WHEN s.api_key_id IS NULL THEN s.created_at END AS "authenticated_at?",
-             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?"
+             s.mfa_at, s.mfa_enrollment_only, NULL::text AS "scim_client?", 1 AS "pepper_version!"
            FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.cookie_hash = $1"#,
         hash,
     )
@@ -152,7 +156,8 @@ pub async fn api_key(pool: &PgPool, prefix: &str) -> Result<Option<Credential>> 
         as Flat,
         r#", u.tokens_not_before, k.revoked_at, k.expires_at, k.last_used_at AS touched_at, k.id AS ref_id,
              k.secret_hash AS "secret_hash?", NULL::timestamptz AS authenticated_at,
-             NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!", CASE WHEN k.scope = 'scim' THEN k.name END AS "scim_client?"
+             NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!", CASE WHEN k.scope = 'scim' THEN k.name END AS "scim_client?",
+             k.pepper_version
            FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.prefix = $1"#,
         prefix,
     )
@@ -168,7 +173,7 @@ pub async fn user(pool: &PgPool, id: Uuid) -> Result<Option<Credential>> {
         r#", u.tokens_not_before, NULL::timestamptz AS revoked_at, NULL::timestamptz AS expires_at,
              NULL::timestamptz AS touched_at, u.id AS ref_id, NULL::bytea AS secret_hash,
              now() AS authenticated_at, NULL::timestamptz AS mfa_at, false AS "mfa_enrollment_only!",
-             NULL::text AS "scim_client?"
+             NULL::text AS "scim_client?", 1 AS "pepper_version!"
            FROM users u WHERE u.id = $1"#,
         id,
     )

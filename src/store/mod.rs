@@ -19,5 +19,6 @@ pub mod projects;
 pub mod rate_limits;
 pub mod roles;
 pub mod scim;
+pub mod secrets;
 pub mod sessions;
 pub mod users;

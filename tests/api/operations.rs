@@ -1,5 +1,7 @@
 //! Operations: the metrics endpoint and what it counts.
 
+use std::sync::Mutex;
+
 use serde_json::json;
 
 use crate::helpers::*;
@@ -260,4 +262,146 @@ async fn a_backup_taken_during_writes_restores_everything_up_to_it() {
     assert!(groups.contains("imaging"), "{groups}");
     let pars = back.get("/api/v1/projects/BRAIN/access-requests", &back.admin_token).await.expect(200).text;
     assert!(pars.contains(&format!("\"par_id\":{par_id}")), "{pars}");
+}
+
+/// `registrar admin rotate-secrets`, twice, while clients keep using a token
+/// and an API key issued before, and keep logging in and making keys: not
+/// one request fails; new tokens name the newest key; the old API key is
+/// re-hashed under the newest pepper at its next use and keeps working.
+#[tokio::test]
+async fn secrets_rotate_under_load_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let app = spawn_app().await;
+    app.create_user("rot", json!({})).await;
+    let old_token = app.login("rot", PASSWORD).await;
+    let old_key = app.post("/api/v1/users/me/api-keys", &old_token, json!({"name": "before"})).await.expect(201).json()
+        ["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::<String>::new())));
+    let mut load = Vec::new();
+    for task in 0..4 {
+        let (client, base) = (app.client.clone(), app.address.clone());
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let (old_token, old_key) = (old_token.clone(), old_key.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let mut steps: Vec<(String, reqwest::RequestBuilder)> = Vec::new();
+                match task {
+                    0 => steps.push((
+                        "old token".into(),
+                        client.get(format!("{base}/api/v1/users/me")).bearer_auth(&old_token),
+                    )),
+                    1 => steps
+                        .push(("old key".into(), client.get(format!("{base}/api/v1/users/me")).bearer_auth(&old_key))),
+                    _ => {
+                        // A new login, its token used at once, and now and then a new key used at once.
+                        let r = client
+                            .post(format!("{base}/api/v1/auth/login"))
+                            .json(&json!({"username": "rot", "password": PASSWORD}))
+                            .send()
+                            .await
+                            .expect("login");
+                        if r.status() != 200 {
+                            failed.lock().expect("lock").push(format!("login: {}", r.status()));
+                            continue;
+                        }
+                        let t = r.json::<serde_json::Value>().await.expect("json")["access_token"]
+                            .as_str()
+                            .expect("token")
+                            .to_string();
+                        steps.push(("new token".into(), client.get(format!("{base}/api/v1/users/me")).bearer_auth(&t)));
+                        if i % 4 == 0 {
+                            let r = client
+                                .post(format!("{base}/api/v1/users/me/api-keys"))
+                                .bearer_auth(&t)
+                                .json(&json!({"name": format!("k{task}-{i}")}))
+                                .send()
+                                .await
+                                .expect("key");
+                            if r.status() != 201 {
+                                failed.lock().expect("lock").push(format!("new key: {}", r.status()));
+                                continue;
+                            }
+                            let k = r.json::<serde_json::Value>().await.expect("json")["key"]
+                                .as_str()
+                                .expect("key")
+                                .to_string();
+                            steps
+                                .push(("new key".into(), client.get(format!("{base}/api/v1/users/me")).bearer_auth(k)));
+                        }
+                    }
+                }
+                for (what, req) in steps {
+                    let r = req.send().await.expect("request");
+                    if r.status() == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.lock().expect("lock").push(format!("{what}: {}", r.status()));
+                    }
+                }
+            }
+        }));
+    }
+    let url = database_url(app.db.get_database().expect("db")).await;
+    let rotate = |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_registrar"));
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRAR_")) {
+                cmd.env_remove(k);
+            }
+            let out = cmd.args(args).env("REGISTRAR_DATABASE_URL", &url).output().await.expect("registrar");
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).expect("utf-8")
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let first = rotate(&["admin", "rotate-secrets"]).await;
+    assert!(first.contains("JWT signing key: version 2") && first.contains("API-key pepper: version 2"), "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    rotate(&["admin", "rotate-secrets"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.expect("load task");
+    }
+    let failures = failed.lock().expect("lock").clone();
+    let served = ok.load(Ordering::Relaxed);
+    eprintln!("rotation under load: {served} requests answered 200, {} failed", failures.len());
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(served > 50, "{served}");
+
+    // New tokens name version 3; the token and key from before still work.
+    let t = app.login("rot", PASSWORD).await;
+    let header = t.split('.').next().expect("header");
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).expect("base64"),
+    )
+    .expect("json");
+    assert_eq!(header["kid"], "3");
+    app.get("/api/v1/users/me", &old_token).await.expect(200);
+    app.get("/api/v1/users/me", &old_key).await.expect(200);
+    let prefix = old_key.split('_').nth(1).expect("prefix");
+    let version = app.count(&format!("SELECT pepper_version::bigint FROM api_keys WHERE prefix = '{prefix}'")).await;
+    assert_eq!(version, 3, "re-hashed under the newest pepper at its use");
+    // A wrong key with a known prefix is still refused after the re-hash.
+    let forged = format!("rk_{prefix}_{}", "A".repeat(43));
+    app.get("/api/v1/users/me", &forged).await.expect(401);
+    // Peppers no live key uses are dropped by the next rotation.
+    rotate(&["admin", "rotate-secrets", "--pepper-only"]).await;
+    let unused = app
+        .count(
+            "SELECT count(*) FROM secret_versions s WHERE s.name = 'api_key_pepper'
+               AND s.version < (SELECT max(version) FROM secret_versions WHERE name = 'api_key_pepper')
+               AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.pepper_version = s.version AND k.revoked_at IS NULL)",
+        )
+        .await;
+    assert_eq!(unused, 0);
+    assert_eq!(app.count("SELECT max(version)::bigint FROM secret_versions WHERE name = 'jwt_signing_key'").await, 3);
 }
