@@ -25,6 +25,13 @@ pub struct RouteLabels {
     pub status: &'static str,
 }
 
+/// A request's method as a label: one of the standard methods, else
+/// `other` (a client may send any token as a method; each would be a series).
+fn method_label(method: &str) -> String {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.iter().find(|m| **m == method).map_or("other", |m| m).to_string()
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
@@ -150,7 +157,8 @@ impl Metrics {
     }
 
     pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let labels = RouteLabels { route: route.to_string(), method: method.to_string(), status: status_class(status) };
+        let labels =
+            RouteLabels { route: route.to_string(), method: method_label(method), status: status_class(status) };
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
     }

@@ -5,6 +5,7 @@
 //! limit holds across every instance: a client spreading its logins over
 //! three instances gets one budget, not three.
 
+use sha2::Digest;
 use sqlx::PgPool;
 
 use crate::config::RateLimitSettings;
@@ -40,8 +41,10 @@ impl Limiter {
     /// Counts one request for `key`; 429 with Retry-After when over the limit.
     pub async fn check(&self, key: &str) -> Result<(), Error> {
         let Some((interval, tolerance)) = self.gcra else { return Ok(()) };
-        match crate::store::rate_limits::take(&self.pool, self.bucket, &key.to_lowercase(), interval, tolerance).await?
-        {
+        // Stored as a SHA-256: any length fits the index, and the table
+        // holds no login names or addresses in clear.
+        let key = hex::encode(sha2::Sha256::digest(key.to_lowercase().as_bytes()));
+        match crate::store::rate_limits::take(&self.pool, self.bucket, &key, interval, tolerance).await? {
             None => Ok(()),
             Some(wait) => {
                 self.metrics.rate_limited(self.bucket);
@@ -92,11 +95,13 @@ impl RateLimits {
         }
     }
 
-    /// A login attempt: by client IP, then by account name (folded as
-    /// logins are, so `ALICE` and `alice` share one budget).
+    /// A login attempt: by client IP, then by login name, folded exactly
+    /// as the account lookup and the unknown-name lockout fold it
+    /// (`domain::login_key`), so `ALICE` and `alice` share one budget and a
+    /// name is never charged under another's key.
     pub async fn login(&self, ip: Option<&str>, login: &str) -> Result<(), Error> {
         self.login_ip.check(ip.unwrap_or("-")).await?;
-        self.login_account.check(&crate::domain::login_key(login.trim())).await
+        self.login_account.check(&crate::domain::login_key(login)).await
     }
 
     /// Forgets, every minute, the keys whose whole budget is back.

@@ -440,22 +440,23 @@ async fn api_key_principal(
     if !tokens::constant_time_eq(&presented.unwrap_or_default(), &stored) {
         return Err(invalid());
     }
-    // After a rotation, a key is re-hashed under the newest pepper at its first use.
-    let (newest, rehashed) = state.keys.api_key_hash(secret);
-    if newest > row.pepper_version {
-        if let Err(e) =
-            crate::store::secrets::rekey_api_key(&state.pool, row.ref_id, row.pepper_version, newest, &rehashed).await
-        {
-            tracing::warn!(error = %e, "could not re-hash an API key under the newest pepper");
-        }
-    }
     if let Some(user) = basic_user {
         if !names(user, &row.user) {
             return Err(invalid());
         }
     }
-    touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, row.ref_id)).await;
-    principal_from(state, row, AuthMethod::ApiKey, now)
+    // Only a key that is let in is touched and, after a rotation, re-hashed
+    // under the newest pepper (a revoked or expired one is left alone).
+    let (id, version) = (row.ref_id, row.pepper_version);
+    let principal = principal_from(state, row.clone(), AuthMethod::ApiKey, now)?;
+    touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, id)).await;
+    let (newest, rehashed) = state.keys.api_key_hash(secret);
+    if newest > version {
+        if let Err(e) = crate::store::secrets::rekey_api_key(&state.pool, id, version, newest, &rehashed).await {
+            tracing::warn!(error = %e, "could not re-hash an API key under the newest pepper");
+        }
+    }
+    Ok(principal)
 }
 
 /// Whether `given` names `user`: their username or email address (any

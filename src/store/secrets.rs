@@ -60,12 +60,18 @@ pub async fn prune_jwt_keys(conn: &mut PgConnection, ttl_secs: f64) -> Result<Ve
     .await?)
 }
 
-/// Drops the peppers no live API key is hashed under (never the newest).
+/// Drops the peppers no live API key is hashed under and no instance can
+/// still take for the newest: those whose successor has existed for an
+/// hour (every instance reloaded long since, so none creates or re-hashes
+/// a key under them any more). Never the newest two.
 pub async fn prune_peppers(conn: &mut PgConnection) -> Result<Vec<i32>> {
     Ok(sqlx::query_scalar!(
         r#"DELETE FROM secret_versions s
             WHERE s.name = 'api_key_pepper'
-              AND s.version < (SELECT max(version) FROM secret_versions WHERE name = 'api_key_pepper')
+              AND s.version < (SELECT max(version) - 1 FROM secret_versions WHERE name = 'api_key_pepper')
+              AND EXISTS (SELECT 1 FROM secret_versions n
+                           WHERE n.name = s.name AND n.version = s.version + 1
+                             AND n.created_at < now() - interval '1 hour')
               AND NOT EXISTS (SELECT 1 FROM api_keys k
                                WHERE k.pepper_version = s.version AND k.revoked_at IS NULL
                                  AND (k.expires_at IS NULL OR k.expires_at > now()))

@@ -65,6 +65,13 @@ async fn metrics_are_off_without_a_token_and_then_need_it() {
     let missing = r#"registrar_http_requests_total{route="/api/v1/users/{username}",method="GET",status="4xx"}"#;
     assert!(delta(missing) >= 1.0, "{after}");
     assert!(!after.contains("nobody-here") && !after.contains("/users/mel"), "a raw path became a label");
+    // A made-up method is not a label of its own (any token is a method to HTTP).
+    let odd = reqwest::Method::from_bytes(b"FOO1").expect("method");
+    app.send(odd, "/healthz", &Auth::None, None).await;
+    let later = scrape(&app).await;
+    assert!(!later.contains("FOO1") && later.contains(r#"method="other""#), "{later}");
+    // A login name longer than any index entry is an ordinary failure, not a 500.
+    app.login_full(&"n".repeat(4000), "a wrong but long passphrase").await.expect(401);
     // The gauges read at scrape time, and the hasher and cache counters.
     assert!(sample(&after, "registrar_db_pool_max_connections").is_some_and(|v| v >= 1.0), "{after}");
     assert!(sample(&after, "registrar_db_pool_connections").is_some_and(|v| v >= 1.0), "{after}");
@@ -393,15 +400,40 @@ async fn secrets_rotate_under_load_without_a_failed_request() {
     // A wrong key with a known prefix is still refused after the re-hash.
     let forged = format!("rk_{prefix}_{}", "A".repeat(43));
     app.get("/api/v1/users/me", &forged).await.expect(401);
-    // Peppers no live key uses are dropped by the next rotation.
+    // A key revoked before a rotation is neither let in nor re-hashed after it.
+    let revoked = app.post("/api/v1/users/me/api-keys", &t, json!({"name": "revoked"})).await.expect(201).json();
+    let (revoked_key, revoked_id) =
+        (revoked["key"].as_str().expect("key").to_string(), revoked["id"].as_str().expect("id").to_string());
+    app.delete(&format!("/api/v1/users/me/api-keys/{revoked_id}"), &t).await.expect(204);
+    rotate(&["admin", "rotate-secrets", "--pepper-only"]).await;
+    app.get("/api/v1/users/me", &revoked_key).await.expect(401);
+    let kept = app.count(&format!("SELECT pepper_version::bigint FROM api_keys WHERE id = '{revoked_id}'")).await;
+    assert_eq!(kept, 3, "a refused key is not re-hashed");
+    // No pepper is dropped while an instance may still take it for the
+    // newest (its successor is younger than an hour)...
+    let peppers = "SELECT count(*) FROM secret_versions WHERE name = 'api_key_pepper'";
+    assert_eq!(app.count(peppers).await, 4);
+    // ...and an hour on, the next rotation drops those no live key uses.
+    sqlx::query("UPDATE secret_versions SET created_at = created_at - interval '2 hours'")
+        .execute(&app.pool)
+        .await
+        .expect("age the versions");
     rotate(&["admin", "rotate-secrets", "--pepper-only"]).await;
     let unused = app
         .count(
             "SELECT count(*) FROM secret_versions s WHERE s.name = 'api_key_pepper'
-               AND s.version < (SELECT max(version) FROM secret_versions WHERE name = 'api_key_pepper')
+               AND s.version < (SELECT max(version) - 1 FROM secret_versions WHERE name = 'api_key_pepper')
                AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.pepper_version = s.version AND k.revoked_at IS NULL)",
         )
         .await;
-    assert_eq!(unused, 0);
+    assert_eq!(unused, 0, "unused old peppers are dropped");
+    let dangling = app
+        .count(
+            "SELECT count(*) FROM api_keys k WHERE k.revoked_at IS NULL AND NOT EXISTS
+               (SELECT 1 FROM secret_versions s WHERE s.name = 'api_key_pepper' AND s.version = k.pepper_version)",
+        )
+        .await;
+    assert_eq!(dangling, 0, "no live key lost its pepper");
+    app.get("/api/v1/users/me", &old_key).await.expect(200);
     assert_eq!(app.count("SELECT max(version)::bigint FROM secret_versions WHERE name = 'jwt_signing_key'").await, 3);
 }
