@@ -450,8 +450,8 @@ async fn api_key_principal(
     let (id, version) = (row.ref_id, row.pepper_version);
     let principal = principal_from(state, row.clone(), AuthMethod::ApiKey, now)?;
     touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, id)).await;
-    let (newest, rehashed) = state.keys.api_key_hash(secret);
-    if newest > version {
+    if state.keys.current_versions().1 > version {
+        let (newest, rehashed) = state.keys.api_key_hash(secret);
         if let Err(e) = crate::store::secrets::rekey_api_key(&state.pool, id, version, newest, &rehashed).await {
             tracing::warn!(error = %e, "could not re-hash an API key under the newest pepper");
         }

@@ -562,6 +562,16 @@ pub async fn create_credential(
     Ok(made)
 }
 
+/// Revokes a live provisioning credential; 404 when there is none of that id.
+pub async fn revoke_credential(pool: &sqlx::PgPool, audit: &Audit, id: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if !store::revoke_credential(&mut tx, audit, id).await? {
+        return Err(Error::not_found("credential_not_found", "no live credential of that id"));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The owner of a provisioning credential made from the command line.
 pub async fn default_owner(pool: &sqlx::PgPool) -> Result<Uuid> {
     let mut conn = pool.acquire().await?;

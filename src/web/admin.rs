@@ -1127,10 +1127,6 @@ pub async fn revoke_scim(
 ) -> PageResult {
     let id: uuid::Uuid =
         path.parse().map_err(|_| crate::domain::Error::not_found("credential_not_found", "no such credential"))?;
-    let mut tx = state.pool.begin().await?;
-    if !crate::store::scim::revoke_credential(&mut tx, &audit, id).await? {
-        return Err(crate::domain::Error::not_found("credential_not_found", "no live credential of that id").into());
-    }
-    tx.commit().await?;
+    crate::service::scim::revoke_credential(&state.pool, &audit, id).await?;
     Ok(see_other("/admin/scim?m=credential-revoked"))
 }
