@@ -131,15 +131,18 @@ fn main() {
             std::process::exit(2);
         }
     };
-    registrar::telemetry::init(settings.log_format);
+    let log = registrar::telemetry::init(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
+            drop(log);
             eprintln!("registrar: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };
     let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings));
+    // The log lines still waiting are written before the process ends.
+    drop(log);
     if let Err(e) = result {
         eprintln!("registrar: {e:#}");
         std::process::exit(1);

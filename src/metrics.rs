@@ -19,17 +19,17 @@ use prometheus_client::registry::Registry;
 pub struct RouteLabels {
     /// The route template (`/api/v1/users/{username}`), `unmatched` when
     /// no route matched: never the raw path, so ids do not become series.
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
     /// `2xx`, `3xx`, `4xx` or `5xx`.
     pub status: &'static str,
 }
 
 /// A request's method as a label: one of the standard methods, else
 /// `other` (a client may send any token as a method; each would be a series).
-fn method_label(method: &str) -> String {
+fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
-    KNOWN.iter().find(|m| **m == method).map_or("other", |m| m).to_string()
+    KNOWN.iter().find(|m| **m == method).map_or("other", |m| m)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,9 +156,8 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let labels =
-            RouteLabels { route: route.to_string(), method: method_label(method), status: status_class(status) };
+    pub fn request(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+        let labels = RouteLabels { route, method: method_label(method), status: status_class(status) };
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
     }

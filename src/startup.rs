@@ -385,19 +385,97 @@ pub struct Application {
 /// Every resource of the route table, each wrapped in its own guard: the
 /// resource's rules, enforced after routing selected it; on XNAT paths,
 /// inside the guard, Basic logins become sessions.
+///
+/// The resources are registered in scopes by their leading static path
+/// segments (`/api` → `/v1` → `/users` …), so the router compares a few
+/// prefixes and then only the patterns under the request's own prefix,
+/// instead of every pattern of the table in turn (each dynamic one a regular
+/// expression). See `RouteTree` for why the first match is still the one
+/// the flat table would give.
 fn register_routes(cfg: &mut web::ServiceConfig) {
+    let mut tree = RouteTree::default();
     for (pattern, rules, list) in resources() {
-        let mut resource = web::resource(pattern).default_service(web::to(method_not_allowed));
-        for route in list {
-            resource = resource.route(route);
+        tree.insert(pattern, segments(pattern), (rules, list));
+    }
+    tree.register(cfg, "");
+}
+
+type ResourceRoutes = (Arc<std::collections::HashMap<Method, Rule>>, Vec<Route>);
+
+/// The static segments a pattern starts with (up to its first `{param}`).
+fn segments(pattern: &'static str) -> Vec<&'static str> {
+    pattern.trim_start_matches('/').split('/').take_while(|s| !s.is_empty() && !s.contains('{')).collect()
+}
+
+/// The route table as a tree of static path segments. Routing by first
+/// match in table order is kept exactly: a node becomes a scope of its own
+/// only when no pattern at its parent has a `{param}` in that segment's
+/// place (such a pattern could match the same paths, and a scope, once
+/// entered, is never left). A node with such a pattern keeps every route
+/// under it as one flat list, in table order.
+#[derive(Default)]
+struct RouteTree {
+    /// Resources under this node, in table order: (full pattern, the rest
+    /// of its static segments, routes).
+    entries: Vec<(&'static str, Vec<&'static str>, ResourceRoutes)>,
+}
+
+impl RouteTree {
+    fn insert(&mut self, pattern: &'static str, rest: Vec<&'static str>, routes: ResourceRoutes) {
+        self.entries.push((pattern, rest, routes));
+    }
+
+    /// Registers this node's routes, `prefix` being the path of the node.
+    fn register(self, cfg: &mut web::ServiceConfig, prefix: &str) {
+        // A pattern with more after this node's path whose next segment is
+        // not static could match any next segment: no child scopes here.
+        let dynamic_next =
+            self.entries.iter().any(|(pattern, rest, _)| rest.is_empty() && pattern.len() > prefix.len().max(1));
+        if dynamic_next {
+            for (pattern, _, routes) in self.entries {
+                register_resource(cfg, pattern, &pattern[prefix.len()..], routes);
+            }
+            return;
         }
-        let guard = access::ResourceRules { pattern, by_method: rules };
-        let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
-        if xnat::is_xnat_path(pattern) {
-            cfg.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
-        } else {
-            cfg.service(resource.wrap(guard));
+        // Children by next segment, in the order each first appears.
+        let mut children: Vec<(&'static str, RouteTree)> = Vec::new();
+        for (pattern, mut rest, routes) in self.entries {
+            if rest.is_empty() {
+                // This node's own path, exactly.
+                register_resource(cfg, pattern, &pattern[prefix.len()..], routes);
+                continue;
+            }
+            let next = rest.remove(0);
+            match children.iter_mut().find(|(s, _)| *s == next) {
+                Some((_, child)) => child.insert(pattern, rest, routes),
+                None => {
+                    let mut child = RouteTree::default();
+                    child.insert(pattern, rest, routes);
+                    children.push((next, child));
+                }
+            }
         }
+        for (segment, child) in children {
+            let path = format!("{prefix}/{segment}");
+            let scope_path = format!("/{segment}");
+            cfg.service(web::scope(&scope_path).configure(move |cfg| child.register(cfg, &path)));
+        }
+    }
+}
+
+/// One resource: its routes, 405 for other methods, and its guard.
+fn register_resource(cfg: &mut web::ServiceConfig, pattern: &'static str, relative: &str, routes: ResourceRoutes) {
+    let (rules, list) = routes;
+    let mut resource = web::resource(relative).default_service(web::to(method_not_allowed));
+    for route in list {
+        resource = resource.route(route);
+    }
+    let guard = access::ResourceRules { pattern, by_method: rules };
+    let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
+    if xnat::is_xnat_path(pattern) {
+        cfg.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
+    } else {
+        cfg.service(resource.wrap(guard));
     }
 }
 

@@ -16,16 +16,32 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`,
 /// without PostgreSQL's notices such as "relation already exists,
 /// skipping"). Colours only on a terminal.
-pub fn init(format: LogFormat) {
+///
+/// Lines are formatted on the thread that logs them and written to stderr
+/// by a thread of their own, a batch at a time (one write for every line
+/// waiting), so a request does not wait for the write. No line is dropped:
+/// when 128k lines are waiting, loggers wait. Keep the returned guard until
+/// the end of `main`: dropping it writes what is still waiting.
+pub fn init(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match format {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("registrar-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    installed.ok().map(|()| guard)
 }
+
+/// Where the request was routed: the pattern of the resource that took it
+/// (set by its guard, `auth::access::enforce`).
+#[derive(Clone, Copy, Debug)]
+pub struct RoutePattern(pub &'static str);
 
 /// The request id of the current request, as stored in its extensions.
 #[derive(Clone, Debug)]
@@ -65,8 +81,8 @@ pub async fn request_id_middleware(
             let elapsed = started.elapsed();
             if let Some(m) = metrics {
                 // The route template, never the raw path (ids would become series).
-                let route = res.request().match_pattern();
-                m.request(route.as_deref().unwrap_or("unmatched"), method.as_str(), status, elapsed);
+                let route = res.request().extensions().get::<RoutePattern>().map_or("unmatched", |r| r.0);
+                m.request(route, method.as_str(), status, elapsed);
             }
             tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "served");
             if let Ok(v) = HeaderValue::from_str(&id) {

@@ -302,7 +302,7 @@ pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<St
     let name = resolve_me(&caller.0, &path);
     if caller.0.is(name) {
         // Read moments ago, with the credentials: no second query.
-        return Ok(HttpResponse::Ok().json(UserView::from(caller.0.user)));
+        return Ok(HttpResponse::Ok().json(UserView::from(std::sync::Arc::unwrap_or_clone(caller.0.user))));
     }
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, name, false).await?;

@@ -117,6 +117,7 @@ pub async fn enforce(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    req.extensions_mut().insert(crate::telemetry::RoutePattern(rules.pattern));
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(deny(req, ApiError::internal(anyhow::anyhow!("application state missing"))));
     };

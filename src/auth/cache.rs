@@ -51,7 +51,7 @@ pub enum CacheKey {
 /// What registrar's auth cache holds.
 #[derive(Clone)]
 pub enum Cached {
-    Principal(Box<crate::auth::principal::Row>),
+    Principal(std::sync::Arc<crate::auth::principal::Row>),
     Grant(std::sync::Arc<crate::service::oauth::GrantView>),
     Client(std::sync::Arc<crate::store::oauth::Client>),
 }

@@ -40,8 +40,9 @@ pub struct Principal {
     pub session_id: Option<Uuid>,
     pub api_key_id: Option<Uuid>,
     pub method: AuthMethod,
-    /// The caller's user row as read when the request was authenticated.
-    pub user: crate::store::users::User,
+    /// The caller's user row as read when the request was authenticated
+    /// (shared with the auth cache's entry).
+    pub user: std::sync::Arc<crate::store::users::User>,
     /// Authenticated by `Authorization: Basic` (password or API key).
     pub via_basic: bool,
     /// When the holder last proved who they are: the login that started the
@@ -222,7 +223,7 @@ impl RolePermissions {
     }
 }
 
-fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, Error> {
+fn principal_from(state: &AppState, row: &Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, Error> {
     let invalid = || Error::unauthorized("invalid or expired credentials");
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
@@ -252,12 +253,12 @@ fn principal_from(state: &AppState, row: Row, method: AuthMethod, now: DateTime<
         false => held,
     };
     Ok(Principal {
-        scim_client: row.scim_client,
+        scim_client: row.scim_client.clone(),
         expires_at: row.expires_at,
         user_id: row.user.id,
         username: row.user.username.clone(),
         roles: row.user.roles.clone(),
-        user: row.user,
+        user: row.user.clone(),
         permissions,
         session_id,
         api_key_id,
@@ -340,7 +341,7 @@ pub async fn resolve_provisioning(
                 return Err(Error::unauthorized("invalid or expired credentials"));
             }
             touch_session(state, &key, &row, now).await;
-            principal_from(state, row, AuthMethod::Jwt, now).map(Some)
+            principal_from(state, &row, AuthMethod::Jwt, now).map(Some)
         }
         Credentials::Basic { username, password } => {
             use secrecy::ExposeSecret;
@@ -353,7 +354,7 @@ pub async fn resolve_provisioning(
                 let row = crate::store::credentials::user(&state.pool, user_id)
                     .await?
                     .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
-                principal_from(state, row, AuthMethod::Basic, now)?
+                principal_from(state, &row, AuthMethod::Basic, now)?
             };
             p.via_basic = true;
             Ok(Some(p))
@@ -370,7 +371,7 @@ async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) ->
     let row = cached(state, &key, crate::store::credentials::session_by_cookie(&state.pool, &hash)).await?;
     let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
     touch_session(state, &key, &row, now).await;
-    principal_from(state, row, AuthMethod::Cookie, now)
+    principal_from(state, &row, AuthMethod::Cookie, now)
 }
 
 /// The row under `key`: from the auth cache, or read by `load` and cached.
@@ -378,14 +379,14 @@ async fn cached(
     state: &AppState,
     key: &CacheKey,
     load: impl std::future::Future<Output = Result<Option<Row>, Error>>,
-) -> Result<Option<Row>, Error> {
+) -> Result<Option<std::sync::Arc<Row>>, Error> {
     if let Some(Cached::Principal(row)) = state.auth_cache.get(key) {
-        return Ok(Some(*row));
+        return Ok(Some(row));
     }
     let ticket = state.auth_cache.ticket();
-    let row = load.await?;
+    let row = load.await?.map(std::sync::Arc::new);
     if let Some(row) = &row {
-        state.auth_cache.insert(ticket, key.clone(), row.user.id, Cached::Principal(Box::new(row.clone())));
+        state.auth_cache.insert(ticket, key.clone(), row.user.id, Cached::Principal(row.clone()));
     }
     Ok(row)
 }
@@ -402,7 +403,7 @@ where
     let _ = write.await;
     state.auth_cache.update(key, |c| {
         if let Cached::Principal(r) = c {
-            r.touched_at = Some(now)
+            std::sync::Arc::make_mut(r).touched_at = Some(now)
         }
     });
 }
@@ -448,7 +449,7 @@ async fn api_key_principal(
     // Only a key that is let in is touched and, after a rotation, re-hashed
     // under the newest pepper (a revoked or expired one is left alone).
     let (id, version) = (row.ref_id, row.pepper_version);
-    let principal = principal_from(state, row.clone(), AuthMethod::ApiKey, now)?;
+    let principal = principal_from(state, &row, AuthMethod::ApiKey, now)?;
     touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, id)).await;
     if state.keys.current_versions().1 > version {
         let (newest, rehashed) = state.keys.api_key_hash(secret);

@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub const ISSUER: &str = "registrar";
 pub const API_KEY_PREFIX: &str = "rk_";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
     pub sid: Uuid,
@@ -70,8 +70,21 @@ pub struct Keys {
     configured_jwt: bool,
     /// When a request last made this instance reload the versions (unix ms).
     last_reload: Arc<std::sync::atomic::AtomicI64>,
+    /// Access tokens whose signature and claims have been checked, with
+    /// their claims (see `verify_access`).
+    verified: Arc<RwLock<std::collections::HashMap<Box<str>, Verified>>>,
     pub access_ttl_secs: i64,
 }
+
+/// A checked access token: its claims, and until when its key verifies.
+struct Verified {
+    claims: Claims,
+    key_until: Option<i64>,
+}
+
+/// How many checked access tokens an instance remembers; when full, it
+/// starts over (a token not remembered is simply checked again).
+const VERIFIED_TOKENS: usize = 4096;
 
 impl Keys {
     /// Keys of one version each (the JWT secret, the pepper).
@@ -87,6 +100,7 @@ impl Keys {
             validation,
             configured_jwt: false,
             last_reload: Arc::default(),
+            verified: Arc::default(),
             access_ttl_secs: i64::try_from(access_ttl_secs).unwrap_or(900),
         }
     }
@@ -125,6 +139,11 @@ impl Keys {
         if !peppers.is_empty() {
             v.peppers = peppers;
         }
+        drop(v);
+        // Tokens checked under the old versions are checked again.
+        if let Ok(mut verified) = self.verified.write() {
+            verified.clear();
+        }
     }
 
     /// The version of the JWT key that signs now, and of the pepper that hashes new keys.
@@ -154,7 +173,33 @@ impl Keys {
     /// The claims of a valid access token. A token names its key's version
     /// (`kid`); one without (issued before keys had versions) is checked
     /// with the oldest key kept.
+    ///
+    /// A token checked once is remembered (up to `VERIFIED_TOKENS`, keyed by
+    /// its exact text) with its claims, so that its next uses cost a lookup
+    /// instead of a header parse, an HMAC and a claims parse; its expiry and
+    /// its key's are still checked each time, and a change of the key
+    /// versions forgets them all. What is remembered was signed by one of
+    /// our keys: a forged token is never stored.
     pub fn verify_access(&self, token: &str) -> Option<Claims> {
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(5);
+        if let Some(hit) = self.verified.read().ok()?.get(token) {
+            let expired = hit.claims.exp < now - leeway || hit.key_until.is_some_and(|until| now > until);
+            return (!expired).then(|| hit.claims.clone());
+        }
+        let (claims, key_until) = self.verify_access_fully(token)?;
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+            verified.insert(token.into(), Verified { claims: claims.clone(), key_until });
+        }
+        Some(claims)
+    }
+
+    /// `verify_access` without memory: the signature and the claims, and
+    /// until when the key that signed it verifies.
+    fn verify_access_fully(&self, token: &str) -> Option<(Claims, Option<i64>)> {
         let kid = jsonwebtoken::decode_header(token).ok()?.kid;
         let v = self.versions.read().ok()?;
         let key = match kid {
@@ -167,7 +212,8 @@ impl Keys {
         if key.verifies_until.is_some_and(|until| chrono::Utc::now().timestamp() > until) {
             return None;
         }
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).ok().map(|d| d.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).ok()?.claims;
+        Some((claims, key.verifies_until))
     }
 
     /// Whether a request may make this instance reload the versions now:

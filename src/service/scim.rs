@@ -46,7 +46,7 @@ impl Client {
         acting.permissions = vec![Permission::UserManagement];
         acting.user_id = Uuid::nil();
         acting.roles = Vec::new();
-        acting.user.roles = Vec::new();
+        std::sync::Arc::make_mut(&mut acting.user).roles = Vec::new();
         let base = format!("{}/scim/v2", state.settings.public_url.trim_end_matches('/'));
         Client { acting, name, base }
     }

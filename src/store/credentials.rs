@@ -14,7 +14,8 @@ use crate::store::users::{select_users, User};
 /// what `auth::principal` checks and the auth cache keeps.
 #[derive(Debug, Clone)]
 pub struct Credential {
-    pub user: User,
+    /// Shared with the principals built from it (no copy per request).
+    pub user: std::sync::Arc<User>,
     pub tokens_not_before: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -78,7 +79,7 @@ struct Flat {
 impl From<Flat> for Credential {
     fn from(f: Flat) -> Credential {
         Credential {
-            user: User {
+            user: std::sync::Arc::new(User {
                 id: f.id,
                 username: f.username,
                 email: f.email,
@@ -102,7 +103,7 @@ impl From<Flat> for Credential {
                 orcid: f.orcid,
                 url: f.url,
                 mfa_enabled: f.mfa_enabled,
-            },
+            }),
             tokens_not_before: f.tokens_not_before,
             revoked_at: f.revoked_at,
             expires_at: f.expires_at,
