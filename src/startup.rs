@@ -386,8 +386,8 @@ pub struct Application {
 /// resource's rules, enforced after routing selected it; on XNAT paths,
 /// inside the guard, Basic logins become sessions.
 ///
-/// The resources are registered in scopes by their leading static path
-/// segments (`/api` → `/v1` → `/users` …), so the router compares a few
+/// The resources are registered in scopes by their path segments (`/api` →
+/// `/v1` → `/users` → `/{username}` …), so the router compares a few
 /// prefixes and then only the patterns under the request's own prefix,
 /// instead of every pattern of the table in turn (each dynamic one a regular
 /// expression). See `RouteTree` for why the first match is still the one
@@ -397,52 +397,67 @@ fn register_routes(cfg: &mut web::ServiceConfig) {
     for (pattern, rules, list) in resources() {
         tree.insert(pattern, segments(pattern), (rules, list));
     }
-    tree.register(cfg, "");
+    tree.register(cfg, "", register_resource);
 }
 
 type ResourceRoutes = (Arc<std::collections::HashMap<Method, Rule>>, Vec<Route>);
 
-/// The static segments a pattern starts with (up to its first `{param}`).
+/// The segments of a pattern (`{param}` ones included).
 fn segments(pattern: &'static str) -> Vec<&'static str> {
-    pattern.trim_start_matches('/').split('/').take_while(|s| !s.is_empty() && !s.contains('{')).collect()
+    pattern.split('/').filter(|s| !s.is_empty()).collect()
 }
 
-/// The route table as a tree of static path segments. Routing by first
-/// match in table order is kept exactly: a node becomes a scope of its own
-/// only when no pattern at its parent has a `{param}` in that segment's
-/// place (such a pattern could match the same paths, and a scope, once
-/// entered, is never left). A node with such a pattern keeps every route
-/// under it as one flat list, in table order.
-#[derive(Default)]
-struct RouteTree {
+/// The route table as a tree of path segments. Routing by first match in
+/// table order is kept exactly: a scope, once entered, is never left, so a
+/// node's children become scopes only when a path can enter one child only
+/// and every pattern that could match it is in that child: when all the
+/// next segments are static (distinct names never match the same segment),
+/// or when there is a single next segment (a `{param}` that all patterns
+/// share). Otherwise (a `{param}` next to other segments: `/profiles` and
+/// `/{username}/enabled` both match `/profiles/enabled`) every route under
+/// the node stays in one flat list, in table order.
+struct RouteTree<T> {
     /// Resources under this node, in table order: (full pattern, the rest
-    /// of its static segments, routes).
-    entries: Vec<(&'static str, Vec<&'static str>, ResourceRoutes)>,
+    /// of its segments, what `leaf` registers).
+    entries: Vec<(&'static str, Vec<&'static str>, T)>,
 }
 
-impl RouteTree {
-    fn insert(&mut self, pattern: &'static str, rest: Vec<&'static str>, routes: ResourceRoutes) {
+impl<T> Default for RouteTree<T> {
+    fn default() -> Self {
+        RouteTree { entries: Vec::new() }
+    }
+}
+
+/// Registers one resource: (config, full pattern, pattern relative to its
+/// scope, what the tree holds for it).
+type Leaf<T> = fn(&mut web::ServiceConfig, &'static str, &str, T);
+
+impl<T: 'static> RouteTree<T> {
+    fn insert(&mut self, pattern: &'static str, rest: Vec<&'static str>, routes: T) {
         self.entries.push((pattern, rest, routes));
     }
 
     /// Registers this node's routes, `prefix` being the path of the node.
-    fn register(self, cfg: &mut web::ServiceConfig, prefix: &str) {
-        // A pattern with more after this node's path whose next segment is
-        // not static could match any next segment: no child scopes here.
-        let dynamic_next =
-            self.entries.iter().any(|(pattern, rest, _)| rest.is_empty() && pattern.len() > prefix.len().max(1));
-        if dynamic_next {
+    fn register(self, cfg: &mut web::ServiceConfig, prefix: &str, leaf: Leaf<T>) {
+        let mut next: Vec<&str> = Vec::new();
+        for segment in self.entries.iter().filter_map(|(_, rest, _)| rest.first()) {
+            if !next.contains(segment) {
+                next.push(segment);
+            }
+        }
+        let nest = next.len() == 1 || next.iter().all(|s| !s.contains('{'));
+        if !nest {
             for (pattern, _, routes) in self.entries {
-                register_resource(cfg, pattern, &pattern[prefix.len()..], routes);
+                leaf(cfg, pattern, &pattern[prefix.len()..], routes);
             }
             return;
         }
         // Children by next segment, in the order each first appears.
-        let mut children: Vec<(&'static str, RouteTree)> = Vec::new();
+        let mut children: Vec<(&'static str, RouteTree<T>)> = Vec::new();
         for (pattern, mut rest, routes) in self.entries {
             if rest.is_empty() {
                 // This node's own path, exactly.
-                register_resource(cfg, pattern, &pattern[prefix.len()..], routes);
+                leaf(cfg, pattern, &pattern[prefix.len()..], routes);
                 continue;
             }
             let next = rest.remove(0);
@@ -458,7 +473,7 @@ impl RouteTree {
         for (segment, child) in children {
             let path = format!("{prefix}/{segment}");
             let scope_path = format!("/{segment}");
-            cfg.service(web::scope(&scope_path).configure(move |cfg| child.register(cfg, &path)));
+            cfg.service(web::scope(&scope_path).configure(move |cfg| child.register(cfg, &path, leaf)));
         }
     }
 }
@@ -654,5 +669,89 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test;
+
+    /// A resource that answers with its own pattern.
+    fn echo(cfg: &mut web::ServiceConfig, pattern: &'static str, relative: &str, _: ()) {
+        cfg.service(web::resource(relative).to(move || async move { pattern }));
+    }
+
+    /// Every pattern with its `{param}`s filled in with every segment name
+    /// of the table (and a few other values), one at a time and all at
+    /// once, as is, with a trailing slash and with a doubled slash.
+    fn sample_paths(patterns: &[&'static str]) -> Vec<String> {
+        let mut words: Vec<&str> = patterns.iter().flat_map(|p| segments(p)).filter(|s| !s.contains('{')).collect();
+        words.extend(["x", "me", "%2F", "a%20b", ""]);
+        words.sort_unstable();
+        words.dedup();
+        let mut paths = Vec::new();
+        for pattern in patterns {
+            let segs = segments(pattern);
+            let params: Vec<usize> = (0..segs.len()).filter(|i| segs[*i].contains('{')).collect();
+            let fill = |at: Option<usize>, word: &str| -> String {
+                let filled: Vec<&str> = (0..segs.len())
+                    .map(|i| match (segs[i].contains('{'), at) {
+                        (false, _) => segs[i],
+                        (true, Some(a)) if a != i => "x",
+                        (true, _) => word,
+                    })
+                    .collect();
+                format!("/{}", filled.join("/"))
+            };
+            let mut mine = vec![fill(None, "x")];
+            for word in &words {
+                mine.push(fill(None, word));
+                for i in &params {
+                    mine.push(fill(Some(*i), word));
+                }
+            }
+            for path in mine {
+                paths.push(format!("{path}/"));
+                paths.push(format!("/{path}"));
+                paths.push(path);
+            }
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+    }
+
+    /// The scopes of `RouteTree` route every path to the resource the flat
+    /// table (every pattern in turn, first match wins) routes it to.
+    #[actix_web::test]
+    async fn scoped_routing_picks_what_the_flat_table_picks() {
+        let patterns: Vec<&'static str> = resources().into_iter().map(|(p, _, _)| p).collect();
+        let none = || web::to(|| async { "no route" });
+        let flat_patterns = patterns.clone();
+        let flat = test::init_service(
+            App::new()
+                .configure(move |cfg| {
+                    for p in flat_patterns {
+                        echo(cfg, p, p, ());
+                    }
+                })
+                .default_service(none()),
+        )
+        .await;
+        let mut tree = RouteTree::default();
+        for p in &patterns {
+            tree.insert(p, segments(p), ());
+        }
+        let scoped =
+            test::init_service(App::new().configure(move |cfg| tree.register(cfg, "", echo)).default_service(none()))
+                .await;
+        let paths = sample_paths(&patterns);
+        assert!(paths.len() > 10_000, "{} paths", paths.len());
+        for path in paths {
+            let want = test::call_and_read_body(&flat, test::TestRequest::get().uri(&path).to_request()).await;
+            let got = test::call_and_read_body(&scoped, test::TestRequest::get().uri(&path).to_request()).await;
+            assert_eq!(got, want, "{path}");
+        }
     }
 }

@@ -49,7 +49,9 @@ pub struct UserPage {
     pub items: Vec<UserView>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
-    /// How many users match, over every page.
+    /// How many users match, over every page: counted for the first page
+    /// (no `cursor`) and carried by the cursors, so every page of one
+    /// listing repeats the first page's count.
     pub total: i64,
 }
 
@@ -73,25 +75,38 @@ impl RoleList {
     }
 }
 
-fn encode_cursor(sort: users::Sort, u: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", sort.name(), sort.key_of(u), u.id))
+/// The cursor after `u`: the sort, its key and id, and the listing's total
+/// (counted on its first page and carried along, so that later pages need
+/// not count again).
+fn encode_cursor(sort: users::Sort, u: &User, total: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}\n{total}", sort.name(), sort.key_of(u), u.id))
 }
 
 /// Decodes a user-list cursor made for `sort`; anything else (malformed, or
 /// made for another sort) is a 400.
 pub fn decode_cursor(c: &str, sort: users::Sort) -> Result<(String, Uuid), ApiError> {
+    decode_page_cursor(c, sort).map(|(after, _)| after)
+}
+
+/// `decode_cursor`, with the total the cursor carries (none in a cursor
+/// made before totals were carried).
+fn decode_page_cursor(c: &str, sort: users::Sort) -> Result<((String, Uuid), Option<i64>), ApiError> {
     let bad = crate::api::invalid_cursor;
     if c.len() > 256 {
         return Err(bad());
     }
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, '\n');
+    let mut parts = text.splitn(4, '\n');
     let (Some(made_for), Some(key), Some(id)) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
     if made_for != sort.name() || !sort.valid_key(key) {
         return Err(bad());
     }
-    Ok((key.to_string(), id.parse().map_err(|_| bad())?))
+    let total = match parts.next() {
+        None => None,
+        Some(t) => Some(t.parse::<i64>().ok().filter(|t| *t >= 0).ok_or_else(bad)?),
+    };
+    Ok(((key.to_string(), id.parse().map_err(|_| bad())?), total))
 }
 
 fn invalid(field: &'static str, message: &str) -> ApiError {
@@ -151,6 +166,8 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
             (sort, desc)
         }
     };
+    let cursor = q.cursor.as_deref().map(|c| decode_page_cursor(c, sort)).transpose()?;
+    let (after, carried_total) = cursor.map_or((None, None), |(after, total)| (Some(after), total));
     let text = |v: Option<String>| v.filter(|s| !s.is_empty()).map(|s| s.chars().take(200).collect::<String>());
     let mut filter = users::ListFilter {
         q: text(q.q),
@@ -163,11 +180,10 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
         project: text(q.project),
         sort,
         descending,
-        after: q.cursor.as_deref().map(|c| decode_cursor(c, sort)).transpose()?,
+        after: None,
         limit: limit + 1,
     };
     if csv {
-        filter.after = None;
         filter.limit = i64::MAX;
         let all = users::list(&state.pool, &filter).await?;
         let table = export(all);
@@ -176,11 +192,15 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
             .insert_header(("Content-Disposition", "attachment; filename=\"users.csv\""))
             .body(table.csv()?));
     }
-    let total = users::count_matching(&state.pool, &filter).await?;
+    filter.after = after;
+    let total = match carried_total {
+        Some(total) => total,
+        None => users::count_matching(&state.pool, &filter).await?,
+    };
     let mut items = users::list(&state.pool, &filter).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|u| encode_cursor(sort, u))
+        items.last().map(|u| encode_cursor(sort, u, total))
     } else {
         None
     };
@@ -301,8 +321,21 @@ pub async fn create(
 pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path);
     if caller.0.is(name) {
-        // Read moments ago, with the credentials: no second query.
-        return Ok(HttpResponse::Ok().json(UserView::from(std::sync::Arc::unwrap_or_clone(caller.0.user))));
+        // Read moments ago, with the credentials: no second query. The JSON
+        // is made once per cached credential (`Principal::own_view`), unless
+        // the account is locked (`locked` turns false when the lock ends).
+        if caller.0.user.locked() {
+            return Ok(HttpResponse::Ok().json(UserView::from(std::sync::Arc::unwrap_or_clone(caller.0.user))));
+        }
+        let body = match caller.0.own_view.get() {
+            Some(body) => body.clone(),
+            None => {
+                let view = UserView::from((*caller.0.user).clone());
+                let made = web::Bytes::from(serde_json::to_vec(&view).map_err(ApiError::internal)?);
+                caller.0.own_view.get_or_init(|| made).clone()
+            }
+        };
+        return Ok(HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(body));
     }
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, name, false).await?;

@@ -51,7 +51,8 @@ pub enum CacheKey {
 /// What registrar's auth cache holds.
 #[derive(Clone)]
 pub enum Cached {
-    Principal(std::sync::Arc<crate::auth::principal::Row>),
+    /// A credential's row, and its holder's own view made from it (`Memo`).
+    Principal(std::sync::Arc<crate::auth::principal::Row>, crate::auth::principal::Memo),
     Grant(std::sync::Arc<crate::service::oauth::GrantView>),
     Client(std::sync::Arc<crate::store::oauth::Client>),
 }

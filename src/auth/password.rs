@@ -25,8 +25,8 @@ fn blocklist() -> &'static HashSet<&'static str> {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed set of threads that run hashes. A fixed set (rather than tokio's
-/// growing blocking pool) bounds memory: each thread keeps at most one
-/// hash's working memory (`memory_kib`) in its allocator arena.
+/// growing blocking pool) bounds memory: at most one hash's working memory
+/// (`memory_kib`) per thread, freed when idle (`Memory`).
 struct Pool {
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
 }
@@ -40,12 +40,13 @@ impl Pool {
             std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || loop {
                 // Ends when every sender (every Hasher clone) is gone.
                 let job = match rx.lock() {
-                    Ok(guard) => guard.recv(),
+                    Ok(guard) => guard.recv_timeout(IDLE_RELEASE),
                     Err(_) => return,
                 };
                 match job {
                     Ok(job) => job(),
-                    Err(_) => return,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => MEMORY.release_if_idle(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             })?;
         }
@@ -287,10 +288,52 @@ impl Hasher {
     }
 }
 
-thread_local! {
-    /// Each hashing thread's argon2 working memory, allocated once and
-    /// reused: memory stays at `memory_kib` per thread however many logins come.
-    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The hashing threads' argon2 working memory: one block array per hash
+/// running, taken for a hash and put back after it, so a busy server
+/// allocates and zeroes none (memory stays at `memory_kib` per hashing
+/// thread however many logins come). After `IDLE_RELEASE` without a hash
+/// the arrays are freed (`release_if_idle`): an idle server does not keep
+/// tens of MiB for the next login.
+struct Memory {
+    free: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+    last_used: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+static MEMORY: Memory = Memory { free: std::sync::Mutex::new(Vec::new()), last_used: std::sync::Mutex::new(None) };
+
+/// How long the hashing memory is kept after the last hash.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Memory {
+    fn take(&self) -> Vec<argon2::Block> {
+        self.free.lock().ok().and_then(|mut f| f.pop()).unwrap_or_default()
+    }
+
+    fn put(&self, blocks: Vec<argon2::Block>) {
+        if let Ok(mut f) = self.free.lock() {
+            f.push(blocks);
+        }
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Frees the arrays not in use once no hash has run for `IDLE_RELEASE`.
+    fn release_if_idle(&self) {
+        let idle = self.last_used.lock().is_ok_and(|t| t.is_some_and(|t| t.elapsed() >= IDLE_RELEASE));
+        if idle {
+            if let Ok(mut f) = self.free.lock() {
+                f.clear();
+                f.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Block arrays kept for the next hashes.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.free.lock().map(|f| f.len()).unwrap_or(0)
+    }
 }
 
 fn raw_hash(
@@ -300,14 +343,14 @@ fn raw_hash(
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<(), argon2::Error> {
-    MEMORY.with(|m| {
-        let mut m = m.borrow_mut();
-        let blocks = params.block_count();
-        if m.len() < blocks {
-            m.resize(blocks, argon2::Block::default());
-        }
-        argon.hash_password_into_with_memory(password, salt, out, &mut m[..blocks])
-    })
+    let mut m = MEMORY.take();
+    let blocks = params.block_count();
+    if m.len() < blocks {
+        m.resize(blocks, argon2::Block::default());
+    }
+    let result = argon.hash_password_into_with_memory(password, salt, out, &mut m[..blocks]);
+    MEMORY.put(m);
+    result
 }
 
 /// A new argon2id PHC string for `password` with a random salt.
@@ -352,6 +395,23 @@ fn verify_phc(fallback: &Argon2<'_>, parsed: &PasswordHash<'_>, password: &[u8])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_memory_is_kept_while_busy_and_freed_when_idle() {
+        let m = Memory { free: std::sync::Mutex::new(Vec::new()), last_used: std::sync::Mutex::new(None) };
+        m.release_if_idle();
+        assert_eq!(m.kept(), 0);
+        let blocks = m.take();
+        assert!(blocks.is_empty(), "nothing kept yet: a new array");
+        m.put(vec![argon2::Block::default(); 8]);
+        assert_eq!(m.take().len(), 8, "the next hash reuses the array");
+        m.put(vec![argon2::Block::default(); 8]);
+        m.release_if_idle();
+        assert_eq!(m.kept(), 1, "used a moment ago: kept");
+        *m.last_used.lock().unwrap() = std::time::Instant::now().checked_sub(IDLE_RELEASE);
+        m.release_if_idle();
+        assert_eq!(m.kept(), 0, "idle for IDLE_RELEASE: freed");
+    }
 
     #[test]
     fn guessable_passwords_are_refused_whatever_their_length() {

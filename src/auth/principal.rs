@@ -61,7 +61,14 @@ pub struct Principal {
     /// `resolve_provisioning` (the SCIM routes) accepts it. Its name is the
     /// provisioning client's name.
     pub scim_client: Option<String>,
+    /// The caller's own user object as the native API shows it, made once
+    /// per cached credential (`api::users::read`).
+    pub own_view: Memo,
 }
+
+/// What is made once from a cached credential's user row and kept with it:
+/// it goes when the row goes (any change to the user drops it).
+pub type Memo = std::sync::Arc<std::sync::OnceLock<actix_web::web::Bytes>>;
 
 impl Principal {
     /// Whether a held permission implies `p` (`ADMIN` implies every one;
@@ -223,7 +230,12 @@ impl RolePermissions {
     }
 }
 
-fn principal_from(state: &AppState, row: &Row, method: AuthMethod, now: DateTime<Utc>) -> Result<Principal, Error> {
+fn principal_from(
+    state: &AppState,
+    (row, own_view): (&Row, &Memo),
+    method: AuthMethod,
+    now: DateTime<Utc>,
+) -> Result<Principal, Error> {
     let invalid = || Error::unauthorized("invalid or expired credentials");
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return Err(invalid());
@@ -254,6 +266,7 @@ fn principal_from(state: &AppState, row: &Row, method: AuthMethod, now: DateTime
     };
     Ok(Principal {
         scim_client: row.scim_client.clone(),
+        own_view: own_view.clone(),
         expires_at: row.expires_at,
         user_id: row.user.id,
         username: row.user.username.clone(),
@@ -336,12 +349,12 @@ pub async fn resolve_provisioning(
             let claims = claims.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
             let key = CacheKey::Session(claims.sid);
             let row = cached(state, &key, crate::store::credentials::session_by_id(&state.pool, claims.sid)).await?;
-            let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
+            let (row, memo) = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
             if row.user.id != claims.sub || claims.iat < row.tokens_not_before.timestamp() {
                 return Err(Error::unauthorized("invalid or expired credentials"));
             }
             touch_session(state, &key, &row, now).await;
-            principal_from(state, &row, AuthMethod::Jwt, now).map(Some)
+            principal_from(state, (&row, &memo), AuthMethod::Jwt, now).map(Some)
         }
         Credentials::Basic { username, password } => {
             use secrecy::ExposeSecret;
@@ -354,7 +367,7 @@ pub async fn resolve_provisioning(
                 let row = crate::store::credentials::user(&state.pool, user_id)
                     .await?
                     .ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
-                principal_from(state, &row, AuthMethod::Basic, now)?
+                principal_from(state, (&row, &Memo::default()), AuthMethod::Basic, now)?
             };
             p.via_basic = true;
             Ok(Some(p))
@@ -369,9 +382,9 @@ async fn cookie_principal(state: &AppState, secret: &str, now: DateTime<Utc>) ->
     let hash = tokens::sha256(secret);
     let key = CacheKey::Cookie(<[u8; 32]>::try_from(hash.as_slice()).unwrap_or_default());
     let row = cached(state, &key, crate::store::credentials::session_by_cookie(&state.pool, &hash)).await?;
-    let row = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
+    let (row, memo) = row.ok_or_else(|| Error::unauthorized("invalid or expired credentials"))?;
     touch_session(state, &key, &row, now).await;
-    principal_from(state, &row, AuthMethod::Cookie, now)
+    principal_from(state, (&row, &memo), AuthMethod::Cookie, now)
 }
 
 /// The row under `key`: from the auth cache, or read by `load` and cached.
@@ -379,14 +392,14 @@ async fn cached(
     state: &AppState,
     key: &CacheKey,
     load: impl std::future::Future<Output = Result<Option<Row>, Error>>,
-) -> Result<Option<std::sync::Arc<Row>>, Error> {
-    if let Some(Cached::Principal(row)) = state.auth_cache.get(key) {
-        return Ok(Some(row));
+) -> Result<Option<(std::sync::Arc<Row>, Memo)>, Error> {
+    if let Some(Cached::Principal(row, memo)) = state.auth_cache.get(key) {
+        return Ok(Some((row, memo)));
     }
     let ticket = state.auth_cache.ticket();
-    let row = load.await?.map(std::sync::Arc::new);
-    if let Some(row) = &row {
-        state.auth_cache.insert(ticket, key.clone(), row.user.id, Cached::Principal(row.clone()));
+    let row = load.await?.map(|row| (std::sync::Arc::new(row), Memo::default()));
+    if let Some((row, memo)) = &row {
+        state.auth_cache.insert(ticket, key.clone(), row.user.id, Cached::Principal(row.clone(), memo.clone()));
     }
     Ok(row)
 }
@@ -402,7 +415,7 @@ where
     }
     let _ = write.await;
     state.auth_cache.update(key, |c| {
-        if let Cached::Principal(r) = c {
+        if let Cached::Principal(r, _) = c {
             std::sync::Arc::make_mut(r).touched_at = Some(now)
         }
     });
@@ -429,14 +442,14 @@ async fn api_key_principal(
     let row = cached(state, &key, crate::store::credentials::api_key(&state.pool, prefix)).await?;
     // Hash even when the prefix is unknown: the timing is the same either way.
     let (current, _) = state.keys.current_versions();
-    let version = row.as_ref().map_or(current, |r| r.pepper_version);
+    let version = row.as_ref().map_or(current, |(r, _)| r.pepper_version);
     let mut presented = state.keys.api_key_hash_with(version, secret);
     if presented.is_none() && state.keys.may_reload() {
         // A key made under a pepper another instance has just rotated in.
         crate::bootstrap::reload_secrets(&state.keys, &state.pool).await;
         presented = state.keys.api_key_hash_with(version, secret);
     }
-    let row = row.ok_or_else(invalid)?;
+    let (row, memo) = row.ok_or_else(invalid)?;
     let stored = row.secret_hash.clone().unwrap_or_default();
     if !tokens::constant_time_eq(&presented.unwrap_or_default(), &stored) {
         return Err(invalid());
@@ -449,7 +462,7 @@ async fn api_key_principal(
     // Only a key that is let in is touched and, after a rotation, re-hashed
     // under the newest pepper (a revoked or expired one is left alone).
     let (id, version) = (row.ref_id, row.pepper_version);
-    let principal = principal_from(state, &row, AuthMethod::ApiKey, now)?;
+    let principal = principal_from(state, (&row, &memo), AuthMethod::ApiKey, now)?;
     touch(state, &key, &row, now, crate::store::credentials::touch_api_key(&state.pool, id)).await;
     if state.keys.current_versions().1 > version {
         let (newest, rehashed) = state.keys.api_key_hash(secret);

@@ -125,13 +125,26 @@ async fn list_paginates_and_filters() {
         let page = app.get(&path, &app.admin_token).await.expect(200).json();
         let items = page["items"].as_array().expect("items");
         assert!(items.len() <= 2);
+        // Every page of the listing says how many match in all.
+        assert_eq!(page["total"], 6, "{path}");
         seen.extend(items.iter().map(|u| u["username"].as_str().expect("name").to_string()));
+        // A listed user is the user a read gives (the list's statement and
+        // the read's select the same columns).
+        for item in items {
+            let read = app.get(&format!("/api/v1/users/{}", item["username"].as_str().expect("n")), &app.admin_token);
+            assert_eq!(&read.await.expect(200).json(), item);
+        }
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
         }
+        // The list changes while it is read: the total stays the first page's.
+        if seen.len() == 2 {
+            app.create_user("zz_latecomer", json!({})).await;
+        }
     }
-    assert_eq!(seen, ["admin", "u1", "u2", "u3", "u4", "u5"]);
+    assert_eq!(seen, ["admin", "u1", "u2", "u3", "u4", "u5", "zz_latecomer"]);
+    assert_eq!(app.get("/api/v1/users?limit=2", &app.admin_token).await.expect(200).json()["total"], 7);
     let names = |v: serde_json::Value| -> Vec<String> {
         v["items"].as_array().expect("items").iter().map(|u| u["username"].as_str().expect("n").to_string()).collect()
     };
