@@ -301,6 +301,9 @@ struct Memory {
 
 static MEMORY: Memory = Memory { free: std::sync::Mutex::new(Vec::new()), last_used: std::sync::Mutex::new(None) };
 
+/// Block arrays are reserved at least this large (32 MiB and a block; see `raw_hash`).
+const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
+
 /// How long the hashing memory is kept after the last hash.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -346,7 +349,16 @@ fn raw_hash(
     let mut m = MEMORY.take();
     let blocks = params.block_count();
     if m.len() < blocks {
-        m.resize(blocks, argon2::Block::default());
+        // Reserved past 32 MiB (address space only: the pages `resize`
+        // does not touch are never resident), the array gets a mapping of
+        // its own from the C library, unmapped when it is freed. In the
+        // library's heap it would stay resident after `release_if_idle`:
+        // glibc maps only blocks above a threshold that grows (up to 32 MiB)
+        // with every mapped block freed, and trims its heap only past twice
+        // that threshold.
+        let mut fresh = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
+        fresh.resize(blocks, argon2::Block::default());
+        m = fresh;
     }
     let result = argon.hash_password_into_with_memory(password, salt, out, &mut m[..blocks]);
     MEMORY.put(m);
