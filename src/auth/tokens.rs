@@ -72,8 +72,16 @@ pub struct Keys {
     last_reload: Arc<std::sync::atomic::AtomicI64>,
     /// Access tokens whose signature and claims have been checked, with
     /// their claims (see `verify_access`).
-    verified: Arc<RwLock<std::collections::HashMap<Box<str>, Verified>>>,
+    verified: Arc<RwLock<VerifiedTokens>>,
     pub access_ttl_secs: i64,
+}
+
+/// The checked access tokens, and the generation of the key versions they
+/// were checked under (bumped by `set_versions`, under this lock).
+#[derive(Default)]
+struct VerifiedTokens {
+    tokens: std::collections::HashMap<Box<str>, Verified>,
+    generation: u64,
 }
 
 /// A checked access token: its claims, and until when its key verifies.
@@ -140,9 +148,11 @@ impl Keys {
             v.peppers = peppers;
         }
         drop(v);
-        // Tokens checked under the old versions are checked again.
+        // Tokens checked under the old versions are checked again, and a
+        // check that started under them is not kept (`verify_access`).
         if let Ok(mut verified) = self.verified.write() {
-            verified.clear();
+            verified.tokens.clear();
+            verified.generation += 1;
         }
     }
 
@@ -183,16 +193,23 @@ impl Keys {
     pub fn verify_access(&self, token: &str) -> Option<Claims> {
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(5);
-        if let Some(hit) = self.verified.read().ok()?.get(token) {
-            let expired = hit.claims.exp < now - leeway || hit.key_until.is_some_and(|until| now > until);
-            return (!expired).then(|| hit.claims.clone());
-        }
+        let generation = {
+            let verified = self.verified.read().ok()?;
+            if let Some(hit) = verified.tokens.get(token) {
+                let expired = hit.claims.exp < now - leeway || hit.key_until.is_some_and(|until| now > until);
+                return (!expired).then(|| hit.claims.clone());
+            }
+            verified.generation
+        };
         let (claims, key_until) = self.verify_access_fully(token)?;
         if let Ok(mut verified) = self.verified.write() {
-            if verified.len() >= VERIFIED_TOKENS {
-                verified.clear();
+            // Kept only if the key versions did not change during the check.
+            if verified.generation == generation {
+                if verified.tokens.len() >= VERIFIED_TOKENS {
+                    verified.tokens.clear();
+                }
+                verified.tokens.insert(token.into(), Verified { claims: claims.clone(), key_until });
             }
-            verified.insert(token.into(), Verified { claims: claims.clone(), key_until });
         }
         Some(claims)
     }
@@ -362,5 +379,39 @@ mod tests {
         assert!(other.verify_access(&t).is_none());
         let expired = keys.issue_access(u, s, now - 2000).expect("issue");
         assert!(keys.verify_access(&expired).is_none());
+    }
+
+    /// A remembered token is still refused once expired, once its key no
+    /// longer verifies, and under a key it was not signed with.
+    #[test]
+    fn remembered_tokens_are_checked_again_where_it_matters() {
+        let version = |version: i32, value: u8, created_at: i64| SecretVersion {
+            name: JWT_SECRET.into(),
+            version,
+            value: vec![value; 32],
+            created_at,
+        };
+        let keys = Keys::new(&[7u8; 32], vec![1; 32], 900);
+        let now = chrono::Utc::now().timestamp();
+        keys.set_versions(&[version(1, 7, now - 10)]);
+        let (u, s) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = keys.issue_access(u, s, now).expect("issue");
+        // Expired 4 s ago, within the 5 s leeway.
+        let short = keys.issue_access(u, s, now - 904).expect("issue");
+        // Version 2 took over 903 s ago: version 1 verifies 2 s more
+        // (a token's life and the leeway after its successor came).
+        keys.set_versions(&[version(1, 7, now - 2_000), version(2, 9, now - 903)]);
+        for token in [&t, &short] {
+            assert!(keys.verify_access(token).is_some());
+            assert!(keys.verify_access(token).is_some(), "remembered");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(3_500));
+        assert!(keys.verify_access(&t).is_none(), "its key retired, remembered or not");
+        assert!(keys.verify_access(&short).is_none(), "expired past the leeway, remembered or not");
+        // Another secret under the same version is another key: no memory carries over.
+        let t = keys.issue_access(u, s, now).expect("issue");
+        assert!(keys.verify_access(&t).is_some());
+        keys.set_versions(&[version(2, 8, now - 10)]);
+        assert!(keys.verify_access(&t).is_none());
     }
 }

@@ -1153,12 +1153,19 @@ impl Sort {
     }
 
     /// Whether a cursor's key is one this sort can compare (a timestamp, or
-    /// `-infinity` for never logged in).
+    /// `-infinity` for never logged in). A timestamp is taken as `key_of`
+    /// writes it, in UTC, and within years 1 to 9999: PostgreSQL refuses
+    /// year 0 and offsets past 15:59, which would otherwise reach it.
     pub fn valid_key(self, key: &str) -> bool {
+        use chrono::Datelike;
+        let stamp = |key: &str| {
+            DateTime::parse_from_rfc3339(key)
+                .is_ok_and(|t| t.offset().local_minus_utc() == 0 && (1..=9999).contains(&t.year()))
+        };
         match self {
             Sort::Username => !key.is_empty() && key.len() <= 64,
-            Sort::CreatedAt => DateTime::parse_from_rfc3339(key).is_ok(),
-            Sort::LastLogin => key == "-infinity" || DateTime::parse_from_rfc3339(key).is_ok(),
+            Sort::CreatedAt => stamp(key),
+            Sort::LastLogin => key == "-infinity" || stamp(key),
         }
     }
 
@@ -1277,6 +1284,26 @@ pub async fn count(conn: &mut PgConnection) -> Result<i64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cursor's timestamp key is one PostgreSQL takes: UTC, years 1 to 9999.
+    #[test]
+    fn cursor_keys_are_timestamps_postgres_takes() {
+        for ok in ["2026-12-02T07:00:00.123456789Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00"] {
+            assert!(Sort::CreatedAt.valid_key(ok), "{ok}");
+        }
+        assert!(Sort::LastLogin.valid_key("-infinity"));
+        for bad in [
+            "0000-01-01T00:00:00Z",
+            "2020-01-01T00:00:00+23:59",
+            "9999-12-31T23:59:59-23:59",
+            "2020-01-01T00:00:00+01:00",
+            "-infinity",
+            "yesterday",
+        ] {
+            assert!(!Sort::CreatedAt.valid_key(bad), "{bad}");
+        }
+        assert!(!Sort::LastLogin.valid_key("0000-06-01T00:00:00Z"));
+    }
 
     /// The dynamic statement, pinned: what the planner sees for no filter
     /// and for every filter at once.

@@ -164,6 +164,18 @@ async fn list_paginates_and_filters() {
             "{query}"
         );
     }
+    // Forged cursors whose timestamps PostgreSQL would refuse are refused here (400, not 500).
+    use base64::Engine;
+    let id = "00000000-0000-0000-0000-000000000000";
+    for (sort, key) in [
+        ("created_at", "0000-01-01T00:00:00Z"),
+        ("created_at", "2020-01-01T00:00:00+23:59"),
+        ("last_login", "0000-06-01T00:00:00Z"),
+    ] {
+        let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{sort}\n{key}\n{id}\n5"));
+        let r = app.get(&format!("/api/v1/users?sort={sort}&cursor={cursor}"), &app.admin_token).await.expect(400);
+        assert_eq!(r.json()["error"]["details"]["field"], "cursor", "{key}");
+    }
     let all = app.get("/api/v1/usernames", &app.admin_token).await.expect(200).json();
     assert_eq!(all["items"].as_array().expect("list").len(), 7, "with zz_latecomer");
 }
