@@ -180,10 +180,11 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
         project: text(q.project),
         sort,
         descending,
-        after: None,
+        after,
         limit: limit + 1,
     };
     if csv {
+        filter.after = None;
         filter.limit = i64::MAX;
         let all = users::list(&state.pool, &filter).await?;
         let table = export(all);
@@ -192,7 +193,6 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
             .insert_header(("Content-Disposition", "attachment; filename=\"users.csv\""))
             .body(table.csv()?));
     }
-    filter.after = after;
     let total = match carried_total {
         Some(total) => total,
         None => users::count_matching(&state.pool, &filter).await?,

@@ -294,12 +294,15 @@ impl Hasher {
 /// thread however many logins come). After `IDLE_RELEASE` without a hash
 /// the arrays are freed (`release_if_idle`): an idle server does not keep
 /// tens of MiB for the next login.
-struct Memory {
-    free: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
-    last_used: std::sync::Mutex<Option<std::time::Instant>>,
+struct Memory(std::sync::Mutex<Kept>);
+
+/// The arrays not in use, and when the last hash ended.
+struct Kept {
+    free: Vec<Vec<argon2::Block>>,
+    last_used: Option<std::time::Instant>,
 }
 
-static MEMORY: Memory = Memory { free: std::sync::Mutex::new(Vec::new()), last_used: std::sync::Mutex::new(None) };
+static MEMORY: Memory = Memory(std::sync::Mutex::new(Kept { free: Vec::new(), last_used: None }));
 
 /// Block arrays are reserved at least this large (32 MiB and a block; see `raw_hash`).
 const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
@@ -309,25 +312,21 @@ const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Memory {
     fn take(&self) -> Vec<argon2::Block> {
-        self.free.lock().ok().and_then(|mut f| f.pop()).unwrap_or_default()
+        self.0.lock().ok().and_then(|mut k| k.free.pop()).unwrap_or_default()
     }
 
     fn put(&self, blocks: Vec<argon2::Block>) {
-        if let Ok(mut f) = self.free.lock() {
-            f.push(blocks);
-        }
-        if let Ok(mut t) = self.last_used.lock() {
-            *t = Some(std::time::Instant::now());
+        if let Ok(mut k) = self.0.lock() {
+            k.free.push(blocks);
+            k.last_used = Some(std::time::Instant::now());
         }
     }
 
     /// Frees the arrays not in use once no hash has run for `IDLE_RELEASE`.
     fn release_if_idle(&self) {
-        let idle = self.last_used.lock().is_ok_and(|t| t.is_some_and(|t| t.elapsed() >= IDLE_RELEASE));
-        if idle {
-            if let Ok(mut f) = self.free.lock() {
-                f.clear();
-                f.shrink_to_fit();
+        if let Ok(mut k) = self.0.lock() {
+            if k.last_used.is_some_and(|t| t.elapsed() >= IDLE_RELEASE) {
+                k.free = Vec::new();
             }
         }
     }
@@ -335,7 +334,7 @@ impl Memory {
     /// Block arrays kept for the next hashes.
     #[cfg(test)]
     fn kept(&self) -> usize {
-        self.free.lock().map(|f| f.len()).unwrap_or(0)
+        self.0.lock().map(|k| k.free.len()).unwrap_or(0)
     }
 }
 
@@ -410,7 +409,7 @@ mod tests {
 
     #[test]
     fn hashing_memory_is_kept_while_busy_and_freed_when_idle() {
-        let m = Memory { free: std::sync::Mutex::new(Vec::new()), last_used: std::sync::Mutex::new(None) };
+        let m = Memory(std::sync::Mutex::new(Kept { free: Vec::new(), last_used: None }));
         m.release_if_idle();
         assert_eq!(m.kept(), 0);
         let blocks = m.take();
@@ -420,7 +419,7 @@ mod tests {
         m.put(vec![argon2::Block::default(); 8]);
         m.release_if_idle();
         assert_eq!(m.kept(), 1, "used a moment ago: kept");
-        *m.last_used.lock().unwrap() = std::time::Instant::now().checked_sub(IDLE_RELEASE);
+        m.0.lock().unwrap().last_used = std::time::Instant::now().checked_sub(IDLE_RELEASE);
         m.release_if_idle();
         assert_eq!(m.kept(), 0, "idle for IDLE_RELEASE: freed");
     }
