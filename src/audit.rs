@@ -39,7 +39,7 @@ impl Audit {
             actor_username: Some(p.username.clone()),
             session_id: p.session_id,
             api_key_id: p.api_key_id,
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
             client_ip: client_ip(req),
         }
     }
@@ -95,13 +95,13 @@ impl FromRequest for Audit {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let ext = req.extensions();
-        let principal = ext.get::<Principal>();
+        let principal = ext.get::<std::sync::Arc<Principal>>();
         ready(Ok(Audit {
             actor_id: principal.map(|p| p.user_id),
             actor_username: principal.map(|p| p.username.clone()),
             session_id: principal.and_then(|p| p.session_id),
             api_key_id: principal.and_then(|p| p.api_key_id),
-            request_id: ext.get::<RequestId>().map(|r| r.0.clone()),
+            request_id: ext.get::<RequestId>().map(|r| r.0.to_string()),
             client_ip: client_ip(req),
         }))
     }

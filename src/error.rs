@@ -8,14 +8,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-tokio::task_local! {
-    /// The id of the request being served, set by the request-id middleware.
-    pub static REQUEST_ID: String;
-}
-
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(|id| id.clone()).ok()
-}
+pub use crate::telemetry::current_request_id;
 
 pub struct ApiError {
     pub status: StatusCode,
@@ -118,12 +111,11 @@ impl ApiError {
         self.code = code;
         self
     }
-    /// Logs the cause of an internal error (with the request id); answers
-    /// in other shapes (XNAT's, MLTE's) call it too.
+    /// Logs the cause of an internal error (the line carries the request
+    /// id); answers in other shapes (XNAT's, MLTE's) call it too.
     pub fn log_cause(&self) {
         if let Some(src) = &self.source {
-            let request_id = current_request_id();
-            tracing::error!(request_id = request_id.as_deref().unwrap_or("-"), error = %format!("{src:#}"), "internal error");
+            tracing::error!(error = %format!("{src:#}"), "internal error");
         }
     }
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {

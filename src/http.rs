@@ -9,7 +9,6 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default().limit(limit).error_handler(|err, _req| json_error(err).into())
@@ -176,25 +175,6 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
 
 pub fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::not_found("not_found", "no such resource").into()
-}
-
-/// Refuses requests whose headers exceed `limits.header_bytes` (431).
-pub async fn header_limit(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    use actix_web::ResponseError;
-    let limit = req.app_data::<web::Data<AppState>>().map(|s| s.settings.limits.header_bytes).unwrap_or(16_384);
-    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if size > limit {
-        let err = ApiError::new(
-            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            format!("request headers are larger than {limit} bytes"),
-        );
-        return Ok(req.into_response(err.error_response()));
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {

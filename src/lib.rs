@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod front;
 pub mod http;
 pub mod localdb;
 pub mod mail;

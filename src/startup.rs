@@ -18,7 +18,7 @@ use crate::auth::tokens::Keys;
 use crate::bootstrap::bootstrap;
 use crate::config::Settings;
 use crate::domain::Permission::{Admin, ScimProvisioning, UserAdd, UserManagement, UserSearch};
-use crate::http::{form_error, header_limit, json_config, method_not_allowed, not_found, path_error, query_error};
+use crate::http::{form_error, json_config, method_not_allowed, not_found, path_error, query_error};
 use crate::mlte;
 use crate::op;
 use crate::scim;
@@ -485,8 +485,7 @@ fn register_resource(cfg: &mut web::ServiceConfig, pattern: &'static str, relati
     for route in list {
         resource = resource.route(route);
     }
-    let guard = access::ResourceRules { pattern, by_method: rules };
-    let guard = from_fn(move |req, next| access::enforce(guard.clone(), req, next));
+    let guard = access::Guard(access::ResourceRules { pattern, by_method: rules });
     if xnat::is_xnat_path(pattern) {
         cfg.service(resource.wrap(from_fn(xnat::basic_session)).wrap(guard));
     } else {
@@ -578,15 +577,7 @@ impl Application {
                 .app_data(proxies.clone())
                 .configure(|cfg| extractor_limits(cfg, body_limit))
                 .configure(register_routes)
-                .wrap(from_fn(access::settle_writes))
-                .wrap(from_fn(header_limit))
-                .wrap(
-                    actix_web::middleware::DefaultHeaders::new()
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("Referrer-Policy", "no-referrer")),
-                )
-                .wrap(from_fn(crate::telemetry::request_id_middleware))
+                .wrap(crate::front::Front)
                 .default_service(web::to(not_found))
         })
         .workers(settings.http_workers())

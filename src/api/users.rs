@@ -325,7 +325,7 @@ pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<St
         // is made once per cached credential (`Principal::own_view`), unless
         // the account is locked (`locked` turns false when the lock ends).
         if caller.0.user.locked() {
-            return Ok(HttpResponse::Ok().json(UserView::from(std::sync::Arc::unwrap_or_clone(caller.0.user))));
+            return Ok(HttpResponse::Ok().json(UserView::from(crate::store::users::User::clone(&caller.0.user))));
         }
         let body = match caller.0.own_view.get() {
             Some(body) => body.clone(),

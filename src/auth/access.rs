@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 
+use std::rc::Rc;
+
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
+use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -110,13 +112,59 @@ pub fn param(req: &ServiceRequest, name: &str) -> Option<String> {
     req.match_info().get(name).map(|raw| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
 }
 
+/// The guard of one resource (`enforce`), wrapped around it where it is
+/// registered. Written out rather than made with `middleware::from_fn`,
+/// which costs two boxed futures and a dynamic call per request.
+pub struct Guard(pub ResourceRules);
+
+impl<S, B> Transform<S, ServiceRequest> for Guard
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = actix_web::Error;
+    type Transform = GuardService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<GuardService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(GuardService { rules: Rc::new(self.0.clone()), service: Rc::new(service) }))
+    }
+}
+
+pub struct GuardService<S> {
+    rules: Rc<ResourceRules>,
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for GuardService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        Box::pin(enforce(self.rules.clone(), req, self.service.clone()))
+    }
+}
+
 /// The guard of one resource: authenticate, check CSRF, authorize, in that
 /// order, then the handler with the caller in the request's extensions.
-pub async fn enforce(
-    rules: ResourceRules,
+async fn enforce<S, B>(
+    rules: Rc<ResourceRules>,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    next: Rc<S>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
     req.extensions_mut().insert(crate::telemetry::RoutePattern(rules.pattern));
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(deny(req, ApiError::internal(anyhow::anyhow!("application state missing"))));
@@ -157,7 +205,7 @@ pub async fn enforce(
     if let Err(e) = authorize(&state, &req, rule, &principal, rules.pattern).await {
         return Ok(deny(req, e));
     }
-    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(std::sync::Arc::new(principal));
     let mut res = next.call(req).await?.map_into_boxed_body();
     // What an authenticated caller sees is theirs alone: no shared or browser cache keeps it.
     let headers = res.headers_mut();
@@ -362,25 +410,36 @@ const ENROLLMENT_ROUTES: [(&str, &str); 12] = [
 /// `/oauth2/revoke` settles like any write.
 const PROVIDER_PATHS: [&str; 3] = ["/oauth2/token", "/oauth2/introspect", "/oauth2/userinfo"];
 
-/// After a request that may have written (any method but GET, HEAD,
-/// OPTIONS): waits until this instance's auth cache has applied the
-/// invalidations its commit announced, so the answer never precedes the
-/// revocation it reports. Successful logins are exempt (`LOGIN_PATHS`); a
-/// failed one may have locked the account and settles like any write.
-pub async fn settle_writes(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let settles = writes(req.method()) && !PROVIDER_PATHS.contains(&req.path());
-    let state = settles.then(|| req.app_data::<web::Data<AppState>>().cloned()).flatten();
-    let login = LOGIN_PATHS.contains(&req.path());
-    let res = next.call(req).await?.map_into_boxed_body();
-    if let Some(state) = state {
-        if !(login && res.status().is_success()) {
-            state.auth_cache.sync(&state.pool).await;
-        }
+/// What a request must wait for once answered (`settle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// A read, or a provider POST that only reads (`PROVIDER_PATHS`).
+    Nothing,
+    /// A request that may have written (any method but GET, HEAD, OPTIONS).
+    Write,
+    /// A password login (`LOGIN_PATHS`): settles only when it failed.
+    Login,
+}
+
+pub fn settle_rule(method: &Method, path: &str) -> Settle {
+    if !writes(method) || PROVIDER_PATHS.contains(&path) {
+        Settle::Nothing
+    } else if LOGIN_PATHS.contains(&path) {
+        Settle::Login
+    } else {
+        Settle::Write
     }
-    Ok(res)
+}
+
+/// After a request that may have written: waits until this instance's auth
+/// cache has applied the invalidations its commit announced, so the answer
+/// never precedes the revocation it reports. Successful logins are exempt
+/// (`LOGIN_PATHS`); a failed one may have locked the account and settles
+/// like any write.
+pub async fn settle(state: &AppState, rule: Settle, status: actix_web::http::StatusCode) {
+    if rule == Settle::Write || (rule == Settle::Login && !status.is_success()) {
+        state.auth_cache.sync(&state.pool).await;
+    }
 }
 
 /// XNAT's body of a 401 on `/data` paths: pyxnat recognises exactly these
@@ -413,7 +472,7 @@ async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, patte
         actor_username: Some(p.username.clone()),
         session_id: p.session_id,
         api_key_id: p.api_key_id,
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
         client_ip: crate::audit::client_ip(req.request()),
     };
     let subject = format!("{} {}", req.method(), pattern);

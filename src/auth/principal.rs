@@ -482,7 +482,7 @@ fn names(given: &str, user: &crate::store::users::User) -> bool {
 }
 
 /// Extractor for handlers: the authenticated caller (401 if anonymous).
-pub struct Caller(pub Principal);
+pub struct Caller(pub std::sync::Arc<Principal>);
 
 impl FromRequest for Caller {
     type Error = ApiError;
@@ -491,7 +491,7 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(
             req.extensions()
-                .get::<Principal>()
+                .get::<std::sync::Arc<Principal>>()
                 .cloned()
                 .map(Caller)
                 .ok_or_else(|| ApiError::unauthorized("authentication required")),

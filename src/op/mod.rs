@@ -270,7 +270,7 @@ pub async fn consent(
         "deny" => false,
         _ => return PageError::bad_request("Choose allow or deny.").error_response(),
     };
-    authorize_flow(&state, &req, Some(caller.0), &form.0.request, Some(decision)).await
+    authorize_flow(&state, &req, Some(Principal::clone(&caller.0)), &form.0.request, Some(decision)).await
 }
 
 async fn authorize_flow(
@@ -528,7 +528,7 @@ fn form_params(req: &HttpRequest, body: &web::Bytes) -> Result<HashMap<String, S
 /// An audit for what a client's request causes: attributed to the client.
 fn client_audit(req: &HttpRequest, client: &Client) -> Audit {
     let mut a = Audit::anonymous(
-        req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.clone()),
+        req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.to_string()),
         crate::audit::client_ip(req),
     );
     a.actor_username = Some(format!("client:{}", client.client_id));
@@ -809,7 +809,7 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
             if let Err(e) = crate::service::auth::logout(&state, &audit, Some(sid)).await {
                 return PageError::from(e).error_response();
             }
-            // A GET that wrote: settle as writes do (`settle_writes`), so
+            // A GET that wrote: settle as writes do (`access::settle`), so
             // the client's next call already finds the grant gone.
             state.auth_cache.sync(&state.pool).await;
         }

@@ -175,7 +175,7 @@ fn check_csrf(req: &HttpRequest, sent: &str) -> Result<(), PageError> {
     let state =
         req.app_data::<web::Data<AppState>>().ok_or_else(|| PageError::internal("application state missing"))?;
     // (The extensions' borrow ends before `cookie`, which borrows them again.)
-    let session = req.extensions().get::<Principal>().map(session_binding);
+    let session = req.extensions().get::<std::sync::Arc<Principal>>().map(|p| session_binding(p));
     let binding = session.or_else(|| {
         req.cookie(FORM_COOKIE)
             .map(|c| c.value().to_string())

@@ -66,7 +66,7 @@ pub async fn basic_session(
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_web::ResponseError;
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let principal = req.extensions().get::<Principal>().cloned();
+    let principal = req.extensions().get::<std::sync::Arc<Principal>>().map(|p| Principal::clone(p));
     let (Some(state), Some(mut principal)) = (state, principal) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
@@ -77,7 +77,7 @@ pub async fn basic_session(
         Ok(secret) => secret,
         Err(e) => return Ok(req.into_response(e.error_response())),
     };
-    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(std::sync::Arc::new(principal));
     req.extensions_mut().insert(NewSessionCookie(secret.clone()));
     let mut res = next.call(req).await?.map_into_boxed_body();
     let _ = res.response_mut().add_cookie(&jsession_cookie(&state, secret));
@@ -196,7 +196,7 @@ impl Audit {
     /// The audit context of a request before any principal is attached.
     pub fn from_request_parts(req: &HttpRequest) -> Audit {
         Audit {
-            request_id: req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.clone()),
+            request_id: req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.to_string()),
             client_ip: crate::audit::client_ip(req),
             ..Audit::default()
         }
