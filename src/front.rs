@@ -125,7 +125,7 @@ where
     tracing::info!(
         target: "registrar::access",
         status,
-        elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        elapsed_ms = elapsed.as_micros() as f64 / 1000.0,
         client_request_id = client_id.as_ref().and_then(|v| v.to_str().ok()),
         "served"
     );

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod front;
 pub mod http;
+pub mod json;
 pub mod localdb;
 pub mod mail;
 pub mod metrics;

@@ -98,11 +98,8 @@ pub struct ResourceRules {
 
 impl ResourceRules {
     fn rule_for(&self, method: &Method) -> Option<Rule> {
-        match self.by_method.get(method) {
-            Some(rule) => Some(*rule),
-            None if *method == Method::HEAD => self.by_method.get(&Method::GET).copied(),
-            None => None,
-        }
+        // HEAD too must be declared: `web::get()` routes do not answer it.
+        self.by_method.get(method).copied()
     }
 }
 
@@ -167,7 +164,7 @@ where
 {
     req.extensions_mut().insert(crate::telemetry::RoutePattern(rules.pattern));
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return Ok(deny(req, ApiError::internal(anyhow::anyhow!("application state missing"))));
+        return Ok(deny(req, rules.pattern, ApiError::internal(anyhow::anyhow!("application state missing"))));
     };
     let Some(rule) = rules.rule_for(req.method()) else {
         // Deny by default: a method this resource declares no rule for.
@@ -176,7 +173,7 @@ where
             "method_not_allowed",
             "method not allowed on this route",
         );
-        return Ok(deny(req, err));
+        return Ok(deny(req, rules.pattern, err));
     };
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());
@@ -184,37 +181,31 @@ where
     if rule == Rule::MetricsToken {
         return match metrics_token(&state, &req) {
             Ok(()) => Ok(next.call(req).await?.map_into_boxed_body()),
-            Err(e) => Ok(deny(req, e)),
+            Err(e) => Ok(deny(req, rules.pattern, e)),
         };
     }
     let provisioning = rule == Rule::Permission(crate::domain::Permission::ScimProvisioning);
     let principal = match authenticate(&state, &req, provisioning).await {
         Ok(p) => p,
-        Err(e) => return Ok(deny(req, e)),
+        Err(e) => return Ok(deny(req, rules.pattern, e)),
     };
     if let Err(e) = check_csrf(&state, &req, &principal) {
-        return Ok(deny(req, e));
+        return Ok(deny(req, rules.pattern, e));
     }
     if principal.mfa_enrollment_only && !ENROLLMENT_ROUTES.contains(&(req.method().as_str(), rules.pattern)) {
         let err = ApiError::forbidden(
             "this account must enrol a second factor first: POST /api/v1/users/me/mfa/totp, then .../totp/confirm (or a passkey: .../mfa/passkeys)",
         )
         .with_code("mfa_enrollment_required");
-        return Ok(deny(req, err));
+        return Ok(deny(req, rules.pattern, err));
     }
     if let Err(e) = authorize(&state, &req, rule, &principal, rules.pattern).await {
-        return Ok(deny(req, e));
+        return Ok(deny(req, rules.pattern, e));
     }
     req.extensions_mut().insert(std::sync::Arc::new(principal));
     let mut res = next.call(req).await?.map_into_boxed_body();
     // What an authenticated caller sees is theirs alone: no shared or browser cache keeps it.
-    let headers = res.headers_mut();
-    if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
-        headers.insert(
-            actix_web::http::header::CACHE_CONTROL,
-            actix_web::http::header::HeaderValue::from_static("no-store"),
-        );
-    }
+    no_store(res.headers_mut());
     Ok(res)
 }
 
@@ -446,24 +437,38 @@ pub async fn settle(state: &AppState, rule: Settle, status: actix_web::http::Sta
 /// words as "authentication failed".
 pub const XNAT_UNAUTHENTICATED_BODY: &str = "The request requires user authentication";
 
-fn deny(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
-    if req.match_pattern().is_some_and(|p| crate::web::is_page(&p)) {
-        let page = crate::web::denied(req.request(), err);
-        return req.into_response(page);
-    }
-    if req.match_pattern().is_some_and(|p| crate::scim::is_scim(&p)) || req.path().starts_with("/scim/") {
-        let resp = crate::scim::denied(&err);
-        return req.into_response(resp);
-    }
-    if err.status == actix_web::http::StatusCode::UNAUTHORIZED && req.path().starts_with("/data") {
+/// The refusal of a request routed to the resource `pattern`, in the shape
+/// its front end speaks (a page, SCIM's error, XNAT's words, or the native
+/// JSON error). Decided by the route, never by the raw path (`/%64ata/...`
+/// is routed to `/data/...`). Never kept by a cache.
+fn deny(req: ServiceRequest, pattern: &str, err: ApiError) -> ServiceResponse<BoxBody> {
+    let mut res = if crate::web::is_page(pattern) {
+        crate::web::denied(req.request(), err)
+    } else if crate::scim::is_scim(pattern) {
+        crate::scim::denied(&err)
+    } else if err.status == actix_web::http::StatusCode::UNAUTHORIZED
+        && (pattern == "/data" || pattern.starts_with("/data/"))
+    {
         // XNAT's own words: pyxnat recognises exactly this body as "authentication failed".
-        let resp = actix_web::HttpResponse::Unauthorized()
+        actix_web::HttpResponse::Unauthorized()
             .content_type("text/plain; charset=utf-8")
             .insert_header(("WWW-Authenticate", "Basic realm=\"registrar\""))
-            .body(XNAT_UNAUTHENTICATED_BODY);
-        return req.into_response(resp);
+            .body(XNAT_UNAUTHENTICATED_BODY)
+    } else {
+        err.error_response()
+    };
+    no_store(res.headers_mut());
+    req.into_response(res)
+}
+
+/// `Cache-Control: no-store`, unless the answer already says how to cache it.
+fn no_store(headers: &mut actix_web::http::header::HeaderMap) {
+    if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
+        headers.insert(
+            actix_web::http::header::CACHE_CONTROL,
+            actix_web::http::header::HeaderValue::from_static("no-store"),
+        );
     }
-    req.into_response(err.error_response())
 }
 
 async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, pattern: &str) {

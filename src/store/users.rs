@@ -19,7 +19,7 @@ pub const ADMIN_ROLE: &str = "Administrator";
 /// other" last administrator.
 const ADMIN_SET_LOCK: i64 = 0x6164_6d69_6e73; // "admins"
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     pub id: Uuid,
     pub username: String,
@@ -75,12 +75,18 @@ pub struct UserView {
     pub admin: bool,
     pub roles: Vec<String>,
     pub locked: bool,
+    #[serde(serialize_with = "crate::json::optional_timestamp")]
     pub locked_until: Option<DateTime<Utc>>,
     pub failed_login_attempts: i32,
+    #[serde(serialize_with = "crate::json::optional_timestamp")]
     pub last_successful_login: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::json::optional_timestamp")]
     pub last_login_attempt: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::json::optional_timestamp")]
     pub password_updated: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::json::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::json::timestamp")]
     pub last_modified: DateTime<Utc>,
 }
 
@@ -1185,13 +1191,48 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
 }
 
 /// The columns of `select_users!`, for the statements built at run time
-/// (`list`): keep the two lists the same. `accounts::list_paginates_and_filters`
-/// (tests) compares a listed user with the same user read by `get`.
+/// (`list`), in the order `User::from_row` reads them: keep the three the
+/// same. `accounts::list_paginates_and_filters` (tests) compares a listed
+/// user with the same user read by `get`.
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, \
     u.verified, ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles, \
     (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts, u.locked_until, \
     u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified, u.xdat_user_id, u.affiliation, \
     u.contact, u.orcid, u.url, u.mfa_enabled";
+
+/// A row of `USER_COLUMNS`, by position: a page of 50 users is 1,150
+/// columns, and reading them by name (as the derived `FromRow` does) hashed
+/// each name each time.
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for User {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<User, sqlx::Error> {
+        use sqlx::Row;
+        Ok(User {
+            id: row.try_get(0)?,
+            username: row.try_get(1)?,
+            email: row.try_get(2)?,
+            email_key: row.try_get(3)?,
+            first_name: row.try_get(4)?,
+            last_name: row.try_get(5)?,
+            enabled: row.try_get(6)?,
+            verified: row.try_get(7)?,
+            roles: row.try_get(8)?,
+            has_password: row.try_get(9)?,
+            password_updated: row.try_get(10)?,
+            failed_login_attempts: row.try_get(11)?,
+            locked_until: row.try_get(12)?,
+            last_login_attempt: row.try_get(13)?,
+            last_successful_login: row.try_get(14)?,
+            created_at: row.try_get(15)?,
+            last_modified: row.try_get(16)?,
+            xdat_user_id: row.try_get(17)?,
+            affiliation: row.try_get(18)?,
+            contact: row.try_get(19)?,
+            orcid: row.try_get(20)?,
+            url: row.try_get(21)?,
+            mfa_enabled: row.try_get(22)?,
+        })
+    }
+}
 
 /// How many users the filter matches (every page together).
 pub async fn count_matching(pool: &PgPool, f: &ListFilter) -> Result<i64, Error> {

@@ -221,6 +221,40 @@ async fn pyxnat_style_jsession_handshake() {
     assert_eq!(r.text, "The request requires user authentication");
 }
 
+/// Refusals are decided by the route, before any credential is used: a
+/// HEAD (no route answers it) is a 405 that starts no session, a
+/// percent-encoded `/data` path is refused in XNAT's words like the plain
+/// one, and no refusal may be cached.
+#[tokio::test]
+async fn refusals_start_nothing_and_follow_the_route() {
+    let app = spawn_app().await;
+    app.create_user("hd", json!({})).await;
+    let sessions = "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = 'hd'";
+    let before = app.count(sessions).await;
+    let r =
+        app.exchange("HEAD /data/auth", app.client.head(app.url("/data/auth")).basic_auth("hd", Some(PASSWORD))).await;
+    assert_eq!(r.status.as_u16(), 405);
+    assert!(r.headers.get("set-cookie").is_none(), "a refused HEAD started a session");
+    assert_eq!(app.count(sessions).await, before, "a refused HEAD wrote a session row");
+    let wrong = {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("hd:a wrong but long passphrase"))
+    };
+    for path in ["/data/auth", "/%64ata/auth", "/data/JSESSION", "/d%61ta/JSESSION"] {
+        let (status, body) = crate::security::raw(&app, "GET", path, Some(&wrong), None).await;
+        assert_eq!((status, body.as_str()), (401, "The request requires user authentication"), "{path}");
+    }
+    for (m, path, auth) in [
+        (Method::GET, "/data/auth", basic("hd", "a wrong but long passphrase")),
+        (Method::GET, "/api/v1/users", basic("hd", PASSWORD)),
+        (Method::POST, "/scim/v2/Users", Auth::Bearer(app.admin_token.clone())),
+    ] {
+        let r = call(&app, m.clone(), path, &auth, Some(json!({}))).await;
+        assert!(r.status.is_client_error(), "{m} {path}: {}", r.status);
+        assert_eq!(r.headers.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{m} {path}");
+    }
+}
+
 #[tokio::test]
 async fn xnatpy_style_handshake() {
     let app = spawn_app().await;
