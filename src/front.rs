@@ -102,7 +102,7 @@ where
     let mut res = if let Some(err) = headers_too_large(req.headers(), header_bytes) {
         req.into_response(err.error_response()).map_into_right_body()
     } else {
-        let settle = access::settle_rule(req.method(), req.path());
+        let writes = access::writes(req.method());
         let res = match service.call(req).await {
             Ok(res) => res,
             Err(e) => {
@@ -110,8 +110,11 @@ where
                 return Err(e);
             }
         };
-        if let Some(state) = &state {
-            access::settle(state, settle, res.status()).await;
+        if let (true, Some(state)) = (writes, &state) {
+            // By the route that took it, not the raw path (`/%6fauth2/token`
+            // is `/oauth2/token`); a write no route took settles too.
+            let route = res.request().extensions().get::<RoutePattern>().map_or("", |r| r.0);
+            access::settle(state, access::settle_rule(&method, route), res.status()).await;
         }
         res.map_into_left_body()
     };

@@ -4,6 +4,7 @@
 
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
@@ -180,11 +181,12 @@ pub fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
 pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
     let err = ApiError::not_found("not_found", "no such route");
-    if req.path().starts_with("/scim/") {
-        // SCIM clients expect SCIM's error body everywhere under /scim.
-        return crate::scim::denied(&err);
-    }
-    err.error_response()
+    // SCIM clients expect SCIM's error body everywhere under /scim, however
+    // the path is spelled (`/sc%69m/...` is routed as `/scim/...`).
+    let path = percent_encoding::percent_decode_str(req.path()).decode_utf8_lossy();
+    let mut res = if path.starts_with("/scim/") { crate::scim::denied(&err) } else { err.error_response() };
+    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    res
 }
 
 pub async fn method_not_allowed() -> HttpResponse {

@@ -369,7 +369,7 @@ pub fn cross_site(req: &actix_web::HttpRequest, public_url: &str) -> bool {
     !matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
-fn writes(method: &Method) -> bool {
+pub fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
@@ -412,10 +412,11 @@ pub enum Settle {
     Login,
 }
 
-pub fn settle_rule(method: &Method, path: &str) -> Settle {
-    if !writes(method) || PROVIDER_PATHS.contains(&path) {
+/// What a request with `method`, routed to the resource `pattern`, settles.
+pub fn settle_rule(method: &Method, pattern: &str) -> Settle {
+    if !writes(method) || PROVIDER_PATHS.contains(&pattern) {
         Settle::Nothing
-    } else if LOGIN_PATHS.contains(&path) {
+    } else if LOGIN_PATHS.contains(&pattern) {
         Settle::Login
     } else {
         Settle::Write

@@ -253,6 +253,13 @@ async fn refusals_start_nothing_and_follow_the_route() {
         assert!(r.status.is_client_error(), "{m} {path}: {}", r.status);
         assert_eq!(r.headers.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{m} {path}");
     }
+    // Unrouted SCIM paths: SCIM's error however the path is spelled, never cached.
+    for path in ["/scim/v2/Nope", "/sc%69m/v2/Nope"] {
+        let r = app.exchange(path, app.client.get(app.url(path))).await.expect(404);
+        let header = |name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header("content-type").as_deref(), Some("application/scim+json"), "{path}");
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{path}");
+    }
 }
 
 #[tokio::test]
