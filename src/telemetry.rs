@@ -23,23 +23,20 @@ use crate::config::LogFormat;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+mod batch;
+
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`,
 /// without PostgreSQL's notices such as "relation already exists,
 /// skipping").
 ///
 /// Lines are formatted on the thread that logs them and written to stderr
-/// by a thread of their own, a batch at a time (one write for every line
-/// waiting), so a request does not wait for the write. No line is dropped:
-/// when `LOG_LINES_WAITING` lines are waiting, loggers wait. Keep the returned guard until
-/// the end of `main`: dropping it writes what is still waiting.
-pub fn init(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// by a thread of their own, a batch at a time (`batch`), so a request does
+/// not wait for the write. No line is dropped. Keep the returned guard
+/// until the end of `main`: dropping it writes what is still waiting.
+pub fn init(format: LogFormat) -> Option<batch::Guard> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_LINES_WAITING)
-        .lossy(false)
-        .thread_name("registrar-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let (writer, guard) = batch::writer(std::io::stderr()).ok()?;
     let lines = Lines { json: matches!(format, LogFormat::Json) };
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -49,10 +46,6 @@ pub fn init(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerG
         .try_init();
     installed.ok().map(|()| guard)
 }
-
-/// Lines formatted and not yet written, at most (the queue is allocated
-/// whole at start-up: the default, 128k lines, would be 4 MiB).
-const LOG_LINES_WAITING: usize = 8192;
 
 /// Where the request was routed: the pattern of the resource that took it
 /// (set by its guard, `auth::access::enforce`).
