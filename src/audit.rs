@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::auth::principal::Principal;
 use crate::domain::Result;
-use crate::telemetry::RequestId;
 
 /// The acting party and request of a change.
 #[derive(Debug, Clone, Default)]
@@ -33,13 +32,12 @@ impl Audit {
     /// The audit of a request made by `p` (for handlers that resolve the
     /// caller themselves, outside the access guard).
     pub fn for_principal(req: &actix_web::HttpRequest, p: &Principal) -> Audit {
-        use actix_web::HttpMessage;
         Audit {
             actor_id: Some(p.user_id),
             actor_username: Some(p.username.clone()),
             session_id: p.session_id,
             api_key_id: p.api_key_id,
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
+            request_id: crate::telemetry::current_request_id(),
             client_ip: client_ip(req),
         }
     }
@@ -101,7 +99,7 @@ impl FromRequest for Audit {
             actor_username: principal.map(|p| p.username.clone()),
             session_id: principal.and_then(|p| p.session_id),
             api_key_id: principal.and_then(|p| p.api_key_id),
-            request_id: ext.get::<RequestId>().map(|r| r.0.to_string()),
+            request_id: crate::telemetry::current_request_id(),
             client_ip: client_ip(req),
         }))
     }

@@ -2,7 +2,7 @@
 //!
 //! - its own request id (a new UUID: the key of the request's log lines and
 //!   change-log entries, and of `request_id` in error bodies), set for the
-//!   request's task (`telemetry::REQUEST`) and in its extensions, and sent
+//!   request's task (`telemetry::REQUEST`, `telemetry::current_request_id`), and sent
 //!   back as `X-Request-Id`. A client's own `X-Request-Id` (up to 64 of
 //!   `A-Z a-z 0-9 - _`) never replaces it: it is logged as
 //!   `client_request_id` and echoed as `X-Client-Request-Id`, so a client
@@ -31,7 +31,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::auth::access;
 use crate::error::ApiError;
 use crate::state::{AppState, InFlight};
-use crate::telemetry::{RequestContext, RequestId, RoutePattern, REQUEST, REQUEST_ID_HEADER};
+use crate::telemetry::{RequestContext, RoutePattern, REQUEST, REQUEST_ID_HEADER};
 
 /// The layer; wrap the whole app in it (`App::wrap(Front)`).
 pub struct Front;
@@ -78,7 +78,6 @@ where
 {
     let started = Instant::now();
     let id: Arc<str> = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).into();
-    req.extensions_mut().insert(RequestId(id.clone()));
     let _in_flight = req.app_data::<web::Data<InFlight>>().map(|f| f.enter());
     let header = HeaderValue::from_str(&id).ok();
     let context = RequestContext { id, method: req.method().clone(), uri: req.uri().clone() };

@@ -185,8 +185,15 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     // the path is spelled (`/sc%69m/...` is routed as `/scim/...`).
     let path = percent_encoding::percent_decode_str(req.path()).decode_utf8_lossy();
     let mut res = if path.starts_with("/scim/") { crate::scim::denied(&err) } else { err.error_response() };
-    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    no_store(res.headers_mut());
     res
+}
+
+/// `Cache-Control: no-store`, unless the answer already says how to cache it.
+pub fn no_store(headers: &mut header::HeaderMap) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    }
 }
 
 pub async fn method_not_allowed() -> HttpResponse {

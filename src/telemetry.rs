@@ -52,10 +52,6 @@ pub fn init(format: LogFormat) -> Option<batch::Guard> {
 #[derive(Clone, Copy, Debug)]
 pub struct RoutePattern(pub &'static str);
 
-/// The request id of the current request, as stored in its extensions.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub Arc<str>);
-
 /// What each line logged while serving a request says of it.
 #[derive(Clone, Debug)]
 pub struct RequestContext {

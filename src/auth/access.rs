@@ -22,7 +22,6 @@ use crate::auth::principal::{self, Principal};
 use crate::domain::Permission;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::telemetry::RequestId;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +204,7 @@ where
     req.extensions_mut().insert(std::sync::Arc::new(principal));
     let mut res = next.call(req).await?.map_into_boxed_body();
     // What an authenticated caller sees is theirs alone: no shared or browser cache keeps it.
-    no_store(res.headers_mut());
+    crate::http::no_store(res.headers_mut());
     Ok(res)
 }
 
@@ -458,18 +457,8 @@ fn deny(req: ServiceRequest, pattern: &str, err: ApiError) -> ServiceResponse<Bo
     } else {
         err.error_response()
     };
-    no_store(res.headers_mut());
+    crate::http::no_store(res.headers_mut());
     req.into_response(res)
-}
-
-/// `Cache-Control: no-store`, unless the answer already says how to cache it.
-fn no_store(headers: &mut actix_web::http::header::HeaderMap) {
-    if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
-        headers.insert(
-            actix_web::http::header::CACHE_CONTROL,
-            actix_web::http::header::HeaderValue::from_static("no-store"),
-        );
-    }
 }
 
 async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, pattern: &str) {
@@ -478,7 +467,7 @@ async fn log_denied(state: &AppState, req: &ServiceRequest, p: &Principal, patte
         actor_username: Some(p.username.clone()),
         session_id: p.session_id,
         api_key_id: p.api_key_id,
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
+        request_id: crate::telemetry::current_request_id(),
         client_ip: crate::audit::client_ip(req.request()),
     };
     let subject = format!("{} {}", req.method(), pattern);

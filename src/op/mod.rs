@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -527,10 +527,7 @@ fn form_params(req: &HttpRequest, body: &web::Bytes) -> Result<HashMap<String, S
 
 /// An audit for what a client's request causes: attributed to the client.
 fn client_audit(req: &HttpRequest, client: &Client) -> Audit {
-    let mut a = Audit::anonymous(
-        req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.to_string()),
-        crate::audit::client_ip(req),
-    );
+    let mut a = Audit::anonymous(crate::telemetry::current_request_id(), crate::audit::client_ip(req));
     a.actor_username = Some(format!("client:{}", client.client_id));
     a
 }

@@ -196,7 +196,7 @@ impl Audit {
     /// The audit context of a request before any principal is attached.
     pub fn from_request_parts(req: &HttpRequest) -> Audit {
         Audit {
-            request_id: req.extensions().get::<crate::telemetry::RequestId>().map(|r| r.0.to_string()),
+            request_id: crate::telemetry::current_request_id(),
             client_ip: crate::audit::client_ip(req),
             ..Audit::default()
         }
