@@ -380,6 +380,7 @@ pub struct Application {
     background: Vec<tokio::task::JoinHandle<()>>,
     auth_cache: crate::auth::cache::AuthCache,
     pool: PgPool,
+    kept: Arc<crate::store::db::Kept>,
 }
 
 /// Every resource of the route table, each wrapped in its own guard: the
@@ -545,6 +546,8 @@ impl Application {
         let op_keys = crate::op::keys::ProviderKeys::default();
         background.push(op_keys.follow(&pool));
         let app_pool = pool.clone();
+        let kept = Arc::new(crate::store::db::Kept::for_pool(settings.database.max_connections));
+        background.push(crate::store::db::Kept::expire_every_second(kept.clone()));
         let limits = crate::auth::limits::RateLimits::new(
             &pool,
             &metrics,
@@ -554,6 +557,7 @@ impl Application {
         let state = web::Data::new(AppState {
             auth_cache: auth_cache.clone(),
             pool,
+            kept: kept.clone(),
             settings: Arc::new(settings.clone()),
             hasher,
             keys,
@@ -587,7 +591,7 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Application { port, server, in_flight, background, auth_cache, pool: app_pool })
+        Ok(Application { port, server, in_flight, background, auth_cache, pool: app_pool, kept })
     }
 
     pub fn port(&self) -> u16 {
@@ -612,7 +616,7 @@ impl Application {
     /// the worker runtime that opened it, so a worker that stopped early
     /// would break the connections other workers' requests are still using.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, in_flight, background, .. } = self;
+        let Application { server, in_flight, background, kept, .. } = self;
         let handle = server.handle();
         // Polled on its own task: the server future processes the pause and
         // stop commands below.
@@ -636,6 +640,9 @@ impl Application {
         for task in &background {
             task.abort();
         }
+        // The workers are stopped: give the pool back what reads kept, so
+        // that closing it does not wait for them.
+        kept.clear();
         result
     }
 }

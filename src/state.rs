@@ -14,6 +14,8 @@ use crate::config::Settings;
 /// Shared by every worker. Cheap to clone; no globals.
 pub struct AppState {
     pub pool: PgPool,
+    /// Connections kept between reads (`AppState::read`).
+    pub kept: Arc<crate::store::db::Kept>,
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
     pub keys: Keys,
@@ -28,6 +30,18 @@ pub struct AppState {
     pub op_keys: crate::op::keys::ProviderKeys,
     /// Access tokens of the provider whose signature was checked (`service::oauth`).
     pub op_verified: crate::service::oauth::VerifiedTokens,
+}
+
+impl AppState {
+    /// Runs `reads` (statements that change nothing, outside a transaction)
+    /// on a connection kept from an earlier read when there is one: see
+    /// `store::db::Kept`.
+    pub async fn read<T>(
+        &self,
+        reads: impl AsyncFnOnce(&mut sqlx::PgConnection) -> crate::domain::Result<T>,
+    ) -> crate::domain::Result<T> {
+        self.kept.read(&self.pool, reads).await
+    }
 }
 
 /// Requests being served. Shutdown waits for it to reach zero before the

@@ -186,7 +186,7 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
     if csv {
         filter.after = None;
         filter.limit = i64::MAX;
-        let all = users::list(&state.pool, &filter).await?;
+        let all = state.read(async |c| users::list(c, &filter).await).await?;
         let table = export(all);
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
@@ -197,7 +197,7 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
         Some(total) => total,
         None => users::count_matching(&state.pool, &filter).await?,
     };
-    let mut items = users::list(&state.pool, &filter).await?;
+    let mut items = state.read(async |c| users::list(c, &filter).await).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|u| encode_cursor(sort, u, total))
@@ -337,8 +337,7 @@ pub async fn read(state: web::Data<AppState>, caller: Caller, path: web::Path<St
         };
         return Ok(HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(body));
     }
-    let mut conn = state.pool.acquire().await?;
-    let user = users::get(&mut conn, name, false).await?;
+    let user = state.read(async |c| users::get(c, name, false).await).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 

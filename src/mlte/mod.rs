@@ -216,7 +216,7 @@ pub async fn list_users(_caller: Caller, state: web::Data<AppState>) -> MResult<
 #[utoipa::path(get, path = "/api/users/details", tag = "mlte", responses((status = 200, body = [MlteUser])))]
 pub async fn users_details(_caller: Caller, state: web::Data<AppState>) -> MResult<HttpResponse> {
     let filter = users::ListFilter { limit: i64::MAX, ..Default::default() };
-    let all = users::list(&state.pool, &filter).await?;
+    let all = state.read(async |c| users::list(c, &filter).await).await?;
     let mut conn = state.pool.acquire().await?;
     let mut out = Vec::with_capacity(all.len());
     for u in all {

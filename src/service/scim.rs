@@ -513,8 +513,7 @@ pub async fn delete_user(
 
 /// `GET /Users/{id}`.
 pub async fn get_user(state: &AppState, client: &Client, id: Uuid) -> Result<Value> {
-    let mut conn = state.pool.acquire().await?;
-    read(&mut conn, client, id).await
+    state.read(async |c| read(c, client, id).await).await
 }
 
 /// What a list asks for (query string or `/.search` body).
@@ -526,8 +525,9 @@ pub struct ListQuery {
 
 /// `GET /Users` and `POST /Users/.search`: a ListResponse.
 pub async fn list_users(state: &AppState, client: &Client, q: &ListQuery) -> Result<Value> {
-    let mut conn = state.pool.acquire().await?;
-    let (rows, total) = store::list_users(&mut conn, &client.name, q.filter.as_ref(), q.start_index, q.count).await?;
+    let (rows, total) = state
+        .read(async |c| store::list_users(c, &client.name, q.filter.as_ref(), q.start_index, q.count).await)
+        .await?;
     let resources: Vec<Value> = rows.iter().map(|u| user_json(u, &client.base)).collect();
     Ok(json!({
         "schemas": [LIST_SCHEMA],
@@ -812,19 +812,22 @@ pub async fn delete_group(
 
 /// `GET /Groups/{id}`.
 pub async fn get_group(state: &AppState, client: &Client, id: Uuid) -> Result<Value> {
-    let mut conn = state.pool.acquire().await?;
-    read_group(&mut conn, client, id).await
+    state.read(async |c| read_group(c, client, id).await).await
 }
 
 /// `GET /Groups` and `POST /Groups/.search`.
 pub async fn list_groups(state: &AppState, client: &Client, q: &ListQuery) -> Result<Value> {
-    let mut conn = state.pool.acquire().await?;
-    let (rows, total) = store::list_groups(&mut conn, &client.name, q.filter.as_ref(), q.start_index, q.count).await?;
-    let mut resources = Vec::with_capacity(rows.len());
-    for g in &rows {
-        let members = store::members_of(&mut conn, &g.name).await?;
-        resources.push(group_json(g, &members, &client.base));
-    }
+    let (rows, total, members) = state
+        .read(async |c| {
+            let (rows, total) = store::list_groups(c, &client.name, q.filter.as_ref(), q.start_index, q.count).await?;
+            let mut members = Vec::with_capacity(rows.len());
+            for g in &rows {
+                members.push(store::members_of(c, &g.name).await?);
+            }
+            Ok((rows, total, members))
+        })
+        .await?;
+    let resources: Vec<Value> = rows.iter().zip(&members).map(|(g, m)| group_json(g, m, &client.base)).collect();
     Ok(json!({
         "schemas": [LIST_SCHEMA],
         "totalResults": total,

@@ -191,3 +191,117 @@ where
         }
     })
 }
+
+/// Connections that reads keep between them, instead of handing each back
+/// to the pool.
+///
+/// sqlx's pool pings every connection it gets back (a `Sync` and its
+/// `ReadyForQuery`, one more round trip) to catch a connection left
+/// half-way by a cancelled query. For a read of one statement that doubles
+/// the round trips: under the admin-read bench the ping was a fifth of the
+/// server's CPU. A read that finished (its future ran to the end, so no
+/// message is left half-written) leaves its connection here; the next read
+/// takes it without the ping. A read that failed or was cancelled drops its
+/// connection, which then goes back to the pool the usual way, ping
+/// included.
+///
+/// The kept connections stay checked out of the pool, so at most `cap` are
+/// kept, and `expire` (every second) gives back those idle for longer than
+/// a second: a quiet server holds none. After `max_uses` reads a connection
+/// goes back to the pool too, so that the pool's own checks (its
+/// `max_lifetime`) still see it under constant load. `clear` gives back all
+/// of them, before the pool closes.
+pub struct Kept {
+    idle: std::sync::Mutex<Vec<KeptConn>>,
+    cap: usize,
+    max_uses: u32,
+}
+
+struct KeptConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    since: std::time::Instant,
+    uses: u32,
+}
+
+impl Kept {
+    /// Keeps at most a quarter of the pool's connections (1 to 8), each for
+    /// 10,000 reads at most.
+    pub fn for_pool(max_connections: u32) -> Kept {
+        Kept::new((max_connections as usize / 4).clamp(1, 8), 10_000)
+    }
+
+    pub fn new(cap: usize, max_uses: u32) -> Kept {
+        Kept { idle: Default::default(), cap, max_uses }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<KeptConn>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `reads` on a kept connection (or one from `pool`), and keeps it
+    /// if they succeed. Reads only: a transaction begun here would outlive
+    /// the call.
+    pub async fn read<T, E: From<sqlx::Error>>(
+        &self,
+        pool: &PgPool,
+        reads: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let kept = self.idle().pop();
+        let (mut conn, uses) = match kept {
+            Some(k) => (k.conn, k.uses),
+            None => (pool.acquire().await?, 0),
+        };
+        // Dropped (back to the pool, pinged) unless the reads finish.
+        let out = reads(&mut conn).await?;
+        let uses = uses + 1;
+        let surplus = {
+            let mut idle = self.idle();
+            if idle.len() < self.cap && uses < self.max_uses {
+                idle.push(KeptConn { conn, since: std::time::Instant::now(), uses });
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        drop(surplus);
+        Ok(out)
+    }
+
+    /// Gives back to the pool the connections idle for longer than `idle`.
+    pub fn expire(&self, idle: Duration) {
+        let now = std::time::Instant::now();
+        let stale: Vec<_> = {
+            let mut kept = self.idle();
+            // Oldest first: `read` takes and leaves them at the end.
+            let n = kept.iter().take_while(|k| now.duration_since(k.since) > idle).count();
+            kept.drain(..n).collect()
+        };
+        drop(stale);
+    }
+
+    /// Gives every kept connection back to the pool.
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *self.idle());
+        drop(all);
+    }
+
+    /// How many connections are kept now.
+    pub fn len(&self) -> usize {
+        self.idle().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Expires idle connections every second, for ever.
+    pub fn expire_every_second(kept: std::sync::Arc<Kept>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                kept.expire(Duration::from_secs(1));
+            }
+        })
+    }
+}

@@ -1186,8 +1186,8 @@ impl Sort {
     }
 }
 
-pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<User>, Error> {
-    Ok(list_query(USER_COLUMNS, f).build_query_as::<User>().fetch_all(pool).await?)
+pub async fn list(conn: &mut PgConnection, f: &ListFilter) -> Result<Vec<User>, Error> {
+    Ok(list_query(USER_COLUMNS, f).build_query_as::<User>().fetch_all(conn).await?)
 }
 
 /// The columns of `select_users!`, for the statements built at run time

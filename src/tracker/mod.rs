@@ -413,7 +413,7 @@ pub async fn permission_types() -> HttpResponse {
     responses((status = 200, body = TrackerUsers)))]
 pub async fn list(caller: Caller, state: web::Data<AppState>) -> TResult<HttpResponse> {
     let filter = users::ListFilter { limit: i64::MAX, ..Default::default() };
-    let all = users::list(&state.pool, &filter).await?;
+    let all = state.read(async |c| users::list(c, &filter).await).await?;
     let full = caller.0.has(Permission::UserManagement);
     let linked = if full {
         identities::subjects_of(&state.pool, &all.iter().map(|u| u.id).collect::<Vec<_>>()).await?

@@ -114,7 +114,7 @@ pub async fn users_page(
         limit: PAGE_SIZE + 1,
         ..Default::default()
     };
-    let mut list = users::list(&state.pool, &filter).await?;
+    let mut list = state.read(async |c| users::list(c, &filter).await).await?;
     let total = users::count_matching(&state.pool, &filter).await?;
     let more = list.len() as i64 > PAGE_SIZE;
     list.truncate(PAGE_SIZE as usize);

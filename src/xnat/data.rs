@@ -53,7 +53,7 @@ pub async fn data_users(caller: Caller, state: web::Data<AppState>, q: Params) -
     let visibility = state.settings.directory.visibility;
     let list = if directory::sees_everyone(visibility, &caller.0) {
         let filter = users::ListFilter { enabled: Some(true), limit: i64::MAX, ..Default::default() };
-        users::list(&state.pool, &filter).await?
+        state.read(async |c| users::list(c, &filter).await).await?
     } else {
         users::sharing_projects_with(&state.pool, caller.0.user_id).await?
     };

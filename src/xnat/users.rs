@@ -123,13 +123,12 @@ fn missing(field: &str) -> ApiError {
 }
 
 async fn load(state: &AppState, caller: &Caller, username: &str) -> ApiResult<User> {
-    let mut conn = state.pool.acquire().await?;
-    Ok(users::get(&mut conn, resolve_me(&caller.0, username), false).await?)
+    Ok(state.read(async |c| users::get(c, resolve_me(&caller.0, username), false).await).await?)
 }
 
 async fn all_users(state: &AppState) -> ApiResult<Vec<User>> {
     let filter = users::ListFilter { limit: i64::MAX, ..Default::default() };
-    Ok(users::list(&state.pool, &filter).await?)
+    Ok(state.read(async |c| users::list(c, &filter).await).await?)
 }
 
 /// Usernames. USER_MANAGEMENT.

@@ -1,6 +1,7 @@
 //! Operations: the metrics endpoint and what it counts.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -436,4 +437,74 @@ async fn secrets_rotate_under_load_without_a_failed_request() {
     assert_eq!(dangling, 0, "no live key lost its pepper");
     app.get("/api/v1/users/me", &old_key).await.expect(200);
     assert_eq!(app.count("SELECT max(version)::bigint FROM secret_versions WHERE name = 'jwt_signing_key'").await, 3);
+}
+
+/// `db::Kept`: a read that ran to the end keeps its connection for the next
+/// read (no ping on release); a read that was cancelled half-way or failed
+/// does not, so no later read can receive an answer meant for another. At
+/// most `cap` are kept, each for `max_uses` reads, and `expire`/`clear` give
+/// them back to the pool.
+#[tokio::test]
+async fn reads_keep_only_connections_whose_reads_finished() {
+    use registrar::db::Kept;
+    let db = fresh_database().await;
+    let pool = registrar::db::pool(db, &test_settings().database);
+    let kept = Kept::new(2, 4);
+    let backend = async |kept: &Kept| -> i32 {
+        kept.read(&pool, async |c| sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(c).await)
+            .await
+            .expect("read")
+    };
+    assert!(kept.is_empty());
+    let first = backend(&kept).await;
+    assert_eq!(kept.len(), 1, "a finished read keeps its connection");
+    assert_eq!(backend(&kept).await, first, "the next read takes it");
+
+    // Cancelled while PostgreSQL is still working on it.
+    let slow = kept.read(&pool, async |c| sqlx::query("SELECT pg_sleep(1)").execute(c).await);
+    assert!(tokio::time::timeout(Duration::from_millis(100), slow).await.is_err());
+    assert!(kept.is_empty(), "a cancelled read's connection is not kept");
+    // The next read gets its own answer, on a connection of the pool.
+    let n: i32 = kept.read(&pool, async |c| sqlx::query_scalar("SELECT 42").fetch_one(c).await).await.expect("read");
+    assert_eq!(n, 42);
+    assert_eq!(kept.len(), 1);
+
+    // Failed: not kept either.
+    let failed = kept.read(&pool, async |c| sqlx::query("SELECT 1/0").execute(c).await).await;
+    assert!(failed.is_err());
+    assert!(kept.is_empty(), "a failed read's connection is not kept");
+
+    // Five reads at once: two connections are kept, the rest go back.
+    let at_once = (0..5).map(|_| kept.read(&pool, async |c| sqlx::query("SELECT pg_sleep(0.1)").execute(c).await));
+    for r in futures_util::future::join_all(at_once).await {
+        r.expect("read");
+    }
+    assert_eq!(kept.len(), 2);
+
+    // A connection goes back to the pool after `max_uses` reads.
+    kept.clear();
+    assert!(kept.is_empty());
+    for _ in 0..3 {
+        backend(&kept).await;
+        assert_eq!(kept.len(), 1);
+    }
+    backend(&kept).await;
+    assert!(kept.is_empty(), "the fourth read hands the connection back");
+
+    // Idle ones are given back to the pool, which can hand them out again.
+    backend(&kept).await;
+    kept.expire(Duration::from_secs(60));
+    assert_eq!(kept.len(), 1, "not idle long enough");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    kept.expire(Duration::from_millis(10));
+    assert!(kept.is_empty());
+    // (The cancelled read's connection returns when its pg_sleep ends.)
+    for _ in 0..300 {
+        if pool.num_idle() == pool.size() as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.num_idle(), pool.size() as usize, "every connection is back in the pool");
+    pool.close().await;
 }
