@@ -125,7 +125,7 @@ where
         state.metrics.request(route, method.as_str(), status, elapsed);
     }
     tracing::info!(
-        target: "registrar::access",
+        target: crate::telemetry::ACCESS_TARGET,
         status,
         elapsed_ms = elapsed.as_micros() as f64 / 1000.0,
         client_request_id = client_id.as_ref().and_then(|v| v.to_str().ok()),

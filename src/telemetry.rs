@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use actix_web::http::{Method, Uri};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
@@ -88,28 +87,133 @@ where
         if self.json {
             let mut line = String::with_capacity(256);
             line.push_str("{\"timestamp\":\"");
-            SystemTime.format_time(&mut Writer::new(&mut line))?;
+            push_timestamp(&mut line);
             line.push('"');
-            JsonFields::put(&mut line, "level", meta.level().as_str());
-            JsonFields::put(&mut line, "target", meta.target());
+            JsonFields::put_str(&mut line, "level", meta.level().as_str());
+            JsonFields::put_str(&mut line, "target", meta.target());
             event.record(&mut JsonFields(&mut line));
             let _outside_requests = REQUEST.try_with(|r| {
-                JsonFields::put(&mut line, "request_id", &*r.id);
-                JsonFields::put(&mut line, "method", r.method.as_str());
-                JsonFields::put(&mut line, "path", r.uri.path());
+                JsonFields::put_str(&mut line, "request_id", &r.id);
+                JsonFields::put_str(&mut line, "method", r.method.as_str());
+                JsonFields::put_str(&mut line, "path", r.uri.path());
             });
-            line.push('}');
-            return writeln!(w, "{line}");
+            line.push_str("}\n");
+            return w.write_str(&line);
         }
-        SystemTime.format_time(&mut w)?;
-        write!(w, " {:>5} {}: ", meta.level().as_str(), meta.target())?;
-        ctx.format_fields(w.by_ref(), event)?;
+        let mut line = String::with_capacity(192);
+        push_timestamp(&mut line);
+        line.push_str(match *meta.level() {
+            Level::ERROR => " ERROR ",
+            Level::WARN => "  WARN ",
+            Level::INFO => "  INFO ",
+            Level::DEBUG => " DEBUG ",
+            Level::TRACE => " TRACE ",
+        });
+        line.push_str(meta.target());
+        line.push_str(": ");
+        if meta.target() == ACCESS_TARGET {
+            // The line of every request: its fields are written here, with
+            // no `core::fmt` for its numbers (`AccessFields`).
+            let mut fields = AccessFields { line: &mut line, first: true };
+            event.record(&mut fields);
+            w.write_str(&line)?;
+        } else {
+            w.write_str(&line)?;
+            ctx.format_fields(w.by_ref(), event)?;
+        }
         if let Ok(written) =
             REQUEST.try_with(|r| write!(w, " request_id={} method={} path={}", r.id, r.method, r.uri.path()))
         {
             written?;
         }
-        writeln!(w)
+        w.write_char('\n')
+    }
+}
+
+/// The target of the access line (`front`).
+pub const ACCESS_TARGET: &str = "registrar::access";
+
+thread_local! {
+    /// The text of the current second (`2026-12-02T13:13:37.`), per thread:
+    /// the date is formatted once a second, not once a line.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Now, as tracing-subscriber's `SystemTime` writes it: UTC, microseconds,
+/// `Z` (`2026-12-02T13:13:37.341236Z`).
+fn push_timestamp(line: &mut String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, micros) = (now.as_secs(), now.subsec_micros());
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            *second = secs;
+            text.clear();
+            let at = chrono::DateTime::from_timestamp(secs as i64, 0).unwrap_or_default();
+            let _ = write!(text, "{}.", at.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        line.push_str(text);
+    });
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(micros);
+    line.push_str(&"000000"[digits.len()..]);
+    line.push_str(digits);
+    line.push('Z');
+}
+
+/// The access line's fields, as tracing-subscriber's default text writes
+/// them (`name=value`, numbers as `{:?}` writes them, strings quoted and
+/// escaped by `{:?}`), but numbers by `itoa` and `ryu`. Its message is
+/// a literal of `front`'s, written as it is.
+struct AccessFields<'a> {
+    line: &'a mut String,
+    first: bool,
+}
+
+impl AccessFields<'_> {
+    fn name(&mut self, field: &Field) {
+        if !std::mem::take(&mut self.first) {
+            self.line.push(' ');
+        }
+        if field.name() != "message" {
+            self.line.push_str(field.name());
+            self.line.push('=');
+        }
+    }
+}
+
+impl Visit for AccessFields<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.name(field);
+        push_f64(self.line, value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.name(field);
+        if field.name() == "message" {
+            self.line.push_str(value);
+        } else {
+            let _ = write!(self.line, "{value:?}");
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.name(field);
+        let _ = write!(self.line, "{value:?}");
+    }
+}
+
+/// `value` as `{:?}` writes it (`1.047`, `0.0`, `1e-7`, `inf`), by `ryu`.
+fn push_f64(line: &mut String, value: f64) {
+    if value.is_finite() && (value == 0.0 || (1e-4..1e16).contains(&value.abs())) {
+        line.push_str(ryu::Buffer::new().format_finite(value));
+    } else {
+        let _ = write!(line, "{value:?}");
     }
 }
 
@@ -117,35 +221,65 @@ where
 struct JsonFields<'a>(&'a mut String);
 
 impl JsonFields<'_> {
-    fn put(line: &mut String, name: &str, value: impl serde::Serialize) {
-        // Strings and numbers always serialize.
-        let _ = write!(
-            line,
-            ",{}:{}",
-            serde_json::Value::from(name),
-            serde_json::to_string(&value).unwrap_or_else(|_| "null".into())
-        );
+    /// `,"name":` (names are escaped only when they need it).
+    fn key(line: &mut String, name: &str) {
+        line.push(',');
+        if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+            line.push('"');
+            line.push_str(name);
+            line.push('"');
+        } else {
+            line.push_str(&serde_json::Value::from(name).to_string());
+        }
+        line.push(':');
+    }
+
+    fn put_str(line: &mut String, name: &str, value: &str) {
+        JsonFields::key(line, name);
+        // A string always serializes.
+        let _ = serde_json::to_writer(StringWriter(line), value);
+    }
+}
+
+/// `io::Write` into a `String`, for serde_json (which writes only UTF-8).
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push_str(std::str::from_utf8(buf).map_err(std::io::Error::other)?);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 impl Visit for JsonFields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        JsonFields::put(self.0, field.name(), value);
+        JsonFields::key(self.0, field.name());
+        if value.is_finite() {
+            self.0.push_str(ryu::Buffer::new().format_finite(value));
+        } else {
+            self.0.push_str("null");
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        JsonFields::put(self.0, field.name(), value);
+        JsonFields::key(self.0, field.name());
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        JsonFields::put(self.0, field.name(), value);
+        JsonFields::key(self.0, field.name());
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        JsonFields::put(self.0, field.name(), value);
+        JsonFields::key(self.0, field.name());
+        self.0.push_str(if value { "true" } else { "false" });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        JsonFields::put(self.0, field.name(), value);
+        JsonFields::put_str(self.0, field.name(), value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        JsonFields::put(self.0, field.name(), format!("{value:?}"));
+        JsonFields::put_str(self.0, field.name(), &format!("{value:?}"));
     }
 }
 
@@ -225,5 +359,60 @@ mod tests {
         assert_eq!((first["method"].as_str(), first["path"].as_str()), (Some("PATCH"), Some("/api/v1/users/ann")));
         assert!(first["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{json}");
         assert_eq!((lines[1]["ok"].as_bool(), lines[1].get("request_id")), (Some(true), None));
+    }
+
+    /// The access line's own writer (`AccessFields`) writes what the
+    /// general one writes for the same fields.
+    #[test]
+    fn the_access_line_is_written_as_any_other_line() {
+        let text = logged(false, || {
+            in_request(|| {
+                for (status, elapsed, client) in
+                    [(200u16, 1.047, None), (503, 0.0, Some("a \"b\"\x1b\n")), (431, 30000.125, Some("x"))]
+                {
+                    tracing::info!(target: ACCESS_TARGET, status, elapsed_ms = elapsed, client_request_id = client, "served");
+                    tracing::info!(status, elapsed_ms = elapsed, client_request_id = client, "served");
+                }
+            })
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        for pair in lines.chunks(2) {
+            let (fast, general) = (pair[0].split_once(": ").unwrap(), pair[1].split_once(": ").unwrap());
+            assert!(fast.0.ends_with("  INFO registrar::access"), "{text}");
+            assert!(general.0.ends_with("  INFO registrar::telemetry::tests"), "{text}");
+            assert_eq!(fast.1, general.1);
+            assert!(fast.1.starts_with("served status="), "{text}");
+        }
+    }
+
+    /// The cached second gives the same text as tracing-subscriber's clock.
+    #[test]
+    fn timestamps_are_those_of_tracing_subscriber() {
+        use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+        for _ in 0..3 {
+            let (mut ours, mut theirs) = (String::new(), String::new());
+            push_timestamp(&mut ours);
+            SystemTime.format_time(&mut Writer::new(&mut theirs)).unwrap();
+            assert_eq!(ours.len(), theirs.len(), "{ours} {theirs}");
+            assert!(ours.ends_with('Z'));
+            if ours[..20] == theirs[..20] {
+                assert!(ours <= theirs, "{ours} {theirs}");
+                return;
+            }
+            // A second ended in between.
+        }
+        panic!("the seconds never matched");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_are_written_as_debug_writes_them(bits in proptest::prelude::any::<u64>(), small in -1e6f64..1e6) {
+            for value in [f64::from_bits(bits), small, (small * 1000.0).round() / 1000.0] {
+                let mut line = String::new();
+                push_f64(&mut line, value);
+                proptest::prop_assert_eq!(line, format!("{value:?}"));
+            }
+        }
     }
 }

@@ -205,9 +205,12 @@ where
 /// connection, which then goes back to the pool the usual way, ping
 /// included.
 ///
-/// The kept connections stay checked out of the pool, so at most `cap` are
-/// kept, and `expire` (every second) gives back those idle for longer than
-/// a second: a quiet server holds none. After `max_uses` reads a connection
+/// The kept connections stay checked out of the pool. So none is kept while
+/// the pool has none left: a read that ends then gives back its own and the
+/// kept ones, and whoever waits in the pool's queue (a write, say) gets them
+/// in turn; reads never starve writes. At most `cap` are kept, and `expire`
+/// (every 100 ms) gives back those idle for longer than 100 ms: a quiet
+/// server holds none. After `max_uses` reads a connection
 /// goes back to the pool too, so that the pool's own checks (its
 /// `max_lifetime`) still see it under constant load. `clear` gives back all
 /// of them, before the pool closes.
@@ -254,13 +257,19 @@ impl Kept {
         // Dropped (back to the pool, pinged) unless the reads finish.
         let out = reads(&mut conn).await?;
         let uses = uses + 1;
+        // With every connection of the pool out, someone (a write, say)
+        // may be waiting for one: the pool's queue gets it, in turn.
+        let pool_full = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
         let surplus = {
             let mut idle = self.idle();
-            if idle.len() < self.cap && uses < self.max_uses {
+            if pool_full {
+                // And the kept ones too.
+                Some((Some(conn), std::mem::take(&mut *idle)))
+            } else if idle.len() < self.cap && uses < self.max_uses {
                 idle.push(KeptConn { conn, since: std::time::Instant::now(), uses });
                 None
             } else {
-                Some(conn)
+                Some((Some(conn), Vec::new()))
             }
         };
         drop(surplus);
@@ -294,14 +303,17 @@ impl Kept {
         self.len() == 0
     }
 
-    /// Expires idle connections every second, for ever.
-    pub fn expire_every_second(kept: std::sync::Arc<Kept>) -> tokio::task::JoinHandle<()> {
+    /// Expires idle connections (`IDLE`) for ever.
+    pub fn expire_when_idle(kept: std::sync::Arc<Kept>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Kept::IDLE);
             loop {
                 tick.tick().await;
-                kept.expire(Duration::from_secs(1));
+                kept.expire(Kept::IDLE);
             }
         })
     }
+
+    /// How long a kept connection may stay unused.
+    pub const IDLE: Duration = Duration::from_millis(100);
 }

@@ -508,3 +508,41 @@ async fn reads_keep_only_connections_whose_reads_finished() {
     assert_eq!(pool.num_idle(), pool.size() as usize, "every connection is back in the pool");
     pool.close().await;
 }
+
+/// With every connection of the pool out, a read that ends hands its
+/// connection to whoever waits in the pool's queue (here a write), instead
+/// of keeping it for the next read; and the kept ones go with it.
+#[tokio::test]
+async fn reads_never_keep_a_connection_someone_waits_for() {
+    use registrar::db::Kept;
+    let db = fresh_database().await;
+    let mut settings = test_settings();
+    settings.database.max_connections = 3;
+    let pool = registrar::db::pool(db, &settings.database);
+    let kept = Kept::new(3, 100);
+    // One kept from an earlier read, while the pool had room.
+    kept.read(&pool, async |c| sqlx::query("SELECT 1").execute(c).await).await.expect("read");
+    assert_eq!(kept.len(), 1);
+    // Three slow reads take every connection (the kept one among them);
+    // a write arrives while they run.
+    let reads = futures_util::future::join_all(
+        (0..3).map(|_| kept.read(&pool, async |c| sqlx::query("SELECT pg_sleep(0.3)").execute(c).await)),
+    );
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!((pool.size(), pool.num_idle()), (3, 0), "every connection is out");
+        let waited = std::time::Instant::now();
+        let conn = tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await;
+        (conn.map(drop), waited.elapsed())
+    };
+    let (reads, (write, waited)) = tokio::join!(reads, write);
+    for r in reads {
+        r.expect("read");
+    }
+    assert!(write.is_ok(), "the write got a connection when the reads ended");
+    assert!(waited < Duration::from_millis(900), "{waited:?}");
+    assert!(kept.len() < 3, "the reads did not keep every connection: {}", kept.len());
+    // (Closing the pool waits for every connection, the kept ones too.)
+    kept.clear();
+    pool.close().await;
+}
