@@ -547,7 +547,7 @@ impl Application {
         background.push(op_keys.follow(&pool));
         let app_pool = pool.clone();
         let kept = Arc::new(crate::store::db::Kept::for_pool(settings.database.max_connections));
-        background.push(crate::store::db::Kept::expire_when_idle(kept.clone()));
+        background.push(crate::store::db::Kept::expire_when_idle(kept.clone(), pool.clone()));
         let limits = crate::auth::limits::RateLimits::new(
             &pool,
             &metrics,

@@ -205,15 +205,16 @@ where
 /// connection, which then goes back to the pool the usual way, ping
 /// included.
 ///
-/// The kept connections stay checked out of the pool. So none is kept while
-/// the pool has none left: a read that ends then gives back its own and the
-/// kept ones, and whoever waits in the pool's queue (a write, say) gets them
-/// in turn; reads never starve writes. At most `cap` are kept, and `expire`
-/// (every 100 ms) gives back those idle for longer than 100 ms: a quiet
-/// server holds none. After `max_uses` reads a connection
-/// goes back to the pool too, so that the pool's own checks (its
-/// `max_lifetime`) still see it under constant load. `clear` gives back all
-/// of them, before the pool closes.
+/// The kept connections stay checked out of the pool, and whoever waits in
+/// the pool's queue (a write, say, when every connection is out) must not
+/// wait for ever behind reads that pass them around. So while the pool has
+/// no connection left, a kept connection goes back to the pool after
+/// `FULL_USES` reads (instead of `max_uses`), and the sweep (`expire`,
+/// every 100 ms) gives back every kept one; otherwise it gives back those
+/// idle for longer than 100 ms, so a quiet server holds none. At most `cap`
+/// are kept. `max_uses` also lets the pool's own checks (`max_lifetime`)
+/// see each connection under constant load. `clear` gives back all of
+/// them, before the pool closes.
 pub struct Kept {
     idle: std::sync::Mutex<Vec<KeptConn>>,
     cap: usize,
@@ -226,7 +227,20 @@ struct KeptConn {
     uses: u32,
 }
 
+/// Whether every connection of the pool is out (someone may be waiting).
+fn exhausted(pool: &PgPool) -> bool {
+    pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections()
+}
+
 impl Kept {
+    /// How long a kept connection may stay unused, and how often `expire` runs.
+    pub const IDLE: Duration = Duration::from_millis(100);
+
+    /// Reads a kept connection serves, while the pool has none left, before
+    /// it goes back to the pool's queue: that queue is served at least once
+    /// in this many reads per kept connection.
+    pub const FULL_USES: u32 = 8;
+
     /// Keeps at most a quarter of the pool's connections (1 to 8), each for
     /// 10,000 reads at most.
     pub fn for_pool(max_connections: u32) -> Kept {
@@ -257,32 +271,30 @@ impl Kept {
         // Dropped (back to the pool, pinged) unless the reads finish.
         let out = reads(&mut conn).await?;
         let uses = uses + 1;
-        // With every connection of the pool out, someone (a write, say)
-        // may be waiting for one: the pool's queue gets it, in turn.
-        let pool_full = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
+        let limit = if exhausted(pool) { Kept::FULL_USES } else { self.max_uses };
         let surplus = {
             let mut idle = self.idle();
-            if pool_full {
-                // And the kept ones too.
-                Some((Some(conn), std::mem::take(&mut *idle)))
-            } else if idle.len() < self.cap && uses < self.max_uses {
+            if idle.len() < self.cap && uses < limit {
                 idle.push(KeptConn { conn, since: std::time::Instant::now(), uses });
                 None
             } else {
-                Some((Some(conn), Vec::new()))
+                Some(conn)
             }
         };
         drop(surplus);
         Ok(out)
     }
 
-    /// Gives back to the pool the connections idle for longer than `idle`.
-    pub fn expire(&self, idle: Duration) {
+    /// Gives back to the pool the connections idle for longer than `idle`,
+    /// or all of them when the pool has none left.
+    pub fn expire(&self, pool: &PgPool, idle: Duration) {
         let now = std::time::Instant::now();
+        let all = exhausted(pool);
         let stale: Vec<_> = {
             let mut kept = self.idle();
             // Oldest first: `read` takes and leaves them at the end.
-            let n = kept.iter().take_while(|k| now.duration_since(k.since) > idle).count();
+            let n =
+                if all { kept.len() } else { kept.iter().take_while(|k| now.duration_since(k.since) > idle).count() };
             kept.drain(..n).collect()
         };
         drop(stale);
@@ -303,17 +315,14 @@ impl Kept {
         self.len() == 0
     }
 
-    /// Expires idle connections (`IDLE`) for ever.
-    pub fn expire_when_idle(kept: std::sync::Arc<Kept>) -> tokio::task::JoinHandle<()> {
+    /// Runs `expire` every `IDLE`, for ever.
+    pub fn expire_when_idle(kept: std::sync::Arc<Kept>, pool: PgPool) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Kept::IDLE);
             loop {
                 tick.tick().await;
-                kept.expire(Kept::IDLE);
+                kept.expire(&pool, Kept::IDLE);
             }
         })
     }
-
-    /// How long a kept connection may stay unused.
-    pub const IDLE: Duration = Duration::from_millis(100);
 }

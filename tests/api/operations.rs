@@ -493,10 +493,10 @@ async fn reads_keep_only_connections_whose_reads_finished() {
 
     // Idle ones are given back to the pool, which can hand them out again.
     backend(&kept).await;
-    kept.expire(Duration::from_secs(60));
+    kept.expire(&pool, Duration::from_secs(60));
     assert_eq!(kept.len(), 1, "not idle long enough");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    kept.expire(Duration::from_millis(10));
+    kept.expire(&pool, Duration::from_millis(10));
     assert!(kept.is_empty());
     // (The cancelled read's connection returns when its pg_sleep ends.)
     for _ in 0..300 {
@@ -509,39 +509,61 @@ async fn reads_keep_only_connections_whose_reads_finished() {
     pool.close().await;
 }
 
-/// With every connection of the pool out, a read that ends hands its
-/// connection to whoever waits in the pool's queue (here a write), instead
-/// of keeping it for the next read; and the kept ones go with it.
+/// With every connection of the pool out, whoever waits in the pool's
+/// queue (here a write) is not left behind reads that pass the connections
+/// around: the sweep gives the kept ones back, and under a steady stream of
+/// reads each kept connection goes back after `Kept::FULL_USES` reads.
 #[tokio::test]
 async fn reads_never_keep_a_connection_someone_waits_for() {
     use registrar::db::Kept;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
     let db = fresh_database().await;
     let mut settings = test_settings();
-    settings.database.max_connections = 3;
+    settings.database.max_connections = 2;
     let pool = registrar::db::pool(db, &settings.database);
-    let kept = Kept::new(3, 100);
-    // One kept from an earlier read, while the pool had room.
-    kept.read(&pool, async |c| sqlx::query("SELECT 1").execute(c).await).await.expect("read");
-    assert_eq!(kept.len(), 1);
-    // Three slow reads take every connection (the kept one among them);
-    // a write arrives while they run.
+
+    // No reads after the pool filled up: the sweep gives the kept ones back.
+    let kept = Arc::new(Kept::new(2, u32::MAX));
+    let sweep = Kept::expire_when_idle(kept.clone(), pool.clone());
     let reads = futures_util::future::join_all(
-        (0..3).map(|_| kept.read(&pool, async |c| sqlx::query("SELECT pg_sleep(0.3)").execute(c).await)),
+        (0..2).map(|_| kept.read(&pool, async |c| sqlx::query("SELECT pg_sleep(0.3)").execute(c).await)),
     );
     let write = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!((pool.size(), pool.num_idle()), (3, 0), "every connection is out");
+        assert_eq!((pool.size(), pool.num_idle()), (2, 0), "every connection is out");
         let waited = std::time::Instant::now();
-        let conn = tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await;
-        (conn.map(drop), waited.elapsed())
+        let conn = tokio::time::timeout(Duration::from_secs(2), pool.acquire()).await;
+        (matches!(conn, Ok(Ok(_))), waited.elapsed())
     };
     let (reads, (write, waited)) = tokio::join!(reads, write);
     for r in reads {
         r.expect("read");
     }
-    assert!(write.is_ok(), "the write got a connection when the reads ended");
-    assert!(waited < Duration::from_millis(900), "{waited:?}");
-    assert!(kept.len() < 3, "the reads did not keep every connection: {}", kept.len());
+    assert!(write, "the write got a connection");
+    assert!(waited < Duration::from_millis(800), "{waited:?}");
+    sweep.abort();
+    kept.clear();
+
+    // Reads without a pause, on both connections, and no sweep: a write
+    // still gets one.
+    let kept = Kept::new(2, u32::MAX);
+    let (stop, done) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let reader = async || {
+        while !stop.load(Ordering::Relaxed) {
+            kept.read(&pool, async |c| sqlx::query("SELECT 1").execute(c).await).await.expect("read");
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let conn = tokio::time::timeout(Duration::from_secs(2), pool.acquire()).await;
+        stop.store(true, Ordering::Relaxed);
+        matches!(conn, Ok(Ok(_)))
+    };
+    let ((), (), write) = tokio::join!(reader(), reader(), write);
+    assert!(write, "the write got a connection while reads went on");
+    assert!(done.load(Ordering::Relaxed) > 2 * Kept::FULL_USES as usize, "the reads did run");
     // (Closing the pool waits for every connection, the kept ones too.)
     kept.clear();
     pool.close().await;
