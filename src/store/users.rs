@@ -131,7 +131,7 @@ macro_rules! select_users {
         sqlx::query_as!(
             $row,
             r#"SELECT u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, u.verified,
-                      ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS "roles!",
+                      u.roles,
                       (u.password_hash IS NOT NULL) AS "has_password!", u.password_updated,
                       u.failed_login_attempts, u.locked_until, u.last_login_attempt, u.last_successful_login,
                       u.created_at, u.last_modified, u.xdat_user_id, u.affiliation, u.contact, u.orcid,
@@ -1150,6 +1150,12 @@ impl Sort {
         }
     }
 
+    /// Whether no two users share the key (`users_username_key` is unique
+    /// on `lower(username)`): then the key alone orders a page.
+    fn unique(self) -> bool {
+        matches!(self, Sort::Username)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Sort::Username => "username",
@@ -1195,7 +1201,7 @@ pub async fn list(conn: &mut PgConnection, f: &ListFilter) -> Result<Vec<User>, 
 /// same. `accounts::list_paginates_and_filters` (tests) compares a listed
 /// user with the same user read by `get`.
 const USER_COLUMNS: &str = "u.id, u.username, u.email, u.email_key, u.first_name, u.last_name, u.enabled, \
-    u.verified, ARRAY(SELECT role FROM user_roles WHERE user_id = u.id ORDER BY role) AS roles, \
+    u.verified, u.roles, \
     (u.password_hash IS NOT NULL) AS has_password, u.password_updated, u.failed_login_attempts, u.locked_until, \
     u.last_login_attempt, u.last_successful_login, u.created_at, u.last_modified, u.xdat_user_id, u.affiliation, \
     u.contact, u.orcid, u.url, u.mfa_enabled";
@@ -1295,14 +1301,27 @@ fn list_query(columns: &str, f: &ListFilter) -> sqlx::QueryBuilder<'static, sqlx
     conditions(&mut qb, f);
     let (key, kind) = f.sort.sql();
     let (cmp, dir) = if f.descending { ("<", "DESC") } else { (">", "ASC") };
+    // A unique key orders by itself: no id to break ties, so PostgreSQL
+    // walks the key's own index from the cursor on. A row comparison with
+    // the id (`(key, id) > (.., ..)`) made it scan that index from the key
+    // and sort each page again, which took a seventh of a deep page's time.
+    let unique = f.sort.unique();
     if let Some((value, id)) = &f.after {
-        qb.push(format!(" AND ({key}, u.id) {cmp} (CAST("))
-            .push_bind(value.clone())
-            .push(format!(" AS {kind}), "))
-            .push_bind(*id)
-            .push(")");
+        if unique {
+            qb.push(format!(" AND {key} {cmp} CAST(")).push_bind(value.clone()).push(format!(" AS {kind})"));
+        } else {
+            qb.push(format!(" AND ({key}, u.id) {cmp} (CAST("))
+                .push_bind(value.clone())
+                .push(format!(" AS {kind}), "))
+                .push_bind(*id)
+                .push(")");
+        }
     }
-    qb.push(format!(" ORDER BY {key} {dir}, u.id {dir} LIMIT ")).push_bind(f.limit);
+    if unique {
+        qb.push(format!(" ORDER BY {key} {dir} LIMIT ")).push_bind(f.limit);
+    } else {
+        qb.push(format!(" ORDER BY {key} {dir}, u.id {dir} LIMIT ")).push_bind(f.limit);
+    }
     qb
 }
 
@@ -1359,7 +1378,14 @@ mod tests {
         let none = ListFilter { limit: 50, ..Default::default() };
         assert_eq!(
             list_query("u.id", &none).sql(),
-            "SELECT u.id FROM users u WHERE true ORDER BY lower(u.username) ASC, u.id ASC LIMIT $1"
+            "SELECT u.id FROM users u WHERE true ORDER BY lower(u.username) ASC LIMIT $1"
+        );
+        // The username is unique: a cursor of it needs no id.
+        let after = ListFilter { after: Some(("user500".into(), Uuid::nil())), limit: 51, ..Default::default() };
+        assert_eq!(
+            list_query("u.id", &after).sql(),
+            "SELECT u.id FROM users u WHERE true AND lower(u.username) > CAST($1 AS text) \
+             ORDER BY lower(u.username) ASC LIMIT $2"
         );
         let all = ListFilter {
             q: Some("a_b".into()),

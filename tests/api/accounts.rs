@@ -313,6 +313,104 @@ async fn roles_many_and_one() {
     assert!(log.iter().filter(|a| *a == "user.roles_changed").count() >= 3, "{log:?}");
 }
 
+/// A user's roles are kept on the user's row (`users.roles`) by a trigger
+/// on `user_roles`: whatever statement changes the grants, and however many
+/// transactions change one user's grants at once, the row reads as the
+/// grants do, in order, and so do the API's answers.
+#[tokio::test]
+async fn the_roles_on_a_user_row_follow_the_grants() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    let made = app.create_user("rowan", json!({})).await;
+    let id: uuid::Uuid = made["id"].as_str().expect("id").parse().expect("uuid");
+    let names: Vec<String> = (0..12).map(|i| format!("Crew{i:02}")).collect();
+    for n in &names {
+        app.post("/api/v1/roles", t, json!({"name": n, "permissions": []})).await.expect(201);
+    }
+    let row = async || -> Vec<String> {
+        sqlx::query_scalar("SELECT roles FROM users WHERE id = $1").bind(id).fetch_one(&app.pool).await.expect("row")
+    };
+    let truth = async || -> Vec<String> {
+        sqlx::query_scalar("SELECT ARRAY(SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role)")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("grants")
+    };
+
+    // Twelve transactions grant one role each to the same user at once;
+    // each holds its transaction open a while after its grant. The trigger
+    // makes them wait for one another on the user's row, and each must
+    // then see the grants committed while it waited.
+    let grants = names.iter().map(|n| {
+        let (pool, n) = (app.pool.clone(), n.clone());
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+                .bind(id)
+                .bind(&n)
+                .execute(&mut *tx)
+                .await
+                .expect("grant");
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            tx.commit().await.expect("commit");
+        })
+    });
+    for g in grants.collect::<Vec<_>>() {
+        g.await.expect("task");
+    }
+    assert_eq!(truth().await, names, "every grant committed");
+    assert_eq!(row().await, names, "the row has every role, in order");
+
+    // Revocations at once, some through the API, some in SQL.
+    let revoke = names.iter().step_by(2).map(|n| {
+        let pool = app.pool.clone();
+        let n = n.clone();
+        tokio::spawn(async move {
+            sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+                .bind(id)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .expect("revoke")
+        })
+    });
+    let revoked = revoke.collect::<Vec<_>>();
+    app.delete("/api/v1/users/rowan/roles/Crew01", t).await.expect(200);
+    for r in revoked {
+        r.await.expect("task");
+    }
+    let left: Vec<String> = names.iter().skip(3).step_by(2).cloned().collect();
+    assert_eq!(truth().await, left);
+    assert_eq!(row().await, left, "revocations are followed");
+
+    // A grant renamed in place, and a role's deletion cascading to grants.
+    sqlx::query("UPDATE user_roles SET role = 'Crew00' WHERE user_id = $1 AND role = 'Crew03'")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("update");
+    app.delete("/api/v1/roles/Crew05", t).await.expect(200);
+    let left: Vec<String> = ["Crew00", "Crew07", "Crew09", "Crew11"].map(String::from).to_vec();
+    assert_eq!(truth().await, left);
+    assert_eq!(row().await, left, "an update and a cascade are followed");
+
+    // What every front end reads: a user, a list page, the roles endpoint.
+    assert_eq!(app.get("/api/v1/users/rowan", t).await.expect(200).json()["roles"], json!(left));
+    let page = app.get("/api/v1/users?q=rowan", t).await.expect(200).json();
+    assert_eq!(page["items"][0]["roles"], json!(left));
+    // Granting several at once (the API's PUT adds them).
+    app.put("/api/v1/users/rowan/roles", t, json!(["UserManager", "Crew02"])).await.expect(200);
+    let more = ["Crew00", "Crew02", "Crew07", "Crew09", "Crew11", "UserManager"];
+    assert_eq!(row().await, more.map(String::from).to_vec());
+    assert_eq!(app.get("/api/v1/users/rowan", t).await.expect(200).json()["roles"], json!(more));
+
+    // A user deleted with its grants (the cascade runs the trigger on a
+    // row already gone): the deletion goes through.
+    app.delete("/api/v1/users/rowan", t).await.expect(200);
+    app.get("/api/v1/users/rowan", t).await.expect(404);
+}
+
 /// Wherever a username is accepted, the user's id is too (the data
 /// tracker addresses users by UUID), with the same rules.
 #[tokio::test]
