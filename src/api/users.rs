@@ -403,7 +403,7 @@ pub async fn unlock(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let name = resolve_me(&caller.0, &path).to_string();
-    let user = crate::service::users::unlock(&state.pool, &audit, &name).await?;
+    let user = crate::service::users::unlock(&state.pool, &caller.0, &audit, &name).await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 

@@ -157,8 +157,9 @@ impl Error {
 }
 
 /// Database errors in domain words: a pool or connection problem is
-/// `Unavailable`, a serialization failure or deadlock a `Conflict` the caller
-/// may retry, text PostgreSQL cannot store `Malformed`, the rest `Internal`.
+/// `Unavailable`; a serialization failure, a deadlock, or a key or reference
+/// a concurrent request changed a `Conflict` the caller may retry; text
+/// PostgreSQL cannot store `Malformed`; the rest `Internal`.
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Error {
         match &err {
@@ -182,6 +183,16 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
                 Error::conflict("concurrent_update", "the record was changed concurrently; retry the request")
             }
+            // A key another request took, or a record this one refers to that
+            // another removed, after this request's own checks read (they
+            // could not see it yet): what the client can do is retry.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                Error::conflict("already_exists", "the record was created concurrently by another request")
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => Error::conflict(
+                "concurrent_update",
+                "a record this request refers to was changed or removed concurrently; retry the request",
+            ),
             // Text PostgreSQL cannot store (a NUL character, say): the client's input is at fault.
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => Error::malformed(
                 "invalid_characters",

@@ -285,7 +285,8 @@ pub async fn edit_user(
     let name = resolve_me(&caller.0, &b.username).to_string();
     authorize(&state, &caller.0, "user", Some(&name), "put").await?;
     let mut tx = state.pool.begin().await?;
-    let target = users::get(&mut tx, &name, false).await?;
+    // Locked: a concurrent grant of a managing role is seen here or waits.
+    let target = users::get(&mut tx, &name, true).await?;
     service::permissions::may_touch_account(&caller.0, &target, &state.role_permissions.of(&target.roles))?;
     let reset_to = match b.password {
         Some(pw) => Some(service::users::reset_hash(&state.hasher, &caller.0, &target, pw).await?),

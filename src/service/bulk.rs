@@ -121,7 +121,7 @@ async fn one(
             Ok((changed, detail))
         }
         Action::AddToGroup(group) => {
-            let target = users::get(tx, name, false).await?;
+            let target = users::get(tx, name, true).await?;
             require_admin_for(caller, &target)?;
             if groups::of_user(tx, target.id).await?.iter().any(|g| g.eq_ignore_ascii_case(group)) {
                 return Ok((false, format!("no change (already in {group})")));
@@ -135,7 +135,7 @@ async fn one(
             }
         }
         Action::RevokeSessions => {
-            let target = users::get(tx, name, false).await?;
+            let target = users::get(tx, name, true).await?;
             require_admin_for(caller, &target)?;
             let n = sessions::revoke_all(tx, audit, target.id, "revoked by request").await?;
             Ok((n > 0, if n > 0 { format!("{n} sessions end") } else { "no change (no active session)".into() }))

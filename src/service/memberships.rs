@@ -41,7 +41,7 @@ pub async fn set_plain_groups_in(
     if !caller.has(crate::domain::Permission::UserManagement) {
         return Err(crate::domain::Error::forbidden("changing a user's groups needs USER_MANAGEMENT"));
     }
-    let user = crate::store::users::get(tx, username, false).await?;
+    let user = crate::store::users::get(tx, username, true).await?;
     crate::service::users::require_admin_for(caller, &user)?;
     let current = groups::of_user(tx, user.id).await?;
     for g in wanted {

@@ -254,7 +254,9 @@ pub async fn update_user_in(
         verified: body.verified,
         admin: body.admin,
     };
-    let target = users::get(tx, name, false).await?;
+    // Locked: a concurrent grant of Administrator is either seen here or
+    // waits for this change (`require_admin_for` below).
+    let target = users::get(tx, name, true).await?;
     let rename = body
         .username
         .as_deref()
@@ -338,6 +340,13 @@ pub async fn change_password(
         reset_hash(&state.hasher, caller, &target, body.new_password).await?
     };
     let mut tx = state.pool.begin().await?;
+    // The hash took a while: the rules are checked again on the locked row,
+    // so an account made an administrator meanwhile is not reset by a
+    // user manager.
+    let target = users::get(&mut tx, &target.id.to_string(), true).await?;
+    if !is_self {
+        require_admin_for(caller, &target)?;
+    }
     if is_self {
         users::set_password(&mut tx, audit, &target, hash, caller.session_id, "password.changed").await?;
     } else {
@@ -399,9 +408,11 @@ pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User
     users::set_password(tx, audit, user, hash, None, "password.reset").await
 }
 
-/// Clears a user's failed logins and lockout.
-pub async fn unlock(pool: &PgPool, audit: &Audit, username: &str) -> Result<User> {
+/// Clears a user's failed logins and lockout (an administrator's only by an
+/// administrator).
+pub async fn unlock(pool: &PgPool, caller: &Principal, audit: &Audit, username: &str) -> Result<User> {
     let mut tx = pool.begin().await?;
+    require_admin_for(caller, &users::get(&mut tx, username, true).await?)?;
     let user = users::unlock(&mut tx, audit, username).await?;
     tx.commit().await?;
     Ok(user)
@@ -443,7 +454,7 @@ pub async fn apply_roles_in(
     if roles.iter().any(|r| r == ADMIN_ROLE) && !caller.is_admin() {
         return Err(Error::forbidden("only an administrator may grant or remove the Administrator role"));
     }
-    let target = users::get(tx, &name, false).await?;
+    let target = users::get(tx, &name, true).await?;
     require_admin_for(caller, &target)?;
     users::change_roles(tx, audit, &name, roles, grant).await
 }

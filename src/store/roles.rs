@@ -77,7 +77,14 @@ pub async fn create(
         permissions,
     )
     .fetch_one(&mut *conn)
-    .await?;
+    .await
+    // Created by another request since the check above.
+    .map_err(|e| {
+        Error::on_constraint(e, |c| {
+            (c.starts_with("roles_") && c.ends_with("key"))
+                .then(|| Error::conflict("role_exists", format!("a role named '{name}' exists")))
+        })
+    })?;
     let changes = Changes::new().field("description", serde_json::Value::Null, description).field(
         "permissions",
         serde_json::Value::Null,

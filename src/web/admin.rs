@@ -435,7 +435,7 @@ pub async fn unlock(
     path: web::Path<String>,
     _f: Form<Button>,
 ) -> PageResult {
-    let out = crate::service::users::unlock(&state.pool, &audit, &path).await.map(|_| "unlocked");
+    let out = crate::service::users::unlock(&state.pool, &caller.0, &audit, &path).await.map(|_| "unlocked");
     after(&state, &req, &caller, &path, out).await
 }
 

@@ -411,6 +411,88 @@ async fn the_roles_on_a_user_row_follow_the_grants() {
     app.get("/api/v1/users/rowan", t).await.expect(404);
 }
 
+/// A user manager's change of an account that is being made an
+/// administrator at that moment: the rule ("only an administrator manages
+/// an administrator") is checked on the row as it is when the change is
+/// written, not as it was read before (a password reset hashes for a while
+/// between the two). Here the grant holds the user's row while the
+/// manager's requests come in; they wait for it, see it, and are refused,
+/// and nothing they asked for is written.
+#[tokio::test]
+async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.create_user("mona", json!({"roles": ["UserManager"]})).await;
+    let made = app.create_user("tom", json!({})).await;
+    let id: uuid::Uuid = made["id"].as_str().expect("id").parse().expect("uuid");
+    let mona = app.login("mona", PASSWORD).await;
+
+    let mut grant = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
+        .bind(id)
+        .execute(&mut *grant)
+        .await
+        .expect("grant");
+    let reset =
+        app.put("/api/v1/users/tom/password", &mona, json!({"new_password": "a manager's choice of passphrase"}));
+    let edit = app.patch("/api/v1/users/tom", &mona, json!({"email": "mona-owns-this@example.org"}));
+    let unlock = app.post("/api/v1/users/tom/unlock", &mona, json!({}));
+    let roles = app.put("/api/v1/users/tom/roles/Non-Expiring", &mona, json!(null));
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        grant.commit().await.expect("commit");
+    };
+    let (reset, edit, unlock, roles, ()) = tokio::join!(reset, edit, unlock, roles, commit);
+    for (what, r) in [("reset", reset), ("edit", edit), ("unlock", unlock), ("roles", roles)] {
+        assert_eq!(r.status.as_u16(), 403, "{what}: {}", r.text);
+        assert!(!r.text.contains("mona-owns-this"), "{what}: {}", r.text);
+    }
+    // Nothing was written: the password, the address, the roles are as before.
+    app.login("tom", PASSWORD).await;
+    let tom = app.get("/api/v1/users/tom", t).await.expect(200).json();
+    assert_eq!(tom["email"], "tom@example.org");
+    assert_eq!(tom["roles"], json!(["Administrator"]));
+    let by_mona = app
+        .count(&format!("SELECT count(*) FROM change_log WHERE actor_username = 'mona' AND subject_id = '{id}'"))
+        .await;
+    assert_eq!(by_mona, 0, "the manager changed nothing of tom's");
+}
+
+/// A role created, or deleted, by another transaction between a request's
+/// check and its write: 409, never a 500, and nothing half-written.
+#[tokio::test]
+async fn races_on_a_role_are_conflicts() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.create_user("rhea", json!({})).await;
+
+    // Created meanwhile: the request's check cannot see it yet, its insert waits.
+    let mut other = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO roles (name) VALUES ('Twin')").execute(&mut *other).await.expect("insert");
+    let create = app.post("/api/v1/roles", t, json!({"name": "Twin", "permissions": []}));
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        other.commit().await.expect("commit");
+    };
+    let (r, ()) = tokio::join!(create, commit);
+    assert_eq!((r.status.as_u16(), r.code()), (409, "role_exists".to_string()), "{}", r.text);
+
+    // Deleted meanwhile: the grant saw the role, its insert's key check waits.
+    app.post("/api/v1/roles", t, json!({"name": "Brief", "permissions": []})).await.expect(201);
+    let mut other = app.pool.begin().await.expect("begin");
+    sqlx::query("DELETE FROM roles WHERE name = 'Brief'").execute(&mut *other).await.expect("delete");
+    let grant = app.put("/api/v1/users/rhea/roles/Brief", t, json!(null));
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        other.commit().await.expect("commit");
+    };
+    let (r, ()) = tokio::join!(grant, commit);
+    assert!(matches!(r.status.as_u16(), 404 | 409), "{} {}", r.status, r.text);
+    assert_eq!(app.get("/api/v1/users/rhea", t).await.expect(200).json()["roles"], json!([]));
+    let log = app.log_actions(app.get("/api/v1/users/rhea", t).await.json()["id"].as_str().expect("id")).await;
+    assert!(!log.iter().any(|a| a == "user.roles_changed"), "{log:?}");
+}
+
 /// Wherever a username is accepted, the user's id is too (the data
 /// tracker addresses users by UUID), with the same rules.
 #[tokio::test]
