@@ -132,6 +132,18 @@ pub async fn update(
 
 /// Deletes a custom role; its holders lose it (built-in: 409).
 pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) -> Result<RoleInfo, Error> {
+    // The holders' rows first, in one order, and only then the role: the
+    // cascade rewrites each holder's `users.roles` (its trigger locks the
+    // row), and a request that holds a holder's row and then grants or
+    // revokes this role waits for the role; taking the role first made the
+    // two wait for each other (a deadlock, answered 409).
+    sqlx::query_scalar!(
+        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_roles WHERE role = $1)
+         ORDER BY u.id FOR NO KEY UPDATE",
+        name
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let before = get_locked(conn, name).await?;
     if before.builtin {
         return Err(Error::conflict("builtin_role", "built-in roles cannot be deleted"));

@@ -493,6 +493,38 @@ async fn races_on_a_role_are_conflicts() {
     assert!(!log.iter().any(|a| a == "user.roles_changed"), "{log:?}");
 }
 
+/// Deleting a role while a transaction holds one of its holders' rows and
+/// then revokes the role from that holder: the deletion waits for the
+/// holder, then goes through; neither is aborted as a deadlock.
+#[tokio::test]
+async fn deleting_a_role_waits_for_its_holders() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.post("/api/v1/roles", t, json!({"name": "Passing", "permissions": []})).await.expect(201);
+    let made = app.create_user("hal", json!({"roles": ["Passing"]})).await;
+    let id: uuid::Uuid = made["id"].as_str().expect("id").parse().expect("uuid");
+    app.create_user("ida", json!({"roles": ["Passing"]})).await;
+
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *holder).await.expect("lock");
+    let delete = app.delete("/api/v1/roles/Passing", t);
+    let revoke = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = 'Passing'")
+            .bind(id)
+            .execute(&mut *holder)
+            .await
+            .expect("the holder's own revocation is not a deadlock victim");
+        holder.commit().await.expect("commit");
+    };
+    let (deleted, ()) = tokio::join!(delete, revoke);
+    assert_eq!(deleted.status.as_u16(), 200, "{}", deleted.text);
+    assert_eq!(app.count("SELECT count(*) FROM roles WHERE name = 'Passing'").await, 0);
+    for name in ["hal", "ida"] {
+        assert_eq!(app.get(&format!("/api/v1/users/{name}"), t).await.expect(200).json()["roles"], json!([]));
+    }
+}
+
 /// Wherever a username is accepted, the user's id is too (the data
 /// tracker addresses users by UUID), with the same rules.
 #[tokio::test]
