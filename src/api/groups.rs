@@ -244,6 +244,9 @@ async fn one(
 ) -> ApiResult<HttpResponse> {
     let name = target(caller, &username);
     let mut tx = state.pool.begin().await?;
+    // An administrator's memberships only by an administrator (or
+    // themself), checked on the locked row.
+    service::users::require_admin_for(&caller.0, &users::get(&mut tx, &name, true).await?)?;
     if add {
         groups::add(&mut tx, audit, &name, &group).await?;
     } else {

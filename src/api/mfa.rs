@@ -137,7 +137,7 @@ pub async fn reset(
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &path), false).await?;
     drop(conn);
-    mfa::reset(&state, &audit, user.id).await?;
+    mfa::reset(&state, &caller.0, &audit, user.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -57,9 +57,11 @@ pub async fn issue(
         return Err(Error::invalid("invalid_expiry", "expires_at must be in the future").on_field("expires_at"));
     }
     let mut tx = state.pool.begin().await?;
-    // Locked when replacing: concurrent issues for one user take turns, so
-    // one key of the name stays live.
-    let user = users::get(&mut tx, resolve_me(caller, target), new.replace).await?;
+    // Locked: the admin rule is checked on the row as it is now (a grant of
+    // Administrator made at the same moment is seen or waits), and
+    // concurrent replacements for one user take turns, so one key of the
+    // name stays live.
+    let user = users::get(&mut tx, resolve_me(caller, target), true).await?;
     crate::service::users::require_admin_for(caller, &user)?;
     if new.replace {
         api_keys::revoke_named(&mut tx, audit, user.id, name).await?;

@@ -22,6 +22,10 @@ pub async fn apply_groups(
 ) -> Result<Vec<ItemResult>> {
     let name = resolve_me(caller, username).to_string();
     let mut tx = pool.begin().await?;
+    // An administrator's memberships only by an administrator (or
+    // themself), checked on the locked row.
+    let target = crate::store::users::get(&mut tx, &name, true).await?;
+    crate::service::users::require_admin_for(caller, &target)?;
     let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
     tx.commit().await?;
     Ok(results)

@@ -304,8 +304,17 @@ pub async fn regenerate_recovery_codes(state: &AppState, audit: &Audit, user: Uu
 
 /// An administrator removes every factor of a user and ends all their
 /// sessions (they log in with the password alone, and may enrol again).
-pub async fn reset(state: &AppState, audit: &Audit, user: Uuid) -> Result<()> {
+pub async fn reset(
+    state: &AppState,
+    caller: &crate::auth::principal::Principal,
+    audit: &Audit,
+    user: Uuid,
+) -> Result<()> {
     let mut tx = state.pool.begin().await?;
+    // An administrator's factors only by an administrator, checked on the
+    // locked row (a grant of Administrator at the same moment is seen).
+    let target = crate::store::users::get(&mut tx, &user.to_string(), true).await?;
+    crate::service::users::require_admin_for(caller, &target)?;
     store::lock_user(&mut tx, user).await?;
     store::reset(&mut tx, audit, user).await?;
     crate::store::sessions::revoke_all(&mut tx, audit, user, "mfa reset").await?;

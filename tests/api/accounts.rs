@@ -426,6 +426,8 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     let made = app.create_user("tom", json!({})).await;
     let id: uuid::Uuid = made["id"].as_str().expect("id").parse().expect("uuid");
     let mona = app.login("mona", PASSWORD).await;
+    app.post("/api/v1/groups", t, json!({"name": "crew"})).await.expect(201);
+    let tom_session = app.login("tom", PASSWORD).await;
 
     let mut grant = app.pool.begin().await.expect("begin");
     sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
@@ -438,12 +440,26 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     let edit = app.patch("/api/v1/users/tom", &mona, json!({"email": "mona-owns-this@example.org"}));
     let unlock = app.post("/api/v1/users/tom/unlock", &mona, json!({}));
     let roles = app.put("/api/v1/users/tom/roles/Non-Expiring", &mona, json!(null));
+    let key = app.post("/api/v1/users/tom/api-keys", &mona, json!({"name": "mona's way in"}));
+    let mfa = app.delete("/api/v1/users/tom/mfa", &mona);
+    let sessions = app.delete("/api/v1/users/tom/sessions?api_keys=true", &mona);
+    let group = app.put("/api/v1/users/tom/groups/crew", &mona, json!(null));
     let commit = async {
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         grant.commit().await.expect("commit");
     };
-    let (reset, edit, unlock, roles, ()) = tokio::join!(reset, edit, unlock, roles, commit);
-    for (what, r) in [("reset", reset), ("edit", edit), ("unlock", unlock), ("roles", roles)] {
+    let (reset, edit, unlock, roles, key, mfa, sessions, group, ()) =
+        tokio::join!(reset, edit, unlock, roles, key, mfa, sessions, group, commit);
+    for (what, r) in [
+        ("reset", reset),
+        ("edit", edit),
+        ("unlock", unlock),
+        ("roles", roles),
+        ("api key", key),
+        ("mfa reset", mfa),
+        ("sessions", sessions),
+        ("group", group),
+    ] {
         assert_eq!(r.status.as_u16(), 403, "{what}: {}", r.text);
         assert!(!r.text.contains("mona-owns-this"), "{what}: {}", r.text);
     }
@@ -452,6 +468,9 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     let tom = app.get("/api/v1/users/tom", t).await.expect(200).json();
     assert_eq!(tom["email"], "tom@example.org");
     assert_eq!(tom["roles"], json!(["Administrator"]));
+    app.get("/api/v1/users/me", &tom_session).await.expect(200);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM api_keys WHERE user_id = '{id}'")).await, 0);
+    assert_eq!(app.count(&format!("SELECT count(*) FROM user_groups WHERE user_id = '{id}'")).await, 0);
     let by_mona = app
         .count(&format!("SELECT count(*) FROM change_log WHERE actor_username = 'mona' AND subject_id = '{id}'"))
         .await;
