@@ -89,6 +89,6 @@ pub async fn revoke(
     let mut conn = state.pool.acquire().await?;
     let user = users::get(&mut conn, resolve_me(&caller.0, &username), false).await?;
     drop(conn);
-    crate::service::api_keys::revoke(&state.pool, &audit, user.id, id).await?;
+    crate::service::api_keys::revoke(&state.pool, &caller.0, &audit, user.id, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

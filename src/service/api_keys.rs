@@ -24,9 +24,18 @@ pub struct NewKey {
     pub replace: bool,
 }
 
-/// Revokes one of `user_id`'s keys (the sessions it started end with it).
-pub async fn revoke(pool: &sqlx::PgPool, audit: &Audit, user_id: uuid::Uuid, id: uuid::Uuid) -> Result<()> {
+/// Revokes one of `user_id`'s keys (the sessions it started end with it);
+/// an administrator's only by an administrator (or themself), checked on
+/// the locked row.
+pub async fn revoke(
+    pool: &sqlx::PgPool,
+    caller: &crate::auth::principal::Principal,
+    audit: &Audit,
+    user_id: uuid::Uuid,
+    id: uuid::Uuid,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
+    crate::service::users::require_admin_for(caller, &users::get(&mut tx, &user_id.to_string(), true).await?)?;
     api_keys::revoke(&mut tx, audit, user_id, id).await?;
     tx.commit().await?;
     Ok(())

@@ -22,7 +22,9 @@ pub async fn revoke_one(state: &AppState, caller: &Principal, audit: &Audit, id:
     if owner != caller.user_id && !caller.has(Permission::UserManagement) {
         return Err(session_not_found());
     }
-    if owner != caller.user_id && !caller.is_admin() && users::holds_admin_id(&state.pool, owner).await? {
+    // An administrator's session only by an administrator, checked on the
+    // owner's locked row (a grant of Administrator at the same moment is seen).
+    if owner != caller.user_id && !caller.is_admin() && users::get(&mut tx, &owner.to_string(), true).await?.admin() {
         return Err(crate::auth::access::admin_target_refused());
     }
     if !sessions::revoke(&mut tx, audit, id, "revoked by request").await? {

@@ -273,7 +273,9 @@ pub async fn set_level(
     why: Grant,
 ) -> Result<Option<Level>, Error> {
     let p = get(conn, project, true).await?;
-    let user = users::get(conn, username, false).await?;
+    // Locked: the rules about the member (an administrator's membership is
+    // an administrator's call) see a concurrent grant of Administrator.
+    let user = users::get(conn, username, true).await?;
     if !user.enabled {
         return Err(Error::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
     }
@@ -395,7 +397,9 @@ pub async fn remove_member(
     username: &str,
 ) -> Result<Level, Error> {
     let p = get(conn, project, true).await?;
-    let user = users::get(conn, username, false).await?;
+    // Locked: the rules about the member (an administrator's membership is
+    // an administrator's call) see a concurrent grant of Administrator.
+    let user = users::get(conn, username, true).await?;
     let level: Option<String> = sqlx::query_scalar!(r#"SELECT g.level AS "level!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2"#, user.id, p.id)
     .fetch_optional(&mut *conn)
     .await?;

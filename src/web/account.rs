@@ -353,7 +353,7 @@ pub async fn revoke_api_key(
 ) -> PageResult {
     let not_found = || crate::domain::Error::not_found("api_key_not_found", "no such active API key");
     let id: Uuid = path.parse().map_err(|_| not_found())?;
-    crate::service::api_keys::revoke(&state.pool, &audit, caller.0.user_id, id).await?;
+    crate::service::api_keys::revoke(&state.pool, &caller.0, &audit, caller.0.user_id, id).await?;
     Ok(back_to("/account/api-keys", "key-revoked"))
 }
 

@@ -273,6 +273,9 @@ pub async fn invalidate(
 ) -> ApiResult<HttpResponse> {
     let user = load(&state, &caller, &path).await?;
     let mut tx = state.pool.begin().await?;
+    // An administrator's sessions only by an administrator (or themself),
+    // checked on the locked row.
+    crate::service::users::require_admin_for(&caller.0, &users::get(&mut tx, &user.id.to_string(), true).await?)?;
     let ids: Vec<String> =
         sessions::list_active(&mut tx, user.id).await?.into_iter().map(|s| s.id.to_string()).collect();
     sessions::revoke_all(&mut tx, &audit, user.id, "invalidated through /xapi/users/active").await?;

@@ -427,7 +427,12 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     let id: uuid::Uuid = made["id"].as_str().expect("id").parse().expect("uuid");
     let mona = app.login("mona", PASSWORD).await;
     app.post("/api/v1/groups", t, json!({"name": "crew"})).await.expect(201);
+    app.post("/api/v1/projects", t, json!({"id": "DECK", "name": "Deck"})).await.expect(201);
     let tom_session = app.login("tom", PASSWORD).await;
+    let other = app.login_full("tom", PASSWORD).await.expect(200).json();
+    let other_session = other["session_id"].as_str().expect("session").to_string();
+    let tom_key = app.post("/api/v1/users/tom/api-keys", t, json!({"name": "tom's own"})).await.expect(201).json();
+    let key_id = tom_key["id"].as_str().expect("key id").to_string();
 
     let mut grant = app.pool.begin().await.expect("begin");
     sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
@@ -444,12 +449,17 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     let mfa = app.delete("/api/v1/users/tom/mfa", &mona);
     let sessions = app.delete("/api/v1/users/tom/sessions?api_keys=true", &mona);
     let group = app.put("/api/v1/users/tom/groups/crew", &mona, json!(null));
+    let key_path = format!("/api/v1/users/tom/api-keys/{key_id}");
+    let revoke_key = app.delete(&key_path, &mona);
+    let session_path = format!("/api/v1/sessions/{other_session}");
+    let revoke_session = app.delete(&session_path, &mona);
+    let member = app.put("/api/v1/projects/DECK/members/tom", &mona, json!({"level": "member"}));
     let commit = async {
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         grant.commit().await.expect("commit");
     };
-    let (reset, edit, unlock, roles, key, mfa, sessions, group, ()) =
-        tokio::join!(reset, edit, unlock, roles, key, mfa, sessions, group, commit);
+    let (reset, edit, unlock, roles, key, mfa, sessions, group, revoke_key, revoke_session, member, ()) =
+        tokio::join!(reset, edit, unlock, roles, key, mfa, sessions, group, revoke_key, revoke_session, member, commit);
     for (what, r) in [
         ("reset", reset),
         ("edit", edit),
@@ -459,6 +469,9 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
         ("mfa reset", mfa),
         ("sessions", sessions),
         ("group", group),
+        ("key revocation", revoke_key),
+        ("session revocation", revoke_session),
+        ("project member", member),
     ] {
         assert_eq!(r.status.as_u16(), 403, "{what}: {}", r.text);
         assert!(!r.text.contains("mona-owns-this"), "{what}: {}", r.text);
@@ -469,7 +482,10 @@ async fn a_manager_cannot_change_an_account_made_administrator_meanwhile() {
     assert_eq!(tom["email"], "tom@example.org");
     assert_eq!(tom["roles"], json!(["Administrator"]));
     app.get("/api/v1/users/me", &tom_session).await.expect(200);
-    assert_eq!(app.count(&format!("SELECT count(*) FROM api_keys WHERE user_id = '{id}'")).await, 0);
+    let live_keys = format!("SELECT count(*) FROM api_keys WHERE user_id = '{id}' AND revoked_at IS NULL");
+    assert_eq!(app.count(&live_keys).await, 1, "only tom's own key, alive");
+    let live_sessions = format!("SELECT count(*) FROM sessions WHERE id = '{other_session}' AND revoked_at IS NULL");
+    assert_eq!(app.count(&live_sessions).await, 1, "tom's other session is alive");
     assert_eq!(app.count(&format!("SELECT count(*) FROM user_groups WHERE user_id = '{id}'")).await, 0);
     let by_mona = app
         .count(&format!("SELECT count(*) FROM change_log WHERE actor_username = 'mona' AND subject_id = '{id}'"))
