@@ -246,7 +246,7 @@ async fn one(
     let mut tx = state.pool.begin().await?;
     // An administrator's memberships only by an administrator (or
     // themself), checked on the locked row.
-    service::users::require_admin_for(&caller.0, &users::get(&mut tx, &name, true).await?)?;
+    service::users::lock_managed(&mut tx, &caller.0, &name).await?;
     if add {
         groups::add(&mut tx, audit, &name, &group).await?;
     } else {

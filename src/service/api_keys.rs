@@ -10,7 +10,6 @@ use crate::auth::principal::{resolve_me, Principal};
 use crate::domain::{Error, Result};
 use crate::state::AppState;
 use crate::store::api_keys::{self, ApiKeyView};
-use crate::store::users;
 
 /// What to issue.
 pub struct NewKey {
@@ -35,7 +34,7 @@ pub async fn revoke(
     id: uuid::Uuid,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
-    crate::service::users::require_admin_for(caller, &users::get(&mut tx, &user_id.to_string(), true).await?)?;
+    crate::service::users::lock_managed(&mut tx, caller, &user_id.to_string()).await?;
     api_keys::revoke(&mut tx, audit, user_id, id).await?;
     tx.commit().await?;
     Ok(())
@@ -70,8 +69,7 @@ pub async fn issue(
     // Administrator made at the same moment is seen or waits), and
     // concurrent replacements for one user take turns, so one key of the
     // name stays live.
-    let user = users::get(&mut tx, resolve_me(caller, target), true).await?;
-    crate::service::users::require_admin_for(caller, &user)?;
+    let user = crate::service::users::lock_managed(&mut tx, caller, resolve_me(caller, target)).await?;
     if new.replace {
         api_keys::revoke_named(&mut tx, audit, user.id, name).await?;
     }

@@ -7,7 +7,7 @@
 use crate::audit::Audit;
 use crate::auth::principal::Principal;
 use crate::domain::{Error, Permission, Result};
-use crate::service::users::{require_admin_for, update_user_in, UpdateUser};
+use crate::service::users::{lock_managed, update_user_in, UpdateUser};
 use crate::state::AppState;
 use crate::store::{groups, sessions, users};
 
@@ -132,8 +132,7 @@ async fn one(
             Ok((changed, detail))
         }
         Action::AddToGroup(group) => {
-            let target = users::get(tx, name, true).await?;
-            require_admin_for(caller, &target)?;
+            let target = lock_managed(tx, caller, name).await?;
             if groups::of_user(tx, target.id).await?.iter().any(|g| g.eq_ignore_ascii_case(group)) {
                 return Ok((false, format!("no change (already in {group})")));
             }
@@ -146,8 +145,7 @@ async fn one(
             }
         }
         Action::RevokeSessions => {
-            let target = users::get(tx, name, true).await?;
-            require_admin_for(caller, &target)?;
+            let target = lock_managed(tx, caller, name).await?;
             let n = sessions::revoke_all(tx, audit, target.id, "revoked by request").await?;
             Ok((n > 0, if n > 0 { format!("{n} sessions end") } else { "no change (no active session)".into() }))
         }

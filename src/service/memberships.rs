@@ -24,8 +24,7 @@ pub async fn apply_groups(
     let mut tx = pool.begin().await?;
     // An administrator's memberships only by an administrator (or
     // themself), checked on the locked row.
-    let target = crate::store::users::get(&mut tx, &name, true).await?;
-    crate::service::users::require_admin_for(caller, &target)?;
+    crate::service::users::lock_managed(&mut tx, caller, &name).await?;
     let results = groups::apply_many(&mut tx, audit, &name, &list, add).await?;
     tx.commit().await?;
     Ok(results)
@@ -45,8 +44,7 @@ pub async fn set_plain_groups_in(
     if !caller.has(crate::domain::Permission::UserManagement) {
         return Err(crate::domain::Error::forbidden("changing a user's groups needs USER_MANAGEMENT"));
     }
-    let user = crate::store::users::get(tx, username, true).await?;
-    crate::service::users::require_admin_for(caller, &user)?;
+    let user = crate::service::users::lock_managed(tx, caller, username).await?;
     let current = groups::of_user(tx, user.id).await?;
     for g in wanted {
         if current.iter().any(|c| c.eq_ignore_ascii_case(g)) {

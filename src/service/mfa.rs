@@ -313,8 +313,7 @@ pub async fn reset(
     let mut tx = state.pool.begin().await?;
     // An administrator's factors only by an administrator, checked on the
     // locked row (a grant of Administrator at the same moment is seen).
-    let target = crate::store::users::get(&mut tx, &user.to_string(), true).await?;
-    crate::service::users::require_admin_for(caller, &target)?;
+    crate::service::users::lock_managed(&mut tx, caller, &user.to_string()).await?;
     store::lock_user(&mut tx, user).await?;
     store::reset(&mut tx, audit, user).await?;
     crate::store::sessions::revoke_all(&mut tx, audit, user, "mfa reset").await?;

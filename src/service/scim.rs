@@ -688,16 +688,14 @@ async fn set_members(
     let wanted = store::usernames_of(tx, wanted).await?;
     for (id, username) in &wanted {
         if !current.iter().any(|(c, _)| c == id) {
-            let user = crate::store::users::get(tx, &id.to_string(), true).await?;
-            crate::service::users::require_admin_for(&client.acting, &user)?;
+            let user = crate::service::users::lock_managed(tx, &client.acting, &id.to_string()).await?;
             protected(state, &user)?;
             crate::store::groups::add(tx, audit, username, group).await?;
         }
     }
     for (id, username) in &current {
         if !wanted.iter().any(|(w, _)| w == id) {
-            let user = crate::store::users::get(tx, &id.to_string(), true).await?;
-            crate::service::users::require_admin_for(&client.acting, &user)?;
+            let user = crate::service::users::lock_managed(tx, &client.acting, &id.to_string()).await?;
             protected(state, &user)?;
             crate::store::groups::remove(tx, audit, username, group).await?;
         }

@@ -46,8 +46,7 @@ pub async fn revoke_all(
     let mut tx = state.pool.begin().await?;
     // An administrator's only by an administrator (or themself), checked
     // on the locked row.
-    let user = users::get(&mut tx, resolve_me(caller, target), true).await?;
-    crate::service::users::require_admin_for(caller, &user)?;
+    let user = crate::service::users::lock_managed(&mut tx, caller, resolve_me(caller, target)).await?;
     let n = sessions::revoke_all(&mut tx, audit, user.id, "revoked by request").await?;
     let keys = if and_keys { api_keys::revoke_all(&mut tx, audit, user.id).await? } else { 0 };
     tx.commit().await?;

@@ -94,6 +94,16 @@ pub fn require_admin_for(caller: &Principal, target: &User) -> Result<(), Error>
     Ok(())
 }
 
+/// The account `name` (a username or id), locked in `tx`, if `caller` may
+/// manage it: `require_admin_for` on the locked row, so a grant of
+/// Administrator made at the same moment is seen or waits. Every write on
+/// another user's account takes its target this way.
+pub async fn lock_managed(tx: &mut sqlx::PgConnection, caller: &Principal, name: &str) -> Result<User, Error> {
+    let target = users::get(tx, name, true).await?;
+    require_admin_for(caller, &target)?;
+    Ok(target)
+}
+
 /// Parses and checks a creation request into a `NewUser` (hashing the password).
 pub async fn new_user(hasher: &Hasher, caller: &Principal, body: CreateUser) -> Result<users::NewUser, Error> {
     let username = Username::parse(body.username.trim())?;
@@ -412,7 +422,7 @@ pub async fn write_reset(tx: &mut sqlx::PgConnection, audit: &Audit, user: &User
 /// administrator).
 pub async fn unlock(pool: &PgPool, caller: &Principal, audit: &Audit, username: &str) -> Result<User> {
     let mut tx = pool.begin().await?;
-    require_admin_for(caller, &users::get(&mut tx, username, true).await?)?;
+    lock_managed(&mut tx, caller, username).await?;
     let user = users::unlock(&mut tx, audit, username).await?;
     tx.commit().await?;
     Ok(user)

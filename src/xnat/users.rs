@@ -275,7 +275,7 @@ pub async fn invalidate(
     let mut tx = state.pool.begin().await?;
     // An administrator's sessions only by an administrator (or themself),
     // checked on the locked row.
-    crate::service::users::require_admin_for(&caller.0, &users::get(&mut tx, &user.id.to_string(), true).await?)?;
+    crate::service::users::lock_managed(&mut tx, &caller.0, &user.id.to_string()).await?;
     let ids: Vec<String> =
         sessions::list_active(&mut tx, user.id).await?.into_iter().map(|s| s.id.to_string()).collect();
     sessions::revoke_all(&mut tx, &audit, user.id, "invalidated through /xapi/users/active").await?;
