@@ -46,7 +46,8 @@ pub struct ListQuery {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UserPage {
-    pub items: Vec<UserView>,
+    #[schema(value_type = Vec<UserView>)]
+    pub items: Vec<users::ViewRow>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
     /// How many users match, over every page: counted for the first page
@@ -78,8 +79,8 @@ impl RoleList {
 /// The cursor after `u`: the sort, its key and id, and the listing's total
 /// (counted on its first page and carried along, so that later pages need
 /// not count again).
-fn encode_cursor(sort: users::Sort, u: &User, total: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}\n{total}", sort.name(), sort.key_of(u), u.id))
+fn encode_cursor(sort: users::Sort, (key, id): (String, Uuid), total: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{key}\n{id}\n{total}", sort.name()))
 }
 
 /// Decodes a user-list cursor made for `sort`; anything else (malformed, or
@@ -197,14 +198,18 @@ pub async fn list(_caller: Caller, state: web::Data<AppState>, query: Query<List
         Some(total) => total,
         None => users::count_matching(&state.pool, &filter).await?,
     };
-    let mut items = state.read(async |c| users::list(c, &filter).await).await?;
+    let mut items = state.read(async |c| users::list_views(c, &filter).await).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|u| encode_cursor(sort, u, total))
+        match items.last() {
+            Some(last) => Some(encode_cursor(sort, last.key(sort)?, total)),
+            None => None,
+        }
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(UserPage { items: items.into_iter().map(UserView::from).collect(), next_cursor, total }))
+    let body = serde_json::to_vec(&UserPage { items, next_cursor, total }).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(body))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -115,7 +115,24 @@ async fn list_paginates_and_filters() {
     }
     app.patch("/api/v1/users/u5", &app.admin_token, json!({"enabled": false})).await.expect(200);
     app.put("/api/v1/users/u4/roles/UserManager", &app.admin_token, json!(null)).await.expect(200);
+    app.put("/api/v1/users/u1/roles/Administrator", &app.admin_token, json!(null)).await.expect(200);
+    app.patch(
+        "/api/v1/users/u3",
+        &app.admin_token,
+        json!({"affiliation": "Ümlaut \"Lab\"", "contact": "line\nbreak", "orcid": "0000-0002-1825-0097", "url": "https://example.org/u3"}),
+    )
+    .await
+    .expect(200);
+    // Every kind of value a listed user has: a lock, counts, and each timestamp.
+    sqlx::query(
+        "UPDATE users SET locked_until = now() + interval '1 hour', failed_login_attempts = 3,
+         last_login_attempt = now(), last_successful_login = '2026-01-02T03:04:05.678Z' WHERE username = 'u2'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("lock u2");
     let mut seen = Vec::new();
+    let (mut locked, mut admins) = (0, 0);
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
@@ -133,6 +150,8 @@ async fn list_paginates_and_filters() {
         for item in items {
             let path = format!("/api/v1/users/{}", item["username"].as_str().expect("n"));
             assert_eq!(&app.get(&path, &app.admin_token).await.expect(200).json(), item);
+            locked += usize::from(item["locked"] == true);
+            admins += usize::from(item["admin"] == true);
         }
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
@@ -144,6 +163,7 @@ async fn list_paginates_and_filters() {
         }
     }
     assert_eq!(seen, ["admin", "u1", "u2", "u3", "u4", "u5", "zz_latecomer"]);
+    assert_eq!((locked, admins), (1, 2), "u2 is locked; admin and u1 are administrators");
     assert_eq!(app.get("/api/v1/users?limit=2", &app.admin_token).await.expect(200).json()["total"], 7);
     let names = |v: serde_json::Value| -> Vec<String> {
         v["items"].as_array().expect("items").iter().map(|u| u["username"].as_str().expect("n").to_string()).collect()
