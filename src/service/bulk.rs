@@ -71,17 +71,10 @@ pub async fn run(
     let mut names = crate::service::bounded_list(usernames, "invalid_selection", "users")?;
     names.dedup();
     let mut tx = state.pool.begin().await?;
-    // Every selected user's row locked first, in one order (the report keeps
-    // the request's): two bulk runs over the same users in opposite orders
-    // would otherwise wait for each other.
-    let mut order = names.clone();
-    order.sort_unstable_by_key(|n| n.to_ascii_lowercase());
-    for name in &order {
-        match users::get(&mut tx, name, true).await {
-            Ok(_) | Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // Every selected user's row locked first, in id order (the report keeps
+    // the request's): two bulk runs over the same users in opposite orders,
+    // or a bulk run and a role's deletion, would otherwise deadlock.
+    users::lock_many(&mut tx, &names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;

@@ -295,6 +295,9 @@ pub async fn import(
         return Err(Error::malformed("invalid_rows", format!("give between 1 and {MAX_ROWS} users")));
     }
     let mut tx = pool.begin().await?;
+    // The rows' users locked first, in id order, not in the rows' order: as
+    // bulk actions and a role's deletion do (`users::lock_many`).
+    users::lock_many(&mut tx, &rows.iter().map(|r| r.username.trim()).collect::<Vec<_>>()).await?;
     let mut report = Report {
         dry_run,
         mode: if mode == Mode::PerRow { "per_row" } else { "all_or_nothing" },

@@ -686,6 +686,14 @@ async fn set_members(
 ) -> Result<()> {
     let current = store::members_of(tx, group).await?;
     let wanted = store::usernames_of(tx, wanted).await?;
+    // The accounts that change locked first, in id order (`users::lock_many`).
+    let changing: Vec<String> = wanted
+        .iter()
+        .filter(|(id, _)| !current.iter().any(|(c, _)| c == id))
+        .chain(current.iter().filter(|(id, _)| !wanted.iter().any(|(w, _)| w == id)))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    crate::store::users::lock_many(tx, &changing.iter().map(String::as_str).collect::<Vec<_>>()).await?;
     for (id, username) in &wanted {
         if !current.iter().any(|(c, _)| c == id) {
             let user = crate::service::users::lock_managed(tx, &client.acting, &id.to_string()).await?;

@@ -212,6 +212,29 @@ pub async fn get(conn: &mut PgConnection, username: &str, lock: bool) -> Result<
     select_users!("FROM users u WHERE u.id = $1", id).fetch_optional(conn).await?.ok_or_else(|| not_found(username))
 }
 
+/// Locks the rows of the users `names` name (by name or id; names nobody
+/// has are skipped) in id order, the order every write over many users
+/// takes (bulk actions, imports, a role's deletion): two such writes over
+/// the same users then wait for each other, where locking them in two
+/// orders made them deadlock (one answered 409 `concurrent_update`).
+pub async fn lock_many(conn: &mut PgConnection, names: &[&str]) -> Result<(), Error> {
+    let (mut ids, mut keys) = (Vec::new(), Vec::new());
+    for name in names {
+        match crate::domain::user_id_in(name) {
+            Some(id) => ids.push(id),
+            None => keys.extend(name_key(name)),
+        }
+    }
+    sqlx::query_scalar!(
+        "SELECT id FROM users WHERE id = ANY($1) OR lower(username) = ANY($2) ORDER BY id FOR UPDATE",
+        &ids,
+        &keys
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(())
+}
+
 /// The refusal for a name nobody has: 404 `user_renamed` naming the new
 /// name when it is an old one, else `user_not_found`.
 async fn gone_or_renamed(conn: &mut PgConnection, username: &str, key: &str) -> Result<Error, Error> {

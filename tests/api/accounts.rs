@@ -580,6 +580,50 @@ async fn deleting_a_role_waits_for_its_holders() {
     }
 }
 
+/// An import takes its rows' accounts in id order, whatever the rows'
+/// order: against a writer that takes them in id order too (as a role's
+/// deletion does), it waits instead of deadlocking. Taken in the rows'
+/// order, the import held the second account and waited for the first
+/// while the other writer held the first and waited for the second: one
+/// of the two was aborted (409 `concurrent_update`).
+#[tokio::test]
+async fn an_import_takes_its_accounts_in_id_order() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    let mut made = Vec::new();
+    for name in ["ima", "imb"] {
+        let id: uuid::Uuid = app.create_user(name, json!({})).await["id"].as_str().expect("id").parse().expect("uuid");
+        made.push((id, name));
+    }
+    made.sort();
+    let [(low, low_name), (high, high_name)] = [made[0], made[1]];
+
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(low)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let rows =
+        json!([{"username": high_name, "first_name": "Imported"}, {"username": low_name, "first_name": "Imported"}]);
+    let import = app.exchange("import", app.client.post(app.url("/api/v1/import/users")).bearer_auth(t).json(&rows));
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(high)
+            .execute(&mut *holder)
+            .await
+            .expect("the other writer is not a deadlock victim");
+        holder.commit().await.expect("commit");
+    };
+    let (imported, ()) = tokio::join!(import, other);
+    let report = imported.expect(200).json();
+    assert_eq!(report["summary"]["updated"], 2, "{report}");
+    for name in [low_name, high_name] {
+        assert_eq!(app.get(&format!("/api/v1/users/{name}"), t).await.expect(200).json()["first_name"], "Imported");
+    }
+}
+
 /// Wherever a username is accepted, the user's id is too (the data
 /// tracker addresses users by UUID), with the same rules.
 #[tokio::test]

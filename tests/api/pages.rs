@@ -258,6 +258,57 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A bulk action takes its accounts in id order (not by name): against a
+/// writer that takes them in id order too (a role's deletion), it waits
+/// instead of deadlocking.
+#[tokio::test]
+async fn a_bulk_action_takes_its_accounts_in_id_order() {
+    let app = spawn_app().await;
+    // Two users whose names and ids sort in opposite orders (names made
+    // in descending order: ids made later are larger, when ids are in time
+    // order, and the search finds such a pair when they are not).
+    let mut made: Vec<(uuid::Uuid, String)> = Vec::new();
+    let pair = loop {
+        let name = format!("bk{:02}", 99 - made.len());
+        let id: uuid::Uuid = app.create_user(&name, json!({})).await["id"].as_str().expect("id").parse().expect("uuid");
+        if let Some(other) = made.iter().find(|(other, other_name)| (*other < id) != (*other_name < name)) {
+            let (a, b) = (other.clone(), (id, name));
+            break if a.0 < b.0 { (a, b) } else { (b, a) };
+        }
+        made.push((id, name));
+        assert!(made.len() < 40, "forty users, and ids always in name order");
+    };
+    let ((low, low_name), (high, high_name)) = pair;
+    assert!(high > low && high_name < low_name, "by name, the higher id comes first");
+    let b = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
+    let csrf = csrf_of(&get(&app, &b, "/admin/users").await.html);
+
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(low)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let form =
+        [("csrf", csrf.as_str()), ("action", "disable"), ("user", low_name.as_str()), ("user", high_name.as_str())];
+    let apply = post(&app, &b, "/admin/users/bulk/apply", &form);
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(high)
+            .execute(&mut *holder)
+            .await
+            .expect("the other writer is not a deadlock victim");
+        holder.commit().await.expect("commit");
+    };
+    let (applied, ()) = tokio::join!(apply, other);
+    assert_eq!(applied.status, 200, "{}", applied.html);
+    for name in [&low_name, &high_name] {
+        let user = app.get(&format!("/api/v1/users/{name}"), &app.admin_token).await.expect(200).json();
+        assert_eq!(user["enabled"], false, "{name}");
+    }
+}
+
 /// The bulk action: the preview is exactly what applying does, and changes
 /// nothing; a UserManager's selection that includes an administrator is
 /// refused for that row only.
