@@ -7,6 +7,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{self, Audit, Changes};
+use crate::auth::principal::Principal;
 use crate::domain::{Email, Error, Result};
 use crate::state::AppState;
 use crate::store::email_tokens::{self, Purpose};
@@ -49,23 +50,47 @@ pub async fn send_reset(state: &AppState, audit: &Audit, user: &User) -> Result<
     if !state.mailer.enabled() {
         return Err(mail_off());
     }
-    let ttl = chrono::Duration::minutes(i64::from(state.settings.email.reset_ttl_mins));
     let mut tx = state.pool.begin().await?;
-    let token = email_tokens::issue(&mut tx, Purpose::PasswordReset, user.id, &user.email_key, ttl).await?;
+    let body = issue_reset(state, &mut tx, audit, user).await?;
+    tx.commit().await?;
+    state.mailer.send(&user.email, RESET_SUBJECT, body);
+    Ok(())
+}
+
+/// `send_reset` by a user manager for the account `name`: the account is
+/// taken as every manager's write takes one (`users::lock_managed`: locked,
+/// and no administrator's account without ADMIN), and the link is issued
+/// in that same transaction.
+pub async fn send_reset_for(state: &AppState, caller: &Principal, audit: &Audit, name: &str) -> Result<()> {
+    if !state.mailer.enabled() {
+        return Err(mail_off());
+    }
+    let mut tx = state.pool.begin().await?;
+    let user = crate::service::users::lock_managed(&mut tx, caller, name).await?;
+    let body = issue_reset(state, &mut tx, audit, &user).await?;
+    tx.commit().await?;
+    state.mailer.send(&user.email, RESET_SUBJECT, body);
+    Ok(())
+}
+
+const RESET_SUBJECT: &str = "Reset your registrar password";
+
+/// Issues `user`'s reset link in `tx` and logs it; the mail's body, to
+/// send once `tx` has committed.
+async fn issue_reset(state: &AppState, tx: &mut sqlx::PgConnection, audit: &Audit, user: &User) -> Result<String> {
+    let ttl = chrono::Duration::minutes(i64::from(state.settings.email.reset_ttl_mins));
+    let token = email_tokens::issue(&mut *tx, Purpose::PasswordReset, user.id, &user.email_key, ttl).await?;
     let changes = Changes::new().set("email", user.email.as_str());
     audit::record(&mut *tx, audit, "user", &user.id.to_string(), "password.reset_requested", changes).await?;
-    tx.commit().await?;
     let link = state.mailer.link(&format!("/reset-password?token={token}"));
-    let body = format!(
+    Ok(format!(
         "Hello {name},\n\nSomeone (hopefully you) asked to reset the password of the registrar account '{username}'.\n\
          To choose a new password, open this link within {mins} minutes:\n\n{link}\n\n\
          If you did not ask for this, ignore this mail: your password stays as it is.\n",
         name = display_name(user),
         username = user.username,
         mins = state.settings.email.reset_ttl_mins,
-    );
-    state.mailer.send(&user.email, "Reset your registrar password", body);
-    Ok(())
+    ))
 }
 
 /// Mails a new account (created without a password) its welcome link,

@@ -474,15 +474,7 @@ pub async fn send_reset(
     path: web::Path<String>,
     _f: Form<Button>,
 ) -> PageResult {
-    let out = async {
-        let mut conn = state.pool.acquire().await?;
-        let user = users::get(&mut conn, &path, false).await?;
-        drop(conn);
-        crate::service::users::require_admin_for(&caller.0, &user)?;
-        crate::service::email::send_reset(&state, &audit, &user).await?;
-        Ok::<_, Error>("reset-sent")
-    }
-    .await;
+    let out = crate::service::email::send_reset_for(&state, &caller.0, &audit, &path).await.map(|()| "reset-sent");
     after(&state, &req, &caller, &path, out).await
 }
 

@@ -472,6 +472,74 @@ async fn mailed_links_die_with_the_account_they_were_sent_for() {
 }
 
 /// "Forgot password" for tess; the link path from the mail.
+/// A user manager mails reset links from the console to the accounts they
+/// manage, never to an administrator's: not even to an account that is
+/// being made an administrator while the link is asked for (the check is on
+/// the account's locked row).
+#[tokio::test]
+async fn a_manager_mails_reset_links_only_to_accounts_they_manage() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("pages-mail-manager");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sink = crate::web_console::SmtpSink::start(&dir.join("maildir"), &dir.join("smtp.log")).await;
+    let port = sink.port;
+    let app = spawn_app_with(move |s| {
+        s.email.smtp_host = "127.0.0.1".into();
+        s.email.smtp_port = port;
+        s.email.smtp_tls = "none".into();
+        s.email.from = "registrar@example.test".into();
+    })
+    .await;
+    let rita: uuid::Uuid = app.create_user("rita", json!({"email": "rita@example.test"})).await["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let b = log_in(&app, "manager", PASSWORD).await;
+    let asked = |subject: String| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT count(*) FROM change_log WHERE action = 'password.reset_requested' AND subject_id = '{subject}'"
+            ))
+            .await
+        }
+    };
+    let send = |name: &'static str| {
+        let (app, b) = (&app, &b);
+        async move {
+            let csrf = csrf_of(&get(app, b, &format!("/admin/users/{name}")).await.html);
+            post(app, b, &format!("/admin/users/{name}/send-reset"), &[("csrf", csrf.as_str())]).await
+        }
+    };
+    let p = send("rita").await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin/users/rita?m=reset-sent"), "{}", p.html);
+    assert!(sink.take_link("rita@example.test", "/reset-password").await.contains("token="));
+    assert_eq!(asked(rita.to_string()).await, 1);
+    let admin_id = app.get("/api/v1/users/admin", &app.admin_token).await.expect(200).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let p = send(ADMIN).await;
+    assert_eq!(p.status, 403, "{}", p.html);
+    assert_eq!(asked(admin_id).await, 0);
+    // Made an administrator while the manager asks.
+    let mut grant = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
+        .bind(rita)
+        .execute(&mut *grant)
+        .await
+        .expect("grant");
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        grant.commit().await.expect("commit");
+    };
+    let (p, ()) = tokio::join!(send("rita"), commit);
+    assert_eq!(p.status, 403, "{}", p.html);
+    assert_eq!(asked(rita.to_string()).await, 1, "a link was issued for an administrator's account");
+}
+
 async fn ask_reset(app: &TestApp, sink: &crate::web_console::SmtpSink) -> String {
     let b = browser();
     let csrf = csrf_of(&get(app, &b, "/forgot-password").await.html);
