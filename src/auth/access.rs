@@ -100,6 +100,15 @@ impl ResourceRules {
         // HEAD too must be declared: `web::get()` routes do not answer it.
         self.by_method.get(method).copied()
     }
+
+    /// The `Allow` header of a 405 (RFC 9110 §15.5.6): the methods this
+    /// resource declares, in a fixed order.
+    fn allow(&self) -> actix_web::http::header::HeaderValue {
+        let mut methods: Vec<&str> = self.by_method.keys().map(Method::as_str).collect();
+        methods.sort_unstable();
+        actix_web::http::header::HeaderValue::from_str(&methods.join(", "))
+            .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static(""))
+    }
 }
 
 /// The value of path parameter `name` of the matched route, decoded exactly
@@ -172,7 +181,9 @@ where
             "method_not_allowed",
             "method not allowed on this route",
         );
-        return Ok(deny(req, rules.pattern, err));
+        let mut res = deny(req, rules.pattern, err);
+        res.headers_mut().insert(actix_web::http::header::ALLOW, rules.allow());
+        return Ok(res);
     };
     if rule == Rule::Public {
         return Ok(next.call(req).await?.map_into_boxed_body());

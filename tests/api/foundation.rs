@@ -76,6 +76,14 @@ async fn error_bodies() {
     // Known route, wrong method: 405 JSON.
     let r = app.send(Method::DELETE, "/healthz", &Auth::None, None).await.expect(405);
     assert_eq!(r.code(), "method_not_allowed");
+    // It says which methods the route has (RFC 9110: a 405 carries `Allow`).
+    assert_eq!(r.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+    let r = app.send(Method::PUT, "/api/v1/users/me", &Auth::None, None).await.expect(405);
+    let allow = r.headers.get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    for m in ["GET", "PATCH", "DELETE"] {
+        assert!(allow.split(", ").any(|a| a == m), "{m} missing from Allow: {allow}");
+    }
+    assert!(!allow.contains("PUT"), "{allow}");
     // Malformed JSON: 400.
     let r = app
         .client
