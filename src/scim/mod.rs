@@ -53,7 +53,16 @@ pub fn error_response(status: StatusCode, scim_type: Option<&str>, detail: &str)
 
 /// A refusal of the access guard on a SCIM path, in SCIM's shape.
 pub fn denied(err: &crate::error::ApiError) -> HttpResponse {
-    error_response(err.status, None, &err.message)
+    let mut res = error_response(err.status, None, &err.message);
+    if err.status == StatusCode::UNAUTHORIZED {
+        // RFC 9110 §11.6.1: a 401 names the scheme to use (SCIM clients send
+        // their provisioning token as a bearer token, RFC 7644 §2).
+        res.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Bearer realm=\"registrar\""),
+        );
+    }
+    res
 }
 
 /// The SCIM answer of a domain error: its status, `scimType` where SCIM

@@ -51,7 +51,13 @@ async fn only_a_provisioning_credential_reaches_scim_and_it_reaches_nothing_else
     // Sessions and ordinary keys, the administrator's included, are refused at /scim/v2 (SCIM's error shape).
     scim_error(&app.get("/scim/v2/Users", &app.admin_token).await, 403, None);
     scim_error(&app.get("/scim/v2/Users", &ordinary).await, 403, None);
-    scim_error(&app.send(Method::GET, "/scim/v2/Users", &Auth::None, None).await, 401, None);
+    let unauthenticated = app.send(Method::GET, "/scim/v2/Users", &Auth::None, None).await;
+    scim_error(&unauthenticated, 401, None);
+    assert_eq!(
+        unauthenticated.headers.get("www-authenticate").and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"registrar\""),
+        "a 401 names its scheme"
+    );
     let admin_key = app.post("/api/v1/users/me/api-keys", &app.admin_token, json!({"name": "k"})).await.expect(201);
     scim_error(&app.get("/scim/v2/Users", admin_key.json()["key"].as_str().expect("key")).await, 403, None);
     // Non-canonical paths are no way around it.
