@@ -102,17 +102,11 @@ where
         req.into_response(err.error_response()).map_into_right_body()
     } else {
         let writes = access::writes(req.method());
-        // An inner layer's error becomes its response here, so that it too
-        // gets the headers, the metrics and the access line below.
-        let http_req = req.request().clone();
         let res = match service.call(req).await {
-            Ok(res) => {
-                drop(http_req);
-                res.map_into_left_body()
-            }
+            Ok(res) => res,
             Err(e) => {
                 tracing::warn!(error = %e, "request failed");
-                ServiceResponse::new(http_req, e.error_response()).map_into_right_body()
+                return Err(e);
             }
         };
         if let (true, Some(state)) = (writes, &state) {
@@ -121,7 +115,7 @@ where
             let route = res.request().extensions().get::<RoutePattern>().map_or("", |r| r.0);
             access::settle(state, access::settle_rule(&method, route), res.status()).await;
         }
-        res
+        res.map_into_left_body()
     };
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
@@ -172,30 +166,4 @@ fn headers_too_large(headers: &HeaderMap, limit: usize) -> Option<ApiError> {
             format!("request headers are larger than {limit} bytes"),
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use actix_web::{test, web, App, HttpResponse};
-
-    /// An inner layer's error is answered as any response: with the
-    /// request id and the headers every answer carries.
-    #[actix_web::test]
-    async fn an_inner_error_gets_the_headers_of_every_answer() {
-        let app = test::init_service(
-            App::new()
-                .route("/", web::get().to(HttpResponse::Ok))
-                .wrap_fn(|_, _| async {
-                    Err::<actix_web::dev::ServiceResponse, _>(actix_web::error::ErrorConflict("no"))
-                })
-                .wrap(super::Front),
-        )
-        .await;
-        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
-        assert_eq!(res.status().as_u16(), 409);
-        let headers = res.headers();
-        assert!(headers.get(crate::telemetry::REQUEST_ID_HEADER).is_some(), "{headers:?}");
-        assert_eq!(headers.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
-        assert_eq!(headers.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
-    }
 }
