@@ -105,6 +105,11 @@ where
         let res = match service.call(req).await {
             Ok(res) => res,
             Err(e) => {
+                // Handlers' and extractors' errors arrive as responses; only a
+                // layer's own `Err` gets here, and actix answers it. Keeping a
+                // clone of the request to answer it here instead breaks
+                // routing (the router needs the only reference to the
+                // request to record its match).
                 tracing::warn!(error = %e, "request failed");
                 return Err(e);
             }

@@ -242,18 +242,7 @@ async fn one(
     (username, group): (String, String),
     add: bool,
 ) -> ApiResult<HttpResponse> {
-    let name = target(caller, &username);
-    let mut tx = state.pool.begin().await?;
-    // An administrator's memberships only by an administrator (or
-    // themself), checked on the locked row.
-    service::users::lock_managed(&mut tx, &caller.0, &name).await?;
-    if add {
-        groups::add(&mut tx, audit, &name, &group).await?;
-    } else {
-        groups::remove(&mut tx, audit, &name, &group).await?;
-    }
-    let user = users::get(&mut tx, &name, false).await?;
-    tx.commit().await?;
+    let user = service::memberships::apply_one(&state.pool, &caller.0, audit, &username, &group, add).await?;
     crate::api::changed(user, vec![ItemResult::ok(&group)])
 }
 

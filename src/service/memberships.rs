@@ -30,6 +30,31 @@ pub async fn apply_groups(
     Ok(results)
 }
 
+/// Adds `username` to, or removes them from, one group; the user as they
+/// are afterwards.
+pub async fn apply_one(
+    pool: &PgPool,
+    caller: &Principal,
+    audit: &Audit,
+    username: &str,
+    group: &str,
+    add: bool,
+) -> Result<crate::store::users::User> {
+    let name = resolve_me(caller, username).to_string();
+    let mut tx = pool.begin().await?;
+    // An administrator's memberships only by an administrator (or
+    // themself), checked on the locked row.
+    crate::service::users::lock_managed(&mut tx, caller, &name).await?;
+    if add {
+        groups::add(&mut tx, audit, &name, group).await?;
+    } else {
+        groups::remove(&mut tx, audit, &name, group).await?;
+    }
+    let user = crate::store::users::get(&mut tx, &name, false).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
 /// Makes a user's plain groups exactly `wanted` (project groups are left
 /// alone: their levels change through the project), inside the caller's
 /// transaction. Needs USER_MANAGEMENT; an administrator's only by an
