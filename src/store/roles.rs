@@ -132,22 +132,52 @@ pub async fn update(
 
 /// Deletes a custom role; its holders lose it (built-in: 409).
 pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) -> Result<RoleInfo, Error> {
-    // The holders' rows first, in one order, and only then the role: the
+    // The holders' rows first, in id order, and only then the role: the
     // cascade rewrites each holder's `users.roles` (its trigger locks the
     // row), and a request that holds a holder's row and then grants or
     // revokes this role waits for the role; taking the role first made the
-    // two wait for each other (a deadlock, answered 409).
-    sqlx::query_scalar!(
-        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_roles WHERE role = $1)
-         ORDER BY u.id FOR NO KEY UPDATE",
-        name
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let before = get_locked(conn, name).await?;
-    if before.builtin {
-        return Err(Error::conflict("builtin_role", "built-in roles cannot be deleted"));
+    // two wait for each other (a deadlock, answered 409). A grant that was
+    // under way when the holders were locked makes a holder this did not
+    // lock, and a writer may hold that user and wait for one of ours (an
+    // import or bulk action locks in id order too): then every lock is let
+    // go (the savepoint's rollback) and taken again, the new holder with
+    // the others.
+    for _ in 0..MAX_DELETE_TRIES {
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        let locked: Vec<uuid::Uuid> = sqlx::query_scalar!(
+            "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_roles WHERE role = $1)
+             ORDER BY u.id FOR NO KEY UPDATE",
+            name
+        )
+        .fetch_all(&mut *sp)
+        .await?;
+        let before = get_locked(&mut sp, name).await?;
+        if before.builtin {
+            return Err(Error::conflict("builtin_role", "built-in roles cannot be deleted"));
+        }
+        // With the role locked, no grant of it is under way any more.
+        let holders: Vec<uuid::Uuid> =
+            sqlx::query_scalar!("SELECT user_id FROM user_roles WHERE role = $1", name).fetch_all(&mut *sp).await?;
+        if holders.iter().all(|h| locked.contains(h)) {
+            delete_locked(&mut sp, audit, name, &before).await?;
+            sp.commit().await?;
+            return Ok(before);
+        }
+        sp.rollback().await?;
     }
+    Err(Error::conflict("concurrent_update", "the role's holders kept changing; try again"))
+}
+
+/// How often `delete` takes its locks again before it answers 409.
+const MAX_DELETE_TRIES: usize = 5;
+
+/// `delete`'s write, with the role and every holder's row locked.
+async fn delete_locked(
+    conn: &mut sqlx::PgConnection,
+    audit: &Audit,
+    name: &str,
+    before: &RoleInfo,
+) -> Result<(), Error> {
     let holders: Vec<String> = sqlx::query_scalar!(
         "SELECT u.username FROM user_roles r JOIN users u ON u.id = r.user_id WHERE r.role = $1 ORDER BY u.username",
         name
@@ -161,5 +191,5 @@ pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) ->
         serde_json::Value::Null,
     );
     audit::record(&mut *conn, audit, "role", name, "role.deleted", changes).await?;
-    Ok(before)
+    Ok(())
 }

@@ -580,6 +580,57 @@ async fn deleting_a_role_waits_for_its_holders() {
     }
 }
 
+/// A role's deletion locks its holders, then the role; a grant under way
+/// then makes a holder it did not lock, whom a writer that locks in id
+/// order (an import, a bulk action) may hold while it waits for a holder
+/// the deletion has. The deletion lets its locks go and takes them again
+/// with the new holder: both go through, neither is a deadlock victim.
+#[tokio::test]
+async fn a_role_deletion_takes_a_holder_made_meanwhile() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.post("/api/v1/roles", t, json!({"name": "Fleeting", "permissions": []})).await.expect(201);
+    let mut made = Vec::new();
+    for name in ["rdx", "rdh"] {
+        let id: uuid::Uuid = app.create_user(name, json!({})).await["id"].as_str().expect("id").parse().expect("uuid");
+        made.push((id, name));
+    }
+    made.sort();
+    // x: the lower id, who becomes a holder meanwhile; h: a holder from the start.
+    let [(x, x_name), (h, h_name)] = [made[0], made[1]];
+    app.put(&format!("/api/v1/users/{h_name}/roles/Fleeting"), t, json!(null)).await.expect(200);
+
+    let mut grant = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Fleeting')")
+        .bind(x)
+        .execute(&mut *grant)
+        .await
+        .expect("grant");
+    let delete = app.delete("/api/v1/roles/Fleeting", t);
+    let writer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut w = app.pool.begin().await.expect("begin");
+        let locking = sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(vec![x, h])
+            .execute(&mut *w);
+        let commit_grant = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            grant.commit().await.expect("commit the grant");
+        };
+        let (locked, ()) = tokio::join!(locking, commit_grant);
+        locked.expect("the writer is not a deadlock victim");
+        w.commit().await.expect("commit the writer");
+    };
+    let (deleted, ()) = tokio::join!(delete, writer);
+    assert_eq!(deleted.status.as_u16(), 200, "{}", deleted.text);
+    assert_eq!(app.count("SELECT count(*) FROM roles WHERE name = 'Fleeting'").await, 0);
+    for name in [x_name, h_name] {
+        assert_eq!(app.get(&format!("/api/v1/users/{name}"), t).await.expect(200).json()["roles"], json!([]), "{name}");
+    }
+    let holders = app.get("/api/v1/admin/change-log?action=role.deleted", t).await.expect(200).json();
+    assert!(holders.to_string().contains(x_name), "the new holder is in the deletion's record: {holders}");
+}
+
 /// An import takes its rows' accounts in id order, whatever the rows'
 /// order: against a writer that takes them in id order too (as a role's
 /// deletion does), it waits instead of deadlocking. Taken in the rows'
