@@ -1190,12 +1190,15 @@ impl Sort {
     /// Whether a cursor's key is one this sort can compare (a timestamp, or
     /// `-infinity` for never logged in). A timestamp is taken as `key_of`
     /// writes it, in UTC, and within years 1 to 9999: PostgreSQL refuses
-    /// year 0 and offsets past 15:59, which would otherwise reach it.
+    /// year 0, offsets past 15:59 and leap seconds (`23:59:60`, which
+    /// chrono reads as a nanosecond count of a billion or more), which would
+    /// otherwise reach it.
     pub fn valid_key(self, key: &str) -> bool {
-        use chrono::Datelike;
+        use chrono::{Datelike, Timelike};
         let stamp = |key: &str| {
-            DateTime::parse_from_rfc3339(key)
-                .is_ok_and(|t| t.offset().local_minus_utc() == 0 && (1..=9999).contains(&t.year()))
+            DateTime::parse_from_rfc3339(key).is_ok_and(|t| {
+                t.offset().local_minus_utc() == 0 && (1..=9999).contains(&t.year()) && t.nanosecond() < 1_000_000_000
+            })
         };
         match self {
             Sort::Username => !key.is_empty() && key.len() <= 64,
@@ -1460,6 +1463,11 @@ mod tests {
             assert!(Sort::CreatedAt.valid_key(ok), "{ok}");
         }
         assert!(Sort::LastLogin.valid_key("-infinity"));
+        // Leap seconds: PostgreSQL refuses them (found by attack: a 500).
+        for leap in ["2026-06-30T23:59:60.5Z", "9999-12-31T23:59:60.999Z", "2016-12-31T23:59:60Z"] {
+            assert!(!Sort::CreatedAt.valid_key(leap), "{leap}");
+            assert!(!Sort::LastLogin.valid_key(leap), "{leap}");
+        }
         for bad in [
             "0000-01-01T00:00:00Z",
             "2020-01-01T00:00:00+23:59",

@@ -1016,6 +1016,9 @@ async fn directory_review_findings() {
         b64("created_at\nbob\n00000000-0000-0000-0000-000000000000"),
         b64("last_login\n2020-13-45T00:00:00Z\n00000000-0000-0000-0000-000000000000"),
         b64("created_at\n\n00000000-0000-0000-0000-000000000000"),
+        // A leap second: chrono reads it, PostgreSQL does not (was a 500).
+        b64("created_at\n2026-06-30T23:59:60.5Z\n00000000-0000-0000-0000-000000000000"),
+        b64("last_login\n9999-12-31T23:59:60.999Z\n00000000-0000-0000-0000-000000000000"),
     ] {
         for sort in ["created_at", "last_login", "username"] {
             let r = app.get(&format!("/api/v1/users?sort={sort}&cursor={forged}"), &t).await;
