@@ -10,6 +10,8 @@
 //! shown back. `meta.version` is a hash of the representation, so any
 //! change of what SCIM shows changes it.
 
+use std::collections::HashSet;
+
 use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -748,6 +750,52 @@ async fn replace_group_in(
     read_group(tx, client, id).await
 }
 
+/// Takes group `id` for a change of its members (`wanted` says who they
+/// would be, given the group as read): the users whose membership changes
+/// first, in id order (`users::lock_many`), and only then the group. That is
+/// the order of every other write (a user's row, then the groups it
+/// touches: a bulk action, a user's deletion); the group first made those
+/// deadlock with this. Who changes is known only from the members read
+/// before the group is locked: when they differ once it is, every lock is
+/// let go (the savepoint's rollback) and taken again. The group's name and
+/// its representation, read under the lock.
+async fn take_group(
+    tx: &mut sqlx::PgConnection,
+    client: &Client,
+    id: Uuid,
+    wanted: impl Fn(&Value) -> Result<Vec<Uuid>>,
+) -> Result<(String, Value)> {
+    // The users whose membership `wanted` changes, given the group as `repr` shows it.
+    let changing = |repr: &Value| -> Result<HashSet<Uuid>> {
+        let members: HashSet<Uuid> = repr["members"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|m| m["value"].as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        let after: HashSet<Uuid> = wanted(repr)?.into_iter().collect();
+        Ok(after.symmetric_difference(&members).copied().collect())
+    };
+    for _ in 0..MAX_TAKE_TRIES {
+        let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+        let seen = read_group(&mut sp, client, id).await?;
+        let locked = changing(&seen)?;
+        let names: Vec<String> = locked.iter().map(Uuid::to_string).collect();
+        crate::store::users::lock_many(&mut sp, &names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        let name = store::lock_group(&mut sp, id).await?.ok_or_else(not_found)?;
+        let now = read_group(&mut sp, client, id).await?;
+        // Members others added or removed meanwhile matter only when they
+        // change whom this change touches (a remove by filter, a replace).
+        if now == seen || changing(&now)?.is_subset(&locked) {
+            sp.commit().await?;
+            return Ok((name, now));
+        }
+        sp.rollback().await?;
+    }
+    Err(Error::conflict("concurrent_update", "the group kept changing; try again"))
+}
+
+/// How often `take_group` takes its locks again before it answers 409.
+const MAX_TAKE_TRIES: usize = 5;
+
 /// `PUT /Groups/{id}`.
 pub async fn replace_group(
     state: &AppState,
@@ -759,8 +807,8 @@ pub async fn replace_group(
 ) -> Result<Value> {
     let inc = parse_group(body)?;
     let mut tx = state.pool.begin().await?;
-    let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
-    check_version(&read_group(&mut tx, client, id).await?, if_match)?;
+    let (name, current) = take_group(&mut tx, client, id, |_| Ok(inc.members.clone())).await?;
+    check_version(&current, if_match)?;
     let repr = replace_group_in(state, &mut tx, client, audit, id, &name, inc).await?;
     tx.commit().await?;
     Ok(repr)
@@ -778,8 +826,14 @@ pub async fn patch_group(
 ) -> Result<Value> {
     let ops = crate::service::scim_patch::operations(body)?;
     let mut tx = state.pool.begin().await?;
-    let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
-    let mut current = read_group(&mut tx, client, id).await?;
+    let patched = |seen: &Value| {
+        let mut after = seen.clone();
+        for op in &ops {
+            crate::service::scim_patch::apply(&mut after, op)?;
+        }
+        Ok(parse_group(&after)?.members)
+    };
+    let (name, mut current) = take_group(&mut tx, client, id, patched).await?;
     check_version(&current, if_match)?;
     let before = current.clone();
     for op in &ops {

@@ -386,6 +386,65 @@ async fn scim_user(app: &TestApp, key: &str, name: &str) -> String {
     u["id"].as_str().expect("id").to_string()
 }
 
+/// A group's member change takes the users it changes before the group,
+/// the order of every other write (a bulk action locks its users, then
+/// adds them to the group; a user's deletion locks the user, then leaves
+/// the groups). The group first made those deadlock with it (409).
+#[tokio::test]
+async fn a_group_change_takes_its_users_before_the_group() {
+    let app = spawn_app().await;
+    let (key, _) = credential(&app, "entra").await;
+    let leaving = scim_user(&app, &key, "leaving").await;
+    let staying = scim_user(&app, &key, "staying").await;
+    let joining: uuid::Uuid = scim_user(&app, &key, "joining").await.parse().expect("uuid");
+    let g = app
+        .post(
+            "/scim/v2/Groups",
+            &key,
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+              "displayName": "Order Team", "members": [{"value": leaving}, {"value": staying}]}),
+        )
+        .await
+        .expect(201)
+        .json();
+    let gid = g["id"].as_str().expect("id").to_string();
+    let group: String = sqlx::query_scalar("SELECT name FROM groups WHERE id = $1::uuid")
+        .bind(&gid)
+        .fetch_one(&app.pool)
+        .await
+        .expect("name");
+
+    // Another writer holds the leaving member's row, then adds someone to the group.
+    let mut writer = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = $1::uuid FOR UPDATE")
+        .bind(&leaving)
+        .execute(&mut *writer)
+        .await
+        .expect("lock");
+    let remove = json!({"schemas": [PATCH], "Operations": [{"op": "Remove", "path": format!("members[value eq \"{leaving}\"]")}]});
+    let path = format!("/scim/v2/Groups/{gid}");
+    let patch = app.patch(&path, &key, remove);
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("INSERT INTO user_groups (user_id, group_name) VALUES ($1, $2)")
+            .bind(joining)
+            .bind(&group)
+            .execute(&mut *writer)
+            .await
+            .expect("the other writer is not a deadlock victim");
+        writer.commit().await.expect("commit");
+    };
+    let (patched, ()) = tokio::join!(patch, other);
+    assert_eq!(patched.status.as_u16(), 200, "{}", patched.text);
+    let after = app.get(&format!("/scim/v2/Groups/{gid}"), &key).await.expect(200).json();
+    let mut now: Vec<String> =
+        after["members"].as_array().expect("m").iter().filter_map(|m| m["value"].as_str().map(String::from)).collect();
+    now.sort();
+    let mut expected = vec![staying.clone(), joining.to_string()];
+    expected.sort();
+    assert_eq!(now, expected, "the removal and the other writer's addition both hold");
+}
+
 #[tokio::test]
 async fn groups_and_their_members_including_a_projects_level_group() {
     let app = spawn_app().await;

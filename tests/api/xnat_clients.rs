@@ -41,6 +41,10 @@ pub async fn venv(env_override: &str, name: &str, requirements_dir: &str) -> Pat
     let reqs = root.join("tests").join(requirements_dir).join("requirements.txt");
     let wanted = std::fs::read_to_string(&reqs).expect("requirements.txt");
     let marker = venv.join(".installed");
+    // One at a time: two tests making the same virtualenv at once (`--clear`)
+    // broke each other's, and the fallback's two `apt-get`s each other's lock.
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = MAKING.lock().await;
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
         tokio::task::spawn_blocking(move || {
             let venv_ok = std::process::Command::new("python3")
