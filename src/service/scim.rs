@@ -774,7 +774,7 @@ async fn take_group(
         let after: HashSet<Uuid> = wanted(repr)?.into_iter().collect();
         Ok(after.symmetric_difference(&members).copied().collect())
     };
-    for _ in 0..MAX_TAKE_TRIES {
+    for attempt in 1..=MAX_TAKE_TRIES {
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
         let seen = read_group(&mut sp, client, id).await?;
         let locked = changing(&seen)?;
@@ -784,13 +784,17 @@ async fn take_group(
         let now = read_group(&mut sp, client, id).await?;
         // Members others added or removed meanwhile matter only when they
         // change whom this change touches (a remove by filter, a replace).
-        if now == seen || changing(&now)?.is_subset(&locked) {
+        // The last try goes on regardless, holding the group (so no member
+        // changes any more), and locks the rest as it changes them: a
+        // replace of a busy group is not refused for the group's business
+        // alone; at worst that rare order deadlocks and answers 409.
+        if now == seen || attempt == MAX_TAKE_TRIES || changing(&now)?.is_subset(&locked) {
             sp.commit().await?;
             return Ok((name, now));
         }
         sp.rollback().await?;
     }
-    Err(Error::conflict("concurrent_update", "the group kept changing; try again"))
+    Err(Error::conflict("concurrent_update", "changed concurrently; try again"))
 }
 
 /// How often `take_group` takes its locks again before it answers 409.

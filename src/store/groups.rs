@@ -110,6 +110,20 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Resul
     if g.project_id.is_some() {
         return Err(Error::conflict("project_group", "a project's groups are deleted with the project"));
     }
+    // The members' rows first, in id order, then the group's: users before
+    // groups, as a membership change (the user's row, then the group's, by
+    // `registrar_group_touched`) takes them. The group first deadlocked
+    // with a member's removal or deletion.
+    sqlx::query_scalar!(
+        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_groups WHERE group_name = $1)
+         ORDER BY u.id FOR NO KEY UPDATE",
+        g.name
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query_scalar!("SELECT name FROM groups WHERE name = $1 FOR UPDATE", g.name)
+        .fetch_optional(&mut *conn)
+        .await?;
     let members = member_names(conn, &g.name).await?;
     audit::record(
         &mut *conn,

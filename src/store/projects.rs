@@ -176,7 +176,17 @@ pub async fn update(conn: &mut PgConnection, audit: &Audit, id: &str, patch: Pro
 
 /// Deletes the project with its groups, memberships and access requests.
 pub async fn delete(conn: &mut PgConnection, audit: &Audit, id: &str) -> Result<Project, Error> {
-    let p = get(conn, id, true).await?;
+    // The members' rows first, in id order, then the project's (users
+    // before groups and projects, as membership changes take them).
+    let found = get(conn, id, false).await?;
+    sqlx::query_scalar!(
+        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_groups WHERE project_id = $1)
+         ORDER BY u.id FOR NO KEY UPDATE",
+        found.id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let p = get(conn, &found.id, true).await?;
     let members = members(conn, &p.id).await?;
     let changes = Changes::new().field("name", p.name.as_str(), serde_json::Value::Null).field(
         "members",
@@ -272,10 +282,12 @@ pub async fn set_level(
     level: Level,
     why: Grant,
 ) -> Result<Option<Level>, Error> {
-    let p = get(conn, project, true).await?;
-    // Locked: the rules about the member (an administrator's membership is
-    // an administrator's call) see a concurrent grant of Administrator.
+    // Locked, the member before the project (users before groups and
+    // projects, as every other write takes them): the rules about the
+    // member (an administrator's membership is an administrator's call)
+    // see a concurrent grant of Administrator.
     let user = users::get(conn, username, true).await?;
+    let p = get(conn, project, true).await?;
     if !user.enabled {
         return Err(Error::conflict("user_disabled", format!("user '{}' is disabled", user.username)));
     }
@@ -396,10 +408,12 @@ pub async fn remove_member(
     project: &str,
     username: &str,
 ) -> Result<Level, Error> {
-    let p = get(conn, project, true).await?;
-    // Locked: the rules about the member (an administrator's membership is
-    // an administrator's call) see a concurrent grant of Administrator.
+    // Locked, the member before the project (users before groups and
+    // projects, as every other write takes them): the rules about the
+    // member (an administrator's membership is an administrator's call)
+    // see a concurrent grant of Administrator.
     let user = users::get(conn, username, true).await?;
+    let p = get(conn, project, true).await?;
     let level: Option<String> = sqlx::query_scalar!(r#"SELECT g.level AS "level!" FROM user_groups ug JOIN groups g ON g.name = ug.group_name WHERE ug.user_id = $1 AND ug.project_id = $2"#, user.id, p.id)
     .fetch_optional(&mut *conn)
     .await?;

@@ -142,7 +142,7 @@ pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) ->
     // import or bulk action locks in id order too): then every lock is let
     // go (the savepoint's rollback) and taken again, the new holder with
     // the others.
-    for _ in 0..MAX_DELETE_TRIES {
+    for attempt in 1..=MAX_DELETE_TRIES {
         let mut sp = sqlx::Connection::begin(&mut *conn).await?;
         let locked: Vec<uuid::Uuid> = sqlx::query_scalar!(
             "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_roles WHERE role = $1)
@@ -158,14 +158,17 @@ pub async fn delete(conn: &mut sqlx::PgConnection, audit: &Audit, name: &str) ->
         // With the role locked, no grant of it is under way any more.
         let holders: Vec<uuid::Uuid> =
             sqlx::query_scalar!("SELECT user_id FROM user_roles WHERE role = $1", name).fetch_all(&mut *sp).await?;
-        if holders.iter().all(|h| locked.contains(h)) {
+        // The last try goes on regardless, holding the role (so no grant of
+        // it is under way any more): the cascade then locks the new holders
+        // as it goes, which at worst deadlocks (409) in that rare order.
+        if attempt == MAX_DELETE_TRIES || holders.iter().all(|h| locked.contains(h)) {
             delete_locked(&mut sp, audit, name, &before).await?;
             sp.commit().await?;
             return Ok(before);
         }
         sp.rollback().await?;
     }
-    Err(Error::conflict("concurrent_update", "the role's holders kept changing; try again"))
+    Err(Error::conflict("concurrent_update", "changed concurrently; try again"))
 }
 
 /// How often `delete` takes its locks again before it answers 409.

@@ -210,9 +210,18 @@ pub async fn add_project_user(
     let level = parse_group_level(&project, &group)?;
     let mut tx = state.pool.begin().await?;
     let p = projects::get(&mut tx, &project, false).await?;
-    let mut invited = Vec::new();
+    let mut targets = Vec::new();
     for raw in split_users(&who)? {
-        match resolve_target(&mut tx, raw).await? {
+        targets.push(resolve_target(&mut tx, raw).await?);
+    }
+    // The members' rows first, in id order, then the project (`set_level`):
+    // users before projects, as every other write takes them.
+    let logins: Vec<&str> =
+        targets.iter().filter_map(|t| if let Target::Login(l) = t { Some(l.as_str()) } else { None }).collect();
+    crate::store::users::lock_many(&mut tx, &logins).await?;
+    let mut invited = Vec::new();
+    for target in targets {
+        match target {
             Target::Login(login) => {
                 projects::set_level(&mut tx, &audit, &p.id, &login, level, projects::Grant::Managed).await?;
             }

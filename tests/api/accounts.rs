@@ -631,6 +631,79 @@ async fn a_role_deletion_takes_a_holder_made_meanwhile() {
     assert!(holders.to_string().contains(x_name), "the new holder is in the deletion's record: {holders}");
 }
 
+/// Users before groups and projects: deleting a group, deleting a project
+/// and setting a member's level each wait for the member's row before they
+/// take the group's or the project's. Taken the other way round, they held
+/// the group or project while a member's removal or deletion held the
+/// member and waited for the group (`registrar_group_touched`): a deadlock
+/// (409), found by attack (18 of 30 group deletions racing removals).
+#[tokio::test]
+async fn group_and_project_writes_take_the_member_first() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    let member: uuid::Uuid =
+        app.create_user("member", json!({})).await["id"].as_str().expect("id").parse().expect("uuid");
+    app.post("/api/v1/groups", t, json!({"name": "ordered"})).await.expect(201);
+    app.put("/api/v1/users/member/groups/ordered", t, json!(null)).await.expect(200);
+    app.post("/api/v1/projects", t, json!({"id": "PORD", "name": "Ordered"})).await.expect(201);
+    app.post("/api/v1/projects", t, json!({"id": "PGONE", "name": "Going"})).await.expect(201);
+    app.put("/api/v1/projects/PGONE/members/member", t, json!({"level": "member"})).await.expect(200);
+
+    // Each write waits for the member's row while a writer holds it; the
+    // group's or project's row stays free for that writer meanwhile.
+    let cases: [(&str, &str, String); 3] = [
+        (
+            "group deletion",
+            "SELECT 1 FROM groups WHERE name = 'ordered' FOR NO KEY UPDATE",
+            "DELETE /api/v1/groups/ordered".into(),
+        ),
+        (
+            "project deletion",
+            "SELECT 1 FROM projects WHERE id = 'PGONE' FOR NO KEY UPDATE",
+            "DELETE /api/v1/projects/PGONE".into(),
+        ),
+        (
+            "member level",
+            "SELECT 1 FROM projects WHERE id = 'PORD' FOR NO KEY UPDATE",
+            "PUT /api/v1/projects/PORD/members/member".into(),
+        ),
+    ];
+    for (what, take_other, request) in cases {
+        let mut holder = app.pool.begin().await.expect("begin");
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(member)
+            .execute(&mut *holder)
+            .await
+            .expect("lock");
+        let (method, path) = request.split_once(' ').expect("request");
+        let send = async {
+            let r = match method {
+                "DELETE" => app.delete(path, t).await,
+                _ => app.put(path, t, json!({"level": "collaborator"})).await,
+            };
+            (r, std::time::Instant::now())
+        };
+        let other = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
+            sqlx::query(take_other)
+                .execute(&mut *holder)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: took the group or project before the member: {e}"));
+            let released = std::time::Instant::now();
+            holder.commit().await.expect("commit");
+            released
+        };
+        let ((answer, answered), released) = tokio::join!(send, other);
+        assert!(answer.status.is_success(), "{what}: {} {}", answer.status, answer.text);
+        assert!(answered > released, "{what}: done while the member's row was held by another writer");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM groups WHERE name = 'ordered'").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM projects WHERE id = 'PGONE'").await, 0);
+    let members = app.get("/api/v1/projects/PORD/members", t).await.expect(200).json();
+    assert!(members.to_string().contains("collaborator"), "{members}");
+}
+
 /// An import takes its rows' accounts in id order, whatever the rows'
 /// order: against a writer that takes them in id order too (as a role's
 /// deletion does), it waits instead of deadlocking. Taken in the rows'
