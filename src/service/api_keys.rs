@@ -2,7 +2,7 @@
 //! data tracker's `POST /api/v1/user/{id}/apikey` (which replaces the key
 //! it issued before).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use secrecy::SecretString;
 
 use crate::audit::Audit;
@@ -63,6 +63,15 @@ pub async fn issue(
     }
     if new.expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(Error::invalid("invalid_expiry", "expires_at must be in the future").on_field("expires_at"));
+    }
+    // Within what RFC 3339 can write back (a leap second at the end of
+    // 9999 read as year 10000), and no leap second (PostgreSQL has none).
+    if new.expires_at.is_some_and(|e| e.year() > 9999 || e.nanosecond() >= 1_000_000_000) {
+        return Err(Error::invalid(
+            "invalid_expiry",
+            "expires_at must be a time before the year 10000, without a leap second",
+        )
+        .on_field("expires_at"));
     }
     let mut tx = state.pool.begin().await?;
     // Locked: the admin rule is checked on the row as it is now (a grant of
