@@ -774,27 +774,37 @@ async fn take_group(
         let after: HashSet<Uuid> = wanted(repr)?.into_iter().collect();
         Ok(after.symmetric_difference(&members).copied().collect())
     };
-    for attempt in 1..=MAX_TAKE_TRIES {
+    // SCIM's writers of one group one at a time, before any row: they would
+    // otherwise keep changing whom each other touches (a replace-all against
+    // adds and removes), and retry each other out.
+    sqlx::query_scalar!("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))::text", id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    for _ in 0..MAX_TAKE_TRIES {
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
         let seen = read_group(&mut sp, client, id).await?;
         let locked = changing(&seen)?;
         let names: Vec<String> = locked.iter().map(Uuid::to_string).collect();
         crate::store::users::lock_many(&mut sp, &names.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        // A project's group: its project before it, as `projects::set_level` takes them.
+        let found = store::group(&mut sp, &client.name, id).await?.ok_or_else(not_found)?;
+        if let Some(project) = &found.project_id {
+            crate::store::projects::get(&mut sp, project, true).await?;
+        }
         let name = store::lock_group(&mut sp, id).await?.ok_or_else(not_found)?;
         let now = read_group(&mut sp, client, id).await?;
         // Members others added or removed meanwhile matter only when they
         // change whom this change touches (a remove by filter, a replace).
-        // The last try goes on regardless, holding the group (so no member
-        // changes any more), and locks the rest as it changes them: a
-        // replace of a busy group is not refused for the group's business
-        // alone; at worst that rare order deadlocks and answers 409.
-        if now == seen || attempt == MAX_TAKE_TRIES || changing(&now)?.is_subset(&locked) {
+        // Going on regardless would lock the rest while holding the group,
+        // out of order: under a storm of replaces that deadlocked (found by
+        // attack), so after the last try this answers 409.
+        if now == seen || changing(&now)?.is_subset(&locked) {
             sp.commit().await?;
             return Ok((name, now));
         }
         sp.rollback().await?;
     }
-    Err(Error::conflict("concurrent_update", "changed concurrently; try again"))
+    Err(Error::conflict("concurrent_update", "the group kept changing; try again"))
 }
 
 /// How often `take_group` takes its locks again before it answers 409.
@@ -862,6 +872,9 @@ pub async fn delete_group(
     if_match: Option<&str>,
 ) -> Result<()> {
     let mut tx = state.pool.begin().await?;
+    // The members first, then the group (users before groups).
+    let found = store::group(&mut tx, &client.name, id).await?.ok_or_else(not_found)?;
+    crate::store::groups::lock_members(&mut tx, &found.name).await?;
     let name = store::lock_group(&mut tx, id).await?.ok_or_else(not_found)?;
     check_version(&read_group(&mut tx, client, id).await?, if_match)?;
     // Deleting a group ends its memberships: the same rule as removing them.

@@ -110,17 +110,7 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Resul
     if g.project_id.is_some() {
         return Err(Error::conflict("project_group", "a project's groups are deleted with the project"));
     }
-    // The members' rows first, in id order, then the group's: users before
-    // groups, as a membership change (the user's row, then the group's, by
-    // `registrar_group_touched`) takes them. The group first deadlocked
-    // with a member's removal or deletion.
-    sqlx::query_scalar!(
-        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_groups WHERE group_name = $1)
-         ORDER BY u.id FOR NO KEY UPDATE",
-        g.name
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    lock_members(conn, &g.name).await?;
     sqlx::query_scalar!("SELECT name FROM groups WHERE name = $1 FOR UPDATE", g.name)
         .fetch_optional(&mut *conn)
         .await?;
@@ -136,6 +126,22 @@ pub async fn delete(conn: &mut PgConnection, audit: &Audit, name: &str) -> Resul
     .await?;
     sqlx::query!("DELETE FROM groups WHERE name = $1", g.name).execute(&mut *conn).await?;
     Ok(g)
+}
+
+/// Locks the rows of `group`'s members (its exact name), in id order: a
+/// deletion of the group takes them before the group's row, users before
+/// groups, as a membership change (the user's row, then the group's, by
+/// `registrar_group_touched`) takes them. The group first deadlocked with
+/// a member's removal or deletion.
+pub async fn lock_members(conn: &mut PgConnection, group: &str) -> Result<(), Error> {
+    sqlx::query_scalar!(
+        "SELECT u.id FROM users u WHERE u.id IN (SELECT user_id FROM user_groups WHERE group_name = $1)
+         ORDER BY u.id FOR NO KEY UPDATE",
+        group
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn member_names(conn: &mut PgConnection, group: &str) -> Result<Vec<String>, Error> {

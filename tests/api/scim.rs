@@ -445,6 +445,82 @@ async fn a_group_change_takes_its_users_before_the_group() {
     assert_eq!(now, expected, "the removal and the other writer's addition both hold");
 }
 
+/// SCIM takes rows in the order of every other write: a group's deletion
+/// takes its members before the group; a change of a project's group takes
+/// the project before the group (as `set_level` does: user, project, then
+/// the group through its membership row). Found by attack: 20 of 20 SCIM
+/// group deletions racing a member's removal deadlocked, and 7 of 30 SCIM
+/// adds to a project's group racing the projects API.
+#[tokio::test]
+async fn scim_takes_members_and_projects_before_the_group() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    let (key, _) = credential(&app, "entra").await;
+    let member: uuid::Uuid = scim_user(&app, &key, "held").await.parse().expect("uuid");
+    let newcomer = scim_user(&app, &key, "newcomer").await;
+    let g = app
+        .post(
+            "/scim/v2/Groups",
+            &key,
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+              "displayName": "Doomed", "members": [{"value": member.to_string()}]}),
+        )
+        .await
+        .expect(201)
+        .json();
+    let doomed = format!("/scim/v2/Groups/{}", g["id"].as_str().expect("id"));
+    app.post("/api/v1/projects", &t, json!({"id": "PSCIM", "name": "Scim"})).await.expect(201);
+    let project_group: String = sqlx::query_scalar("SELECT id::text FROM groups WHERE name = 'PSCIM_member'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("group");
+    let add =
+        json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": newcomer}]}]});
+    let add_path = format!("/scim/v2/Groups/{project_group}");
+
+    // (first lock the other writer holds, the lock it then takes, the request)
+    let cases = [
+        (
+            format!("SELECT 1 FROM users WHERE id = '{member}' FOR UPDATE"),
+            "SELECT 1 FROM groups WHERE name = (SELECT name FROM groups WHERE display_name = 'Doomed') FOR NO KEY UPDATE",
+            "delete",
+        ),
+        (
+            "SELECT 1 FROM projects WHERE id = 'PSCIM' FOR UPDATE".to_string(),
+            "SELECT 1 FROM groups WHERE name = 'PSCIM_member' FOR KEY SHARE",
+            "patch",
+        ),
+    ];
+    for (first, then, request) in cases {
+        let mut holder = app.pool.begin().await.expect("begin");
+        sqlx::query(&first).execute(&mut *holder).await.expect("first lock");
+        let send = async {
+            let r = match request {
+                "delete" => app.delete(&doomed, &key).await,
+                _ => app.patch(&add_path, &key, add.clone()).await,
+            };
+            (r, std::time::Instant::now())
+        };
+        let other = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
+            sqlx::query(then)
+                .execute(&mut *holder)
+                .await
+                .unwrap_or_else(|e| panic!("{request}: SCIM took the group first: {e}"));
+            let released = std::time::Instant::now();
+            holder.commit().await.expect("commit");
+            released
+        };
+        let ((answer, answered), released) = tokio::join!(send, other);
+        assert!(answer.status.is_success(), "{request}: {} {}", answer.status, answer.text);
+        assert!(answered > released, "{request}: done while the other writer held its first lock");
+    }
+    app.get(&doomed, &key).await.expect(404);
+    let members = app.get("/api/v1/projects/PSCIM/members", &t).await.expect(200).json();
+    assert!(members.to_string().contains("newcomer"), "{members}");
+}
+
 #[tokio::test]
 async fn groups_and_their_members_including_a_projects_level_group() {
     let app = spawn_app().await;
