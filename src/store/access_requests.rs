@@ -302,6 +302,23 @@ pub async fn answer(
     who: &Answerer,
     accept: bool,
 ) -> Result<AccessRequest, Error> {
+    // The user's row and the project's first, then the request's: users,
+    // then projects, then what hangs off them. A deletion of the user, the
+    // project or the inviter takes them in that order and reaches the
+    // request last (its cascade); the request first deadlocked with each.
+    let about = sqlx::query!("SELECT user_id, project_id FROM access_requests WHERE par_id = $1", par_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(about) = about {
+        if let Some(user) = about.user_id {
+            sqlx::query_scalar!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user)
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
+        sqlx::query_scalar!("SELECT id FROM projects WHERE id = $1 FOR UPDATE", about.project_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
     let row = lock_for_answer(conn, par_id, who).await?;
     refuse_answer(&row, par_id, who, accept)?;
     if accept {

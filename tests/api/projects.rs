@@ -53,6 +53,57 @@ async fn creating_a_project_creates_its_groups_and_owner() {
     assert_eq!(log, ["project.created", "project.member_set"]);
 }
 
+/// Accepting an access request takes the user's row and the project's
+/// before the request's, as deleting the user, the project or the inviter
+/// does (their cascades reach the request last). The request first
+/// deadlocked with each (found by attack).
+#[tokio::test]
+async fn accepting_a_request_takes_the_user_and_project_first() {
+    let app = spawn_app().await;
+    let owner = app.user("powner").await;
+    let ivy = app.user("ivy").await;
+    let ivy_id: uuid::Uuid = app.get("/api/v1/users/ivy", &app.admin_token).await.expect(200).json()["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    project(&app, &owner, "PACC").await;
+    let par = app
+        .post("/api/v1/projects/PACC/access-requests", &owner, json!({"username": "ivy", "level": "member"}))
+        .await
+        .expect(201)
+        .json();
+    let id = par["par_id"].as_i64().expect("id");
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(ivy_id)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let path = format!("/api/v1/access-requests/{id}");
+    let accept = async {
+        let r = app.put(&path, &ivy, json!({"action": "accept"})).await;
+        (r, std::time::Instant::now())
+    };
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
+        sqlx::query("SELECT 1 FROM access_requests WHERE par_id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *holder)
+            .await
+            .expect("the acceptance took the request before the user");
+        let released = std::time::Instant::now();
+        holder.commit().await.expect("commit");
+        released
+    };
+    let ((answer, answered), released) = tokio::join!(accept, other);
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text);
+    assert!(answered > released, "accepted while the user's row was held by another writer");
+    let members = app.get("/api/v1/projects/PACC/members", &owner).await.expect(200).json();
+    assert!(members.to_string().contains("ivy"), "{members}");
+}
+
 async fn project_err(app: &TestApp, token: &str, body: Value) -> (u16, String) {
     let r = app.post("/api/v1/projects", token, body).await;
     (r.status.as_u16(), r.code())
