@@ -668,35 +668,18 @@ async fn group_and_project_writes_take_the_member_first() {
             "PUT /api/v1/projects/PORD/members/member".into(),
         ),
     ];
+    let first = format!("SELECT id FROM users WHERE id = '{member}' FOR UPDATE");
     for (what, take_other, request) in cases {
-        let mut holder = app.pool.begin().await.expect("begin");
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-            .bind(member)
-            .execute(&mut *holder)
-            .await
-            .expect("lock");
         let (method, path) = request.split_once(' ').expect("request");
         let send = async {
-            let r = match method {
+            match method {
                 "DELETE" => app.delete(path, t).await,
                 _ => app.put(path, t, json!({"level": "collaborator"})).await,
-            };
-            (r, std::time::Instant::now())
+            }
         };
-        let other = async {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
-            sqlx::query(take_other)
-                .execute(&mut *holder)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: took the group or project before the member: {e}"));
-            let released = std::time::Instant::now();
-            holder.commit().await.expect("commit");
-            released
-        };
-        let ((answer, answered), released) = tokio::join!(send, other);
+        let (answer, waited) = while_another_writer_holds(&app, &first, take_other, send).await;
         assert!(answer.status.is_success(), "{what}: {} {}", answer.status, answer.text);
-        assert!(answered > released, "{what}: done while the member's row was held by another writer");
+        assert!(waited, "{what}: done while the member's row was held by another writer");
     }
     assert_eq!(app.count("SELECT count(*) FROM groups WHERE name = 'ordered'").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM projects WHERE id = 'PGONE'").await, 0);

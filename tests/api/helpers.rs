@@ -446,3 +446,36 @@ pub async fn apt_install(present: &[&'static str], packages: &'static [&'static 
         assert!(std::path::Path::new(p).exists(), "{p} still missing after installing {packages:?}");
     }
 }
+
+/// Lock order: runs `request` while another writer holds the row that
+/// `first` locks (SQL); 300 ms in, that writer takes the row `then` locks
+/// (waiting at most 2 s) and commits. Panics when `then` cannot be taken
+/// (the request holds that row while it waits for the first: the two
+/// orders that deadlock). Returns the answer, and whether it came only
+/// after the other writer committed (the request waited for `first`).
+pub async fn while_another_writer_holds(
+    app: &TestApp,
+    first: &str,
+    then: &str,
+    request: impl std::future::Future<Output = Resp>,
+) -> (Resp, bool) {
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query(first).execute(&mut *holder).await.expect("the other writer's first lock");
+    let send = async {
+        let r = request.await;
+        (r, std::time::Instant::now())
+    };
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
+        sqlx::query(then)
+            .execute(&mut *holder)
+            .await
+            .unwrap_or_else(|e| panic!("the request took `{then}` before `{first}`: {e}"));
+        let released = std::time::Instant::now();
+        holder.commit().await.expect("commit");
+        released
+    };
+    let ((answer, answered), released) = tokio::join!(send, other);
+    (answer, answered > released)
+}

@@ -412,18 +412,7 @@ async fn root_sends_browsers_to_the_login_page() {
 /// enabled state voids it; an unchanged one works once.
 #[tokio::test]
 async fn mailed_links_die_with_the_account_they_were_sent_for() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("pages-mail");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let sink = crate::web_console::SmtpSink::start(&dir.join("maildir"), &dir.join("smtp.log")).await;
-    let port = sink.port;
-    let app = spawn_app_with(move |s| {
-        s.email.smtp_host = "127.0.0.1".into();
-        s.email.smtp_port = port;
-        s.email.smtp_tls = "none".into();
-        s.email.from = "registrar@example.test".into();
-    })
-    .await;
+    let (app, sink) = app_with_mail("pages-mail").await;
     app.create_user("tess", json!({"email": "tess@example.test"})).await;
     // A role granted after the link was sent.
     let link = ask_reset(&app, &sink).await;
@@ -478,18 +467,7 @@ async fn mailed_links_die_with_the_account_they_were_sent_for() {
 /// the account's locked row).
 #[tokio::test]
 async fn a_manager_mails_reset_links_only_to_accounts_they_manage() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("pages-mail-manager");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let sink = crate::web_console::SmtpSink::start(&dir.join("maildir"), &dir.join("smtp.log")).await;
-    let port = sink.port;
-    let app = spawn_app_with(move |s| {
-        s.email.smtp_host = "127.0.0.1".into();
-        s.email.smtp_port = port;
-        s.email.smtp_tls = "none".into();
-        s.email.from = "registrar@example.test".into();
-    })
-    .await;
+    let (app, sink) = app_with_mail("pages-mail-manager").await;
     let rita: uuid::Uuid = app.create_user("rita", json!({"email": "rita@example.test"})).await["id"]
         .as_str()
         .expect("id")
@@ -538,6 +516,23 @@ async fn a_manager_mails_reset_links_only_to_accounts_they_manage() {
     let (p, ()) = tokio::join!(send("rita"), commit);
     assert_eq!(p.status, 403, "{}", p.html);
     assert_eq!(asked(rita.to_string()).await, 1, "a link was issued for an administrator's account");
+}
+
+/// An app that mails through an SMTP sink (aiosmtpd) kept under `target/{dir}`.
+async fn app_with_mail(dir: &str) -> (TestApp, crate::web_console::SmtpSink) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sink = crate::web_console::SmtpSink::start(&dir.join("maildir"), &dir.join("smtp.log")).await;
+    let port = sink.port;
+    let app = spawn_app_with(move |s| {
+        s.email.smtp_host = "127.0.0.1".into();
+        s.email.smtp_port = port;
+        s.email.smtp_tls = "none".into();
+        s.email.from = "registrar@example.test".into();
+    })
+    .await;
+    (app, sink)
 }
 
 async fn ask_reset(app: &TestApp, sink: &crate::web_console::SmtpSink) -> String {

@@ -74,32 +74,16 @@ async fn accepting_a_request_takes_the_user_and_project_first() {
         .expect(201)
         .json();
     let id = par["par_id"].as_i64().expect("id");
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-        .bind(ivy_id)
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
     let path = format!("/api/v1/access-requests/{id}");
-    let accept = async {
-        let r = app.put(&path, &ivy, json!({"action": "accept"})).await;
-        (r, std::time::Instant::now())
-    };
-    let other = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
-        sqlx::query("SELECT 1 FROM access_requests WHERE par_id = $1 FOR UPDATE")
-            .bind(id)
-            .execute(&mut *holder)
-            .await
-            .expect("the acceptance took the request before the user");
-        let released = std::time::Instant::now();
-        holder.commit().await.expect("commit");
-        released
-    };
-    let ((answer, answered), released) = tokio::join!(accept, other);
+    let (answer, waited) = while_another_writer_holds(
+        &app,
+        &format!("SELECT id FROM users WHERE id = '{ivy_id}' FOR UPDATE"),
+        &format!("SELECT 1 FROM access_requests WHERE par_id = {id} FOR UPDATE"),
+        app.put(&path, &ivy, json!({"action": "accept"})),
+    )
+    .await;
     assert_eq!(answer.status.as_u16(), 200, "{}", answer.text);
-    assert!(answered > released, "accepted while the user's row was held by another writer");
+    assert!(waited, "accepted while the user's row was held by another writer");
     let members = app.get("/api/v1/projects/PACC/members", &owner).await.expect(200).json();
     assert!(members.to_string().contains("ivy"), "{members}");
 }

@@ -492,29 +492,15 @@ async fn scim_takes_members_and_projects_before_the_group() {
         ),
     ];
     for (first, then, request) in cases {
-        let mut holder = app.pool.begin().await.expect("begin");
-        sqlx::query(&first).execute(&mut *holder).await.expect("first lock");
         let send = async {
-            let r = match request {
+            match request {
                 "delete" => app.delete(&doomed, &key).await,
                 _ => app.patch(&add_path, &key, add.clone()).await,
-            };
-            (r, std::time::Instant::now())
+            }
         };
-        let other = async {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *holder).await.expect("timeout");
-            sqlx::query(then)
-                .execute(&mut *holder)
-                .await
-                .unwrap_or_else(|e| panic!("{request}: SCIM took the group first: {e}"));
-            let released = std::time::Instant::now();
-            holder.commit().await.expect("commit");
-            released
-        };
-        let ((answer, answered), released) = tokio::join!(send, other);
+        let (answer, waited) = while_another_writer_holds(&app, &first, then, send).await;
         assert!(answer.status.is_success(), "{request}: {} {}", answer.status, answer.text);
-        assert!(answered > released, "{request}: done while the other writer held its first lock");
+        assert!(waited, "{request}: done while the other writer held its first lock");
     }
     app.get(&doomed, &key).await.expect(404);
     let members = app.get("/api/v1/projects/PSCIM/members", &t).await.expect(200).json();
