@@ -777,9 +777,7 @@ async fn take_group(
     // SCIM's writers of one group one at a time, before any row: they would
     // otherwise keep changing whom each other touches (a replace-all against
     // adds and removes), and retry each other out.
-    sqlx::query_scalar!("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))::text", id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+    store::take_group_writers(&mut *tx, id).await?;
     for _ in 0..MAX_TAKE_TRIES {
         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
         let seen = read_group(&mut sp, client, id).await?;

@@ -542,6 +542,16 @@ pub async fn group(conn: &mut PgConnection, client: &str, id: Uuid) -> Result<Op
     Ok(q.build_query_as::<ScimGroup>().fetch_optional(&mut *conn).await?)
 }
 
+/// Waits for, then holds until the transaction ends, the turn of SCIM's
+/// writers of group `id` (a transaction advisory lock on the id's hash;
+/// a shared hash only makes two groups take turns).
+pub async fn take_group_writers(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+    sqlx::query_scalar!("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))::text", id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Locks a group's row (its membership is read, changed and written in
 /// one transaction, so concurrent PATCHes lose nothing). Its name.
 pub async fn lock_group(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, Error> {

@@ -705,25 +705,16 @@ async fn an_import_takes_its_accounts_in_id_order() {
     made.sort();
     let [(low, low_name), (high, high_name)] = [made[0], made[1]];
 
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(low)
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
     let rows =
         json!([{"username": high_name, "first_name": "Imported"}, {"username": low_name, "first_name": "Imported"}]);
     let import = app.exchange("import", app.client.post(app.url("/api/v1/import/users")).bearer_auth(t).json(&rows));
-    let other = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(high)
-            .execute(&mut *holder)
-            .await
-            .expect("the other writer is not a deadlock victim");
-        holder.commit().await.expect("commit");
-    };
-    let (imported, ()) = tokio::join!(import, other);
+    let (imported, _) = while_another_writer_holds(
+        &app,
+        &format!("SELECT id FROM users WHERE id = '{low}' FOR NO KEY UPDATE"),
+        &format!("SELECT id FROM users WHERE id = '{high}' FOR NO KEY UPDATE"),
+        import,
+    )
+    .await;
     let report = imported.expect(200).json();
     assert_eq!(report["summary"]["updated"], 2, "{report}");
     for name in [low_name, high_name] {

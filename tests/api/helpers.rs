@@ -453,12 +453,12 @@ pub async fn apt_install(present: &[&'static str], packages: &'static [&'static 
 /// (the request holds that row while it waits for the first: the two
 /// orders that deadlock). Returns the answer, and whether it came only
 /// after the other writer committed (the request waited for `first`).
-pub async fn while_another_writer_holds(
+pub async fn while_another_writer_holds<T>(
     app: &TestApp,
     first: &str,
     then: &str,
-    request: impl std::future::Future<Output = Resp>,
-) -> (Resp, bool) {
+    request: impl std::future::Future<Output = T>,
+) -> (T, bool) {
     let mut holder = app.pool.begin().await.expect("begin");
     sqlx::query(first).execute(&mut *holder).await.expect("the other writer's first lock");
     let send = async {

@@ -283,25 +283,15 @@ async fn a_bulk_action_takes_its_accounts_in_id_order() {
     let b = log_in(&app, ADMIN, ADMIN_PASSWORD).await;
     let csrf = csrf_of(&get(&app, &b, "/admin/users").await.html);
 
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(low)
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
     let form =
         [("csrf", csrf.as_str()), ("action", "disable"), ("user", low_name.as_str()), ("user", high_name.as_str())];
-    let apply = post(&app, &b, "/admin/users/bulk/apply", &form);
-    let other = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(high)
-            .execute(&mut *holder)
-            .await
-            .expect("the other writer is not a deadlock victim");
-        holder.commit().await.expect("commit");
-    };
-    let (applied, ()) = tokio::join!(apply, other);
+    let (applied, _) = while_another_writer_holds(
+        &app,
+        &format!("SELECT id FROM users WHERE id = '{low}' FOR NO KEY UPDATE"),
+        &format!("SELECT id FROM users WHERE id = '{high}' FOR NO KEY UPDATE"),
+        post(&app, &b, "/admin/users/bulk/apply", &form),
+    )
+    .await;
     assert_eq!(applied.status, 200, "{}", applied.html);
     for name in [&low_name, &high_name] {
         let user = app.get(&format!("/api/v1/users/{name}"), &app.admin_token).await.expect(200).json();
