@@ -358,16 +358,15 @@ pub fn route_table() -> RouteTable {
 
 /// The routes grouped by path pattern (one actix resource each), in table
 /// order, with each pattern's rules by method.
-#[allow(clippy::type_complexity)]
-fn resources() -> Vec<(&'static str, Arc<std::collections::HashMap<Method, Rule>>, Vec<Route>)> {
-    let mut out: Vec<(&'static str, std::collections::HashMap<Method, Rule>, Vec<Route>)> = Vec::new();
+fn resources() -> Vec<(&'static str, Arc<access::MethodRules>, Vec<Route>)> {
+    let mut out: Vec<(&'static str, access::MethodRules, Vec<Route>)> = Vec::new();
     for (method, path, rule, route) in routes() {
         match out.iter_mut().find(|(p, _, _)| *p == path) {
             Some((_, rules, list)) => {
                 rules.insert(method, rule);
                 list.push(route);
             }
-            None => out.push((path, std::collections::HashMap::from([(method, rule)]), vec![route])),
+            None => out.push((path, access::MethodRules::from_iter([(method, rule)]), vec![route])),
         }
     }
     out.into_iter().map(|(p, rules, list)| (p, Arc::new(rules), list)).collect()
@@ -401,7 +400,7 @@ fn register_routes(cfg: &mut web::ServiceConfig) {
     tree.register(cfg, "", register_resource);
 }
 
-type ResourceRoutes = (Arc<std::collections::HashMap<Method, Rule>>, Vec<Route>);
+type ResourceRoutes = (Arc<access::MethodRules>, Vec<Route>);
 
 /// The segments of a pattern (`{param}` ones included).
 fn segments(pattern: &'static str) -> Vec<&'static str> {
@@ -438,6 +437,14 @@ impl<T: 'static> RouteTree<T> {
         self.entries.push((pattern, rest, routes));
     }
 
+    /// The static segment every route under this node goes through next,
+    /// if there is one and no route ends at this node.
+    fn only_static_next(&self) -> Option<&'static str> {
+        let first = self.entries.first()?.1.first().copied()?;
+        let all = self.entries.iter().all(|(_, rest, _)| rest.len() > 1 && rest[0] == first);
+        (all && !first.contains('{')).then_some(first)
+    }
+
     /// Registers this node's routes, `prefix` being the path of the node.
     fn register(self, cfg: &mut web::ServiceConfig, prefix: &str, leaf: Leaf<T>) {
         let mut next: Vec<&str> = Vec::new();
@@ -471,9 +478,19 @@ impl<T: 'static> RouteTree<T> {
                 }
             }
         }
-        for (segment, child) in children {
-            let path = format!("{prefix}/{segment}");
-            let scope_path = format!("/{segment}");
+        for (segment, mut child) in children {
+            let mut scope_path = format!("/{segment}");
+            // A chain of static segments with nothing of its own on the way
+            // (`/api` → `/v1`) is one scope (`/api/v1`): one match, one
+            // boxed call, instead of one per segment.
+            while let Some(next) = child.only_static_next() {
+                scope_path.push('/');
+                scope_path.push_str(next);
+                for (_, rest, _) in &mut child.entries {
+                    rest.remove(0);
+                }
+            }
+            let path = format!("{prefix}{scope_path}");
             cfg.service(web::scope(&scope_path).configure(move |cfg| child.register(cfg, &path, leaf)));
         }
     }

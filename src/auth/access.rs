@@ -92,8 +92,11 @@ impl RouteTable {
 #[derive(Debug, Clone)]
 pub struct ResourceRules {
     pub pattern: &'static str,
-    pub by_method: std::sync::Arc<HashMap<Method, Rule>>,
+    pub by_method: std::sync::Arc<MethodRules>,
 }
+
+/// A resource's rules by method (foldhash: looked up on every request).
+pub type MethodRules = HashMap<Method, Rule, foldhash::fast::RandomState>;
 
 impl ResourceRules {
     fn rule_for(&self, method: &Method) -> Option<Rule> {

@@ -72,7 +72,9 @@ struct Entry<V> {
 pub struct Ticket(Option<u64>);
 
 struct Inner<V> {
-    entries: RwLock<HashMap<CacheKey, Entry<V>>>,
+    /// Hashed with foldhash (randomly seeded per instance): SipHash was a
+    /// visible share of a cached read.
+    entries: RwLock<HashMap<CacheKey, Entry<V>, foldhash::fast::RandomState>>,
     /// Bumped (under the write lock) by every invalidation and reset.
     epoch: AtomicU64,
     /// The listener is connected and LISTENing.
@@ -104,7 +106,7 @@ impl<V: Clone + Send + Sync + 'static> PrincipalCache<V> {
     pub fn new(capacity: usize, max_age: Duration, metrics: Arc<crate::metrics::Metrics>) -> Self {
         PrincipalCache {
             inner: Some(Arc::new(Inner {
-                entries: RwLock::new(HashMap::new()),
+                entries: RwLock::new(HashMap::default()),
                 epoch: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
                 healthy: AtomicBool::new(true),

@@ -125,8 +125,13 @@ pub struct Presented {
 pub const XNAT_COOKIE: &str = "JSESSIONID";
 
 pub fn credentials(req: &HttpRequest, cookie_name: &str) -> Presented {
-    let cookie = req.cookie(cookie_name).or_else(|| req.cookie(XNAT_COOKIE)).map(|c| c.value().to_string());
     let headers = req.headers();
+    // Parsing cookies costs an allocation and an extension even when there
+    // are none: token and key callers send no `Cookie` header.
+    let cookie = headers
+        .contains_key(actix_web::http::header::COOKIE)
+        .then(|| req.cookie(cookie_name).or_else(|| req.cookie(XNAT_COOKIE)).map(|c| c.value().to_string()))
+        .flatten();
     if let Some(key) = headers.get("x-api-key") {
         let header = if headers.contains_key(actix_web::http::header::AUTHORIZATION) {
             Credentials::Unusable("give either an Authorization header or X-API-Key, not both")
@@ -241,7 +246,8 @@ fn principal_from(
         return Err(invalid());
     }
     let session = matches!(method, AuthMethod::Cookie | AuthMethod::Jwt);
-    if session && row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs))
+    if session
+        && row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs, now))
     {
         return Err(invalid());
     }
@@ -423,7 +429,8 @@ where
 
 async fn touch_session(state: &AppState, key: &CacheKey, row: &Row, now: DateTime<Utc>) {
     // A dead session is not revived by being presented.
-    let idle = row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs));
+    let idle =
+        row.touched_at.is_some_and(|t| crate::store::sessions::idle(t, state.settings.auth.session_idle_secs, now));
     if idle || row.revoked_at.is_some() || row.expires_at.is_some_and(|e| e <= now) {
         return;
     }

@@ -80,13 +80,14 @@ pub struct Keys {
 /// were checked under (bumped by `set_versions`, under this lock).
 #[derive(Default)]
 struct VerifiedTokens {
-    tokens: std::collections::HashMap<Box<str>, Verified>,
+    /// foldhash, not SipHash: every cached read hashes its whole token here.
+    tokens: std::collections::HashMap<Box<str>, Verified, foldhash::fast::RandomState>,
     generation: u64,
 }
 
 /// A checked access token: its claims, and until when its key verifies.
 struct Verified {
-    claims: Claims,
+    claims: Arc<Claims>,
     key_until: Option<i64>,
 }
 
@@ -190,7 +191,7 @@ impl Keys {
     /// its key's are still checked each time, and a change of the key
     /// versions forgets them all. What is remembered was signed by one of
     /// our keys: a forged token is never stored.
-    pub fn verify_access(&self, token: &str) -> Option<Claims> {
+    pub fn verify_access(&self, token: &str) -> Option<Arc<Claims>> {
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(5);
         let generation = {
@@ -202,6 +203,7 @@ impl Keys {
             verified.generation
         };
         let (claims, key_until) = self.verify_access_fully(token)?;
+        let claims = Arc::new(claims);
         if let Ok(mut verified) = self.verified.write() {
             // Kept only if the key versions did not change during the check.
             if verified.generation == generation {

@@ -258,7 +258,11 @@ pub async fn refresh(
     };
     let mut audit = audit.clone().as_user(row.user_id, &row.username);
     audit.session_id = Some(row.session_id);
-    if row.revoked_at.is_some() || row.expires_at <= Utc::now() || !row.enabled || idle(row.last_seen_at, idle_secs) {
+    if row.revoked_at.is_some()
+        || row.expires_at <= Utc::now()
+        || !row.enabled
+        || idle(row.last_seen_at, idle_secs, Utc::now())
+    {
         return Ok(Refreshed::Invalid);
     }
     if row.used_at.is_some() {
@@ -415,6 +419,6 @@ pub async fn owner(conn: &mut PgConnection, id: Uuid) -> Result<Option<(Uuid, St
 /// Whether a session last seen at `last_seen` has been idle for longer than
 /// `idle_secs` (0: sessions never idle out). "Last seen" is written at most
 /// once a minute, so a session may live up to a minute past the limit.
-pub fn idle(last_seen: DateTime<Utc>, idle_secs: u64) -> bool {
-    idle_secs > 0 && (Utc::now() - last_seen).num_seconds() > i64::try_from(idle_secs).unwrap_or(i64::MAX)
+pub fn idle(last_seen: DateTime<Utc>, idle_secs: u64, now: DateTime<Utc>) -> bool {
+    idle_secs > 0 && (now - last_seen).num_seconds() > i64::try_from(idle_secs).unwrap_or(i64::MAX)
 }
