@@ -437,7 +437,10 @@ pub async fn create(conn: &mut PgConnection, audit: &Audit, new: NewUser) -> Res
 
 async fn insert_role(conn: &mut PgConnection, user: Uuid, role: &str) -> Result<bool, Error> {
     let res = sqlx::query!(
-        "INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 ON CONFLICT DO NOTHING",
+        // FOR KEY SHARE: a role deleted while this waited is not granted
+        // (404 below), instead of failing the foreign key (409).
+        "INSERT INTO user_roles (user_id, role) SELECT $1, name FROM roles WHERE name = $2 FOR KEY SHARE \
+         ON CONFLICT DO NOTHING",
         user,
         role,
     )

@@ -546,18 +546,10 @@ async fn change_group(
     group: &str,
     add: bool,
 ) -> Result<&'static str, Error> {
-    let mut conn = state.pool.acquire().await?;
-    let user = users::get(&mut conn, name, false).await?;
-    drop(conn);
-    crate::service::users::require_admin_for(&caller.0, &user)?;
-    let mut results =
-        crate::service::memberships::apply_groups(&state.pool, &caller.0, audit, name, vec![group.to_string()], add)
-            .await?;
-    match results.pop() {
-        Some(r) if r.ok => Ok(if add { "group-added" } else { "group-removed" }),
-        Some(r) => Err(r.failure.unwrap_or_else(|| Error::conflict("refused", r.error.unwrap_or_default()))),
-        None => Err(Error::internal(anyhow::anyhow!("no result"))),
-    }
+    // The administrator-target rule is checked on the locked account, in
+    // the transaction that changes it.
+    crate::service::memberships::apply_one(&state.pool, &caller.0, audit, name, group, add).await?;
+    Ok(if add { "group-added" } else { "group-removed" })
 }
 
 /// `POST /admin/users/{username}/groups`: adds to a group.

@@ -631,6 +631,25 @@ async fn a_role_deletion_takes_a_holder_made_meanwhile() {
     assert!(holders.to_string().contains(x_name), "the new holder is in the deletion's record: {holders}");
 }
 
+/// A grant that waits on the role's deletion finds no role: 404
+/// `role_not_found`, and nothing granted (it used to fail the foreign key
+/// once the deletion committed: 409 `concurrent_update`).
+#[tokio::test]
+async fn a_grant_racing_the_roles_deletion_finds_no_role() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.post("/api/v1/roles", t, json!({"name": "Vanishing", "permissions": []})).await.expect(201);
+    app.create_user("grx", json!({})).await;
+    let grant = app.put("/api/v1/users/grx/roles/Vanishing", t, json!(null));
+    let (granted, waited) =
+        while_another_writer_holds(&app, "DELETE FROM roles WHERE name = 'Vanishing'", "SELECT 1", grant).await;
+    assert!(waited, "the grant waited for the deletion");
+    assert_eq!(granted.status.as_u16(), 404, "{}", granted.text);
+    assert_eq!(granted.json()["error"]["code"], "role_not_found", "{}", granted.text);
+    assert_eq!(app.get("/api/v1/users/grx", t).await.expect(200).json()["roles"], json!([]));
+    assert_eq!(app.count("SELECT count(*) FROM user_roles WHERE role = 'Vanishing'").await, 0);
+}
+
 /// Users before groups and projects: deleting a group, deleting a project
 /// and setting a member's level each wait for the member's row before they
 /// take the group's or the project's. Taken the other way round, they held

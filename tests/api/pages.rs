@@ -508,6 +508,62 @@ async fn a_manager_mails_reset_links_only_to_accounts_they_manage() {
     assert_eq!(asked(rita.to_string()).await, 1, "a link was issued for an administrator's account");
 }
 
+/// The console's group buttons change memberships through the same locked
+/// path as the API: a manager adds and removes a managed account; an
+/// administrator's groups, an unknown group and an account made
+/// administrator while the manager's request waits are refused, and
+/// nothing changes.
+#[tokio::test]
+async fn console_group_changes_follow_the_administrator_rule() {
+    let app = spawn_app().await;
+    let t = &app.admin_token;
+    app.post("/api/v1/groups", t, json!({"name": "team"})).await.expect(201);
+    let gina: uuid::Uuid = app.create_user("gina", json!({})).await["id"].as_str().expect("id").parse().expect("uuid");
+    app.create_user("manager", json!({"roles": ["UserManager"]})).await;
+    let b = log_in(&app, "manager", PASSWORD).await;
+    let groups = |name: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/api/v1/users/{name}/groups"), &app.admin_token).await.expect(200).json() }
+    };
+    let change = |name: &'static str, add: bool, group: &'static str| {
+        let (app, b) = (&app, &b);
+        async move {
+            let csrf = csrf_of(&get(app, b, &format!("/admin/users/{name}")).await.html);
+            if add {
+                post(app, b, &format!("/admin/users/{name}/groups"), &[("csrf", csrf.as_str()), ("group", group)]).await
+            } else {
+                post(app, b, &format!("/admin/users/{name}/groups/{group}/remove"), &[("csrf", csrf.as_str())]).await
+            }
+        }
+    };
+    let p = change("gina", true, "team").await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin/users/gina?m=group-added"), "{}", p.html);
+    assert!(groups("gina").await.to_string().contains("\"team\""), "{}", groups("gina").await);
+    let p = change("gina", false, "team").await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/admin/users/gina?m=group-removed"), "{}", p.html);
+    assert!(!groups("gina").await.to_string().contains("\"team\""));
+    let p = change("gina", true, "no-such-group").await;
+    assert_eq!(p.status, 404, "{}", p.html);
+    let before = groups(ADMIN).await;
+    let p = change(ADMIN, true, "team").await;
+    assert_eq!(p.status, 403, "{}", p.html);
+    assert_eq!(groups(ADMIN).await, before);
+    // Made an administrator while the manager's request waits for the row.
+    let mut grant = app.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
+        .bind(gina)
+        .execute(&mut *grant)
+        .await
+        .expect("grant");
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        grant.commit().await.expect("commit");
+    };
+    let (p, ()) = tokio::join!(change("gina", true, "team"), commit);
+    assert_eq!(p.status, 403, "{}", p.html);
+    assert!(!groups("gina").await.to_string().contains("\"team\""), "an administrator's groups changed");
+}
+
 /// An app that mails through an SMTP sink (aiosmtpd) kept under `target/{dir}`.
 async fn app_with_mail(dir: &str) -> (TestApp, crate::web_console::SmtpSink) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(dir);
