@@ -481,7 +481,7 @@ impl<T: 'static> RouteTree<T> {
         for (segment, mut child) in children {
             let mut scope_path = format!("/{segment}");
             // A chain of static segments with nothing of its own on the way
-            // (`/api` → `/v1`) is one scope (`/api/v1`): one match, one
+            // (`/scim` → `/v2`) is one scope (`/scim/v2`): one match, one
             // boxed call, instead of one per segment.
             while let Some(next) = child.only_static_next() {
                 scope_path.push('/');

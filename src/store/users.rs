@@ -141,7 +141,8 @@ macro_rules! select_users {
 }
 pub(crate) use select_users;
 
-fn not_found(name: &str) -> Error {
+/// `user_not_found` for `name`.
+pub fn not_found(name: &str) -> Error {
     Error::not_found("user_not_found", format!("user '{name}' not found"))
 }
 

@@ -546,6 +546,11 @@ async fn change_group(
     group: &str,
     add: bool,
 ) -> Result<&'static str, Error> {
+    // The console names accounts by username, and `me` is nobody on its
+    // pages: it is not the caller here (the API's service reads it so).
+    if name == crate::domain::ME {
+        return Err(users::not_found(name));
+    }
     // The administrator-target rule is checked on the locked account, in
     // the transaction that changes it.
     crate::service::memberships::apply_one(&state.pool, &caller.0, audit, name, group, add).await?;

@@ -528,7 +528,7 @@ async fn console_group_changes_follow_the_administrator_rule() {
     let change = |name: &'static str, add: bool, group: &'static str| {
         let (app, b) = (&app, &b);
         async move {
-            let csrf = csrf_of(&get(app, b, &format!("/admin/users/{name}")).await.html);
+            let csrf = csrf_of(&get(app, b, "/account").await.html);
             if add {
                 post(app, b, &format!("/admin/users/{name}/groups"), &[("csrf", csrf.as_str()), ("group", group)]).await
             } else {
@@ -544,6 +544,13 @@ async fn console_group_changes_follow_the_administrator_rule() {
     assert!(!groups("gina").await.to_string().contains("\"team\""));
     let p = change("gina", true, "no-such-group").await;
     assert_eq!(p.status, 404, "{}", p.html);
+    // `me` names nobody in the console (its page is a 404 too).
+    app.put("/api/v1/users/manager/groups/team", t, json!(null)).await.expect(200);
+    for add in [false, true] {
+        let p = change("me", add, "team").await;
+        assert_eq!(p.status, 404, "{}", p.html);
+    }
+    assert!(groups("manager").await.to_string().contains("\"team\""), "{}", groups("manager").await);
     let before = groups(ADMIN).await;
     let p = change(ADMIN, true, "team").await;
     assert_eq!(p.status, 403, "{}", p.html);
