@@ -457,8 +457,8 @@ async fn api_key_principal(
         presented = state.keys.api_key_hash_with(version, secret);
     }
     let (row, memo) = row.ok_or_else(invalid)?;
-    let stored = row.secret_hash.clone().unwrap_or_default();
-    if !tokens::constant_time_eq(&presented.unwrap_or_default(), &stored) {
+    let stored = row.secret_hash.as_deref().unwrap_or_default();
+    if !tokens::constant_time_eq(&presented.unwrap_or_default(), stored) {
         return Err(invalid());
     }
     if let Some(user) = basic_user {

@@ -43,7 +43,9 @@ struct JwtKey {
 #[derive(Default)]
 struct Versions {
     jwt: Vec<JwtKey>,
-    peppers: Vec<(i32, Vec<u8>)>,
+    /// Each pepper as an HMAC already keyed with it: a key check clones
+    /// it instead of hashing the key's two pads again.
+    peppers: Vec<(i32, Hmac<Sha256>)>,
 }
 
 /// A stored version of a rotating secret, as `store::db` reads it.
@@ -102,7 +104,7 @@ impl Keys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
         validation.leeway = 5;
-        let versions = Versions { jwt: vec![jwt_key(1, jwt_secret, None)], peppers: vec![(1, pepper.clone())] };
+        let versions = Versions { jwt: vec![jwt_key(1, jwt_secret, None)], peppers: vec![(1, keyed(&pepper))] };
         Keys {
             versions: Arc::new(RwLock::new(versions)),
             base_pepper: pepper,
@@ -129,8 +131,8 @@ impl Keys {
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(5);
         let mut jwt_rows: Vec<&SecretVersion> = rows.iter().filter(|r| r.name == JWT_SECRET).collect();
         jwt_rows.sort_by_key(|r| std::cmp::Reverse(r.version));
-        let mut peppers: Vec<(i32, Vec<u8>)> =
-            rows.iter().filter(|r| r.name == PEPPER_SECRET).map(|r| (r.version, r.value.clone())).collect();
+        let mut peppers: Vec<(i32, Hmac<Sha256>)> =
+            rows.iter().filter(|r| r.name == PEPPER_SECRET).map(|r| (r.version, keyed(&r.value))).collect();
         peppers.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
         let Ok(mut v) = self.versions.write() else { return };
         if !self.configured_jwt && !jwt_rows.is_empty() {
@@ -281,7 +283,7 @@ impl Keys {
     pub fn api_key_hash(&self, secret: &str) -> (i32, Vec<u8>) {
         let v = self.versions.read().ok();
         match v.as_ref().and_then(|v| v.peppers.first()) {
-            Some((version, pepper)) => (*version, hmac(pepper, secret)),
+            Some((version, pepper)) => (*version, mac_with(pepper, secret)),
             None => (1, hmac(&self.base_pepper, secret)),
         }
     }
@@ -290,7 +292,7 @@ impl Keys {
     /// does not have that version (yet).
     pub fn api_key_hash_with(&self, version: i32, secret: &str) -> Option<Vec<u8>> {
         let v = self.versions.read().ok()?;
-        v.peppers.iter().find(|(n, _)| *n == version).map(|(_, pepper)| hmac(pepper, secret))
+        v.peppers.iter().find(|(n, _)| *n == version).map(|(_, pepper)| mac_with(pepper, secret))
     }
 }
 
@@ -308,7 +310,17 @@ fn jwt_key(version: i32, secret: &[u8], verifies_until: Option<i64>) -> JwtKey {
 }
 
 fn hmac(key: &[u8], value: &str) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac_with(&keyed(key), value)
+}
+
+/// An HMAC-SHA256 keyed with `key`, ready to take a message.
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+/// `value`'s MAC under an already keyed HMAC.
+fn mac_with(keyed: &Hmac<Sha256>, value: &str) -> Vec<u8> {
+    let mut mac = keyed.clone();
     mac.update(value.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
