@@ -493,17 +493,9 @@ async fn a_manager_mails_reset_links_only_to_accounts_they_manage() {
     assert_eq!(p.status, 403, "{}", p.html);
     assert_eq!(asked(admin_id).await, 0);
     // Made an administrator while the manager asks.
-    let mut grant = app.pool.begin().await.expect("begin");
-    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
-        .bind(rita)
-        .execute(&mut *grant)
-        .await
-        .expect("grant");
-    let commit = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        grant.commit().await.expect("commit");
-    };
-    let (p, ()) = tokio::join!(send("rita"), commit);
+    let grant = format!("INSERT INTO user_roles (user_id, role) VALUES ('{rita}', 'Administrator')");
+    let (p, waited) = while_another_writer_holds(&app, &grant, "SELECT 1", send("rita")).await;
+    assert!(waited, "the request waited for the grant");
     assert_eq!(p.status, 403, "{}", p.html);
     assert_eq!(asked(rita.to_string()).await, 1, "a link was issued for an administrator's account");
 }
@@ -556,17 +548,9 @@ async fn console_group_changes_follow_the_administrator_rule() {
     assert_eq!(p.status, 403, "{}", p.html);
     assert_eq!(groups(ADMIN).await, before);
     // Made an administrator while the manager's request waits for the row.
-    let mut grant = app.pool.begin().await.expect("begin");
-    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'Administrator')")
-        .bind(gina)
-        .execute(&mut *grant)
-        .await
-        .expect("grant");
-    let commit = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        grant.commit().await.expect("commit");
-    };
-    let (p, ()) = tokio::join!(change("gina", true, "team"), commit);
+    let grant = format!("INSERT INTO user_roles (user_id, role) VALUES ('{gina}', 'Administrator')");
+    let (p, waited) = while_another_writer_holds(&app, &grant, "SELECT 1", change("gina", true, "team")).await;
+    assert!(waited, "the request waited for the grant");
     assert_eq!(p.status, 403, "{}", p.html);
     assert!(!groups("gina").await.to_string().contains("\"team\""), "an administrator's groups changed");
 }
