@@ -258,11 +258,8 @@ pub async fn refresh(
     };
     let mut audit = audit.clone().as_user(row.user_id, &row.username);
     audit.session_id = Some(row.session_id);
-    if row.revoked_at.is_some()
-        || row.expires_at <= Utc::now()
-        || !row.enabled
-        || idle(row.last_seen_at, idle_secs, Utc::now())
-    {
+    let now = Utc::now();
+    if row.revoked_at.is_some() || row.expires_at <= now || !row.enabled || idle(row.last_seen_at, idle_secs, now) {
         return Ok(Refreshed::Invalid);
     }
     if row.used_at.is_some() {
